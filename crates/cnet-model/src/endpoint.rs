@@ -1,0 +1,259 @@
+//! `HostComputeEndpoint` and its policies.
+
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::names::{stable_hash, IfName, ObjectName};
+use crate::net::{MacAddr, Protocol};
+use crate::network::{Dns, Route};
+use crate::SchemaVersion;
+
+/// One address of an endpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct IpConfig {
+    #[schema(value_type = String, example = "10.79.0.2")]
+    pub ip_address: IpAddr,
+    /// The subnet's prefix length when absent.
+    #[serde(default)]
+    pub prefix_length: u8,
+}
+
+/// Lifecycle of an endpoint.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub enum EndpointState {
+    #[default]
+    Created,
+    Attached,
+    Degraded,
+}
+
+/// `PortMapping` policy: inbound DNAT host:`ExternalPort` → endpoint:`InternalPort`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct PortMapping {
+    /// 6 (TCP), 17 (UDP), 132 (SCTP); names accepted.
+    #[schema(value_type = u32, example = 6)]
+    pub protocol: Protocol,
+    pub internal_port: u16,
+    pub external_port: u16,
+    /// Only packets to this host address are mapped; any host address when absent.
+    #[serde(
+        rename = "VIP",
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "empty_as_none"
+    )]
+    #[schema(value_type = Option<String>)]
+    pub vip: Option<IpAddr>,
+    /// HCN NatFlags (LocalRoutedVip = 1, IPv6 = 2). cnet maps for the host
+    /// itself and for both families whatever the flags say.
+    #[serde(default)]
+    pub flags: u32,
+    /// Linux extension: map `PortCount` consecutive ports (a range); default 1.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub port_count: u16,
+}
+
+fn one() -> u16 {
+    1
+}
+fn is_one(v: &u16) -> bool {
+    *v == 1
+}
+
+fn empty_as_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<IpAddr>, D::Error> {
+    let s: Option<String> = Option::deserialize(d)?;
+    match s.as_deref() {
+        None | Some("") => Ok(None),
+        Some(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom(format!("VIP {v:?} is not an IP address"))),
+    }
+}
+
+/// Largest range one port mapping may cover.
+pub const MAX_PORT_COUNT: u16 = 4096;
+
+impl PortMapping {
+    /// `(external, internal)` pairs this mapping covers.
+    pub fn ports(&self) -> impl Iterator<Item = (u16, u16)> + '_ {
+        (0..self.port_count).map(|i| (self.external_port + i, self.internal_port + i))
+    }
+
+    pub fn check(&self) -> Result<(), ApiError> {
+        if self.internal_port == 0 {
+            return Err(ApiError::new(
+                crate::ErrorCode::InvalidInternalPort,
+                "PortMapping InternalPort must be between 1 and 65535",
+            ));
+        }
+        if self.external_port == 0 {
+            return Err(ApiError::invalid_param(
+                "PortMapping ExternalPort must be between 1 and 65535",
+            ));
+        }
+        if self.port_count == 0 || self.port_count > MAX_PORT_COUNT {
+            return Err(ApiError::invalid_param(format!(
+                "PortMapping PortCount must be between 1 and {MAX_PORT_COUNT}"
+            )));
+        }
+        let last_ext = self.external_port as u32 + self.port_count as u32 - 1;
+        let last_int = self.internal_port as u32 + self.port_count as u32 - 1;
+        if last_ext > 65535 || last_int > 65535 {
+            return Err(ApiError::invalid_param(format!(
+                "PortMapping range {}+{} runs past port 65535: lower the ports or PortCount",
+                self.external_port, self.port_count
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether two mappings claim the same host port: same protocol, ports
+    /// overlapping, and the VIPs equal or either one "any".
+    pub fn conflicts_with(&self, other: &PortMapping) -> bool {
+        let vip_overlap = match (self.vip, other.vip) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        };
+        let (a0, a1) = (self.external_port as u32, self.external_port as u32 + self.port_count as u32);
+        let (b0, b1) = (other.external_port as u32, other.external_port as u32 + other.port_count as u32);
+        self.protocol == other.protocol && vip_overlap && a0 < b1 && b0 < a1
+    }
+}
+
+/// `InterfaceParameters` policy: the endpoint's MTU.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct InterfaceParameters {
+    pub mtu: u32,
+}
+
+/// An endpoint policy `{"Type": ..., "Settings": {...}}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "Type", content = "Settings")]
+pub enum EndpointPolicy {
+    PortMapping(PortMapping),
+    InterfaceParameters(InterfaceParameters),
+}
+
+impl EndpointPolicy {
+    /// Policy types this build understands.
+    pub const SUPPORTED: [&'static str; 2] = ["PortMapping", "InterfaceParameters"];
+}
+
+/// `HostComputeEndpoint`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct Endpoint {
+    #[serde(rename = "ID", default)]
+    pub id: Uuid,
+    /// Defaults to the ID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<ObjectName>,
+    /// The network: its ID, or its name in a request.
+    pub host_compute_network: String,
+    /// The namespace the endpoint is attached to. In a create request: attach
+    /// at once (one call instead of two).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_compute_namespace: Option<String>,
+    /// Allocated when absent; one entry per address family of the network.
+    #[serde(default)]
+    pub ip_configurations: Vec<IpConfig>,
+    /// Derived from the IPv4 address when absent (`0a:58:` + address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac_address: Option<MacAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<Dns>,
+    /// The endpoint's routes; a default route via the network's gateway when absent.
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    #[serde(default)]
+    pub flags: u32,
+    #[serde(default)]
+    pub policies: Vec<EndpointPolicy>,
+    #[serde(default)]
+    pub schema_version: SchemaVersion,
+    /// Linux extension: the interface name inside the namespace (default `eth0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface_name: Option<IfName>,
+    /// Linux extension, read-only: the host side of the veth pair.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_interface_name: Option<String>,
+    /// Read-only.
+    #[serde(default)]
+    pub state: EndpointState,
+}
+
+impl Endpoint {
+    pub fn interface_name(&self) -> IfName {
+        self.interface_name
+            .clone()
+            .unwrap_or_else(|| IfName::new("eth0").expect("eth0 is a valid name"))
+    }
+    /// `cnv` + 11 hex digits of a hash of the ID: at most 15 bytes.
+    pub fn derived_host_name(&self) -> String {
+        format!("cnv{:011x}", stable_hash(self.id.as_bytes()) & 0xfff_ffff_ffff)
+    }
+    pub fn port_mappings(&self) -> impl Iterator<Item = &PortMapping> {
+        self.policies.iter().filter_map(|p| match p {
+            EndpointPolicy::PortMapping(m) => Some(m),
+            _ => None,
+        })
+    }
+    pub fn mtu(&self) -> Option<u32> {
+        self.policies.iter().find_map(|p| match p {
+            EndpointPolicy::InterfaceParameters(i) => Some(i.mtu),
+            _ => None,
+        })
+    }
+    pub fn display_name(&self) -> String {
+        self.name
+            .as_ref()
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| self.id.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pm(proto: Protocol, ext: u16, count: u16, vip: Option<&str>) -> PortMapping {
+        PortMapping {
+            protocol: proto,
+            internal_port: 80,
+            external_port: ext,
+            vip: vip.map(|v| v.parse().unwrap()),
+            flags: 0,
+            port_count: count,
+        }
+    }
+
+    #[test]
+    fn port_mappings_conflict_on_same_protocol_port_and_overlapping_vip() {
+        let any = pm(Protocol::Tcp, 8080, 1, None);
+        assert!(any.conflicts_with(&pm(Protocol::Tcp, 8080, 1, Some("198.18.0.2"))));
+        assert!(!any.conflicts_with(&pm(Protocol::Udp, 8080, 1, None)));
+        assert!(!pm(Protocol::Tcp, 8080, 1, Some("198.18.0.2"))
+            .conflicts_with(&pm(Protocol::Tcp, 8080, 1, Some("198.18.0.3"))));
+        assert!(pm(Protocol::Tcp, 8000, 100, None).conflicts_with(&any));
+        assert!(!pm(Protocol::Tcp, 8000, 80, None).conflicts_with(&any));
+    }
+
+    #[test]
+    fn port_mapping_json_is_hcn_shaped() {
+        let p: EndpointPolicy = serde_json::from_str(
+            r#"{"Type":"PortMapping","Settings":{"Protocol":6,"InternalPort":80,"ExternalPort":8080,"VIP":""}}"#,
+        )
+        .unwrap();
+        let EndpointPolicy::PortMapping(m) = &p else { panic!("not a port mapping") };
+        assert_eq!(m.vip, None);
+        assert_eq!(m.port_count, 1);
+        assert!(pm(Protocol::Tcp, 65535, 2, None).check().is_err());
+    }
+}

@@ -1,0 +1,61 @@
+//! `HostComputeNamespace`: a compartment (a Linux network namespace).
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::names::ObjectName;
+use crate::SchemaVersion;
+
+/// A resource in a namespace: `{Type: Endpoint, Data: {Id}}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct NamespaceResource {
+    pub r#type: String,
+    pub data: ResourceData,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct ResourceData {
+    pub id: Uuid,
+}
+
+/// `HostComputeNamespace`. Created by cnetd (with `Name`: a named netns) or
+/// adopted (with `NetnsPath`: a runtime's netns).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct Namespace {
+    #[serde(rename = "ID", default)]
+    pub id: Uuid,
+    /// The netns name when cnetd creates it (`/run/netns/<Name>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<ObjectName>,
+    /// HCN type: `HostDefault` (default), `Host`, `Guest`, `GuestDefault`.
+    #[serde(default = "host_default")]
+    pub r#type: String,
+    /// The netns file. In a request: adopt this existing namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns_path: Option<String>,
+    /// Read-only: the endpoints attached.
+    #[serde(default)]
+    pub resources: Vec<NamespaceResource>,
+    /// Read-only: whether cnetd created the netns (and deletes it with the object).
+    #[serde(default)]
+    pub managed: bool,
+    #[serde(default)]
+    pub schema_version: SchemaVersion,
+}
+
+fn host_default() -> String {
+    "HostDefault".into()
+}
+
+impl Namespace {
+    pub fn display_name(&self) -> String {
+        self.name
+            .as_ref()
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| self.id.to_string())
+    }
+}

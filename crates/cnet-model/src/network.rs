@@ -1,0 +1,233 @@
+//! `HostComputeNetwork` and its parts.
+
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::names::{stable_hash, ObjectName};
+use crate::net::MacAddr;
+use crate::SchemaVersion;
+
+/// The kind of network, which decides where its endpoints go.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum NetworkType {
+    /// A private bridge behind NAT: egress masqueraded, ports published.
+    #[default]
+    Nat,
+    /// A bridge the host is on; no NAT, no egress.
+    Internal,
+    /// A bridge without a host address: endpoints reach only each other.
+    Private,
+    Transparent,
+    L2Bridge,
+    L2Tunnel,
+    Overlay,
+    Ics,
+}
+
+impl NetworkType {
+    pub const ALL: [NetworkType; 8] = [
+        NetworkType::Nat,
+        NetworkType::Internal,
+        NetworkType::Private,
+        NetworkType::Transparent,
+        NetworkType::L2Bridge,
+        NetworkType::L2Tunnel,
+        NetworkType::Overlay,
+        NetworkType::Ics,
+    ];
+    /// The types this build can program.
+    pub const SUPPORTED: [NetworkType; 3] =
+        [NetworkType::Nat, NetworkType::Internal, NetworkType::Private];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkType::Nat => "NAT",
+            NetworkType::Internal => "Internal",
+            NetworkType::Private => "Private",
+            NetworkType::Transparent => "Transparent",
+            NetworkType::L2Bridge => "L2Bridge",
+            NetworkType::L2Tunnel => "L2Tunnel",
+            NetworkType::Overlay => "Overlay",
+            NetworkType::Ics => "ICS",
+        }
+    }
+    pub fn is_supported(self) -> bool {
+        Self::SUPPORTED.contains(&self)
+    }
+    /// Whether the host has an address on the network's bridge.
+    pub fn has_gateway(self) -> bool {
+        matches!(self, NetworkType::Nat | NetworkType::Internal)
+    }
+}
+
+impl FromStr for NetworkType {
+    type Err = ApiError;
+    fn from_str(s: &str) -> Result<Self, ApiError> {
+        NetworkType::ALL
+            .into_iter()
+            .find(|t| t.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                ApiError::invalid_param(format!(
+                    "network type {s:?} is unknown: use one of NAT, Internal, Private, Transparent, L2Bridge, L2Tunnel, Overlay, ICS"
+                ))
+            })
+    }
+}
+impl fmt::Display for NetworkType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+impl Serialize for NetworkType {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+impl<'de> Deserialize<'de> for NetworkType {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(|e: ApiError| serde::de::Error::custom(e.error))
+    }
+}
+
+/// A route: `DestinationPrefix` via `NextHop` (on-link when absent).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct Route {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "10.79.0.1")]
+    pub next_hop: Option<IpAddr>,
+    #[schema(value_type = String, example = "0.0.0.0/0")]
+    pub destination_prefix: IpNet,
+    #[serde(default)]
+    pub metric: u32,
+}
+
+/// One subnet of a network's IPAM.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct Subnet {
+    #[schema(value_type = String, example = "10.79.0.0/24")]
+    pub ip_address_prefix: IpNet,
+    /// A route to `0.0.0.0/0` (or `::/0`) names the gateway in `NextHop`.
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    /// Subnet policies (VSID, VLAN): not supported by this build; must be empty.
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub policies: Vec<serde_json::Value>,
+}
+
+impl Subnet {
+    /// The gateway: `NextHop` of the default route, else the first address.
+    pub fn gateway(&self) -> IpAddr {
+        self.routes
+            .iter()
+            .find(|r| r.destination_prefix.prefix_len() == 0)
+            .and_then(|r| r.next_hop)
+            .unwrap_or_else(|| crate::alloc::nth_host(&self.ip_address_prefix, 1))
+    }
+}
+
+/// `{Type: Static, Subnets: [...]}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct Ipam {
+    /// `Static` (cnetd allocates from the subnets). `Dhcp` is not supported yet.
+    #[serde(default = "static_ipam")]
+    pub r#type: String,
+    #[serde(default)]
+    pub subnets: Vec<Subnet>,
+}
+
+fn static_ipam() -> String {
+    "Static".into()
+}
+
+/// DNS settings handed to endpoints.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct Dns {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub domain: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub search: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<String>)]
+    pub server_list: Vec<IpAddr>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<String>,
+}
+
+/// A range of MAC addresses endpoints take theirs from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct MacRange {
+    pub start_mac_address: MacAddr,
+    pub end_mac_address: MacAddr,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct MacPool {
+    #[serde(default)]
+    pub ranges: Vec<MacRange>,
+}
+
+/// `HostComputeNetwork`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct Network {
+    /// Assigned by cnetd when absent.
+    #[serde(rename = "ID", default)]
+    pub id: Uuid,
+    pub name: ObjectName,
+    #[serde(default)]
+    #[schema(value_type = String, example = "NAT")]
+    pub r#type: NetworkType,
+    #[serde(default)]
+    pub ipams: Vec<Ipam>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<Dns>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac_pool: Option<MacPool>,
+    #[serde(default)]
+    pub flags: u32,
+    /// Network policies: none is supported by this build yet.
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub policies: Vec<serde_json::Value>,
+    #[serde(default)]
+    pub schema_version: SchemaVersion,
+    /// Linux extension: MTU of the bridge and of new endpoints (default 1500).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    /// Linux extension, read-only: the bridge that is this network's switch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge_name: Option<String>,
+}
+
+impl Network {
+    /// All subnets of all IPAMs.
+    pub fn subnets(&self) -> impl Iterator<Item = &Subnet> {
+        self.ipams.iter().flat_map(|i| i.subnets.iter())
+    }
+    pub fn mtu(&self) -> u32 {
+        self.mtu.unwrap_or(1500)
+    }
+    /// The bridge's name, derived from the ID: `cnb` + 10 hex digits.
+    pub fn derived_bridge_name(&self) -> String {
+        format!("cnb{:010x}", stable_hash(self.id.as_bytes()) & 0xff_ffff_ffff)
+    }
+    /// The bridge's MAC, fixed so that endpoints never see the gateway move.
+    pub fn bridge_mac(&self) -> MacAddr {
+        let h = stable_hash(self.id.as_bytes()).to_be_bytes();
+        MacAddr([0x0a, 0x58, 0xfe, h[0], h[1], h[2]])
+    }
+}

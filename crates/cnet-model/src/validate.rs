@@ -1,0 +1,381 @@
+//! The rules a request must follow, and the normalisation that fills in
+//! what cnetd decides (addresses, MACs, routes). Pure: the caller passes in
+//! what already exists.
+
+use ipnet::IpNet;
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+use crate::alloc;
+use crate::endpoint::{Endpoint, EndpointPolicy, IpConfig, PortMapping};
+use crate::error::{ApiError, ErrorCode, Result};
+use crate::net::{MacAddr, Protocol};
+use crate::network::{Network, Route, Subnet};
+
+/// Rejects policies whose `Type` this build does not know, before the typed
+/// parse, so the answer is `MappingNotSupported` rather than a JSON error.
+pub fn check_policy_types(body: &serde_json::Value, supported: &[&str], what: &str) -> Result<()> {
+    let Some(list) = body.get("Policies").and_then(|p| p.as_array()) else {
+        return Ok(());
+    };
+    for p in list {
+        let ty = p.get("Type").and_then(|t| t.as_str()).unwrap_or("");
+        if !supported.contains(&ty) {
+            let known = if supported.is_empty() { "none yet".to_string() } else { supported.join(", ") };
+            return Err(ApiError::unsupported(format!(
+                "{what} policy type {ty:?} is not supported by this build (supported: {known}); remove it from Policies"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn overlaps(a: &IpNet, b: &IpNet) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+fn check_subnet(s: &Subnet) -> Result<()> {
+    let p = s.ip_address_prefix;
+    if p.trunc() != p {
+        return Err(ApiError::invalid_subnet(format!(
+            "subnet {p} has host bits set: write {}",
+            p.trunc()
+        )));
+    }
+    let max = match p {
+        IpNet::V4(_) => 30,
+        IpNet::V6(_) => 126,
+    };
+    if p.prefix_len() > max || p.prefix_len() < 8 {
+        return Err(ApiError::invalid_subnet(format!(
+            "subnet {p} has no room for endpoints or is too large: use a prefix length between /8 and /{max}"
+        )));
+    }
+    if !s.policies.is_empty() {
+        return Err(ApiError::unsupported(
+            "subnet policies (VSID, VLAN) are not supported by this build: remove Subnets[].Policies",
+        ));
+    }
+    for r in &s.routes {
+        if let Some(hop) = r.next_hop {
+            if !p.contains(&hop) || hop == p.network() {
+                return Err(ApiError::invalid_ip(format!(
+                    "route NextHop {hop} is not a usable address of subnet {p}"
+                )));
+            }
+        }
+        if r.destination_prefix.trunc() != r.destination_prefix {
+            return Err(ApiError::invalid_subnet(format!(
+                "route destination {} has host bits set: write {}",
+                r.destination_prefix,
+                r.destination_prefix.trunc()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a network request against the rules and the networks that exist.
+pub fn validate_network(net: &Network, existing: &[&Network]) -> Result<()> {
+    if !net.r#type.is_supported() {
+        return Err(ApiError::unsupported(format!(
+            "network type {} is not supported by this build yet: use NAT, Internal or Private",
+            net.r#type
+        )));
+    }
+    if !net.policies.is_empty() {
+        return Err(ApiError::unsupported(
+            "network policies are not supported by this build yet: remove Policies",
+        ));
+    }
+    if let Some(mtu) = net.mtu {
+        if !(576..=65535).contains(&mtu) {
+            return Err(ApiError::invalid_param(format!("Mtu {mtu} is out of range: use 576 to 65535")));
+        }
+    }
+    for ipam in &net.ipams {
+        if !ipam.r#type.eq_ignore_ascii_case("Static") {
+            return Err(ApiError::unsupported(format!(
+                "IPAM type {:?} is not supported by this build: use Static (cnetd allocates addresses)",
+                ipam.r#type
+            )));
+        }
+    }
+    let subnets: Vec<&Subnet> = net.subnets().collect();
+    if subnets.is_empty() {
+        return Err(ApiError::invalid_subnet(
+            "the network has no subnet: add Ipams: [{\"Subnets\": [{\"IpAddressPrefix\": \"10.79.0.0/24\"}]}]",
+        ));
+    }
+    for s in &subnets {
+        check_subnet(s)?;
+    }
+    for fam_v4 in [true, false] {
+        if subnets.iter().filter(|s| s.ip_address_prefix.addr().is_ipv4() == fam_v4).count() > 1 {
+            return Err(ApiError::invalid_subnet(
+                "a network takes at most one IPv4 and one IPv6 subnet: create another network for more",
+            ));
+        }
+    }
+    for other in existing.iter().filter(|o| o.id != net.id) {
+        if other.name == net.name {
+            return Err(ApiError::new(
+                ErrorCode::NetworkAlreadyExists,
+                format!("a network named {} already exists ({}): pick another name or delete it", net.name, other.id),
+            ));
+        }
+        for s in &subnets {
+            if let Some(o) = other.subnets().find(|o| overlaps(&o.ip_address_prefix, &s.ip_address_prefix)) {
+                return Err(ApiError::invalid_subnet(format!(
+                    "subnet {} overlaps {} of network {}: pick a subnet no other network uses",
+                    s.ip_address_prefix, o.ip_address_prefix, other.name
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What is already in use where a new endpoint goes.
+#[derive(Default)]
+pub struct Usage<'a> {
+    /// Addresses of the network's endpoints.
+    pub ips: HashSet<IpAddr>,
+    /// MACs of the network's endpoints.
+    pub macs: HashSet<MacAddr>,
+    /// Every port mapping on the host, with the name of its endpoint.
+    pub port_mappings: Vec<(&'a PortMapping, String)>,
+    /// Where to start looking for a free address (an offset into the subnet).
+    pub hint: u128,
+}
+
+/// The gateway of a subnet on this network, if the network has one.
+pub fn gateway_of(net: &Network, s: &Subnet) -> Option<IpAddr> {
+    net.r#type.has_gateway().then(|| s.gateway())
+}
+
+/// Checks port mappings of one endpoint against the host's and each other.
+pub fn check_port_mappings(
+    mappings: &[&PortMapping],
+    used: &[(&PortMapping, String)],
+    sctp_available: bool,
+) -> Result<()> {
+    for (i, m) in mappings.iter().enumerate() {
+        m.check()?;
+        if m.protocol == Protocol::Sctp && !sctp_available {
+            return Err(ApiError::unsupported(
+                "SCTP port mappings need the kernel's SCTP support, which this host lacks: load the sctp module or use TCP/UDP",
+            ));
+        }
+        if let Some((_, owner)) = used.iter().find(|(u, _)| u.conflicts_with(m)) {
+            return Err(ApiError::new(
+                ErrorCode::PortAlreadyExists,
+                format!(
+                    "{} port {} is already published by endpoint {owner}: pick another ExternalPort",
+                    m.protocol, m.external_port
+                ),
+            ));
+        }
+        if mappings[..i].iter().any(|o| o.conflicts_with(m)) {
+            return Err(ApiError::new(
+                ErrorCode::PortAlreadyExists,
+                format!("{} port {} is mapped twice in this request", m.protocol, m.external_port),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Validates an endpoint request for `net` and fills in what cnetd decides:
+/// addresses (one per subnet family), prefix lengths, MAC, routes.
+pub fn prepare_endpoint(ep: &mut Endpoint, net: &Network, usage: &Usage, sctp: bool) -> Result<()> {
+    if !net.r#type.is_supported() {
+        return Err(ApiError::unsupported(format!("network type {} is not supported", net.r#type)));
+    }
+    if let Some(mtu) = ep.mtu() {
+        if !(576..=65535).contains(&mtu) {
+            return Err(ApiError::invalid_param(format!("endpoint Mtu {mtu} is out of range: use 576 to 65535")));
+        }
+    }
+    let mappings: Vec<&PortMapping> = ep.port_mappings().collect();
+    if !mappings.is_empty() && net.r#type != crate::NetworkType::Nat {
+        return Err(ApiError::unsupported(format!(
+            "port mappings need a NAT network; {} is {}",
+            net.name, net.r#type
+        )));
+    }
+    check_port_mappings(&mappings, &usage.port_mappings, sctp)?;
+
+    // Addresses: each requested one must fit a subnet and be free; families
+    // the request leaves out are allocated.
+    let mut configs: Vec<IpConfig> = Vec::new();
+    for c in &ep.ip_configurations {
+        let Some(s) = net.subnets().find(|s| s.ip_address_prefix.contains(&c.ip_address)) else {
+            return Err(ApiError::new(
+                ErrorCode::AddrInvalidOrReserved,
+                format!("address {} is outside every subnet of network {}", c.ip_address, net.name),
+            ));
+        };
+        if !alloc::is_assignable(s, gateway_of(net, s), c.ip_address) {
+            return Err(ApiError::new(
+                ErrorCode::AddrInvalidOrReserved,
+                format!(
+                    "address {} is reserved in {} (network address, gateway or broadcast): pick another",
+                    c.ip_address, s.ip_address_prefix
+                ),
+            ));
+        }
+        if usage.ips.contains(&c.ip_address) {
+            return Err(ApiError::new(
+                ErrorCode::AddrInvalidOrReserved,
+                format!("address {} is already taken on network {}: pick another or omit it", c.ip_address, net.name),
+            ));
+        }
+        if configs.iter().any(|o| o.ip_address.is_ipv4() == c.ip_address.is_ipv4()) {
+            return Err(ApiError::invalid_ip("at most one address per family per endpoint"));
+        }
+        if c.prefix_length != 0 && c.prefix_length != s.ip_address_prefix.prefix_len() {
+            return Err(ApiError::invalid_ip(format!(
+                "PrefixLength {} does not match subnet {}: omit it",
+                c.prefix_length, s.ip_address_prefix
+            )));
+        }
+        configs.push(IpConfig { ip_address: c.ip_address, prefix_length: s.ip_address_prefix.prefix_len() });
+    }
+    for s in net.subnets() {
+        let v4 = s.ip_address_prefix.addr().is_ipv4();
+        if configs.iter().any(|c| c.ip_address.is_ipv4() == v4) {
+            continue;
+        }
+        let ip = alloc::first_free(s, gateway_of(net, s), &usage.ips, usage.hint).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::AddressPoolExhausted,
+                format!("subnet {} of network {} has no free address left: delete endpoints or add a subnet", s.ip_address_prefix, net.name),
+            )
+        })?;
+        configs.push(IpConfig { ip_address: ip, prefix_length: s.ip_address_prefix.prefix_len() });
+    }
+    configs.sort_by_key(|c| !c.ip_address.is_ipv4());
+    ep.ip_configurations = configs;
+
+    match ep.mac_address {
+        Some(mac) if usage.macs.contains(&mac) => {
+            return Err(ApiError::invalid_param(format!(
+                "MAC address {mac} is already used on network {}: pick another or omit it",
+                net.name
+            )))
+        }
+        Some(_) => {}
+        None => {
+            let pool = net.mac_pool.as_ref().filter(|p| !p.ranges.is_empty());
+            let mac = match pool {
+                Some(pool) => alloc::mac_from_pool(pool, &usage.macs).ok_or_else(|| {
+                    ApiError::new(ErrorCode::AddressPoolExhausted, format!("the MacPool of network {} is exhausted", net.name))
+                })?,
+                None => alloc::mac_for_ip(ep.ip_configurations[0].ip_address),
+            };
+            ep.mac_address = Some(mac);
+        }
+    }
+
+    if ep.routes.is_empty() {
+        for s in net.subnets() {
+            if let Some(gw) = gateway_of(net, s) {
+                let default: IpNet = if gw.is_ipv4() { "0.0.0.0/0".parse().unwrap() } else { "::/0".parse().unwrap() };
+                ep.routes.push(Route { next_hop: Some(gw), destination_prefix: default, metric: 0 });
+            }
+        }
+    }
+    for r in &ep.routes {
+        if let Some(hop) = r.next_hop {
+            if !net.subnets().any(|s| s.ip_address_prefix.contains(&hop)) {
+                return Err(ApiError::invalid_ip(format!("route NextHop {hop} is not on network {}", net.name)));
+            }
+        }
+    }
+    if ep.dns.is_none() {
+        ep.dns = net.dns.clone();
+    }
+    Ok(())
+}
+
+/// Supported endpoint policy types, for [`check_policy_types`].
+pub fn endpoint_policy_types() -> &'static [&'static str] {
+    &EndpointPolicy::SUPPORTED
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::network::Ipam;
+
+    fn network(name: &str, prefixes: &[&str]) -> Network {
+        serde_json::from_value(serde_json::json!({
+            "ID": uuid::Uuid::new_v4(),
+            "Name": name,
+            "Type": "NAT",
+            "Ipams": [{"Type": "Static", "Subnets": prefixes.iter().map(|p| serde_json::json!({"IpAddressPrefix": p})).collect::<Vec<_>>()}]
+        }))
+        .unwrap()
+    }
+
+    fn endpoint(net: &Network) -> Endpoint {
+        serde_json::from_value(serde_json::json!({"HostComputeNetwork": net.id.to_string()})).unwrap()
+    }
+
+    #[test]
+    fn overlapping_subnets_are_refused() {
+        let a = network("a", &["10.0.0.0/16"]);
+        let b = network("b", &["10.0.5.0/24"]);
+        let err = validate_network(&b, &[&a]).unwrap_err();
+        assert_eq!(err.error_code, ErrorCode::InvalidSubnet);
+        assert!(err.error.contains("overlaps"));
+    }
+
+    #[test]
+    fn subnets_with_host_bits_are_refused_with_the_fix() {
+        let a = network("a", &["10.0.0.5/24"]);
+        let err = validate_network(&a, &[]).unwrap_err();
+        assert!(err.error.contains("10.0.0.0/24"), "{}", err.error);
+    }
+
+    #[test]
+    fn unsupported_types_say_so() {
+        let mut a = network("a", &["10.0.0.0/24"]);
+        a.r#type = crate::NetworkType::Overlay;
+        assert_eq!(validate_network(&a, &[]).unwrap_err().error_code, ErrorCode::MappingNotSupported);
+    }
+
+    #[test]
+    fn dual_stack_endpoint_gets_both_families_and_routes() {
+        let net = network("a", &["10.0.0.0/24", "fd00:1::/64"]);
+        let mut ep = endpoint(&net);
+        prepare_endpoint(&mut ep, &net, &Usage::default(), false).unwrap();
+        assert_eq!(ep.ip_configurations.len(), 2);
+        assert_eq!(ep.ip_configurations[0].ip_address, "10.0.0.2".parse::<IpAddr>().unwrap());
+        assert_eq!(ep.ip_configurations[1].ip_address, "fd00:1::2".parse::<IpAddr>().unwrap());
+        assert_eq!(ep.routes.len(), 2);
+        assert_eq!(ep.mac_address.unwrap().to_string(), "0a:58:0a:00:00:02");
+    }
+
+    #[test]
+    fn taken_and_reserved_addresses_are_refused() {
+        let net = network("a", &["10.0.0.0/24"]);
+        let mut usage = Usage::default();
+        usage.ips.insert("10.0.0.7".parse().unwrap());
+        for (ip, word) in [("10.0.0.7", "taken"), ("10.0.0.1", "reserved"), ("10.0.1.1", "outside")] {
+            let mut ep = endpoint(&net);
+            ep.ip_configurations = vec![IpConfig { ip_address: ip.parse().unwrap(), prefix_length: 0 }];
+            let err = prepare_endpoint(&mut ep, &net, &usage, false).unwrap_err();
+            assert_eq!(err.error_code, ErrorCode::AddrInvalidOrReserved);
+            assert!(err.error.contains(word), "{}", err.error);
+        }
+    }
+
+    #[test]
+    fn no_subnet_is_an_invalid_subnet() {
+        let mut a = network("a", &[]);
+        a.ipams = vec![Ipam { r#type: "Static".into(), subnets: vec![] }];
+        assert_eq!(validate_network(&a, &[]).unwrap_err().error_code, ErrorCode::InvalidSubnet);
+    }
+}
