@@ -1,0 +1,41 @@
+//! The kernel side of cnet: network namespaces, links, addresses and routes,
+//! nftables transactions and sysctls.
+//!
+//! Invariants:
+//! - Nothing here calls `setns` on the calling thread. Work inside another
+//!   namespace runs either in a child process that enters the namespace
+//!   before `exec` ([`cmd::Cmd::netns`]) or on a short-lived thread of its own
+//!   ([`netns::run_in`]); the caller's thread never changes namespace, so an
+//!   async runtime's workers are safe.
+//! - Every change is one batch: one `ip -batch` or one `nft -f` transaction,
+//!   atomic in the nftables case.
+//! - Deletes succeed when the thing is already gone.
+
+pub mod cmd;
+pub mod link;
+pub mod netns;
+pub mod nft;
+pub mod probe;
+pub mod sysctl;
+
+/// An error from the kernel side, with the command and what it said.
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error("cannot run {program}: {source} (is it installed? cnetd needs iproute2 and nftables)")]
+    Spawn { program: String, source: std::io::Error },
+    #[error("{program} failed: {stderr}")]
+    Failed { program: String, stderr: String },
+    #[error("cannot enter network namespace {path}: {source}")]
+    Netns { path: String, source: std::io::Error },
+    #[error("unexpected output from {program}: {detail}")]
+    Parse { program: String, detail: String },
+}
+
+impl DataplaneError {
+    /// Whether the failure says that a thing already exists.
+    pub fn is_exists(&self) -> bool {
+        matches!(self, DataplaneError::Failed { stderr, .. } if stderr.contains("File exists"))
+    }
+}
+
+pub type Result<T, E = DataplaneError> = std::result::Result<T, E>;

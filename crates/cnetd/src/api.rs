@@ -1,0 +1,308 @@
+//! The HTTP/JSON API on the Unix socket, and its OpenAPI description.
+//!
+//! Every handler parses the body itself (so every failure is an HCN-shaped
+//! error with a code), then runs the service call on the blocking pool: the
+//! service talks to the store and the kernel synchronously.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use utoipa::{OpenApi, ToSchema};
+
+use cnet_model::validate::{check_policy_types, endpoint_policy_types};
+use cnet_model::{ApiError, Endpoint, ErrorCode, ModifyRequest, Namespace, Network};
+
+use crate::reconcile::DiagReport;
+use crate::service::{EndpointFilter, NetworkFilter, Service};
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 1 << 20;
+
+type Svc = State<Arc<Service>>;
+
+pub struct Failure(pub ApiError);
+
+impl From<ApiError> for Failure {
+    fn from(e: ApiError) -> Self {
+        Failure(e)
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.error_code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(self.0)).into_response()
+    }
+}
+
+type Answer<T> = Result<(StatusCode, Json<T>), Failure>;
+
+/// A serde message turned into an error; a message that starts with an error
+/// code (from a typed field's own check) keeps that code.
+pub fn json_error(msg: &str) -> ApiError {
+    let code = msg
+        .split_once(": ")
+        .and_then(|(c, _)| serde_json::from_value::<ErrorCode>(serde_json::Value::String(c.to_string())).ok());
+    match code {
+        Some(code) => ApiError::new(code, msg.split_once(": ").map(|x| x.1).unwrap_or(msg)),
+        None => ApiError::invalid_json(format!("the request body is not valid: {msg}")),
+    }
+}
+
+fn body_value(body: Result<Bytes, BytesRejection>) -> Result<serde_json::Value, ApiError> {
+    let bytes = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(ErrorCode::RequestTooLarge, format!("the request body is larger than {MAX_BODY} bytes"))
+        } else {
+            ApiError::invalid_json(format!("cannot read the request body: {e}"))
+        }
+    })?;
+    if bytes.is_empty() {
+        return Err(ApiError::invalid_json("the request body is empty: send a JSON object"));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::invalid_json(format!("the request body is not JSON: {e}")))
+}
+
+fn parse<T: DeserializeOwned>(v: serde_json::Value) -> Result<T, ApiError> {
+    if !v.is_object() {
+        return Err(ApiError::invalid_json("the request body must be a JSON object"));
+    }
+    serde_json::from_value(v).map_err(|e| json_error(&e.to_string()))
+}
+
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(t)| t).map_err(|e| ApiError::invalid_param(format!("bad query string: {e}")))
+}
+
+async fn blocking<T: Send + 'static>(
+    svc: Arc<Service>,
+    f: impl FnOnce(&Service) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, Failure> {
+    tokio::task::spawn_blocking(move || f(&svc))
+        .await
+        .map_err(|e| Failure(ApiError::internal(format!("the request handler failed: {e}"))))?
+        .map_err(Failure)
+}
+
+fn ok<T>(v: T) -> Answer<T> {
+    Ok((StatusCode::OK, Json(v)))
+}
+fn created<T>(v: T) -> Answer<T> {
+    Ok((StatusCode::CREATED, Json(v)))
+}
+
+/// `{"Success": true}`.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct Success {
+    pub success: bool,
+}
+
+/// `GET /globals/version`.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct Version {
+    pub major: u32,
+    pub minor: u32,
+    /// The cnet build.
+    pub build: String,
+}
+
+/// `GET /capabilities`.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct Capabilities {
+    pub network_types: Vec<String>,
+    pub endpoint_policies: Vec<String>,
+    pub network_policies: Vec<String>,
+    pub dual_stack: bool,
+    pub port_ranges: bool,
+    pub sctp: bool,
+    pub local_routed_vip: bool,
+    pub nat_loopback: bool,
+}
+
+#[utoipa::path(get, path = "/globals/version", responses((status = 200, body = Version)))]
+async fn version() -> Json<Version> {
+    Json(Version { major: 2, minor: 0, build: format!("cnet {}", env!("CARGO_PKG_VERSION")) })
+}
+
+#[utoipa::path(get, path = "/capabilities", responses((status = 200, body = Capabilities)))]
+async fn capabilities(State(svc): Svc) -> Json<Capabilities> {
+    Json(Capabilities {
+        network_types: cnet_model::NetworkType::SUPPORTED.iter().map(|t| t.to_string()).collect(),
+        endpoint_policies: endpoint_policy_types().iter().map(|s| s.to_string()).collect(),
+        network_policies: vec![],
+        dual_stack: true,
+        port_ranges: true,
+        sctp: svc.caps.sctp,
+        local_routed_vip: true,
+        nat_loopback: true,
+    })
+}
+
+#[utoipa::path(get, path = "/diag", responses((status = 200, body = DiagReport)))]
+async fn diag(State(svc): Svc) -> Answer<DiagReport> {
+    let r = blocking(svc, |s| crate::reconcile::diag(s).map_err(|e| ApiError::internal(e.to_string()))).await?;
+    ok(r)
+}
+
+#[utoipa::path(post, path = "/networks", request_body = Network,
+    responses((status = 201, body = Network), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)))]
+async fn create_network(State(svc): Svc, body: Result<Bytes, BytesRejection>) -> Answer<Network> {
+    let v = body_value(body)?;
+    check_policy_types(&v, &[], "network")?;
+    let net: Network = parse(v)?;
+    created(blocking(svc, move |s| s.create_network(net)).await?)
+}
+
+#[utoipa::path(get, path = "/networks", params(("name" = Option<String>, Query), ("type" = Option<String>, Query)),
+    responses((status = 200, body = Vec<Network>)))]
+async fn list_networks(State(svc): Svc, q: Result<Query<NetworkFilter>, QueryRejection>) -> Answer<Vec<Network>> {
+    let f = query(q)?;
+    ok(blocking(svc, move |s| s.list_networks(&f)).await?)
+}
+
+#[utoipa::path(get, path = "/networks/{id}", params(("id" = String, Path, description = "ID or name")),
+    responses((status = 200, body = Network), (status = 404, body = ApiError)))]
+async fn get_network(State(svc): Svc, Path(id): Path<String>) -> Answer<Network> {
+    ok(blocking(svc, move |s| s.get_network(&id)).await?)
+}
+
+#[utoipa::path(patch, path = "/networks/{id}", params(("id" = String, Path)), request_body = ModifyRequest,
+    responses((status = 200, body = Network), (status = "4XX", body = ApiError)))]
+async fn modify_network(State(svc): Svc, Path(id): Path<String>, body: Result<Bytes, BytesRejection>) -> Answer<Network> {
+    let req: ModifyRequest = parse(body_value(body)?)?;
+    ok(blocking(svc, move |s| s.modify_network(&id, req)).await?)
+}
+
+#[utoipa::path(delete, path = "/networks/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = Success), (status = 409, body = ApiError)))]
+async fn delete_network(State(svc): Svc, Path(id): Path<String>) -> Answer<Success> {
+    blocking(svc, move |s| s.delete_network(&id)).await?;
+    ok(Success { success: true })
+}
+
+#[utoipa::path(post, path = "/endpoints", request_body = Endpoint,
+    responses((status = 201, body = Endpoint), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)))]
+async fn create_endpoint(State(svc): Svc, body: Result<Bytes, BytesRejection>) -> Answer<Endpoint> {
+    let v = body_value(body)?;
+    check_policy_types(&v, endpoint_policy_types(), "endpoint")?;
+    let ep: Endpoint = parse(v)?;
+    created(blocking(svc, move |s| s.create_endpoint(ep)).await?)
+}
+
+#[utoipa::path(get, path = "/endpoints",
+    params(("name" = Option<String>, Query), ("network" = Option<String>, Query), ("namespace" = Option<String>, Query)),
+    responses((status = 200, body = Vec<Endpoint>)))]
+async fn list_endpoints(State(svc): Svc, q: Result<Query<EndpointFilter>, QueryRejection>) -> Answer<Vec<Endpoint>> {
+    let f = query(q)?;
+    ok(blocking(svc, move |s| s.list_endpoints(&f)).await?)
+}
+
+#[utoipa::path(get, path = "/endpoints/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = Endpoint), (status = 404, body = ApiError)))]
+async fn get_endpoint(State(svc): Svc, Path(id): Path<String>) -> Answer<Endpoint> {
+    ok(blocking(svc, move |s| s.get_endpoint(&id)).await?)
+}
+
+#[utoipa::path(patch, path = "/endpoints/{id}", params(("id" = String, Path)), request_body = ModifyRequest,
+    responses((status = 200, body = Endpoint), (status = "4XX", body = ApiError)))]
+async fn modify_endpoint(State(svc): Svc, Path(id): Path<String>, body: Result<Bytes, BytesRejection>) -> Answer<Endpoint> {
+    let req: ModifyRequest = parse(body_value(body)?)?;
+    ok(blocking(svc, move |s| s.modify_endpoint(&id, req)).await?)
+}
+
+#[utoipa::path(delete, path = "/endpoints/{id}", params(("id" = String, Path)), responses((status = 200, body = Success)))]
+async fn delete_endpoint(State(svc): Svc, Path(id): Path<String>) -> Answer<Success> {
+    blocking(svc, move |s| s.delete_endpoint(&id)).await?;
+    ok(Success { success: true })
+}
+
+#[derive(Deserialize)]
+struct NameFilter {
+    name: Option<String>,
+}
+
+#[utoipa::path(post, path = "/namespaces", request_body = Namespace,
+    responses((status = 201, body = Namespace), (status = "4XX", body = ApiError)))]
+async fn create_namespace(State(svc): Svc, body: Result<Bytes, BytesRejection>) -> Answer<Namespace> {
+    let ns: Namespace = parse(body_value(body)?)?;
+    created(blocking(svc, move |s| s.create_namespace(ns)).await?)
+}
+
+#[utoipa::path(get, path = "/namespaces", params(("name" = Option<String>, Query)), responses((status = 200, body = Vec<Namespace>)))]
+async fn list_namespaces(State(svc): Svc, q: Result<Query<NameFilter>, QueryRejection>) -> Answer<Vec<Namespace>> {
+    let f = query(q)?;
+    ok(blocking(svc, move |s| s.list_namespaces(f.name.as_deref())).await?)
+}
+
+#[utoipa::path(get, path = "/namespaces/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = Namespace), (status = 404, body = ApiError)))]
+async fn get_namespace(State(svc): Svc, Path(id): Path<String>) -> Answer<Namespace> {
+    ok(blocking(svc, move |s| s.get_namespace(&id)).await?)
+}
+
+#[utoipa::path(patch, path = "/namespaces/{id}", params(("id" = String, Path)), request_body = ModifyRequest,
+    responses((status = 200, body = Namespace), (status = "4XX", body = ApiError)))]
+async fn modify_namespace(State(svc): Svc, Path(id): Path<String>, body: Result<Bytes, BytesRejection>) -> Answer<Namespace> {
+    let req: ModifyRequest = parse(body_value(body)?)?;
+    ok(blocking(svc, move |s| s.modify_namespace(&id, req)).await?)
+}
+
+#[utoipa::path(delete, path = "/namespaces/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = Success), (status = 409, body = ApiError)))]
+async fn delete_namespace(State(svc): Svc, Path(id): Path<String>) -> Answer<Success> {
+    blocking(svc, move |s| s.delete_namespace(&id)).await?;
+    ok(Success { success: true })
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "cnet", description = "cnetd's API: HCN v2 objects over HTTP/JSON on a Unix socket"),
+    paths(
+        version, capabilities, diag,
+        create_network, list_networks, get_network, modify_network, delete_network,
+        create_endpoint, list_endpoints, get_endpoint, modify_endpoint, delete_endpoint,
+        create_namespace, list_namespaces, get_namespace, modify_namespace, delete_namespace,
+    ),
+    components(schemas(ApiError, ErrorCode, Success, Version, Capabilities, DiagReport))
+)]
+pub struct ApiDoc;
+
+/// The OpenAPI document, as served and as committed in `docs/openapi.json`.
+pub fn openapi_json() -> String {
+    ApiDoc::openapi().to_pretty_json().expect("the OpenAPI document serialises") + "\n"
+}
+
+async fn openapi() -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], openapi_json()).into_response()
+}
+
+async fn fallback() -> Failure {
+    Failure(ApiError::new(ErrorCode::InvalidParameter, "no such API path: see GET /openapi.json"))
+}
+
+pub fn router(svc: Arc<Service>) -> Router {
+    Router::new()
+        .route("/globals/version", get(version))
+        .route("/capabilities", get(capabilities))
+        .route("/diag", get(diag))
+        .route("/openapi.json", get(openapi))
+        .route("/networks", get(list_networks).post(create_network))
+        .route("/networks/{id}", get(get_network).patch(modify_network).delete(delete_network))
+        .route("/endpoints", get(list_endpoints).post(create_endpoint))
+        .route("/endpoints/{id}", get(get_endpoint).patch(modify_endpoint).delete(delete_endpoint))
+        .route("/namespaces", get(list_namespaces).post(create_namespace))
+        .route("/namespaces/{id}", get(get_namespace).patch(modify_namespace).delete(delete_namespace))
+        .fallback(fallback)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(svc)
+}

@@ -1,0 +1,77 @@
+//! Start-up and the serving loop.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tokio::net::UnixListener;
+
+use crate::firewall::Firewall;
+use crate::service::{Capabilities, Service};
+
+pub struct Config {
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+}
+
+/// Refuses to take over the socket of a live daemon; removes a stale one.
+fn claim_socket(path: &Path) -> anyhow::Result<()> {
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        bail!("another cnetd already answers on {}: stop it or pick another --socket", path.display());
+    }
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).context("removing the stale socket"),
+        _ => Ok(()),
+    }
+}
+
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&cfg.state_dir)
+        .with_context(|| format!("cannot create the state directory {}", cfg.state_dir.display()))?;
+    if let Some(dir) = cfg.socket.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    claim_socket(&cfg.socket)?;
+    let store = cnet_store::Store::open(&cfg.state_dir.join("cnet.redb"))?;
+    let state = Service::load_state(&store)?;
+    let svc = Arc::new(Service::new(store, state, Firewall::default(), Capabilities::probe()));
+
+    let started = std::time::Instant::now();
+    let s = svc.clone();
+    let report = tokio::task::spawn_blocking(move || crate::reconcile::startup(&s)).await??;
+    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, ?report, "start-up reconcile done");
+
+    // Restores our nftables table within a second of someone flushing it.
+    let watch = svc.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let w = watch.clone();
+            match tokio::task::spawn_blocking(move || w.firewall.check_and_repair()).await {
+                Ok(Err(e)) => tracing::warn!("firewall check failed: {e}"),
+                Err(e) => tracing::warn!("firewall check panicked: {e}"),
+                _ => {}
+            }
+        }
+    });
+
+    let listener = UnixListener::bind(&cfg.socket).with_context(|| format!("cannot bind {}", cfg.socket.display()))?;
+    std::fs::set_permissions(&cfg.socket, std::fs::Permissions::from_mode(0o660))?;
+    tracing::info!(socket = %cfg.socket.display(), "cnetd ready");
+    let app = crate::api::router(svc);
+    let socket = cfg.socket.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = term.recv() => {},
+            }
+            tracing::info!("stopping; the data plane stays as it is");
+        })
+        .await?;
+    let _ = std::fs::remove_file(socket);
+    Ok(())
+}

@@ -1,0 +1,322 @@
+//! Start-up repair and `cnet diag`.
+//!
+//! At start cnetd (1) rolls back every create or attach that was in flight
+//! and finishes every detach or delete, (2) loads the firewall model from the
+//! store and replaces the nftables table atomically, (3) re-creates missing
+//! bridges, managed namespaces and veths, and (4) deletes links with cnet's
+//! prefixes that no object owns. It never re-creates a link that exists, so
+//! traffic of working endpoints is not interrupted.
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use cnet_dataplane::{link, netns, nft, sysctl};
+use cnet_model::validate::gateway_of;
+use cnet_model::{EndpointState, NetworkType};
+use cnet_store::Kind;
+
+use crate::driver::bridge;
+use crate::firewall::{self, TABLE};
+use crate::service::{Intent, Service};
+
+/// What start-up found and did.
+#[derive(Debug, Default, Serialize)]
+pub struct StartupReport {
+    pub rolled_back: usize,
+    pub finished: usize,
+    pub recreated: Vec<String>,
+    pub removed_orphans: Vec<String>,
+    pub degraded: Vec<String>,
+}
+
+/// Prefixes of the links cnet owns in the host namespace.
+const OWN_PREFIXES: [&str; 2] = ["cnb", "cnv"];
+
+pub fn startup(svc: &Service) -> anyhow::Result<StartupReport> {
+    let mut report = StartupReport::default();
+    resolve_intents(svc, &mut report)?;
+
+    let (networks, endpoints, namespaces) = {
+        let st = svc.state.lock().unwrap();
+        (
+            st.networks.values().map(|r| r.object.clone()).collect::<Vec<_>>(),
+            st.endpoints.values().map(|r| r.object.clone()).collect::<Vec<_>>(),
+            st.namespaces.values().map(|r| r.object.clone()).collect::<Vec<_>>(),
+        )
+    };
+
+    for net in &networks {
+        svc.firewall.preload(net.id, firewall::network_elems(net, &net.derived_bridge_name()));
+    }
+    for ep in endpoints.iter().filter(|e| e.host_compute_namespace.is_some()) {
+        svc.firewall.preload(ep.id, firewall::endpoint_elems(ep));
+    }
+    if networks.is_empty() {
+        let _ = svc.firewall.delete_table();
+    } else {
+        svc.firewall.render()?;
+    }
+
+    let links = link::links(None)?;
+    let exists = |name: &str| links.iter().any(|l| l.ifname == name);
+    for net in &networks {
+        if !exists(&net.derived_bridge_name()) {
+            report.recreated.push(format!("bridge {} of network {}", net.derived_bridge_name(), net.name));
+        }
+        bridge::setup_network(net)?;
+    }
+    for ns in namespaces.iter().filter(|n| n.managed) {
+        let path = ns.netns_path.clone().unwrap_or_default();
+        if !netns::exists(&path) {
+            netns::create(ns.name.as_ref().map(|n| n.as_str()).unwrap_or_default())?;
+            report.recreated.push(format!("namespace {path}"));
+        }
+    }
+    for ep in endpoints.iter().filter(|e| e.host_compute_namespace.is_some()) {
+        if exists(&ep.derived_host_name()) {
+            continue;
+        }
+        let ns = namespaces.iter().find(|n| Some(n.id.to_string()) == ep.host_compute_namespace);
+        let net = networks.iter().find(|n| n.id.to_string() == ep.host_compute_network);
+        let (Some(ns), Some(net)) = (ns, net) else { continue };
+        let path = ns.netns_path.clone().unwrap_or_default();
+        if !netns::exists(&path) {
+            report.degraded.push(format!("endpoint {}: namespace {path} is gone", ep.display_name()));
+            mark(svc, ep.id, EndpointState::Degraded)?;
+            continue;
+        }
+        // Half a pair cannot exist (veths die in pairs), but a same-named
+        // link from someone else might: leave it and report it.
+        match bridge::attach_endpoint(ep, net, &path) {
+            Ok(()) => {
+                report.recreated.push(format!("veth of endpoint {}", ep.display_name()));
+                mark(svc, ep.id, EndpointState::Attached)?;
+            }
+            Err(e) => {
+                report.degraded.push(format!("endpoint {}: {e}", ep.display_name()));
+                mark(svc, ep.id, EndpointState::Degraded)?;
+            }
+        }
+    }
+    let owned: Vec<String> = networks
+        .iter()
+        .map(|n| n.derived_bridge_name())
+        .chain(endpoints.iter().map(|e| e.derived_host_name()))
+        .collect();
+    for l in &links {
+        if OWN_PREFIXES.iter().any(|p| l.ifname.starts_with(p)) && l.ifname.len() >= 13 && !owned.contains(&l.ifname) {
+            link::delete_link(None, &l.ifname)?;
+            report.removed_orphans.push(l.ifname.clone());
+        }
+    }
+    Ok(report)
+}
+
+fn mark(svc: &Service, id: uuid::Uuid, state: EndpointState) -> anyhow::Result<()> {
+    let mut st = svc.state.lock().unwrap();
+    if let Some(rec) = st.endpoints.get_mut(&id) {
+        if rec.object.state != state {
+            rec.object.state = state;
+            let mut b = cnet_store::Batch::new();
+            b.put(Kind::Endpoint, &id.to_string(), &*rec);
+            svc.commit(b)?;
+        }
+    }
+    Ok(())
+}
+
+/// Rolls back creates and attaches that were in flight, finishes the rest.
+fn resolve_intents(svc: &Service, report: &mut StartupReport) -> anyhow::Result<()> {
+    let (nets, eps, nss) = {
+        let st = svc.state.lock().unwrap();
+        (
+            st.networks.values().filter(|r| r.intent.is_some()).cloned().collect::<Vec<_>>(),
+            st.endpoints.values().filter(|r| r.intent.is_some()).cloned().collect::<Vec<_>>(),
+            st.namespaces.values().filter(|r| r.intent.is_some()).cloned().collect::<Vec<_>>(),
+        )
+    };
+    for rec in eps {
+        let ep = &rec.object;
+        let intent = rec.intent.expect("filtered");
+        if intent != Intent::Modify {
+            // The kernel half of the change is undone; the firewall model is
+            // still empty here, the full render below removes stale elements.
+            let _ = svc.detach_kernel(ep);
+        }
+        let mut b = cnet_store::Batch::new();
+        let mut st = svc.state.lock().unwrap();
+        if matches!(intent, Intent::Create | Intent::Delete) {
+            b.delete(Kind::Endpoint, &ep.id.to_string());
+            svc.commit(b)?;
+            st.endpoints.remove(&ep.id);
+        } else {
+            let entry = st.endpoints.get_mut(&ep.id).expect("present");
+            entry.intent = None;
+            if intent != Intent::Modify {
+                entry.object.host_compute_namespace = None;
+                entry.object.state = EndpointState::Created;
+            }
+            b.put(Kind::Endpoint, &ep.id.to_string(), &*entry);
+            svc.commit(b)?;
+        }
+        count(report, rec.intent);
+    }
+    for rec in nss {
+        match rec.intent.expect("filtered") {
+            Intent::Delete | Intent::Create => {
+                let _ = svc.finish_namespace_delete(&rec.object);
+            }
+            _ => {}
+        }
+        count(report, rec.intent);
+    }
+    for rec in nets {
+        match rec.intent.expect("filtered") {
+            Intent::Create | Intent::Delete => {
+                let _ = svc.finish_network_delete(&rec.object);
+            }
+            _ => {
+                let mut st = svc.state.lock().unwrap();
+                let entry = st.networks.get_mut(&rec.object.id).expect("present");
+                entry.intent = None;
+                let mut b = cnet_store::Batch::new();
+                b.put(Kind::Network, &rec.object.id.to_string(), &*entry);
+                svc.commit(b)?;
+            }
+        }
+        count(report, rec.intent);
+    }
+    Ok(())
+}
+
+fn count(report: &mut StartupReport, intent: Option<Intent>) {
+    match intent {
+        Some(Intent::Create) | Some(Intent::Attach(_)) => report.rolled_back += 1,
+        _ => report.finished += 1,
+    }
+}
+
+/// The answer of `GET /diag`.
+#[derive(Debug, Default, Serialize, serde::Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct DiagReport {
+    /// Differences between the store and the kernel. Empty = no drift.
+    pub drift: Vec<String>,
+    /// Things that are not drift but may hurt traffic.
+    pub warnings: Vec<String>,
+}
+
+/// Compares the store with the kernel and lists every difference.
+pub fn diag(svc: &Service) -> anyhow::Result<DiagReport> {
+    let mut r = DiagReport::default();
+    let (networks, endpoints, namespaces) = {
+        let st = svc.state.lock().unwrap();
+        for (kind, id, intent) in st
+            .networks
+            .values()
+            .map(|x| ("network", x.object.id, x.intent))
+            .chain(st.endpoints.values().map(|x| ("endpoint", x.object.id, x.intent)))
+            .chain(st.namespaces.values().map(|x| ("namespace", x.object.id, x.intent)))
+        {
+            if let Some(i) = intent {
+                r.warnings.push(format!("{kind} {id}: operation {i:?} in progress"));
+            }
+        }
+        (
+            st.networks.values().map(|x| x.object.clone()).collect::<Vec<_>>(),
+            st.endpoints.values().map(|x| x.object.clone()).collect::<Vec<_>>(),
+            st.namespaces.values().map(|x| x.object.clone()).collect::<Vec<_>>(),
+        )
+    };
+    let links = link::links(None)?;
+    let find = |name: &str| links.iter().find(|l| l.ifname == name);
+
+    for net in &networks {
+        let name = net.derived_bridge_name();
+        let Some(l) = find(&name) else {
+            r.drift.push(format!("network {}: bridge {name} is missing", net.name));
+            continue;
+        };
+        if l.kind() != Some("bridge") {
+            r.drift.push(format!("network {}: {name} is not a bridge", net.name));
+        }
+        if !l.is_up() {
+            r.drift.push(format!("network {}: bridge {name} is down", net.name));
+        }
+        let addrs = link::addresses(None, &name)?;
+        for s in net.subnets() {
+            if let Some(gw) = gateway_of(net, s) {
+                if !addrs.contains(&(gw, s.ip_address_prefix.prefix_len())) {
+                    r.drift.push(format!("network {}: gateway {gw}/{} is missing on {name}", net.name, s.ip_address_prefix.prefix_len()));
+                }
+            }
+        }
+        if net.r#type == NetworkType::Nat && sysctl::get("net/ipv4/ip_forward").as_deref() != Some("1") {
+            r.drift.push(format!("network {}: net.ipv4.ip_forward is off", net.name));
+        }
+    }
+    for ns in namespaces.iter() {
+        let path = ns.netns_path.clone().unwrap_or_default();
+        if !netns::exists(&path) {
+            r.drift.push(format!("namespace {}: {path} is gone", ns.display_name()));
+        }
+    }
+    for ep in endpoints.iter().filter(|e| e.host_compute_namespace.is_some()) {
+        let who = format!("endpoint {}", ep.display_name());
+        let host = ep.derived_host_name();
+        let bridge_name = networks
+            .iter()
+            .find(|n| n.id.to_string() == ep.host_compute_network)
+            .map(|n| n.derived_bridge_name());
+        match find(&host) {
+            None => r.drift.push(format!("{who}: host interface {host} is missing")),
+            Some(l) if l.master != bridge_name => {
+                r.drift.push(format!("{who}: {host} is not on bridge {}", bridge_name.unwrap_or_default()))
+            }
+            Some(l) if !l.is_up() => r.drift.push(format!("{who}: {host} is down")),
+            Some(_) => {}
+        }
+        let Some(ns) = namespaces.iter().find(|n| Some(n.id.to_string()) == ep.host_compute_namespace) else { continue };
+        let path = ns.netns_path.clone().unwrap_or_default();
+        if !netns::exists(&path) {
+            continue;
+        }
+        let ifname = ep.interface_name().to_string();
+        let Ok(Some(inside)) = link::link(Some(&path), &ifname) else {
+            r.drift.push(format!("{who}: interface {ifname} is missing in {path}"));
+            continue;
+        };
+        if inside.address.as_deref() != ep.mac_address.map(|m| m.to_string()).as_deref() {
+            r.drift.push(format!("{who}: {ifname} has MAC {:?}, expected {:?}", inside.address, ep.mac_address.map(|m| m.to_string())));
+        }
+        let addrs = link::addresses(Some(&path), &ifname)?;
+        for c in &ep.ip_configurations {
+            if !addrs.contains(&(c.ip_address, c.prefix_length)) {
+                r.drift.push(format!("{who}: address {}/{} is missing on {ifname}", c.ip_address, c.prefix_length));
+            }
+        }
+        let routes = link::routes(Some(&path), &ifname)?;
+        for want in &ep.routes {
+            if !routes.iter().any(|(d, via)| *d == want.destination_prefix.to_string() && *via == want.next_hop) {
+                r.drift.push(format!("{who}: route {} via {:?} is missing", want.destination_prefix, want.next_hop));
+            }
+        }
+    }
+    let owned: Vec<String> = networks
+        .iter()
+        .map(|n| n.derived_bridge_name())
+        .chain(endpoints.iter().map(|e| e.derived_host_name()))
+        .collect();
+    for l in &links {
+        if OWN_PREFIXES.iter().any(|p| l.ifname.starts_with(p)) && l.ifname.len() >= 13 && !owned.contains(&l.ifname) {
+            r.drift.push(format!("link {} is not owned by any object (orphan)", l.ifname));
+        }
+    }
+    r.drift.extend(svc.firewall.drift()?);
+    for chain in nft::foreign_drop_chains(TABLE).unwrap_or_default() {
+        r.warnings.push(format!(
+            "base chain {chain} has policy drop: it also sees cnet's traffic and may drop what cnet accepts"
+        ));
+    }
+    Ok(r)
+}
