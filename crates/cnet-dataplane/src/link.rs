@@ -40,6 +40,10 @@ pub struct VethSpec {
     pub mtu: u32,
     pub addrs: Vec<Addr>,
     pub routes: Vec<RouteSpec>,
+    /// Let the bridge send frames back out the port they came in on: needed
+    /// when a container reaches its own published port (NAT loopback) and
+    /// br_netfilter bridges the DNAT'd frame.
+    pub hairpin: bool,
 }
 
 fn ip_batch(netns: Option<&str>, script: String) -> Result<()> {
@@ -98,7 +102,10 @@ pub fn create_veth(spec: &VethSpec) -> Result<()> {
         let metric = if r.metric > 0 { format!(" metric {}", r.metric) } else { String::new() };
         let _ = writeln!(inside, "route replace {}{via} dev {}{metric}", r.destination, spec.ifname);
     }
-    let host = format!("link set {} master {} up\n", spec.host_name, spec.bridge);
+    let mut host = format!("link set {} master {} up\n", spec.host_name, spec.bridge);
+    if spec.hairpin {
+        let _ = writeln!(host, "link set dev {} type bridge_slave hairpin on", spec.host_name);
+    }
     let result = ip_batch(Some(&spec.netns_path), inside).and_then(|_| ip_batch(None, host));
     if let Err(e) = result {
         if !e.is_exists() {

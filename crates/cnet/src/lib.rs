@@ -1,0 +1,5 @@
+//! The `cnet` command line: argument parsing helpers and table output.
+//! The binary (`main.rs`) only wires clap to API calls.
+
+pub mod ports;
+pub mod table;

@@ -25,6 +25,7 @@ pub const TABLE: &str = "cnet";
 const SKELETON: &str = r#"table inet cnet {
   set bridges { type ifname; }
   set isolated { type ifname; }
+  set intra { type ifname . ifname; }
   set masq4 { type ipv4_addr; flags interval; }
   set masq6 { type ipv6_addr; flags interval; }
   map pm4 { type inet_proto . inet_service : ipv4_addr . inet_service; }
@@ -49,13 +50,15 @@ const SKELETON: &str = r#"table inet cnet {
   }
   chain postrouting { type nat hook postrouting priority 100; policy accept;
     ct status dnat ip saddr 127.0.0.0/8 masquerade
-    ct status dnat iifname @bridges oifname @bridges masquerade
+    ct status dnat ip saddr @masq4 ip daddr @masq4 masquerade
+    ct status dnat ip6 saddr @masq6 ip6 daddr @masq6 masquerade
     ip saddr @masq4 oifname != @bridges masquerade fully-random
     ip6 saddr @masq6 oifname != @bridges masquerade fully-random
   }
   chain forward { type filter hook forward priority 0; policy accept;
     ct state established,related accept
     ct status dnat accept
+    iifname . oifname @intra accept
     iifname @isolated drop
     oifname @bridges drop
   }
@@ -83,7 +86,13 @@ impl Elem {
 
 /// The elements a network contributes.
 pub fn network_elems(net: &Network, bridge: &str) -> Vec<Elem> {
-    let mut out = vec![Elem { set: "bridges", key: format!("\"{bridge}\""), value: None }];
+    // With br_netfilter loaded (the default on many hosts), frames bridged
+    // between two ports of one network pass the inet forward hook with the
+    // bridge as both input and output: `intra` lets them through.
+    let mut out = vec![
+        Elem { set: "bridges", key: format!("\"{bridge}\""), value: None },
+        Elem { set: "intra", key: format!("\"{bridge}\" . \"{bridge}\""), value: None },
+    ];
     if net.r#type != NetworkType::Nat {
         out.push(Elem { set: "isolated", key: format!("\"{bridge}\""), value: None });
     } else {

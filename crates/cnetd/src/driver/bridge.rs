@@ -67,6 +67,7 @@ pub fn veth_spec(ep: &Endpoint, net: &Network, netns_path: &str) -> VethSpec {
             .iter()
             .map(|r| RouteSpec { destination: r.destination_prefix.to_string(), via: r.next_hop, metric: r.metric })
             .collect(),
+        hairpin: net.r#type == NetworkType::Nat,
     }
 }
 

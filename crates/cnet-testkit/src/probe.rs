@@ -1,0 +1,151 @@
+//! Packet probes: servers that answer with the peer address they saw, and
+//! clients with short timeouts. Sockets are created inside a namespace (on a
+//! thread of their own) and then used from anywhere.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cnet_dataplane::netns::run_in;
+
+const TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A server running until dropped.
+pub struct Server {
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A TCP server in `netns` on `addr`: each connection first gets the peer's
+/// address as a line, then every line it sends is echoed back.
+pub fn tcp_server(netns: &str, addr: &str) -> Server {
+    let addr: SocketAddr = addr.parse().expect("server address");
+    let listener = run_in(netns, move || TcpListener::bind(addr)).expect("enter netns").expect("bind");
+    listener.set_nonblocking(true).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        while !flag.load(Ordering::SeqCst) {
+            match listener.accept() {
+                Ok((mut s, peer)) => {
+                    std::thread::spawn(move || {
+                        s.set_nonblocking(false).ok();
+                        if writeln!(s, "{}", peer.ip()).is_err() {
+                            return;
+                        }
+                        let mut reader = BufReader::new(s.try_clone().unwrap());
+                        let mut line = String::new();
+                        while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                            if s.write_all(line.as_bytes()).is_err() {
+                                return;
+                            }
+                            line.clear();
+                        }
+                    });
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    });
+    Server { stop }
+}
+
+/// A UDP server in `netns` on `addr` that answers each datagram with the
+/// sender's address.
+pub fn udp_server(netns: &str, addr: &str) -> Server {
+    let addr: SocketAddr = addr.parse().expect("server address");
+    let sock = run_in(netns, move || UdpSocket::bind(addr)).expect("enter netns").expect("bind");
+    sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while !flag.load(Ordering::SeqCst) {
+            if let Ok((_, peer)) = sock.recv_from(&mut buf) {
+                let _ = sock.send_to(peer.ip().to_string().as_bytes(), peer);
+            }
+        }
+    });
+    Server { stop }
+}
+
+/// An open TCP connection made from a namespace.
+pub struct Conn {
+    stream: TcpStream,
+    reader: BufReader<TcpStream>,
+    /// The address the server saw us come from.
+    pub seen_as: String,
+}
+
+impl Conn {
+    /// Sends a line and waits for its echo.
+    pub fn echo(&mut self, msg: &str) -> std::io::Result<String> {
+        writeln!(self.stream, "{msg}")?;
+        let mut line = String::new();
+        self.reader.read_line(&mut line)?;
+        if line.is_empty() {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed"));
+        }
+        Ok(line.trim_end().to_string())
+    }
+}
+
+/// Connects from `netns` to `addr` and reads the greeting.
+pub fn tcp_connect(netns: &str, addr: &str) -> std::io::Result<Conn> {
+    let addr: SocketAddr = addr.parse().expect("target address");
+    let stream = run_in(netns, move || TcpStream::connect_timeout(&addr, TIMEOUT)).expect("enter netns")?;
+    stream.set_read_timeout(Some(TIMEOUT))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut seen_as = String::new();
+    reader.read_line(&mut seen_as)?;
+    if seen_as.is_empty() {
+        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no greeting"));
+    }
+    Ok(Conn { stream, reader, seen_as: seen_as.trim().to_string() })
+}
+
+/// The address a TCP server at `addr` saw us come from, or `None` when it
+/// could not be reached.
+pub fn tcp_seen_as(netns: &str, addr: &str) -> Option<String> {
+    tcp_connect(netns, addr).ok().map(|c| c.seen_as)
+}
+
+/// The address a UDP server at `addr` saw us come from, or `None`.
+pub fn udp_seen_as(netns: &str, addr: &str) -> Option<String> {
+    let target: SocketAddr = addr.parse().expect("target address");
+    let bind: SocketAddr = if target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().unwrap();
+    let sock = run_in(netns, move || UdpSocket::bind(bind)).expect("enter netns").ok()?;
+    sock.set_read_timeout(Some(Duration::from_millis(700))).ok()?;
+    let mut buf = [0u8; 256];
+    for _ in 0..3 {
+        sock.send_to(b"hello", target).ok()?;
+        if let Ok((n, _)) = sock.recv_from(&mut buf) {
+            return Some(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    None
+}
+
+/// Whether an ICMP echo from `netns` to `addr` is answered (two tries).
+pub fn ping(netns: &str, addr: &str) -> bool {
+    std::process::Command::new("nsenter")
+        .arg(format!("--net={netns}"))
+        .args(["ping", "-c", "2", "-i", "0.2", "-W", "1", "-q", addr])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Reads whatever is left on a stream (helper for tests that need raw bytes).
+pub fn drain(s: &mut impl Read) -> Vec<u8> {
+    let mut v = Vec::new();
+    let _ = s.read_to_end(&mut v);
+    v
+}

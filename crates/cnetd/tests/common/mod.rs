@@ -1,0 +1,48 @@
+//! Shared helpers of cnetd's end-to-end tests.
+#![allow(dead_code)]
+
+use cnet_model::{Endpoint, Namespace, Network};
+pub use cnet_testkit::probe;
+pub use cnet_testkit::{World, HOST_IP, HOST_IP6, LAN_IP, LAN_IP6};
+use serde_json::{json, Value};
+
+pub fn network(w: &World, name: &str, ty: &str, subnets: &[&str]) -> Network {
+    let subnets: Vec<Value> = subnets.iter().map(|s| json!({"IpAddressPrefix": s})).collect();
+    w.client()
+        .post("/networks", &json!({"Name": name, "Type": ty, "Ipams": [{"Type": "Static", "Subnets": subnets}]}))
+        .unwrap_or_else(|e| panic!("create network {name}: {e}"))
+}
+
+/// A compartment with one endpoint on `net`, created and attached in one call.
+pub struct Container {
+    pub ns: Namespace,
+    pub ep: Endpoint,
+}
+
+impl Container {
+    pub fn path(&self) -> String {
+        self.ns.netns_path.clone().unwrap()
+    }
+    pub fn ip(&self) -> String {
+        self.ep.ip_configurations[0].ip_address.to_string()
+    }
+    pub fn ip6(&self) -> String {
+        self.ep.ip_configurations.iter().find(|c| c.ip_address.is_ipv6()).unwrap().ip_address.to_string()
+    }
+}
+
+pub fn container(w: &World, net: &Network, short: &str, policies: Value) -> Container {
+    let ns: Namespace = w.client().post("/namespaces", &json!({"Name": w.name(short)})).expect("namespace");
+    let ep: Endpoint = w
+        .client()
+        .post(
+            "/endpoints",
+            &json!({"Name": w.name(short), "HostComputeNetwork": net.id, "HostComputeNamespace": ns.id, "Policies": policies}),
+        )
+        .unwrap_or_else(|e| panic!("endpoint {short}: {e}"));
+    Container { ns, ep }
+}
+
+pub fn port_map(proto: u32, ext: u16, int: u16) -> Value {
+    json!({"Type": "PortMapping", "Settings": {"Protocol": proto, "ExternalPort": ext, "InternalPort": int}})
+}

@@ -1,0 +1,139 @@
+//! NAT networks end to end, with real packets: container ↔ container and
+//! gateway, egress through masquerade, published ports from the LAN, from the
+//! host and from containers (hairpin), UDP, ranges, VIPs, IPv6.
+
+mod common;
+use common::*;
+use serde_json::json;
+
+#[test]
+fn containers_on_one_nat_network_reach_each_other_and_the_gateway() {
+    let w = World::new();
+    let net = network(&w, "nat", "NAT", &["10.81.0.0/24"]);
+    let a = container(&w, &net, "a", json!([]));
+    let b = container(&w, &net, "b", json!([]));
+    assert!(probe::ping(&a.path(), &b.ip()), "a cannot ping b");
+    assert!(probe::ping(&a.path(), "10.81.0.1"), "a cannot ping its gateway");
+    let _srv = probe::tcp_server(&b.path(), "0.0.0.0:7000");
+    assert_eq!(probe::tcp_seen_as(&a.path(), &format!("{}:7000", b.ip())), Some(a.ip()), "b must see a's own address");
+    assert!(w.drift().is_empty(), "{:?}", w.drift());
+}
+
+#[test]
+fn egress_is_masqueraded_to_the_host_uplink_address() {
+    let w = World::new();
+    let net = network(&w, "nat", "NAT", &["10.82.0.0/24"]);
+    let a = container(&w, &net, "a", json!([]));
+    let _tcp = probe::tcp_server(&w.lan_path(), "0.0.0.0:7001");
+    let _udp = probe::udp_server(&w.lan_path(), "0.0.0.0:7002");
+    assert_eq!(probe::tcp_seen_as(&a.path(), &format!("{LAN_IP}:7001")), Some(HOST_IP.to_string()));
+    assert_eq!(probe::udp_seen_as(&a.path(), &format!("{LAN_IP}:7002")), Some(HOST_IP.to_string()));
+    assert!(probe::ping(&a.path(), LAN_IP), "ICMP must pass the NAT");
+}
+
+#[test]
+fn a_published_port_is_reached_from_the_lan_the_host_and_a_container() {
+    let w = World::new();
+    let net = network(&w, "nat", "NAT", &["10.83.0.0/24"]);
+    let web = container(&w, &net, "web", json!([port_map(6, 8080, 80), port_map(17, 5353, 53)]));
+    let other = container(&w, &net, "other", json!([]));
+    let _tcp = probe::tcp_server(&web.path(), "0.0.0.0:80");
+    let _udp = probe::udp_server(&web.path(), "0.0.0.0:53");
+    let target = format!("{HOST_IP}:8080");
+
+    // From the LAN: the client's own address is preserved.
+    assert_eq!(probe::tcp_seen_as(&w.lan_path(), &target), Some(LAN_IP.to_string()));
+    assert_eq!(probe::udp_seen_as(&w.lan_path(), &format!("{HOST_IP}:5353")), Some(LAN_IP.to_string()));
+    // From the host itself (LocalRoutedVip), on its address and on localhost.
+    assert!(probe::tcp_seen_as(&w.host_path(), &target).is_some(), "host → its own address:8080");
+    assert!(probe::tcp_seen_as(&w.host_path(), "127.0.0.1:8080").is_some(), "host → 127.0.0.1:8080");
+    // NAT loopback: another container, and the container itself, through the host address.
+    assert!(probe::tcp_seen_as(&other.path(), &target).is_some(), "hairpin from another container");
+    assert!(probe::tcp_seen_as(&web.path(), &target).is_some(), "hairpin to itself");
+    // Unpublished ports are not reachable.
+    assert_eq!(probe::tcp_seen_as(&w.lan_path(), &format!("{HOST_IP}:8081")), None);
+    assert!(w.drift().is_empty(), "{:?}", w.drift());
+}
+
+#[test]
+fn localhost_publishing_does_not_open_127_to_the_lan() {
+    let w = World::new();
+    let net = network(&w, "nat", "NAT", &["10.84.0.0/24"]);
+    let web = container(&w, &net, "web", json!([port_map(6, 8080, 80)]));
+    let _tcp = probe::tcp_server(&web.path(), "0.0.0.0:80");
+    let _local = probe::tcp_server(&w.host_path(), "127.0.0.1:9999");
+    // The LAN router sends a packet for 127.0.0.1 to the host's uplink.
+    let out = w.exec_in(&w.lan_path(), &["ip", "route", "add", "127.99.0.0/16", "via", HOST_IP]);
+    assert!(out.status.success());
+    assert_eq!(probe::tcp_seen_as(&w.lan_path(), "127.99.0.1:9999"), None);
+    let sysctl = w.exec_in(&w.host_path(), &["sysctl", "-n", "net.ipv4.conf.all.route_localnet"]);
+    assert_eq!(String::from_utf8_lossy(&sysctl.stdout).trim(), "0", "route_localnet must not be set host-wide");
+}
+
+#[test]
+fn port_ranges_and_vips_map_exactly_what_they_say() {
+    let w = World::new();
+    let net = network(&w, "nat", "NAT", &["10.85.0.0/24"]);
+    let ranged = json!({"Type": "PortMapping", "Settings": {"Protocol": 6, "ExternalPort": 9000, "InternalPort": 7000, "PortCount": 3}});
+    let vip = json!({"Type": "PortMapping", "Settings": {"Protocol": 6, "ExternalPort": 9100, "InternalPort": 7100, "VIP": HOST_IP}});
+    let c = container(&w, &net, "c", json!([ranged, vip]));
+    let _s: Vec<_> = [7000, 7001, 7002, 7100].iter().map(|p| probe::tcp_server(&c.path(), &format!("0.0.0.0:{p}"))).collect();
+    for p in 9000..=9002 {
+        assert!(probe::tcp_seen_as(&w.lan_path(), &format!("{HOST_IP}:{p}")).is_some(), "port {p} of the range");
+    }
+    assert_eq!(probe::tcp_seen_as(&w.lan_path(), &format!("{HOST_IP}:9003")), None, "one past the range");
+    assert!(probe::tcp_seen_as(&w.lan_path(), &format!("{HOST_IP}:9100")).is_some(), "VIP mapping on its VIP");
+    // The same port on another host address is not mapped.
+    let gw = "10.85.0.1";
+    assert_eq!(probe::tcp_seen_as(&w.host_path(), &format!("{gw}:9100")), None, "VIP mapping on another address");
+    assert!(probe::tcp_seen_as(&w.host_path(), &format!("{gw}:9000")).is_some(), "any-address mapping on the gateway");
+}
+
+#[test]
+fn a_taken_host_port_is_refused_with_port_already_exists() {
+    let w = World::new();
+    let net = network(&w, "nat", "NAT", &["10.86.0.0/24"]);
+    container(&w, &net, "a", json!([port_map(6, 8080, 80)]));
+    let err = w
+        .client()
+        .post::<serde_json::Value>("/endpoints", &json!({"HostComputeNetwork": "nat", "Policies": [port_map(6, 8080, 81)]}))
+        .unwrap_err();
+    assert_eq!(err.code(), Some(cnet_model::ErrorCode::PortAlreadyExists), "{err}");
+    // UDP on the same number is another port.
+    w.client()
+        .post::<serde_json::Value>("/endpoints", &json!({"HostComputeNetwork": "nat", "Policies": [port_map(17, 8080, 80)]}))
+        .expect("udp 8080 is free");
+}
+
+#[test]
+fn dual_stack_endpoints_get_both_families_and_ipv6_works_through_nat_and_ports() {
+    let w = World::new();
+    let net = network(&w, "nat", "NAT", &["10.87.0.0/24", "fd00:87::/64"]);
+    let a = container(&w, &net, "a", json!([port_map(6, 8080, 80)]));
+    let b = container(&w, &net, "b", json!([]));
+    assert_eq!(a.ep.ip_configurations.len(), 2);
+    assert!(probe::ping(&a.path(), &b.ip6()), "a → b over IPv6");
+    assert!(probe::ping(&a.path(), "fd00:87::1"), "a → IPv6 gateway");
+    let _lan = probe::tcp_server(&w.lan_path(), "[::]:7003");
+    assert_eq!(probe::tcp_seen_as(&b.path(), &format!("[{LAN_IP6}]:7003")), Some(HOST_IP6.to_string()), "IPv6 egress masqueraded");
+    let _web = probe::tcp_server(&a.path(), "[::]:80");
+    assert_eq!(probe::tcp_seen_as(&w.lan_path(), &format!("[{HOST_IP6}]:8080")), Some(LAN_IP6.to_string()), "IPv6 published port");
+    assert!(w.drift().is_empty(), "{:?}", w.drift());
+}
+
+#[test]
+fn ports_published_on_a_running_endpoint_work_at_once_and_go_away() {
+    let w = World::new();
+    let net = network(&w, "nat", "NAT", &["10.88.0.0/24"]);
+    let c = container(&w, &net, "c", json!([]));
+    let _srv = probe::tcp_server(&c.path(), "0.0.0.0:80");
+    let target = format!("{HOST_IP}:8088");
+    assert_eq!(probe::tcp_seen_as(&w.lan_path(), &target), None);
+    let add = json!({"ResourceType": "Policy", "RequestType": "Add", "Settings": {"Policies": [port_map(6, 8088, 80)]}});
+    w.client().patch::<serde_json::Value>(&format!("/endpoints/{}", c.ep.id), &add).unwrap();
+    assert!(probe::tcp_seen_as(&w.lan_path(), &target).is_some());
+    let remove = json!({"ResourceType": "Policy", "RequestType": "Remove", "Settings": {"Policies": [port_map(6, 8088, 80)]}});
+    w.client().patch::<serde_json::Value>(&format!("/endpoints/{}", c.ep.id), &remove).unwrap();
+    assert_eq!(probe::tcp_seen_as(&w.lan_path(), &target), None);
+    assert!(w.drift().is_empty(), "{:?}", w.drift());
+}
