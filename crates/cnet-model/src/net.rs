@@ -74,7 +74,7 @@ impl Serialize for MacAddr {
 impl<'de> Deserialize<'de> for MacAddr {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        s.parse().map_err(|e: ApiError| serde::de::Error::custom(e.error))
+        s.parse().map_err(|e: ApiError| serde::de::Error::custom(e))
     }
 }
 
@@ -143,8 +143,8 @@ impl<'de> Deserialize<'de> for Protocol {
             serde_json::Value::Number(n) => n
                 .as_u64()
                 .and_then(Protocol::from_number)
-                .ok_or_else(|| serde::de::Error::custom(format!("protocol {n} is not supported: use 6 (TCP), 17 (UDP) or 132 (SCTP)"))),
-            serde_json::Value::String(s) => s.parse().map_err(|e: ApiError| serde::de::Error::custom(e.error)),
+                .ok_or_else(|| serde::de::Error::custom(format!("InvalidParameter: protocol {n} is not supported: use 6 (TCP), 17 (UDP) or 132 (SCTP)"))),
+            serde_json::Value::String(s) => s.parse().map_err(|e: ApiError| serde::de::Error::custom(e)),
             other => Err(serde::de::Error::custom(format!("protocol must be a number or a name, not {other}"))),
         }
     }

@@ -92,7 +92,7 @@ impl Serialize for NetworkType {
 impl<'de> Deserialize<'de> for NetworkType {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        s.parse().map_err(|e: ApiError| serde::de::Error::custom(e.error))
+        s.parse().map_err(|e: ApiError| serde::de::Error::custom(e))
     }
 }
 
