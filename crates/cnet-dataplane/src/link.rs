@@ -116,6 +116,15 @@ pub fn create_veth(spec: &VethSpec) -> Result<()> {
     Ok(())
 }
 
+/// Puts an existing host-side link (back) on its bridge, up.
+pub fn enslave(name: &str, bridge: &str, hairpin: bool) -> Result<()> {
+    let mut script = format!("link set {name} master {bridge} up\n");
+    if hairpin {
+        let _ = writeln!(script, "link set dev {name} type bridge_slave hairpin on");
+    }
+    ip_batch(None, script)
+}
+
 /// What `ip -j -d link show` says about one link.
 #[derive(Clone, Debug, Deserialize)]
 pub struct LinkInfo {

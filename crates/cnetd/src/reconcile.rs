@@ -73,12 +73,19 @@ pub fn startup(svc: &Service) -> anyhow::Result<StartupReport> {
         }
     }
     for ep in endpoints.iter().filter(|e| e.host_compute_namespace.is_some()) {
-        if exists(&ep.derived_host_name()) {
-            continue;
-        }
         let ns = namespaces.iter().find(|n| Some(n.id.to_string()) == ep.host_compute_namespace);
         let net = networks.iter().find(|n| n.id.to_string() == ep.host_compute_network);
         let (Some(ns), Some(net)) = (ns, net) else { continue };
+        let host = ep.derived_host_name();
+        if let Some(l) = links.iter().find(|l| l.ifname == host) {
+            // A bridge deleted by hand leaves its ports without a master.
+            if l.master.as_deref() != Some(net.derived_bridge_name().as_str()) || !l.is_up() {
+                let spec = bridge::veth_spec(ep, net, "");
+                link::enslave(&host, &spec.bridge, spec.hairpin)?;
+                report.recreated.push(format!("bridge port {host} of endpoint {}", ep.display_name()));
+            }
+            continue;
+        }
         let path = ns.netns_path.clone().unwrap_or_default();
         if !netns::exists(&path) {
             report.degraded.push(format!("endpoint {}: namespace {path} is gone", ep.display_name()));
