@@ -65,7 +65,10 @@ impl Client {
             .map_err(|source| ClientError::Connect { socket: self.socket.display().to_string(), source })?;
         stream.set_read_timeout(Some(self.timeout))?;
         let body = body.unwrap_or(&[]);
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: cnetd\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: cnetd\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        );
         if !body.is_empty() {
             req.push_str("Content-Type: application/json\r\n");
         }
@@ -79,12 +82,21 @@ impl Client {
 
     /// Sends a request with a JSON body and decodes a JSON answer; error
     /// answers become [`ClientError::Api`].
-    pub fn call<T: DeserializeOwned>(&self, method: &str, path: &str, body: Option<&impl Serialize>) -> Result<T, ClientError> {
+    pub fn call<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T, ClientError> {
         let bytes = body.map(|b| serde_json::to_vec(b).expect("request bodies serialise"));
         let resp = self.raw(method, path, bytes.as_deref())?;
         if resp.status >= 400 {
             let err: ApiError = serde_json::from_slice(&resp.body).map_err(|_| {
-                ClientError::Protocol(format!("status {} with body {}", resp.status, String::from_utf8_lossy(&resp.body)))
+                ClientError::Protocol(format!(
+                    "status {} with body {}",
+                    resp.status,
+                    String::from_utf8_lossy(&resp.body)
+                ))
             })?;
             return Err(ClientError::Api(err));
         }
@@ -105,7 +117,6 @@ impl Client {
         self.call::<serde_json::Value>("DELETE", path, None::<&()>).map(|_| ())
     }
 }
-
 
 /// Escapes a value for a query string or a path segment.
 pub fn escape(s: &str) -> String {

@@ -45,7 +45,9 @@ impl Cmd {
             .stderr(Stdio::piped());
         // Kept open until the child has been spawned.
         let ns_file = match &self.netns {
-            Some(path) => Some(File::open(path).map_err(|source| DataplaneError::Netns { path: path.clone(), source })?),
+            Some(path) => {
+                Some(File::open(path).map_err(|source| DataplaneError::Netns { path: path.clone(), source })?)
+            }
             None => None,
         };
         if let Some(f) = &ns_file {
@@ -63,18 +65,15 @@ impl Cmd {
             }
         }
         let program = self.program.to_string();
-        let mut child = command
-            .spawn()
-            .map_err(|source| DataplaneError::Spawn { program: program.clone(), source })?;
+        let mut child = command.spawn().map_err(|source| DataplaneError::Spawn { program: program.clone(), source })?;
         drop(ns_file);
         if let Some(input) = &self.stdin {
             let mut pipe = child.stdin.take().expect("stdin is piped");
             // A broken pipe shows up as the command's own failure below.
             let _ = pipe.write_all(input.as_bytes());
         }
-        let out = child
-            .wait_with_output()
-            .map_err(|source| DataplaneError::Spawn { program: program.clone(), source })?;
+        let out =
+            child.wait_with_output().map_err(|source| DataplaneError::Spawn { program: program.clone(), source })?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {

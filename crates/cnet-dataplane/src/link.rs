@@ -97,10 +97,12 @@ pub fn create_veth(spec: &VethSpec) -> Result<()> {
     }
     let _ = writeln!(inside, "link set lo up");
     let _ = writeln!(inside, "link set {} up", spec.ifname);
+    // `append`: a second endpoint in the same namespace keeps its own default
+    // route next to the first one's (the first attached stays in use).
     for r in &spec.routes {
         let via = r.via.map(|v| format!(" via {v}")).unwrap_or_default();
         let metric = if r.metric > 0 { format!(" metric {}", r.metric) } else { String::new() };
-        let _ = writeln!(inside, "route replace {}{via} dev {}{metric}", r.destination, spec.ifname);
+        let _ = writeln!(inside, "route append {}{via} dev {}{metric}", r.destination, spec.ifname);
     }
     let mut host = format!("link set {} master {} up\n", spec.host_name, spec.bridge);
     if spec.hairpin {

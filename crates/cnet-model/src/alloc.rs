@@ -28,12 +28,7 @@ pub fn is_assignable(subnet: &Subnet, gateway: Option<IpAddr>, ip: IpAddr) -> bo
 
 /// The first free address of `subnet`, skipping reserved ones and `taken`.
 /// Starts looking at `hint` (an offset) to keep allocation O(1) on average.
-pub fn first_free(
-    subnet: &Subnet,
-    gateway: Option<IpAddr>,
-    taken: &HashSet<IpAddr>,
-    hint: u128,
-) -> Option<IpAddr> {
+pub fn first_free(subnet: &Subnet, gateway: Option<IpAddr>, taken: &HashSet<IpAddr>, hint: u128) -> Option<IpAddr> {
     let net = subnet.ip_address_prefix;
     let host_bits = (net.max_prefix_len() - net.prefix_len()) as u32;
     // Cap the search for huge IPv6 subnets: 2^20 candidates is plenty.
@@ -72,11 +67,7 @@ mod tests {
     use super::*;
 
     fn subnet(p: &str) -> Subnet {
-        Subnet {
-            ip_address_prefix: p.parse().unwrap(),
-            routes: vec![],
-            policies: vec![],
-        }
+        Subnet { ip_address_prefix: p.parse().unwrap(), routes: vec![], policies: vec![] }
     }
 
     #[test]

@@ -41,12 +41,7 @@ pub struct PortMapping {
     pub internal_port: u16,
     pub external_port: u16,
     /// Only packets to this host address are mapped; any host address when absent.
-    #[serde(
-        rename = "VIP",
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "empty_as_none"
-    )]
+    #[serde(rename = "VIP", default, skip_serializing_if = "Option::is_none", deserialize_with = "empty_as_none")]
     #[schema(value_type = Option<String>)]
     pub vip: Option<IpAddr>,
     /// HCN NatFlags (LocalRoutedVip = 1, IPv6 = 2). cnet maps for the host
@@ -69,10 +64,7 @@ fn empty_as_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<IpAddr
     let s: Option<String> = Option::deserialize(d)?;
     match s.as_deref() {
         None | Some("") => Ok(None),
-        Some(v) => v
-            .parse()
-            .map(Some)
-            .map_err(|_| serde::de::Error::custom(format!("VIP {v:?} is not an IP address"))),
+        Some(v) => v.parse().map(Some).map_err(|_| serde::de::Error::custom(format!("VIP {v:?} is not an IP address"))),
     }
 }
 
@@ -93,9 +85,7 @@ impl PortMapping {
             ));
         }
         if self.external_port == 0 {
-            return Err(ApiError::invalid_param(
-                "PortMapping ExternalPort must be between 1 and 65535",
-            ));
+            return Err(ApiError::invalid_param("PortMapping ExternalPort must be between 1 and 65535"));
         }
         if self.port_count == 0 || self.port_count > MAX_PORT_COUNT {
             return Err(ApiError::invalid_param(format!(
@@ -191,9 +181,7 @@ pub struct Endpoint {
 
 impl Endpoint {
     pub fn interface_name(&self) -> IfName {
-        self.interface_name
-            .clone()
-            .unwrap_or_else(|| IfName::new("eth0").expect("eth0 is a valid name"))
+        self.interface_name.clone().unwrap_or_else(|| IfName::new("eth0").expect("eth0 is a valid name"))
     }
     /// `cnv` + 11 hex digits of a hash of the ID: at most 15 bytes.
     pub fn derived_host_name(&self) -> String {
@@ -212,10 +200,7 @@ impl Endpoint {
         })
     }
     pub fn display_name(&self) -> String {
-        self.name
-            .as_ref()
-            .map(|n| n.to_string())
-            .unwrap_or_else(|| self.id.to_string())
+        self.name.as_ref().map(|n| n.to_string()).unwrap_or_else(|| self.id.to_string())
     }
 }
 
@@ -239,8 +224,12 @@ mod tests {
         let any = pm(Protocol::Tcp, 8080, 1, None);
         assert!(any.conflicts_with(&pm(Protocol::Tcp, 8080, 1, Some("198.18.0.2"))));
         assert!(!any.conflicts_with(&pm(Protocol::Udp, 8080, 1, None)));
-        assert!(!pm(Protocol::Tcp, 8080, 1, Some("198.18.0.2"))
-            .conflicts_with(&pm(Protocol::Tcp, 8080, 1, Some("198.18.0.3"))));
+        assert!(!pm(Protocol::Tcp, 8080, 1, Some("198.18.0.2")).conflicts_with(&pm(
+            Protocol::Tcp,
+            8080,
+            1,
+            Some("198.18.0.3")
+        )));
         assert!(pm(Protocol::Tcp, 8000, 100, None).conflicts_with(&any));
         assert!(!pm(Protocol::Tcp, 8000, 80, None).conflicts_with(&any));
     }

@@ -47,7 +47,11 @@ impl ErrorCode {
             | AddressPoolExhausted
             | EntityHasReferences
             | OperationInProgress => 409,
-            AddrInvalidOrReserved | InvalidJson | InvalidParameter | InvalidIp | InvalidSubnet
+            AddrInvalidOrReserved
+            | InvalidJson
+            | InvalidParameter
+            | InvalidIp
+            | InvalidSubnet
             | InvalidInternalPort => 400,
             MappingNotSupported => 501,
             RequestTooLarge => 413,
@@ -76,11 +80,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError {
-            success: false,
-            error_code: code,
-            error: message.into(),
-        }
+        ApiError { success: false, error_code: code, error: message.into() }
     }
 }
 

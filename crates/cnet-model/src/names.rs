@@ -18,9 +18,7 @@ impl IfName {
             || name.len() > 15
             || name == "."
             || name == ".."
-            || name
-                .chars()
-                .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
+            || name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
         if bad {
             return Err(ApiError::invalid_param(format!(
                 "interface name {name:?} is invalid: use 1 to 15 bytes without '/', ':' or spaces"
@@ -63,9 +61,7 @@ impl ObjectName {
         let ok = !name.is_empty()
             && name.len() <= 64
             && !name.starts_with(['.', '-'])
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
         if !ok {
             return Err(ApiError::invalid_param(format!(
                 "name {name:?} is invalid: use 1 to 64 characters of A-Z, a-z, 0-9, '_', '.', '-', not starting with '.' or '-'"

@@ -58,11 +58,7 @@ impl FromStr for MacAddr {
 impl fmt::Display for MacAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            b[0], b[1], b[2], b[3], b[4], b[5]
-        )
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
     }
 }
 
@@ -140,10 +136,11 @@ impl Serialize for Protocol {
 impl<'de> Deserialize<'de> for Protocol {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match serde_json::Value::deserialize(d)? {
-            serde_json::Value::Number(n) => n
-                .as_u64()
-                .and_then(Protocol::from_number)
-                .ok_or_else(|| serde::de::Error::custom(format!("InvalidParameter: protocol {n} is not supported: use 6 (TCP), 17 (UDP) or 132 (SCTP)"))),
+            serde_json::Value::Number(n) => n.as_u64().and_then(Protocol::from_number).ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "InvalidParameter: protocol {n} is not supported: use 6 (TCP), 17 (UDP) or 132 (SCTP)"
+                ))
+            }),
             serde_json::Value::String(s) => s.parse().map_err(|e: ApiError| serde::de::Error::custom(e)),
             other => Err(serde::de::Error::custom(format!("protocol must be a number or a name, not {other}"))),
         }

@@ -42,8 +42,7 @@ impl NetworkType {
         NetworkType::Ics,
     ];
     /// The types this build can program.
-    pub const SUPPORTED: [NetworkType; 3] =
-        [NetworkType::Nat, NetworkType::Internal, NetworkType::Private];
+    pub const SUPPORTED: [NetworkType; 3] = [NetworkType::Nat, NetworkType::Internal, NetworkType::Private];
 
     pub fn as_str(self) -> &'static str {
         match self {

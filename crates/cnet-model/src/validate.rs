@@ -37,10 +37,7 @@ fn overlaps(a: &IpNet, b: &IpNet) -> bool {
 fn check_subnet(s: &Subnet) -> Result<()> {
     let p = s.ip_address_prefix;
     if p.trunc() != p {
-        return Err(ApiError::invalid_subnet(format!(
-            "subnet {p} has host bits set: write {}",
-            p.trunc()
-        )));
+        return Err(ApiError::invalid_subnet(format!("subnet {p} has host bits set: write {}", p.trunc())));
     }
     let max = match p {
         IpNet::V4(_) => 30,
@@ -59,9 +56,7 @@ fn check_subnet(s: &Subnet) -> Result<()> {
     for r in &s.routes {
         if let Some(hop) = r.next_hop {
             if !p.contains(&hop) || hop == p.network() {
-                return Err(ApiError::invalid_ip(format!(
-                    "route NextHop {hop} is not a usable address of subnet {p}"
-                )));
+                return Err(ApiError::invalid_ip(format!("route NextHop {hop} is not a usable address of subnet {p}")));
             }
         }
         if r.destination_prefix.trunc() != r.destination_prefix {
@@ -84,9 +79,7 @@ pub fn validate_network(net: &Network, existing: &[&Network]) -> Result<()> {
         )));
     }
     if !net.policies.is_empty() {
-        return Err(ApiError::unsupported(
-            "network policies are not supported by this build yet: remove Policies",
-        ));
+        return Err(ApiError::unsupported("network policies are not supported by this build yet: remove Policies"));
     }
     if let Some(mtu) = net.mtu {
         if !(576..=65535).contains(&mtu) {
@@ -199,10 +192,7 @@ pub fn prepare_endpoint(ep: &mut Endpoint, net: &Network, usage: &Usage, sctp: b
     }
     let mappings: Vec<&PortMapping> = ep.port_mappings().collect();
     if !mappings.is_empty() && net.r#type != crate::NetworkType::Nat {
-        return Err(ApiError::unsupported(format!(
-            "port mappings need a NAT network; {} is {}",
-            net.name, net.r#type
-        )));
+        return Err(ApiError::unsupported(format!("port mappings need a NAT network; {} is {}", net.name, net.r#type)));
     }
     check_port_mappings(&mappings, &usage.port_mappings, sctp)?;
 
@@ -250,7 +240,10 @@ pub fn prepare_endpoint(ep: &mut Endpoint, net: &Network, usage: &Usage, sctp: b
         let ip = alloc::first_free(s, gateway_of(net, s), &usage.ips, usage.hint).ok_or_else(|| {
             ApiError::new(
                 ErrorCode::AddressPoolExhausted,
-                format!("subnet {} of network {} has no free address left: delete endpoints or add a subnet", s.ip_address_prefix, net.name),
+                format!(
+                    "subnet {} of network {} has no free address left: delete endpoints or add a subnet",
+                    s.ip_address_prefix, net.name
+                ),
             )
         })?;
         configs.push(IpConfig { ip_address: ip, prefix_length: s.ip_address_prefix.prefix_len() });
@@ -270,7 +263,10 @@ pub fn prepare_endpoint(ep: &mut Endpoint, net: &Network, usage: &Usage, sctp: b
             let pool = net.mac_pool.as_ref().filter(|p| !p.ranges.is_empty());
             let mac = match pool {
                 Some(pool) => alloc::mac_from_pool(pool, &usage.macs).ok_or_else(|| {
-                    ApiError::new(ErrorCode::AddressPoolExhausted, format!("the MacPool of network {} is exhausted", net.name))
+                    ApiError::new(
+                        ErrorCode::AddressPoolExhausted,
+                        format!("the MacPool of network {} is exhausted", net.name),
+                    )
                 })?,
                 None => alloc::mac_for_ip(ep.ip_configurations[0].ip_address),
             };

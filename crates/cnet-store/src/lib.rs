@@ -116,8 +116,11 @@ impl Store {
         let mut out = Vec::new();
         for row in table.iter().map_err(io)? {
             let (k, v) = row.map_err(io)?;
-            let value = serde_json::from_slice(v.value())
-                .map_err(|source| StoreError::Corrupt { kind, key: k.value().to_string(), source })?;
+            let value = serde_json::from_slice(v.value()).map_err(|source| StoreError::Corrupt {
+                kind,
+                key: k.value().to_string(),
+                source,
+            })?;
             out.push(value);
         }
         Ok(out)

@@ -11,7 +11,7 @@
 
 pub mod probe;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -23,12 +23,14 @@ pub const LAN_IP: &str = "198.18.0.1";
 pub const HOST_IP6: &str = "fd00:18::2";
 pub const LAN_IP6: &str = "fd00:18::1";
 
-/// Path of a binary built next to the running test (`target/<profile>/NAME`).
+/// Path of a binary built in the same profile as the running program
+/// (`target/<profile>/NAME`; tests run from `target/<profile>/deps`).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let dir = exe.parent().expect("exe dir");
+    let dir = if dir.ends_with("deps") { dir.parent().expect("profile dir") } else { dir };
     let path = dir.join(name);
-    assert!(path.exists(), "{} is missing: run `cargo build --workspace` before the tests", path.display());
+    assert!(path.exists(), "{} is missing: run `cargo build --workspace` first", path.display());
     path
 }
 
@@ -91,6 +93,7 @@ impl World {
     }
 
     /// A host and its LAN with cnetd running on the host.
+    #[allow(clippy::new_without_default)]
     pub fn new() -> World {
         let mut w = World::bare();
         w.start_daemon();
@@ -119,11 +122,8 @@ impl World {
     /// waits until its socket answers.
     pub fn start_daemon(&mut self) {
         assert!(self.daemon.is_none(), "daemon already running");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("cnetd.log"))
-            .expect("log");
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("cnetd.log")).expect("log");
         let child = Command::new("nsenter")
             .arg(format!("--net={}", self.host_path()))
             .arg(bin("cnetd"))

@@ -77,12 +77,22 @@ enum NetworkCmd {
         #[arg(long = "type")]
         ty: Option<String>,
     },
-    Show { network: String },
-    Delete { networks: Vec<String> },
+    Show {
+        network: String,
+    },
+    Delete {
+        networks: Vec<String>,
+    },
     /// Add a subnet to a network.
-    AddSubnet { network: String, subnet: String },
+    AddSubnet {
+        network: String,
+        subnet: String,
+    },
     /// Remove an unused subnet from a network.
-    RemoveSubnet { network: String, subnet: String },
+    RemoveSubnet {
+        network: String,
+        subnet: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -119,12 +129,22 @@ enum EndpointCmd {
         #[arg(long)]
         namespace: Option<String>,
     },
-    Show { endpoint: String },
-    Delete { endpoints: Vec<String> },
+    Show {
+        endpoint: String,
+    },
+    Delete {
+        endpoints: Vec<String>,
+    },
     /// Publish more ports on an endpoint.
-    Publish { endpoint: String, specs: Vec<String> },
+    Publish {
+        endpoint: String,
+        specs: Vec<String>,
+    },
     /// Stop publishing ports.
-    Unpublish { endpoint: String, specs: Vec<String> },
+    Unpublish {
+        endpoint: String,
+        specs: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -136,12 +156,22 @@ enum NamespaceCmd {
         netns_path: Option<String>,
     },
     List,
-    Show { namespace: String },
-    Delete { namespaces: Vec<String> },
+    Show {
+        namespace: String,
+    },
+    Delete {
+        namespaces: Vec<String>,
+    },
     /// Attach an endpoint to a namespace.
-    Attach { namespace: String, endpoint: String },
+    Attach {
+        namespace: String,
+        endpoint: String,
+    },
     /// Detach an endpoint from a namespace.
-    Detach { namespace: String, endpoint: String },
+    Detach {
+        namespace: String,
+        endpoint: String,
+    },
 }
 
 fn read_json(path: &PathBuf) -> Result<Value> {
@@ -387,11 +417,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
             }
             EndpointCmd::Publish { endpoint, specs } => {
-                let ep: Endpoint = c.patch(&format!("/endpoints/{}", escape(&endpoint)), &policy_request("Add", &specs)?)?;
+                let ep: Endpoint =
+                    c.patch(&format!("/endpoints/{}", escape(&endpoint)), &policy_request("Add", &specs)?)?;
                 show(out, &ep, |e| endpoints_table(std::slice::from_ref(e)));
             }
             EndpointCmd::Unpublish { endpoint, specs } => {
-                let ep: Endpoint = c.patch(&format!("/endpoints/{}", escape(&endpoint)), &policy_request("Remove", &specs)?)?;
+                let ep: Endpoint =
+                    c.patch(&format!("/endpoints/{}", escape(&endpoint)), &policy_request("Remove", &specs)?)?;
                 show(out, &ep, |e| endpoints_table(std::slice::from_ref(e)));
             }
         },

@@ -18,7 +18,10 @@ pub fn parse_publish(spec: &str) -> Result<PortMapping, String> {
         let parts: Vec<&str> = rest.split(':').collect();
         match parts.len() {
             2 => (None, rest),
-            3 => (Some(parts[0].parse::<IpAddr>().map_err(|_| bad("VIP is not an address"))?), &rest[parts[0].len() + 1..]),
+            3 => (
+                Some(parts[0].parse::<IpAddr>().map_err(|_| bad("VIP is not an address"))?),
+                &rest[parts[0].len() + 1..],
+            ),
             _ => return Err(bad("wrong number of ':'")),
         }
     };
@@ -34,7 +37,14 @@ pub fn parse_publish(spec: &str) -> Result<PortMapping, String> {
         }
         None => (port(ext)?, 1),
     };
-    Ok(PortMapping { protocol: proto, internal_port: port(int)?, external_port: ext0, vip, flags: 0, port_count: count })
+    Ok(PortMapping {
+        protocol: proto,
+        internal_port: port(int)?,
+        external_port: ext0,
+        vip,
+        flags: 0,
+        port_count: count,
+    })
 }
 
 /// The inverse of [`parse_publish`], for tables.

@@ -178,7 +178,11 @@ async fn get_network(State(svc): Svc, Path(id): Path<String>) -> Answer<Network>
 
 #[utoipa::path(patch, path = "/networks/{id}", params(("id" = String, Path)), request_body = ModifyRequest,
     responses((status = 200, body = Network), (status = "4XX", body = ApiError)))]
-async fn modify_network(State(svc): Svc, Path(id): Path<String>, body: Result<Bytes, BytesRejection>) -> Answer<Network> {
+async fn modify_network(
+    State(svc): Svc,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer<Network> {
     let req: ModifyRequest = parse(body_value(body)?)?;
     ok(blocking(svc, move |s| s.modify_network(&id, req)).await?)
 }
@@ -215,7 +219,11 @@ async fn get_endpoint(State(svc): Svc, Path(id): Path<String>) -> Answer<Endpoin
 
 #[utoipa::path(patch, path = "/endpoints/{id}", params(("id" = String, Path)), request_body = ModifyRequest,
     responses((status = 200, body = Endpoint), (status = "4XX", body = ApiError)))]
-async fn modify_endpoint(State(svc): Svc, Path(id): Path<String>, body: Result<Bytes, BytesRejection>) -> Answer<Endpoint> {
+async fn modify_endpoint(
+    State(svc): Svc,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer<Endpoint> {
     let req: ModifyRequest = parse(body_value(body)?)?;
     ok(blocking(svc, move |s| s.modify_endpoint(&id, req)).await?)
 }
@@ -252,7 +260,11 @@ async fn get_namespace(State(svc): Svc, Path(id): Path<String>) -> Answer<Namesp
 
 #[utoipa::path(patch, path = "/namespaces/{id}", params(("id" = String, Path)), request_body = ModifyRequest,
     responses((status = 200, body = Namespace), (status = "4XX", body = ApiError)))]
-async fn modify_namespace(State(svc): Svc, Path(id): Path<String>, body: Result<Bytes, BytesRejection>) -> Answer<Namespace> {
+async fn modify_namespace(
+    State(svc): Svc,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer<Namespace> {
     let req: ModifyRequest = parse(body_value(body)?)?;
     ok(blocking(svc, move |s| s.modify_namespace(&id, req)).await?)
 }
@@ -268,10 +280,24 @@ async fn delete_namespace(State(svc): Svc, Path(id): Path<String>) -> Answer<Suc
 #[openapi(
     info(title = "cnet", description = "cnetd's API: HCN v2 objects over HTTP/JSON on a Unix socket"),
     paths(
-        version, capabilities, diag,
-        create_network, list_networks, get_network, modify_network, delete_network,
-        create_endpoint, list_endpoints, get_endpoint, modify_endpoint, delete_endpoint,
-        create_namespace, list_namespaces, get_namespace, modify_namespace, delete_namespace,
+        version,
+        capabilities,
+        diag,
+        create_network,
+        list_networks,
+        get_network,
+        modify_network,
+        delete_network,
+        create_endpoint,
+        list_endpoints,
+        get_endpoint,
+        modify_endpoint,
+        delete_endpoint,
+        create_namespace,
+        list_namespaces,
+        get_namespace,
+        modify_namespace,
+        delete_namespace,
     ),
     components(schemas(ApiError, ErrorCode, Success, Version, Capabilities, DiagReport))
 )]

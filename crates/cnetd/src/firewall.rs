@@ -301,10 +301,9 @@ fn elements_of(dump: &serde_json::Value) -> BTreeMap<String, Vec<String>> {
                 }
             }
             serde_json::Value::Number(n) => n.to_string(),
-            serde_json::Value::Object(o) if o.contains_key("concat") => o["concat"]
-                .as_array()
-                .map(|a| a.iter().map(atom).collect::<Vec<_>>().join(" . "))
-                .unwrap_or_default(),
+            serde_json::Value::Object(o) if o.contains_key("concat") => {
+                o["concat"].as_array().map(|a| a.iter().map(atom).collect::<Vec<_>>().join(" . ")).unwrap_or_default()
+            }
             serde_json::Value::Object(o) if o.contains_key("prefix") => {
                 format!("{}/{}", o["prefix"]["addr"].as_str().unwrap_or(""), o["prefix"]["len"])
             }

@@ -254,7 +254,11 @@ pub fn diag(svc: &Service) -> anyhow::Result<DiagReport> {
         for s in net.subnets() {
             if let Some(gw) = gateway_of(net, s) {
                 if !addrs.contains(&(gw, s.ip_address_prefix.prefix_len())) {
-                    r.drift.push(format!("network {}: gateway {gw}/{} is missing on {name}", net.name, s.ip_address_prefix.prefix_len()));
+                    r.drift.push(format!(
+                        "network {}: gateway {gw}/{} is missing on {name}",
+                        net.name,
+                        s.ip_address_prefix.prefix_len()
+                    ));
                 }
             }
         }
@@ -271,10 +275,8 @@ pub fn diag(svc: &Service) -> anyhow::Result<DiagReport> {
     for ep in endpoints.iter().filter(|e| e.host_compute_namespace.is_some()) {
         let who = format!("endpoint {}", ep.display_name());
         let host = ep.derived_host_name();
-        let bridge_name = networks
-            .iter()
-            .find(|n| n.id.to_string() == ep.host_compute_network)
-            .map(|n| n.derived_bridge_name());
+        let bridge_name =
+            networks.iter().find(|n| n.id.to_string() == ep.host_compute_network).map(|n| n.derived_bridge_name());
         match find(&host) {
             None => r.drift.push(format!("{who}: host interface {host} is missing")),
             Some(l) if l.master != bridge_name => {
@@ -283,7 +285,9 @@ pub fn diag(svc: &Service) -> anyhow::Result<DiagReport> {
             Some(l) if !l.is_up() => r.drift.push(format!("{who}: {host} is down")),
             Some(_) => {}
         }
-        let Some(ns) = namespaces.iter().find(|n| Some(n.id.to_string()) == ep.host_compute_namespace) else { continue };
+        let Some(ns) = namespaces.iter().find(|n| Some(n.id.to_string()) == ep.host_compute_namespace) else {
+            continue;
+        };
         let path = ns.netns_path.clone().unwrap_or_default();
         if !netns::exists(&path) {
             continue;
@@ -294,7 +298,11 @@ pub fn diag(svc: &Service) -> anyhow::Result<DiagReport> {
             continue;
         };
         if inside.address.as_deref() != ep.mac_address.map(|m| m.to_string()).as_deref() {
-            r.drift.push(format!("{who}: {ifname} has MAC {:?}, expected {:?}", inside.address, ep.mac_address.map(|m| m.to_string())));
+            r.drift.push(format!(
+                "{who}: {ifname} has MAC {:?}, expected {:?}",
+                inside.address,
+                ep.mac_address.map(|m| m.to_string())
+            ));
         }
         let addrs = link::addresses(Some(&path), &ifname)?;
         for c in &ep.ip_configurations {

@@ -17,8 +17,8 @@ use std::sync::Mutex;
 use cnet_dataplane::{netns, DataplaneError};
 use cnet_model::validate::{self, Usage};
 use cnet_model::{
-    ApiError, Endpoint, EndpointPolicy, EndpointState, ErrorCode, ModifyRequest, Namespace, NamespaceResource,
-    Network, RequestType, Subnet,
+    ApiError, Endpoint, EndpointPolicy, EndpointState, ErrorCode, ModifyRequest, Namespace, NamespaceResource, Network,
+    RequestType, Subnet,
 };
 use cnet_store::{Batch, Kind, Store};
 use serde::{Deserialize, Serialize};
@@ -208,7 +208,9 @@ impl Service {
         }
         st.namespaces
             .values()
-            .find(|r| r.object.name.as_ref().map(|n| n.as_str()) == Some(key) || r.object.netns_path.as_deref() == Some(key))
+            .find(|r| {
+                r.object.name.as_ref().map(|n| n.as_str()) == Some(key) || r.object.netns_path.as_deref() == Some(key)
+            })
             .map(|r| r.object.id)
             .ok_or_else(|| not_found(ErrorCode::NamespaceNotFound, "Namespace", key))
     }
@@ -284,13 +286,18 @@ impl Service {
             if net.id.is_nil() {
                 net.id = Uuid::new_v4();
             } else if st.networks.contains_key(&net.id) {
-                return Err(ApiError::new(ErrorCode::NetworkAlreadyExists, format!("network {} already exists", net.id)));
+                return Err(ApiError::new(
+                    ErrorCode::NetworkAlreadyExists,
+                    format!("network {} already exists", net.id),
+                ));
             }
             let others: Vec<&Network> = st.networks.values().map(|r| &r.object).collect();
             validate::validate_network(&net, &others)?;
             let bridge = net.derived_bridge_name();
             if others.iter().any(|o| o.derived_bridge_name() == bridge) {
-                return Err(ApiError::invalid_param("the network ID collides with another network's bridge name: omit ID"));
+                return Err(ApiError::invalid_param(
+                    "the network ID collides with another network's bridge name: omit ID",
+                ));
             }
             net.bridge_name = Some(bridge);
             net.schema_version = Default::default();
@@ -327,7 +334,12 @@ impl Service {
             if !users.is_empty() {
                 return Err(ApiError::new(
                     ErrorCode::EntityHasReferences,
-                    format!("network {} still has {} endpoint(s) ({}): delete them first", rec.object.name, users.len(), users.join(", ")),
+                    format!(
+                        "network {} still has {} endpoint(s) ({}): delete them first",
+                        rec.object.name,
+                        users.len(),
+                        users.join(", ")
+                    ),
                 ));
             }
             self.put_net(&mut st, Rec { object: rec.object.clone(), intent: Some(Intent::Delete) })?;
@@ -349,7 +361,11 @@ impl Service {
         if !errors.is_empty() {
             return Err(ApiError::new(
                 ErrorCode::DegradedOperation,
-                format!("deleting network {} failed; it stays marked for deletion and a retry or restart finishes it: {}", net.name, errors.join("; ")),
+                format!(
+                    "deleting network {} failed; it stays marked for deletion and a retry or restart finishes it: {}",
+                    net.name,
+                    errors.join("; ")
+                ),
             ));
         }
         self.remove(Kind::Network, net.id)?;
@@ -384,7 +400,10 @@ impl Service {
                         e.object.host_compute_network == idstr
                             && e.object.ip_configurations.iter().any(|c| prefix.contains(&c.ip_address))
                     }) {
-                        return Err(ApiError::new(ErrorCode::EntityHasReferences, format!("endpoints still use subnet {prefix}: delete them first")));
+                        return Err(ApiError::new(
+                            ErrorCode::EntityHasReferences,
+                            format!("endpoints still use subnet {prefix}: delete them first"),
+                        ));
                     }
                     let before = net.subnets().count();
                     for ipam in &mut net.ipams {
@@ -457,7 +476,10 @@ impl Service {
         }) {
             return Err(ApiError::new(
                 ErrorCode::EndpointAlreadyAttached,
-                format!("interface {ifname} in that namespace belongs to endpoint {}: give this one another InterfaceName", other.display_name()),
+                format!(
+                    "interface {ifname} in that namespace belongs to endpoint {}: give this one another InterfaceName",
+                    other.display_name()
+                ),
             ));
         }
         Ok(())
@@ -469,7 +491,10 @@ impl Service {
             if ep.id.is_nil() {
                 ep.id = Uuid::new_v4();
             } else if st.endpoints.contains_key(&ep.id) {
-                return Err(ApiError::new(ErrorCode::EndpointAlreadyExists, format!("endpoint {} already exists", ep.id)));
+                return Err(ApiError::new(
+                    ErrorCode::EndpointAlreadyExists,
+                    format!("endpoint {} already exists", ep.id),
+                ));
             }
             if let Some(name) = &ep.name {
                 if let Some(o) = st.endpoints.values().find(|r| r.object.name.as_ref() == Some(name)) {
@@ -497,7 +522,9 @@ impl Service {
             validate::prepare_endpoint(&mut ep, &net, &Self::usage(&st, &net, None), self.caps.sctp)?;
             let host = ep.derived_host_name();
             if st.endpoints.values().any(|r| r.object.derived_host_name() == host) {
-                return Err(ApiError::invalid_param("the endpoint ID collides with another endpoint's interface name: omit ID"));
+                return Err(ApiError::invalid_param(
+                    "the endpoint ID collides with another endpoint's interface name: omit ID",
+                ));
             }
             ep.host_interface_name = Some(host);
             ep.state = EndpointState::Created;
@@ -528,7 +555,8 @@ impl Service {
                 format!("the network namespace of {} ({path}) is gone: create the namespace again", ns.display_name()),
             ));
         }
-        bridge::attach_endpoint(ep, net, &path).map_err(|e| kernel_err(&format!("attaching endpoint {}", ep.display_name()), e))?;
+        bridge::attach_endpoint(ep, net, &path)
+            .map_err(|e| kernel_err(&format!("attaching endpoint {}", ep.display_name()), e))?;
         let mut attached = ep.clone();
         attached.host_compute_namespace = Some(ns.id.to_string());
         if let Err(e) = self.firewall.set(ep.id, firewall::endpoint_elems(&attached)) {
@@ -552,7 +580,11 @@ impl Service {
         } else {
             Err(ApiError::new(
                 ErrorCode::DegradedOperation,
-                format!("detaching endpoint {} failed (a retry or restart finishes it): {}", ep.display_name(), errors.join("; ")),
+                format!(
+                    "detaching endpoint {} failed (a retry or restart finishes it): {}",
+                    ep.display_name(),
+                    errors.join("; ")
+                ),
             ))
         }
     }
@@ -563,7 +595,10 @@ impl Service {
             let Ok(id) = Self::endpoint_id(&st, key) else { return Ok(()) };
             let rec = st.endpoints[&id].clone();
             if rec.intent.is_some() && rec.intent != Some(Intent::Delete) {
-                return Err(ApiError::in_progress(format!("endpoint {} is being changed: retry", rec.object.display_name())));
+                return Err(ApiError::in_progress(format!(
+                    "endpoint {} is being changed: retry",
+                    rec.object.display_name()
+                )));
             }
             self.put_ep(&mut st, Rec { object: rec.object.clone(), intent: Some(Intent::Delete) })?;
             rec.object
@@ -591,7 +626,10 @@ impl Service {
             let id = Self::endpoint_id(&st, key)?;
             let rec = st.endpoints[&id].clone();
             if rec.intent.is_some() {
-                return Err(ApiError::in_progress(format!("endpoint {} is being changed: retry", rec.object.display_name())));
+                return Err(ApiError::in_progress(format!(
+                    "endpoint {} is being changed: retry",
+                    rec.object.display_name()
+                )));
             }
             let mut ep = rec.object.clone();
             match req.request_type {
@@ -601,23 +639,35 @@ impl Service {
                         let before = ep.policies.len();
                         ep.policies.retain(|x| !same_policy(x, p));
                         if ep.policies.len() == before {
-                            return Err(ApiError::invalid_param(format!("endpoint {} has no such policy: {p:?}", ep.display_name())));
+                            return Err(ApiError::invalid_param(format!(
+                                "endpoint {} has no such policy: {p:?}",
+                                ep.display_name()
+                            )));
                         }
                     }
                 }
                 RequestType::Update => ep.policies = body.policies,
-                other => return Err(ApiError::unsupported(format!("RequestType {other:?} is not supported for endpoint policies"))),
+                other => {
+                    return Err(ApiError::unsupported(format!(
+                        "RequestType {other:?} is not supported for endpoint policies"
+                    )))
+                }
             }
             let net_id = Self::network_id(&st, &ep.host_compute_network)?;
             let net = st.networks[&net_id].object.clone();
             let usage = Self::usage(&st, &net, Some(ep.id));
             let mappings: Vec<_> = ep.port_mappings().collect();
             if !mappings.is_empty() && net.r#type != cnet_model::NetworkType::Nat {
-                return Err(ApiError::unsupported(format!("port mappings need a NAT network; {} is {}", net.name, net.r#type)));
+                return Err(ApiError::unsupported(format!(
+                    "port mappings need a NAT network; {} is {}",
+                    net.name, net.r#type
+                )));
             }
             validate::check_port_mappings(&mappings, &usage.port_mappings, self.caps.sctp)?;
             if ep.mtu() != rec.object.mtu() && ep.host_compute_namespace.is_some() {
-                return Err(ApiError::unsupported("changing InterfaceParameters of an attached endpoint is not supported: detach it first"));
+                return Err(ApiError::unsupported(
+                    "changing InterfaceParameters of an attached endpoint is not supported: detach it first",
+                ));
             }
             self.put_ep(&mut st, Rec { object: ep.clone(), intent: Some(Intent::Modify) })?;
             (rec.object, ep)
@@ -639,14 +689,20 @@ impl Service {
             if ns.id.is_nil() {
                 ns.id = Uuid::new_v4();
             } else if st.namespaces.contains_key(&ns.id) {
-                return Err(ApiError::new(ErrorCode::NamespaceAlreadyExists, format!("namespace {} already exists", ns.id)));
+                return Err(ApiError::new(
+                    ErrorCode::NamespaceAlreadyExists,
+                    format!("namespace {} already exists", ns.id),
+                ));
             }
             ns.resources.clear();
             ns.schema_version = Default::default();
             match (&ns.name, &ns.netns_path) {
                 (Some(name), None) => {
                     if st.namespaces.values().any(|r| r.object.name.as_ref() == Some(name)) {
-                        return Err(ApiError::new(ErrorCode::NamespaceAlreadyExists, format!("a namespace named {name} already exists")));
+                        return Err(ApiError::new(
+                            ErrorCode::NamespaceAlreadyExists,
+                            format!("a namespace named {name} already exists"),
+                        ));
                     }
                     let path = netns::path_of(name.as_str());
                     if std::path::Path::new(&path).exists() {
@@ -662,7 +718,9 @@ impl Service {
                     if !netns::exists(path) {
                         return Err(ApiError::new(
                             ErrorCode::NamespaceNotFound,
-                            format!("{path} is not a network namespace: pass /proc/PID/ns/net or a file under /run/netns"),
+                            format!(
+                                "{path} is not a network namespace: pass /proc/PID/ns/net or a file under /run/netns"
+                            ),
                         ));
                     }
                     if let Some(o) = st.namespaces.values().find(|r| r.object.netns_path.as_deref() == Some(path)) {
@@ -673,7 +731,10 @@ impl Service {
                     }
                     if let Some(name) = &ns.name {
                         if st.namespaces.values().any(|r| r.object.name.as_ref() == Some(name)) {
-                            return Err(ApiError::new(ErrorCode::NamespaceAlreadyExists, format!("a namespace named {name} already exists")));
+                            return Err(ApiError::new(
+                                ErrorCode::NamespaceAlreadyExists,
+                                format!("a namespace named {name} already exists"),
+                            ));
                         }
                     }
                     ns.managed = false;
@@ -706,7 +767,11 @@ impl Service {
             if !with.resources.is_empty() {
                 return Err(ApiError::new(
                     ErrorCode::EntityHasReferences,
-                    format!("namespace {} still has {} endpoint(s) attached: detach or delete them first", rec.object.display_name(), with.resources.len()),
+                    format!(
+                        "namespace {} still has {} endpoint(s) attached: detach or delete them first",
+                        rec.object.display_name(),
+                        with.resources.len()
+                    ),
                 ));
             }
             if rec.intent.is_some() && rec.intent != Some(Intent::Delete) {
@@ -744,7 +809,11 @@ impl Service {
         match req.request_type {
             RequestType::Add => self.attach(key, &r.endpoint_id)?,
             RequestType::Remove => self.detach(key, &r.endpoint_id)?,
-            other => return Err(ApiError::unsupported(format!("RequestType {other:?} is not supported on a namespace: use Add or Remove"))),
+            other => {
+                return Err(ApiError::unsupported(format!(
+                    "RequestType {other:?} is not supported on a namespace: use Add or Remove"
+                )))
+            }
         }
         self.get_namespace(key)
     }
@@ -756,14 +825,20 @@ impl Service {
             let ep_id = Self::endpoint_id(&st, ep_key)?;
             let rec = st.endpoints[&ep_id].clone();
             if rec.intent.is_some() {
-                return Err(ApiError::in_progress(format!("endpoint {} is being changed: retry", rec.object.display_name())));
+                return Err(ApiError::in_progress(format!(
+                    "endpoint {} is being changed: retry",
+                    rec.object.display_name()
+                )));
             }
             match &rec.object.host_compute_namespace {
                 Some(cur) if *cur == ns_id.to_string() => return Ok(()),
                 Some(cur) => {
                     return Err(ApiError::new(
                         ErrorCode::EndpointAlreadyAttached,
-                        format!("endpoint {} is attached to namespace {cur}: detach it first", rec.object.display_name()),
+                        format!(
+                            "endpoint {} is attached to namespace {cur}: detach it first",
+                            rec.object.display_name()
+                        ),
                     ))
                 }
                 None => {}
@@ -806,7 +881,10 @@ impl Service {
                 Some(_) => {}
             }
             if rec.intent.is_some() && rec.intent != Some(Intent::Detach) {
-                return Err(ApiError::in_progress(format!("endpoint {} is being changed: retry", rec.object.display_name())));
+                return Err(ApiError::in_progress(format!(
+                    "endpoint {} is being changed: retry",
+                    rec.object.display_name()
+                )));
             }
             self.put_ep(&mut st, Rec { object: rec.object.clone(), intent: Some(Intent::Detach) })?;
             rec.object

@@ -72,16 +72,27 @@ fn bad_input_gets_a_clear_error_code_and_leaves_no_state() {
 fn an_address_already_taken_is_refused_and_never_given_twice() {
     let w = World::new();
     let net = network(&w, "n", "NAT", &["10.107.0.0/24"]);
-    let a: Endpoint = w.client().post("/endpoints", &json!({"HostComputeNetwork": net.id, "IpConfigurations": [{"IpAddress": "10.107.0.9"}]})).unwrap();
+    let a: Endpoint = w
+        .client()
+        .post("/endpoints", &json!({"HostComputeNetwork": net.id, "IpConfigurations": [{"IpAddress": "10.107.0.9"}]}))
+        .unwrap();
     assert_eq!(a.ip_configurations[0].ip_address.to_string(), "10.107.0.9");
     let err = w
         .client()
-        .post::<Endpoint>("/endpoints", &json!({"HostComputeNetwork": net.id, "IpConfigurations": [{"IpAddress": "10.107.0.9"}]}))
+        .post::<Endpoint>(
+            "/endpoints",
+            &json!({"HostComputeNetwork": net.id, "IpConfigurations": [{"IpAddress": "10.107.0.9"}]}),
+        )
         .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::AddrInvalidOrReserved));
     // A freed address can be taken again.
     w.client().delete(&format!("/endpoints/{}", a.id)).unwrap();
-    w.client().post::<Endpoint>("/endpoints", &json!({"HostComputeNetwork": net.id, "IpConfigurations": [{"IpAddress": "10.107.0.9"}]})).unwrap();
+    w.client()
+        .post::<Endpoint>(
+            "/endpoints",
+            &json!({"HostComputeNetwork": net.id, "IpConfigurations": [{"IpAddress": "10.107.0.9"}]}),
+        )
+        .unwrap();
 }
 
 #[test]
@@ -137,7 +148,10 @@ fn attach_and_detach_through_namespace_modify_requests() {
     let w = World::new();
     let net = network(&w, "n", "NAT", &["10.110.0.0/24"]);
     let ns: Namespace = w.client().post("/namespaces", &json!({"Name": w.name("c")})).unwrap();
-    let ep: Endpoint = w.client().post("/endpoints", &json!({"HostComputeNetwork": "n", "Name": "web", "InterfaceName": "web0"})).unwrap();
+    let ep: Endpoint = w
+        .client()
+        .post("/endpoints", &json!({"HostComputeNetwork": "n", "Name": "web", "InterfaceName": "web0"}))
+        .unwrap();
     assert_eq!(ep.host_compute_namespace, None);
     let add = json!({"ResourceType": "Endpoint", "RequestType": "Add", "Settings": {"EndpointId": ep.id}});
     let got: Namespace = w.client().patch(&format!("/namespaces/{}", ns.id), &add).unwrap();
@@ -170,7 +184,8 @@ fn an_existing_netns_can_be_adopted_by_path() {
     let path = format!("/run/netns/{name}");
     let ns: Namespace = w.client().post("/namespaces", &json!({"NetnsPath": path})).unwrap();
     assert!(!ns.managed);
-    let ep: Endpoint = w.client().post("/endpoints", &json!({"HostComputeNetwork": net.id, "HostComputeNamespace": ns.id})).unwrap();
+    let ep: Endpoint =
+        w.client().post("/endpoints", &json!({"HostComputeNetwork": net.id, "HostComputeNamespace": ns.id})).unwrap();
     assert!(probe::ping(&path, "10.111.0.1"));
     w.client().delete(&format!("/endpoints/{}", ep.id)).unwrap();
     w.client().delete(&format!("/namespaces/{}", ns.id)).unwrap();
@@ -209,7 +224,8 @@ fn a_subnet_can_be_added_to_a_live_network() {
     assert_eq!(got.subnets().count(), 2);
     let c = container(&w, &got, "c", json!([]));
     assert!(probe::ping(&c.path(), "fd00:114::1"), "new IPv6 gateway");
-    let remove = json!({"ResourceType": "Subnet", "RequestType": "Remove", "Settings": {"IpAddressPrefix": "fd00:114::/64"}});
+    let remove =
+        json!({"ResourceType": "Subnet", "RequestType": "Remove", "Settings": {"IpAddressPrefix": "fd00:114::/64"}});
     let (status, v) = raw(&w, "PATCH", &format!("/networks/{}", net.id), remove.to_string().as_bytes());
     assert_eq!((status, code_of(&v)), (409, "EntityHasReferences"), "{v}");
     assert!(w.drift().is_empty(), "{:?}", w.drift());
@@ -232,7 +248,8 @@ fn the_cli_tour_of_the_readme_works() {
     ok(&["namespace", "attach", &c2, "web2"]);
     let table = ok(&["endpoint", "list"]);
     assert!(table.contains("web1") && table.contains("8080:80/tcp"), "{table}");
-    let json: Vec<Endpoint> = serde_json::from_str(&ok(&["-o", "json", "endpoint", "list", "--network", "web"])).unwrap();
+    let json: Vec<Endpoint> =
+        serde_json::from_str(&ok(&["-o", "json", "endpoint", "list", "--network", "web"])).unwrap();
     assert_eq!(json.len(), 2);
     let _srv = probe::tcp_server(&format!("/run/netns/{c1}"), "0.0.0.0:80");
     assert!(probe::tcp_seen_as(&w.lan_path(), &format!("{HOST_IP}:8080")).is_some());

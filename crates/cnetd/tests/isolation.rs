@@ -31,7 +31,10 @@ fn an_internal_network_reaches_the_host_but_has_no_egress() {
     assert!(!probe::ping(&a.path(), LAN_IP));
     let err = w
         .client()
-        .post::<serde_json::Value>("/endpoints", &json!({"HostComputeNetwork": "int", "Policies": [port_map(6, 8080, 80)]}))
+        .post::<serde_json::Value>(
+            "/endpoints",
+            &json!({"HostComputeNetwork": "int", "Policies": [port_map(6, 8080, 80)]}),
+        )
         .unwrap_err();
     assert_eq!(err.code(), Some(cnet_model::ErrorCode::MappingNotSupported), "{err}");
 }
@@ -48,7 +51,8 @@ fn a_private_network_has_no_host_address_and_endpoints_reach_only_each_other() {
     assert!(a.ep.routes.is_empty(), "no gateway on Private: {:?}", a.ep.routes);
     assert!(!probe::ping(&w.host_path(), &a.ip()), "host must not reach a private endpoint");
     assert!(!probe::ping(&c.path(), &a.ip()), "other networks must not reach a private endpoint");
-    let addrs = w.exec_in(&w.host_path(), &["ip", "-o", "addr", "show", "dev", private.bridge_name.as_deref().unwrap()]);
+    let addrs =
+        w.exec_in(&w.host_path(), &["ip", "-o", "addr", "show", "dev", private.bridge_name.as_deref().unwrap()]);
     assert!(String::from_utf8_lossy(&addrs.stdout).trim().is_empty(), "the Private bridge has an address");
 }
 

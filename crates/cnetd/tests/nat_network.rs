@@ -77,7 +77,8 @@ fn port_ranges_and_vips_map_exactly_what_they_say() {
     let ranged = json!({"Type": "PortMapping", "Settings": {"Protocol": 6, "ExternalPort": 9000, "InternalPort": 7000, "PortCount": 3}});
     let vip = json!({"Type": "PortMapping", "Settings": {"Protocol": 6, "ExternalPort": 9100, "InternalPort": 7100, "VIP": HOST_IP}});
     let c = container(&w, &net, "c", json!([ranged, vip]));
-    let _s: Vec<_> = [7000, 7001, 7002, 7100].iter().map(|p| probe::tcp_server(&c.path(), &format!("0.0.0.0:{p}"))).collect();
+    let _s: Vec<_> =
+        [7000, 7001, 7002, 7100].iter().map(|p| probe::tcp_server(&c.path(), &format!("0.0.0.0:{p}"))).collect();
     for p in 9000..=9002 {
         assert!(probe::tcp_seen_as(&w.lan_path(), &format!("{HOST_IP}:{p}")).is_some(), "port {p} of the range");
     }
@@ -96,12 +97,18 @@ fn a_taken_host_port_is_refused_with_port_already_exists() {
     container(&w, &net, "a", json!([port_map(6, 8080, 80)]));
     let err = w
         .client()
-        .post::<serde_json::Value>("/endpoints", &json!({"HostComputeNetwork": "nat", "Policies": [port_map(6, 8080, 81)]}))
+        .post::<serde_json::Value>(
+            "/endpoints",
+            &json!({"HostComputeNetwork": "nat", "Policies": [port_map(6, 8080, 81)]}),
+        )
         .unwrap_err();
     assert_eq!(err.code(), Some(cnet_model::ErrorCode::PortAlreadyExists), "{err}");
     // UDP on the same number is another port.
     w.client()
-        .post::<serde_json::Value>("/endpoints", &json!({"HostComputeNetwork": "nat", "Policies": [port_map(17, 8080, 80)]}))
+        .post::<serde_json::Value>(
+            "/endpoints",
+            &json!({"HostComputeNetwork": "nat", "Policies": [port_map(17, 8080, 80)]}),
+        )
         .expect("udp 8080 is free");
 }
 
@@ -115,9 +122,17 @@ fn dual_stack_endpoints_get_both_families_and_ipv6_works_through_nat_and_ports()
     assert!(probe::ping(&a.path(), &b.ip6()), "a → b over IPv6");
     assert!(probe::ping(&a.path(), "fd00:87::1"), "a → IPv6 gateway");
     let _lan = probe::tcp_server(&w.lan_path(), "[::]:7003");
-    assert_eq!(probe::tcp_seen_as(&b.path(), &format!("[{LAN_IP6}]:7003")), Some(HOST_IP6.to_string()), "IPv6 egress masqueraded");
+    assert_eq!(
+        probe::tcp_seen_as(&b.path(), &format!("[{LAN_IP6}]:7003")),
+        Some(HOST_IP6.to_string()),
+        "IPv6 egress masqueraded"
+    );
     let _web = probe::tcp_server(&a.path(), "[::]:80");
-    assert_eq!(probe::tcp_seen_as(&w.lan_path(), &format!("[{HOST_IP6}]:8080")), Some(LAN_IP6.to_string()), "IPv6 published port");
+    assert_eq!(
+        probe::tcp_seen_as(&w.lan_path(), &format!("[{HOST_IP6}]:8080")),
+        Some(LAN_IP6.to_string()),
+        "IPv6 published port"
+    );
     assert!(w.drift().is_empty(), "{:?}", w.drift());
 }
 
@@ -129,10 +144,12 @@ fn ports_published_on_a_running_endpoint_work_at_once_and_go_away() {
     let _srv = probe::tcp_server(&c.path(), "0.0.0.0:80");
     let target = format!("{HOST_IP}:8088");
     assert_eq!(probe::tcp_seen_as(&w.lan_path(), &target), None);
-    let add = json!({"ResourceType": "Policy", "RequestType": "Add", "Settings": {"Policies": [port_map(6, 8088, 80)]}});
+    let add =
+        json!({"ResourceType": "Policy", "RequestType": "Add", "Settings": {"Policies": [port_map(6, 8088, 80)]}});
     w.client().patch::<serde_json::Value>(&format!("/endpoints/{}", c.ep.id), &add).unwrap();
     assert!(probe::tcp_seen_as(&w.lan_path(), &target).is_some());
-    let remove = json!({"ResourceType": "Policy", "RequestType": "Remove", "Settings": {"Policies": [port_map(6, 8088, 80)]}});
+    let remove =
+        json!({"ResourceType": "Policy", "RequestType": "Remove", "Settings": {"Policies": [port_map(6, 8088, 80)]}});
     w.client().patch::<serde_json::Value>(&format!("/endpoints/{}", c.ep.id), &remove).unwrap();
     assert_eq!(probe::tcp_seen_as(&w.lan_path(), &target), None);
     assert!(w.drift().is_empty(), "{:?}", w.drift());

@@ -27,7 +27,11 @@ fn killing_cnetd_never_interrupts_a_connection_through_a_port_mapping() {
 
     w.kill_daemon();
     for i in 0..20 {
-        assert_eq!(conn.echo(&format!("down {i}")).unwrap(), format!("down {i}"), "traffic stopped while cnetd was down");
+        assert_eq!(
+            conn.echo(&format!("down {i}")).unwrap(),
+            format!("down {i}"),
+            "traffic stopped while cnetd was down"
+        );
         std::thread::sleep(Duration::from_millis(25));
     }
     // New connections work too while the daemon is down.
@@ -120,14 +124,26 @@ fn unfinished_intents_are_rolled_back_or_finished_on_start() {
     {
         let store = cnet_store::Store::open(&w.state_dir.join("cnet.redb")).unwrap();
         let mut b = cnet_store::Batch::new();
-        b.put(cnet_store::Kind::Network, &half.id.to_string(), &Rec { object: half.clone(), intent: Some(Intent::Create) });
-        b.put(cnet_store::Kind::Endpoint, &c.ep.id.to_string(), &Rec { object: c.ep.clone(), intent: Some(Intent::Delete) });
+        b.put(
+            cnet_store::Kind::Network,
+            &half.id.to_string(),
+            &Rec { object: half.clone(), intent: Some(Intent::Create) },
+        );
+        b.put(
+            cnet_store::Kind::Endpoint,
+            &c.ep.id.to_string(),
+            &Rec { object: c.ep.clone(), intent: Some(Intent::Delete) },
+        );
         store.commit(b).unwrap();
     }
 
     w.start_daemon();
     let nets: Vec<Network> = w.client().get("/networks").unwrap();
-    assert_eq!(nets.iter().map(|n| n.name.to_string()).collect::<Vec<_>>(), vec!["nat"], "the half-made network is rolled back");
+    assert_eq!(
+        nets.iter().map(|n| n.name.to_string()).collect::<Vec<_>>(),
+        vec!["nat"],
+        "the half-made network is rolled back"
+    );
     let eps: Vec<Endpoint> = w.client().get("/endpoints").unwrap();
     assert!(eps.is_empty(), "the half-deleted endpoint is finished off");
     let links = String::from_utf8_lossy(&w.exec_in(&w.host_path(), &["ip", "-o", "link"]).stdout).into_owned();

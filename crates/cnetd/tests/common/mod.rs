@@ -1,5 +1,5 @@
 //! Shared helpers of cnetd's end-to-end tests.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use cnet_model::{Endpoint, Namespace, Network};
 pub use cnet_testkit::probe;
