@@ -213,6 +213,9 @@ fn lists_filter_by_name_type_network_and_namespace() {
     assert_eq!(v["Major"], 2);
     let caps: Value = w.client().get("/capabilities").unwrap();
     assert!(caps["NetworkTypes"].as_array().unwrap().contains(&json!("NAT")));
+    let served = w.client().raw("GET", "/openapi.json", None).unwrap();
+    let committed = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json")).unwrap();
+    assert_eq!(served.body, committed, "GET /openapi.json must serve the committed document");
 }
 
 #[test]

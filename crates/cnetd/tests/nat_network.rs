@@ -154,3 +154,42 @@ fn ports_published_on_a_running_endpoint_work_at_once_and_go_away() {
     assert_eq!(probe::tcp_seen_as(&w.lan_path(), &target), None);
     assert!(w.drift().is_empty(), "{:?}", w.drift());
 }
+
+#[test]
+fn sctp_port_mappings_follow_what_the_kernel_can_do() {
+    let w = World::new();
+    network(&w, "nat", "NAT", &["10.89.0.0/24"]);
+    let caps: serde_json::Value = w.client().get("/capabilities").unwrap();
+    let result = w
+        .client()
+        .post::<serde_json::Value>("/endpoints", &json!({"HostComputeNetwork": "nat", "Policies": [port_map(132, 3868, 3868)]}));
+    if caps["Sctp"] == json!(true) {
+        result.expect("SCTP mapping on a kernel with SCTP");
+    } else {
+        let err = result.unwrap_err();
+        assert_eq!(err.code(), Some(cnet_model::ErrorCode::MappingNotSupported), "{err}");
+        assert!(err.to_string().contains("SCTP"), "{err}");
+    }
+    assert!(w.drift().is_empty(), "{:?}", w.drift());
+}
+
+#[test]
+fn the_endpoint_mtu_and_mac_are_set_inside_the_namespace() {
+    let w = World::new();
+    let net = network(&w, "nat", "NAT", &["10.90.0.0/24"]);
+    let ns: cnet_model::Namespace = w.client().post("/namespaces", &json!({"Name": w.name("c")})).unwrap();
+    let ep: cnet_model::Endpoint = w
+        .client()
+        .post(
+            "/endpoints",
+            &json!({"HostComputeNetwork": net.id, "HostComputeNamespace": ns.id, "MacAddress": "0A-58-00-00-00-99",
+                    "Policies": [{"Type": "InterfaceParameters", "Settings": {"Mtu": 1400}}]}),
+        )
+        .unwrap();
+    let out = w.exec_in(ns.netns_path.as_deref().unwrap(), &["ip", "-o", "link", "show", "eth0"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("mtu 1400"), "{text}");
+    assert!(text.contains("0a:58:00:00:00:99"), "{text}");
+    assert_eq!(ep.mac_address.unwrap().to_string(), "0a:58:00:00:00:99");
+    assert!(probe::ping(ns.netns_path.as_deref().unwrap(), "10.90.0.1"));
+}

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Quick start, step 2: the whole test suite. Needs root: the end-to-end tests
+# build private network namespaces (they never touch the machine's own
+# network). Also checks formatting and lints, and runs the benchmark in a
+# short smoke mode.
+set -euo pipefail
+cd "$(dirname "$0")"
+[ "$(id -u)" = 0 ] || { echo "run-tests.sh needs root (it creates network namespaces)" >&2; exit 1; }
+scripts/install-deps
+cargo fmt --all -- --check
+cargo clippy --all-targets --quiet -- -D warnings
+cargo build --workspace --bins --quiet
+cargo test --workspace
+echo "== benchmark smoke run =="
+target/debug/cnet-bench --sizes 1,10 --reps 5
