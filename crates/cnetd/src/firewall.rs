@@ -168,6 +168,12 @@ impl Firewall {
         if old == elems {
             return Ok(());
         }
+        if model.baseline.is_none() {
+            // No table loaded yet (first network, or after the last one went):
+            // load the whole table with this owner's elements.
+            set_owner(&mut model, owner, elems);
+            return render(&mut model);
+        }
         let gone: Vec<Elem> = old.iter().filter(|e| !elems.contains(e)).cloned().collect();
         let new: Vec<Elem> = elems.iter().filter(|e| !old.contains(e)).cloned().collect();
         let mut script = String::new();
@@ -202,9 +208,14 @@ impl Firewall {
         render(&mut self.model.lock().unwrap())
     }
 
-    /// Removes the table (when no network is left).
-    pub fn delete_table(&self) -> Result<(), DataplaneError> {
+    /// Removes the table when nothing contributes to it any more. Checked
+    /// under the model's lock, so a concurrent [`Firewall::set`] either sees
+    /// no table and loads it, or keeps this from deleting it.
+    pub fn delete_table_if_unused(&self) -> Result<(), DataplaneError> {
         let mut model = self.model.lock().unwrap();
+        if !model.owners.is_empty() {
+            return Ok(());
+        }
         model.baseline = None;
         nft::apply(&format!("table inet {TABLE} {{}}\ndelete table inet {TABLE}\n"))
     }

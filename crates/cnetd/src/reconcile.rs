@@ -52,7 +52,7 @@ pub fn startup(svc: &Service) -> anyhow::Result<StartupReport> {
         svc.firewall.preload(ep.id, firewall::endpoint_elems(ep));
     }
     if networks.is_empty() {
-        let _ = svc.firewall.delete_table();
+        let _ = svc.firewall.delete_table_if_unused();
     } else {
         svc.firewall.render()?;
     }

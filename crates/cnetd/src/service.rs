@@ -369,9 +369,7 @@ impl Service {
             ));
         }
         self.remove(Kind::Network, net.id)?;
-        if self.state.lock().unwrap().networks.is_empty() {
-            let _ = self.firewall.delete_table();
-        }
+        let _ = self.firewall.delete_table_if_unused();
         Ok(())
     }
 

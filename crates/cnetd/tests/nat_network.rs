@@ -160,9 +160,10 @@ fn sctp_port_mappings_follow_what_the_kernel_can_do() {
     let w = World::new();
     network(&w, "nat", "NAT", &["10.89.0.0/24"]);
     let caps: serde_json::Value = w.client().get("/capabilities").unwrap();
-    let result = w
-        .client()
-        .post::<serde_json::Value>("/endpoints", &json!({"HostComputeNetwork": "nat", "Policies": [port_map(132, 3868, 3868)]}));
+    let result = w.client().post::<serde_json::Value>(
+        "/endpoints",
+        &json!({"HostComputeNetwork": "nat", "Policies": [port_map(132, 3868, 3868)]}),
+    );
     if caps["Sctp"] == json!(true) {
         result.expect("SCTP mapping on a kernel with SCTP");
     } else {
