@@ -10,6 +10,6 @@ scripts/install-deps
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
 cargo build --workspace --bins --quiet
-cargo test --workspace
 echo "== benchmark smoke run =="
 target/debug/cnet-bench --sizes 1,10 --reps 5
+cargo test --workspace

@@ -59,7 +59,7 @@ fn main() -> Result<()> {
     let mut port = 20000u16;
     for &size in &args.sizes {
         while present < size {
-            if present % args.per_namespace == 0 {
+            if present.is_multiple_of(args.per_namespace) {
                 filler_ns = Some(c.post("/namespaces", &json!({"Name": w.name(&format!("fill{present}"))}))?);
             }
             let ns = filler_ns.as_ref().expect("filler namespace");

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use cnet_dataplane::{link, netns, nft, sysctl};
 use cnet_model::validate::gateway_of;
-use cnet_model::{EndpointState, NetworkType};
+use cnet_model::{Endpoint, EndpointState, Network, NetworkType};
 use cnet_store::Kind;
 
 use crate::driver::bridge;
@@ -105,18 +105,25 @@ pub fn startup(svc: &Service) -> anyhow::Result<StartupReport> {
             }
         }
     }
+    for name in orphans(&links, &networks, &endpoints) {
+        link::delete_link(None, name)?;
+        report.removed_orphans.push(name.to_string());
+    }
+    Ok(report)
+}
+
+/// Host links named like cnet's (`cnb`/`cnv` + hex) that no object owns.
+fn orphans<'a>(links: &'a [link::LinkInfo], networks: &[Network], endpoints: &[Endpoint]) -> Vec<&'a str> {
     let owned: Vec<String> = networks
         .iter()
         .map(|n| n.derived_bridge_name())
         .chain(endpoints.iter().map(|e| e.derived_host_name()))
         .collect();
-    for l in &links {
-        if OWN_PREFIXES.iter().any(|p| l.ifname.starts_with(p)) && l.ifname.len() >= 13 && !owned.contains(&l.ifname) {
-            link::delete_link(None, &l.ifname)?;
-            report.removed_orphans.push(l.ifname.clone());
-        }
-    }
-    Ok(report)
+    links
+        .iter()
+        .map(|l| l.ifname.as_str())
+        .filter(|n| OWN_PREFIXES.iter().any(|p| n.starts_with(p)) && n.len() >= 13 && !owned.iter().any(|o| o == n))
+        .collect()
 }
 
 fn mark(svc: &Service, id: uuid::Uuid, state: EndpointState) -> anyhow::Result<()> {
@@ -317,15 +324,8 @@ pub fn diag(svc: &Service) -> anyhow::Result<DiagReport> {
             }
         }
     }
-    let owned: Vec<String> = networks
-        .iter()
-        .map(|n| n.derived_bridge_name())
-        .chain(endpoints.iter().map(|e| e.derived_host_name()))
-        .collect();
-    for l in &links {
-        if OWN_PREFIXES.iter().any(|p| l.ifname.starts_with(p)) && l.ifname.len() >= 13 && !owned.contains(&l.ifname) {
-            r.drift.push(format!("link {} is not owned by any object (orphan)", l.ifname));
-        }
+    for name in orphans(&links, &networks, &endpoints) {
+        r.drift.push(format!("link {name} is not owned by any object (orphan)"));
     }
     r.drift.extend(svc.firewall.drift()?);
     for chain in nft::foreign_drop_chains(TABLE).unwrap_or_default() {
