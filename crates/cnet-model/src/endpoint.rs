@@ -1,6 +1,7 @@
 //! `HostComputeEndpoint` and its policies.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -177,6 +178,10 @@ pub struct Endpoint {
     /// Read-only.
     #[serde(default)]
     pub state: EndpointState,
+    /// Linux extension: free-form key/value pairs a client stores with the
+    /// endpoint (the CNI plugin keeps the container ID and interface here).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
 }
 
 impl Endpoint {

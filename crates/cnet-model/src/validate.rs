@@ -185,6 +185,12 @@ pub fn prepare_endpoint(ep: &mut Endpoint, net: &Network, usage: &Usage, sctp: b
     if !net.r#type.is_supported() {
         return Err(ApiError::unsupported(format!("network type {} is not supported", net.r#type)));
     }
+    if ep.annotations.len() > 64 || ep.annotations.iter().any(|(k, v)| k.is_empty() || k.len() > 253 || v.len() > 4096)
+    {
+        return Err(ApiError::invalid_param(
+            "Annotations: at most 64 entries, keys of 1 to 253 bytes, values up to 4096 bytes",
+        ));
+    }
     if let Some(mtu) = ep.mtu() {
         if !(576..=65535).contains(&mtu) {
             return Err(ApiError::invalid_param(format!("endpoint Mtu {mtu} is out of range: use 576 to 65535")));

@@ -228,6 +228,21 @@ async fn modify_endpoint(
     ok(blocking(svc, move |s| s.modify_endpoint(&id, req)).await?)
 }
 
+/// `{"Drift": [...]}` for one endpoint.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct EndpointCheck {
+    /// Differences between cnetd's record and the kernel; empty when healthy.
+    pub drift: Vec<String>,
+}
+
+#[utoipa::path(get, path = "/endpoints/{id}/check", params(("id" = String, Path)),
+    responses((status = 200, body = EndpointCheck), (status = 404, body = ApiError)))]
+async fn check_endpoint(State(svc): Svc, Path(id): Path<String>) -> Answer<EndpointCheck> {
+    let drift = blocking(svc, move |s| crate::reconcile::check_endpoint(s, &id)).await?;
+    ok(EndpointCheck { drift })
+}
+
 #[utoipa::path(delete, path = "/endpoints/{id}", params(("id" = String, Path)), responses((status = 200, body = Success)))]
 async fn delete_endpoint(State(svc): Svc, Path(id): Path<String>) -> Answer<Success> {
     blocking(svc, move |s| s.delete_endpoint(&id)).await?;
@@ -299,7 +314,7 @@ async fn delete_namespace(State(svc): Svc, Path(id): Path<String>) -> Answer<Suc
         modify_namespace,
         delete_namespace,
     ),
-    components(schemas(ApiError, ErrorCode, Success, Version, Capabilities, DiagReport))
+    components(schemas(ApiError, ErrorCode, Success, Version, Capabilities, DiagReport, EndpointCheck))
 )]
 pub struct ApiDoc;
 
@@ -326,6 +341,7 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route("/networks/{id}", get(get_network).patch(modify_network).delete(delete_network))
         .route("/endpoints", get(list_endpoints).post(create_endpoint))
         .route("/endpoints/{id}", get(get_endpoint).patch(modify_endpoint).delete(delete_endpoint))
+        .route("/endpoints/{id}/check", get(check_endpoint))
         .route("/namespaces", get(list_namespaces).post(create_namespace))
         .route("/namespaces/{id}", get(get_namespace).patch(modify_namespace).delete(delete_namespace))
         .fallback(fallback)

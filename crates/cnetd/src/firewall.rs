@@ -233,6 +233,23 @@ impl Firewall {
         Ok(true)
     }
 
+    /// Elements of one owner that the kernel lacks.
+    pub fn owner_drift(&self, owner: Uuid) -> Result<Vec<String>, DataplaneError> {
+        let want = self.model.lock().unwrap().owners.get(&owner).cloned().unwrap_or_default();
+        if want.is_empty() {
+            return Ok(vec![]);
+        }
+        let Some(dump) = nft::table_json("inet", TABLE)? else {
+            return Ok(vec![format!("nftables table inet {TABLE} is missing")]);
+        };
+        let actual = elements_of(&dump);
+        Ok(want
+            .iter()
+            .filter(|e| !actual.get(e.set).is_some_and(|have| have.contains(&e.text())))
+            .map(|e| format!("nftables {}: element {} is missing", e.set, e.text()))
+            .collect())
+    }
+
     /// Differences between the model and the kernel, in words.
     pub fn drift(&self) -> Result<Vec<String>, DataplaneError> {
         let model = self.model.lock().unwrap();

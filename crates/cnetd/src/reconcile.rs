@@ -112,6 +112,92 @@ pub fn startup(svc: &Service) -> anyhow::Result<StartupReport> {
     Ok(report)
 }
 
+/// Differences between one attached endpoint and the kernel: its host side
+/// (`host`, as listed), and the inside of its namespace.
+fn endpoint_drift(
+    ep: &Endpoint,
+    networks: &[Network],
+    namespaces: &[cnet_model::Namespace],
+    host_link: Option<&link::LinkInfo>,
+) -> anyhow::Result<Vec<String>> {
+    let mut drift = Vec::new();
+    let who = format!("endpoint {}", ep.display_name());
+    let host = ep.derived_host_name();
+    let bridge_name =
+        networks.iter().find(|n| n.id.to_string() == ep.host_compute_network).map(|n| n.derived_bridge_name());
+    match host_link {
+        None => drift.push(format!("{who}: host interface {host} is missing")),
+        Some(l) if l.master != bridge_name => {
+            drift.push(format!("{who}: {host} is not on bridge {}", bridge_name.unwrap_or_default()))
+        }
+        Some(l) if !l.is_up() => drift.push(format!("{who}: {host} is down")),
+        Some(_) => {}
+    }
+    let Some(ns) = namespaces.iter().find(|n| Some(n.id.to_string()) == ep.host_compute_namespace) else {
+        return Ok(drift);
+    };
+    let path = ns.netns_path.clone().unwrap_or_default();
+    if !netns::exists(&path) {
+        return Ok(drift);
+    }
+    let ifname = ep.interface_name().to_string();
+    let Ok(Some(inside)) = link::link(Some(&path), &ifname) else {
+        drift.push(format!("{who}: interface {ifname} is missing in {path}"));
+        return Ok(drift);
+    };
+    if inside.address.as_deref() != ep.mac_address.map(|m| m.to_string()).as_deref() {
+        drift.push(format!(
+            "{who}: {ifname} has MAC {:?}, expected {:?}",
+            inside.address,
+            ep.mac_address.map(|m| m.to_string())
+        ));
+    }
+    let addrs = link::addresses(Some(&path), &ifname)?;
+    for c in &ep.ip_configurations {
+        if !addrs.contains(&(c.ip_address, c.prefix_length)) {
+            drift.push(format!("{who}: address {}/{} is missing on {ifname}", c.ip_address, c.prefix_length));
+        }
+    }
+    let routes = link::routes(Some(&path), &ifname)?;
+    for want in &ep.routes {
+        if !routes.iter().any(|(d, via)| *d == want.destination_prefix.to_string() && *via == want.next_hop) {
+            drift.push(format!("{who}: route {} via {:?} is missing", want.destination_prefix, want.next_hop));
+        }
+    }
+    Ok(drift)
+}
+
+/// `GET /endpoints/{id}/check`: the drift of one endpoint, its namespace and
+/// its firewall elements (what CNI CHECK asks for).
+pub fn check_endpoint(svc: &Service, key: &str) -> Result<Vec<String>, cnet_model::ApiError> {
+    let ep = svc.get_endpoint(key)?;
+    let Some(ns_id) = ep.host_compute_namespace.clone() else {
+        return Ok(vec![format!("endpoint {} is not attached to a namespace", ep.display_name())]);
+    };
+    let (networks, namespaces) = {
+        let st = svc.state.lock().unwrap();
+        (
+            st.networks.values().map(|x| x.object.clone()).collect::<Vec<_>>(),
+            st.namespaces
+                .values()
+                .filter(|x| x.object.id.to_string() == ns_id)
+                .map(|x| x.object.clone())
+                .collect::<Vec<_>>(),
+        )
+    };
+    let internal = |e: anyhow::Error| cnet_model::ApiError::internal(format!("checking the kernel failed: {e}"));
+    let host = link::link(None, &ep.derived_host_name()).map_err(|e| internal(e.into()))?;
+    let mut drift = endpoint_drift(&ep, &networks, &namespaces, host.as_ref()).map_err(internal)?;
+    if let Some(ns) = namespaces.first() {
+        let path = ns.netns_path.clone().unwrap_or_default();
+        if !netns::exists(&path) {
+            drift.push(format!("namespace {}: {path} is gone", ns.display_name()));
+        }
+    }
+    drift.extend(svc.firewall.owner_drift(ep.id).map_err(|e| internal(e.into()))?);
+    Ok(drift)
+}
+
 /// Host links named like cnet's (`cnb`/`cnv` + hex) that no object owns.
 fn orphans<'a>(links: &'a [link::LinkInfo], networks: &[Network], endpoints: &[Endpoint]) -> Vec<&'a str> {
     let owned: Vec<String> = networks
@@ -280,49 +366,8 @@ pub fn diag(svc: &Service) -> anyhow::Result<DiagReport> {
         }
     }
     for ep in endpoints.iter().filter(|e| e.host_compute_namespace.is_some()) {
-        let who = format!("endpoint {}", ep.display_name());
-        let host = ep.derived_host_name();
-        let bridge_name =
-            networks.iter().find(|n| n.id.to_string() == ep.host_compute_network).map(|n| n.derived_bridge_name());
-        match find(&host) {
-            None => r.drift.push(format!("{who}: host interface {host} is missing")),
-            Some(l) if l.master != bridge_name => {
-                r.drift.push(format!("{who}: {host} is not on bridge {}", bridge_name.unwrap_or_default()))
-            }
-            Some(l) if !l.is_up() => r.drift.push(format!("{who}: {host} is down")),
-            Some(_) => {}
-        }
-        let Some(ns) = namespaces.iter().find(|n| Some(n.id.to_string()) == ep.host_compute_namespace) else {
-            continue;
-        };
-        let path = ns.netns_path.clone().unwrap_or_default();
-        if !netns::exists(&path) {
-            continue;
-        }
-        let ifname = ep.interface_name().to_string();
-        let Ok(Some(inside)) = link::link(Some(&path), &ifname) else {
-            r.drift.push(format!("{who}: interface {ifname} is missing in {path}"));
-            continue;
-        };
-        if inside.address.as_deref() != ep.mac_address.map(|m| m.to_string()).as_deref() {
-            r.drift.push(format!(
-                "{who}: {ifname} has MAC {:?}, expected {:?}",
-                inside.address,
-                ep.mac_address.map(|m| m.to_string())
-            ));
-        }
-        let addrs = link::addresses(Some(&path), &ifname)?;
-        for c in &ep.ip_configurations {
-            if !addrs.contains(&(c.ip_address, c.prefix_length)) {
-                r.drift.push(format!("{who}: address {}/{} is missing on {ifname}", c.ip_address, c.prefix_length));
-            }
-        }
-        let routes = link::routes(Some(&path), &ifname)?;
-        for want in &ep.routes {
-            if !routes.iter().any(|(d, via)| *d == want.destination_prefix.to_string() && *via == want.next_hop) {
-                r.drift.push(format!("{who}: route {} via {:?} is missing", want.destination_prefix, want.next_hop));
-            }
-        }
+        let host = links.iter().find(|l| l.ifname == ep.derived_host_name());
+        r.drift.extend(endpoint_drift(ep, &networks, &namespaces, host)?);
     }
     for name in orphans(&links, &networks, &endpoints) {
         r.drift.push(format!("link {name} is not owned by any object (orphan)"));

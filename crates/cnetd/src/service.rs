@@ -483,9 +483,30 @@ impl Service {
         Ok(())
     }
 
+    /// Waits (briefly) while a network is being created or modified, so that
+    /// endpoints asked for in the same moment as their network just queue.
+    fn network_settled<'a>(&'a self, key: &str) -> R<std::sync::MutexGuard<'a, State>> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let st = self.state.lock().unwrap();
+            let id = Self::network_id(&st, key)?;
+            let rec = &st.networks[&id];
+            match rec.intent {
+                None => return Ok(st),
+                Some(Intent::Create | Intent::Modify) if std::time::Instant::now() < deadline => {
+                    drop(st);
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Some(_) => {
+                    return Err(ApiError::in_progress(format!("network {} is being changed: retry", rec.object.name)))
+                }
+            }
+        }
+    }
+
     pub fn create_endpoint(&self, mut ep: Endpoint) -> R<Endpoint> {
         let (net, ns) = {
-            let mut st = self.state.lock().unwrap();
+            let mut st = self.network_settled(&ep.host_compute_network)?;
             if ep.id.is_nil() {
                 ep.id = Uuid::new_v4();
             } else if st.endpoints.contains_key(&ep.id) {
@@ -503,11 +524,7 @@ impl Service {
                 }
             }
             let net_id = Self::network_id(&st, &ep.host_compute_network)?;
-            let net_rec = &st.networks[&net_id];
-            if net_rec.intent.is_some() {
-                return Err(ApiError::in_progress(format!("network {} is being changed: retry", net_rec.object.name)));
-            }
-            let net = net_rec.object.clone();
+            let net = st.networks[&net_id].object.clone();
             ep.host_compute_network = net_id.to_string();
             let ns = match ep.host_compute_namespace.take() {
                 Some(key) => {
