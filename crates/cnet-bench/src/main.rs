@@ -1,22 +1,26 @@
-//! `cnet-bench`: endpoint setup and teardown latency through cnetd's API,
-//! with N endpoints already on the network. Runs a private cnetd in a private
-//! test world; touches nothing else. Prints a Markdown table.
+//! `cnet-bench`: endpoint setup and teardown latency with N endpoints already
+//! on the network, through cnetd's API and through the CNI plugin binary
+//! (process start included), without and with 2 port mappings. Runs a private
+//! cnetd in a private test world; touches nothing else. Prints a Markdown table.
 
+use std::io::Write;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Parser;
+use cnet_client::Client;
 use cnet_model::{Endpoint, Namespace};
-use cnet_testkit::World;
-use serde_json::json;
+use cnet_testkit::{bin, World};
+use serde_json::{json, Value};
 
 #[derive(Parser)]
-#[command(about = "Measure cnet endpoint create+attach and delete latency at several network sizes")]
+#[command(about = "Measure cnet endpoint setup and teardown latency at several network sizes")]
 struct Args {
     /// Endpoints already present on the network before measuring.
     #[arg(long, value_delimiter = ',', default_value = "1,100,1000")]
     sizes: Vec<usize>,
-    /// Measured create/delete pairs per size and variant.
+    /// Measured setup/teardown pairs per row.
     #[arg(long, default_value_t = 100)]
     reps: usize,
     /// Endpoints per filler namespace (each filler endpoint is a real veth).
@@ -41,22 +45,86 @@ fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1000.0)
 }
 
+/// Port mappings for one rep: `count` ports starting at `*next`.
+fn ports(next: &mut u16, count: u16) -> Vec<u16> {
+    let out = (0..count).map(|i| *next + i).collect();
+    *next = if *next > 60000 { 20000 } else { *next + count };
+    out
+}
+
+/// One setup+teardown through the API into the namespace `target`.
+fn api_pair(c: &Client, target: &Namespace, host_ports: &[u16]) -> Result<(Duration, Duration)> {
+    let policies: Vec<Value> = host_ports
+        .iter()
+        .map(|p| json!({"Type": "PortMapping", "Settings": {"Protocol": 6, "ExternalPort": p, "InternalPort": 80}}))
+        .collect();
+    let t = Instant::now();
+    let ep: Endpoint = c.post(
+        "/endpoints",
+        &json!({"HostComputeNetwork": "bench", "HostComputeNamespace": target.id, "Policies": policies}),
+    )?;
+    let setup = t.elapsed();
+    let t = Instant::now();
+    c.delete(&format!("/endpoints/{}", ep.id))?;
+    Ok((setup, t.elapsed()))
+}
+
+fn run_plugin(command: &str, id: &str, netns: &str, conf: &Value) -> Result<()> {
+    let mut child = Command::new(bin("cnet-cni"))
+        .env_clear()
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", id)
+        .env("CNI_NETNS", netns)
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/opt/cni/bin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    child.stdin.take().expect("piped").write_all(conf.to_string().as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("cnet-cni {command} failed: {}", String::from_utf8_lossy(&out.stdout));
+    }
+    Ok(())
+}
+
+/// One ADD+DEL through the plugin binary into a fresh netns (made and removed untimed).
+fn cni_pair(w: &World, n: usize, host_ports: &[u16]) -> Result<(Duration, Duration)> {
+    let name = w.name(&format!("cni{n}"));
+    let netns = format!("/run/netns/{name}");
+    let made = Command::new("ip").args(["netns", "add", &name]).status()?;
+    anyhow::ensure!(made.success(), "ip netns add {name} failed");
+    let pm: Vec<Value> =
+        host_ports.iter().map(|p| json!({"hostPort": p, "containerPort": 80, "protocol": "tcp"})).collect();
+    let conf = json!({"cniVersion": "1.1.0", "name": "bench", "type": "cnet-cni", "socket": w.socket,
+                      "runtimeConfig": {"portMappings": pm}});
+    let id = format!("bench{n}");
+    let t = Instant::now();
+    run_plugin("ADD", &id, &netns, &conf)?;
+    let setup = t.elapsed();
+    let t = Instant::now();
+    run_plugin("DEL", &id, &netns, &conf)?;
+    let teardown = t.elapsed();
+    let _ = Command::new("ip").args(["netns", "del", &name]).status();
+    Ok((setup, teardown))
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     let w = World::new();
     let c = w.client();
-    c.post::<serde_json::Value>(
+    c.post::<Value>(
         "/networks",
         &json!({"Name": "bench", "Type": "NAT", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.128.0.0/16"}]}]}),
     )
     .context("create the network")?;
     let target: Namespace = c.post("/namespaces", &json!({"Name": w.name("target")}))?;
 
-    println!("| endpoints present | port mappings | create+attach median | p99 | min | max | delete median | p99 | min | max |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    let mut present = 0usize;
+    println!("| endpoints present | path | port mappings | setup median | p99 | min | max | teardown median | p99 | min | max |");
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let (mut present, mut next_port, mut rep) = (0usize, 20000u16, 0usize);
     let mut filler_ns: Option<Namespace> = None;
-    let mut port = 20000u16;
     for &size in &args.sizes {
         while present < size {
             if present.is_multiple_of(args.per_namespace) {
@@ -70,39 +138,38 @@ fn main() -> Result<()> {
             )?;
             present += 1;
         }
-        for mappings in [0u16, 2] {
-            let (mut create, mut delete) = (Vec::new(), Vec::new());
-            for _ in 0..args.reps {
-                let policies: Vec<_> = (0..mappings)
-                    .map(|i| json!({"Type": "PortMapping", "Settings": {"Protocol": 6, "ExternalPort": port + i, "InternalPort": 80 + i}}))
-                    .collect();
-                port = port.wrapping_add(2).max(20000);
-                let t = Instant::now();
-                let ep: Endpoint = c.post(
-                    "/endpoints",
-                    &json!({"HostComputeNetwork": "bench", "HostComputeNamespace": target.id, "Policies": policies}),
-                )?;
-                create.push(t.elapsed());
-                let t = Instant::now();
-                c.delete(&format!("/endpoints/{}", ep.id))?;
-                delete.push(t.elapsed());
+        for path in ["API", "CNI plugin"] {
+            for mappings in [0u16, 2] {
+                let (mut setup, mut teardown) = (Vec::new(), Vec::new());
+                for _ in 0..args.reps {
+                    let host_ports = ports(&mut next_port, mappings);
+                    rep += 1;
+                    let (s, t) = match path {
+                        "API" => api_pair(&c, &target, &host_ports)?,
+                        _ => cni_pair(&w, rep, &host_ports)?,
+                    };
+                    setup.push(s);
+                    teardown.push(t);
+                }
+                let (a, d) = (stats(setup), stats(teardown));
+                println!(
+                    "| {size} | {path} | {mappings} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    ms(a.median),
+                    ms(a.p99),
+                    ms(a.min),
+                    ms(a.max),
+                    ms(d.median),
+                    ms(d.p99),
+                    ms(d.min),
+                    ms(d.max)
+                );
             }
-            let (a, d) = (stats(create), stats(delete));
-            println!(
-                "| {size} | {mappings} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                ms(a.median),
-                ms(a.p99),
-                ms(a.min),
-                ms(a.max),
-                ms(d.median),
-                ms(d.p99),
-                ms(d.min),
-                ms(d.max)
-            );
         }
     }
     let drift = w.drift();
     anyhow::ensure!(drift.is_empty(), "drift after the benchmark: {drift:?}");
-    println!("\n(times in ms; {} reps per row; cnet diag clean afterwards)", args.reps);
+    let left: Vec<Endpoint> = c.get("/endpoints")?;
+    anyhow::ensure!(left.len() == present, "{} endpoints leaked", left.len() - present);
+    println!("\n(times in ms; {} reps per row; no drift and no leaked endpoint afterwards)", args.reps);
     Ok(())
 }

@@ -149,3 +149,42 @@ pub fn drain(s: &mut impl Read) -> Vec<u8> {
     let _ = s.read_to_end(&mut v);
     v
 }
+
+/// A plain TCP connection from `netns` to `addr` (no greeting expected).
+pub fn tcp_stream(netns: &str, addr: &str) -> Option<TcpStream> {
+    let addr: SocketAddr = addr.parse().expect("target address");
+    let stream = run_in(netns, move || TcpStream::connect_timeout(&addr, TIMEOUT)).expect("enter netns").ok()?;
+    stream.set_read_timeout(Some(TIMEOUT)).ok()?;
+    Some(stream)
+}
+
+/// `GET /` over HTTP/1.0 from `netns`; the whole answer, or `None`.
+pub fn http_get(netns: &str, addr: &str) -> Option<String> {
+    let mut s = tcp_stream(netns, addr)?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+/// A TCP server in `netns` on `addr` that writes the peer's address as a
+/// line and closes: for clients that read until the server hangs up (`nc`).
+pub fn tcp_greeter(netns: &str, addr: &str) -> Server {
+    let addr: SocketAddr = addr.parse().expect("server address");
+    let listener = run_in(netns, move || TcpListener::bind(addr)).expect("enter netns").expect("bind");
+    listener.set_nonblocking(true).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        while !flag.load(Ordering::SeqCst) {
+            match listener.accept() {
+                Ok((mut s, peer)) => {
+                    let _ = s.set_nonblocking(false);
+                    let _ = writeln!(s, "{}", peer.ip());
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    });
+    Server { stop }
+}

@@ -1,0 +1,285 @@
+//! Real runtimes on a cnet network: Podman with its CNI backend, and
+//! containerd's `ctr run --cni`. Each runs with private configuration and
+//! state (never the machine's own), inside the test world's host namespace.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use cnet_model::{Endpoint, Namespace};
+use cnet_testkit::{bin, probe, World, HOST_IP, LAN_IP};
+use serde_json::json;
+
+fn ok(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A directory with a busybox root filesystem tarball (no registry here).
+fn busybox_tar(dir: &Path) -> PathBuf {
+    let root = dir.join("rootfs");
+    for d in ["bin", "etc", "tmp", "www"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"].into_iter().find(|p| Path::new(p).exists());
+    let busybox = busybox.expect("busybox is missing: apt-get install busybox-static");
+    std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
+    let list = ok(Command::new(busybox).arg("--list").output().unwrap(), "busybox --list");
+    for applet in list.lines().filter(|a| *a != "busybox") {
+        let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(applet));
+    }
+    std::fs::write(root.join("www/index.html"), "hello-from-cnet\n").unwrap();
+    let tar = dir.join("rootfs.tar");
+    ok(Command::new("tar").arg("-C").arg(&root).arg("-cf").arg(&tar).arg(".").output().unwrap(), "tar");
+    tar
+}
+
+fn conflist(w: &World, name: &str, subnet: &str) -> String {
+    json!({"cniVersion": "0.4.0", "name": name, "plugins": [{
+        "type": "cnet-cni", "socket": w.socket,
+        "network": {"Type": "NAT", "Ipams": [{"Type": "Static", "Subnets": [{"IpAddressPrefix": subnet}]}]},
+        "capabilities": {"portMappings": true, "ips": true, "mac": true, "bandwidth": true, "dns": true, "aliases": true}
+    }]})
+    .to_string()
+}
+
+/// Podman with the CNI backend, configured in a private directory.
+struct Podman {
+    dir: tempfile::TempDir,
+    host: String,
+}
+
+impl Podman {
+    fn new(w: &World, network: &str, subnet: &str) -> Podman {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        for sub in ["cni/net.d", "cni/bin", "tmp"] {
+            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        }
+        std::fs::copy(bin("cnet-cni"), dir.path().join("cni/bin/cnet-cni")).unwrap();
+        std::fs::write(dir.path().join(format!("cni/net.d/{network}.conflist")), conflist(w, network, subnet)).unwrap();
+        std::fs::write(
+            dir.path().join("containers.conf"),
+            format!(
+                "[containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\n\
+                 [engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\nevents_logfile_path = \"{d}/events.log\"\n\
+                 tmp_dir = \"{d}/tmp\"\nruntime = \"runc\"\nvolume_path = \"{d}/volumes\"\nstatic_dir = \"{d}/storage/libpod\"\n\
+                 [network]\nnetwork_backend = \"cni\"\nnetwork_config_dir = \"{d}/cni/net.d\"\ncni_plugin_dirs = [\"{d}/cni/bin\"]\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("storage.conf"),
+            format!("[storage]\ndriver = \"overlay\"\ngraphroot = \"{d}/storage\"\nrunroot = \"{d}/run\"\n"),
+        )
+        .unwrap();
+        let p = Podman { dir, host: w.host_path() };
+        let tar = busybox_tar(p.dir.path());
+        p.ok(&["import", tar.to_str().unwrap(), "localhost/bb"]);
+        p
+    }
+
+    fn cmd(&self, args: &[&str]) -> Output {
+        Command::new("nsenter")
+            .arg(format!("--net={}", self.host))
+            .arg("podman")
+            .args(args)
+            .env("CONTAINERS_CONF", self.dir.path().join("containers.conf"))
+            .env("CONTAINERS_STORAGE_CONF", self.dir.path().join("storage.conf"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("podman is missing: apt-get install podman runc")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        ok(self.cmd(args), &format!("podman {args:?}"))
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["rm", "-af", "-t", "0"]);
+    }
+}
+
+#[test]
+fn podman_containers_on_a_cnet_network_talk_reach_the_lan_and_publish_ports() {
+    let w = World::new();
+    let podman = Podman::new(&w, "cnetpod", "10.151.0.0/24");
+    let _lan = probe::tcp_greeter(&w.lan_path(), "0.0.0.0:7070");
+
+    // A web server with a published port.
+    podman.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-p",
+        "18090:8080",
+        "--network",
+        "cnetpod",
+        "localhost/bb",
+        "httpd",
+        "-f",
+        "-p",
+        "8080",
+        "-h",
+        "/www",
+    ]);
+    let eps: Vec<Endpoint> = w.client().get("/endpoints?network=cnetpod").unwrap();
+    assert_eq!(eps.len(), 1);
+    let web_ip = eps[0].ip_configurations[0].ip_address.to_string();
+    assert!(web_ip.starts_with("10.151.0."), "{web_ip}");
+    let inside = podman.ok(&["exec", "web", "ip", "-o", "addr", "show", "eth0"]);
+    assert!(inside.contains(&web_ip), "the container sees its address: {inside}");
+
+    // Another container reaches it by IP, and the LAN through NAT.
+    let page = podman.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "cnetpod",
+        "localhost/bb",
+        "wget",
+        "-qO-",
+        &format!("http://{web_ip}:8080/"),
+    ]);
+    assert_eq!(page.trim(), "hello-from-cnet");
+    let seen = podman.ok(&["run", "--rm", "--network", "cnetpod", "localhost/bb", "nc", "-w", "3", LAN_IP, "7070"]);
+    assert_eq!(seen.lines().next().unwrap_or(""), HOST_IP, "the LAN sees the host's address");
+
+    // A client on the LAN reaches the published port.
+    let answer = probe::http_get(&w.lan_path(), &format!("{HOST_IP}:18090")).expect("LAN → published port");
+    assert!(answer.contains("hello-from-cnet"), "{answer}");
+
+    // Static IP and MAC, as Podman sends them (in CNI_ARGS).
+    podman.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "pinned",
+        "--ip",
+        "10.151.0.77",
+        "--mac-address",
+        "0a:58:0a:97:00:4d",
+        "--network",
+        "cnetpod",
+        "localhost/bb",
+        "sleep",
+        "60",
+    ]);
+    let pinned = podman.ok(&["exec", "pinned", "ip", "-o", "link", "show", "eth0"]);
+    assert!(pinned.contains("0a:58:0a:97:00:4d"), "{pinned}");
+    assert!(podman.ok(&["exec", "pinned", "ip", "-o", "addr"]).contains("10.151.0.77/24"));
+
+    // Removing the containers leaves nothing behind.
+    podman.ok(&["rm", "-f", "-t", "0", "web", "pinned"]);
+    let eps: Vec<Endpoint> = w.client().get("/endpoints").unwrap();
+    assert!(eps.is_empty(), "{eps:?}");
+    let nss: Vec<Namespace> = w.client().get("/namespaces").unwrap();
+    assert!(nss.is_empty(), "{nss:?}");
+    assert!(probe::http_get(&w.lan_path(), &format!("{HOST_IP}:18090")).is_none(), "the published port must be gone");
+    assert!(w.drift().is_empty(), "{:?}", w.drift());
+}
+
+/// containerd with private root, state and socket, for `ctr`.
+struct Containerd {
+    dir: tempfile::TempDir,
+    daemon: std::process::Child,
+}
+
+impl Containerd {
+    fn start(w: &World) -> Containerd {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        std::fs::write(
+            dir.path().join("config.toml"),
+            format!(
+                "version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n\
+                 disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+                 [grpc]\n  address = \"{d}/containerd.sock\"\n[ttrpc]\n  address = \"{d}/containerd-ttrpc.sock\"\n"
+            ),
+        )
+        .unwrap();
+        let daemon = Command::new("nsenter")
+            .arg(format!("--net={}", w.host_path()))
+            .arg("containerd")
+            .arg("--config")
+            .arg(dir.path().join("config.toml"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("containerd.log")).unwrap())
+            .spawn()
+            .expect("containerd is missing: apt-get install containerd");
+        let c = Containerd { dir, daemon };
+        for _ in 0..200 {
+            if c.ctr(&["version"]).status.success() {
+                return c;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("containerd did not start");
+    }
+
+    fn sock(&self) -> PathBuf {
+        self.dir.path().join("containerd.sock")
+    }
+
+    fn ctr(&self, args: &[&str]) -> Output {
+        Command::new("ctr").arg("-a").arg(self.sock()).args(["-n", "cnettest"]).args(args).output().unwrap()
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+        // runc keeps per-namespace state under /run/containerd/runc whatever
+        // containerd's root says; leave nothing there (only removed if empty).
+        let _ = std::fs::remove_dir("/run/containerd/runc/cnettest");
+    }
+}
+
+#[test]
+fn containerd_ctr_runs_a_container_on_a_cnet_network_and_cleans_up() {
+    let w = World::new();
+    let cd = Containerd::start(&w);
+    // The image: the busybox root filesystem, through podman save.
+    let podman = Podman::new(&w, "unused", "10.152.0.0/24");
+    let archive = cd.dir.path().join("bb.tar");
+    podman.ok(&["save", "--format", "docker-archive", "-o", archive.to_str().unwrap(), "localhost/bb"]);
+    ok(cd.ctr(&["images", "import", archive.to_str().unwrap()]), "ctr images import");
+
+    // ctr only reads /etc/cni/net.d and /opt/cni/bin: give it ours in a
+    // private mount namespace, never the machine's.
+    let netd = cd.dir.path().join("net.d");
+    std::fs::create_dir_all(&netd).unwrap();
+    std::fs::write(netd.join("10-cnetctr.conflist"), conflist(&w, "cnetctr", "10.153.0.0/24")).unwrap();
+    let _lan = probe::tcp_greeter(&w.lan_path(), "0.0.0.0:7071");
+    let script = format!(
+        "set -e; mount --make-rprivate /; mkdir -p /etc/cni/net.d; mount --bind {netd} /etc/cni/net.d; \
+         mount -t tmpfs tmpfs /opt; mkdir -p /opt/cni/bin; cp {plugin} /opt/cni/bin/cnet-cni; \
+         ctr -a {sock} -n cnettest run --rm --cni localhost/bb:latest {id} sh -c 'ip -o addr show eth0; nc -w 3 {LAN_IP} 7071'",
+        id = w.name("ctr"),
+        netd = netd.display(),
+        plugin = bin("cnet-cni").display(),
+        sock = cd.sock().display(),
+    );
+    let out = Command::new("nsenter")
+        .arg(format!("--net={}", w.host_path()))
+        .args(["unshare", "-m", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let text = ok(out, "ctr run --cni");
+    assert!(text.contains("inet 10.153.0."), "the container got its address: {text}");
+    assert!(text.lines().any(|l| l.trim() == HOST_IP), "the LAN saw the host's address: {text}");
+    // The task's exit and removal (DEL with an empty CNI_NETNS) leave nothing behind.
+    let eps: Vec<Endpoint> = w.client().get("/endpoints?network=cnetctr").unwrap();
+    assert!(eps.is_empty(), "{eps:?}");
+    let nss: Vec<Namespace> = w.client().get("/namespaces").unwrap();
+    assert!(nss.is_empty(), "{nss:?}");
+    assert!(w.drift().is_empty(), "{:?}", w.drift());
+}
