@@ -8,6 +8,7 @@ cd "$(dirname "$0")"
 scripts/install-deps
 cargo build --release --workspace --bins
 install -m 0755 target/release/cnetd target/release/cnet /usr/local/bin/
+install -d /opt/cni/bin && install -m 0755 target/release/cnet-cni /opt/cni/bin/
 mkdir -p /run/cnet /var/lib/cnet /var/log/cnet
 if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
   install -m 0644 contrib/cnetd.service /etc/systemd/system/cnetd.service
