@@ -1,31 +1,38 @@
-//! `cnet-bench`: endpoint setup and teardown latency with N endpoints already
-//! on the network, through cnetd's API and through the CNI plugin binary
-//! (process start included), without and with 2 port mappings. Runs a private
-//! cnetd in a private test world; touches nothing else. Prints a Markdown table.
+//! `cnet-bench`: endpoint setup and teardown latency with N attachments
+//! already on the network, side by side for cnet (API and CNI plugin),
+//! netavark and the CNI reference chain, in one private test world. Prints a
+//! Markdown table and, with `--plot`, draws setup latency against N (gnuplot).
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod systems;
 
-use anyhow::{bail, Context, Result};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
 use clap::Parser;
-use cnet_client::Client;
-use cnet_model::{Endpoint, Namespace};
 use cnet_testkit::{bin, World};
 use serde_json::{json, Value};
+use systems::{Attachment, CnetApi, CnetCni, CniChain, Netavark, System};
 
 #[derive(Parser)]
-#[command(about = "Measure cnet endpoint setup and teardown latency at several network sizes")]
+#[command(
+    about = "Measure container network setup and teardown latency: cnet against netavark and the CNI reference chain"
+)]
 struct Args {
-    /// Endpoints already present on the network before measuring.
+    /// Attachments already present on each network before measuring.
     #[arg(long, value_delimiter = ',', default_value = "1,100,1000")]
     sizes: Vec<usize>,
     /// Measured setup/teardown pairs per row.
     #[arg(long, default_value_t = 100)]
     reps: usize,
-    /// Endpoints per filler namespace (each filler endpoint is a real veth).
-    #[arg(long, default_value_t = 250)]
-    per_namespace: usize,
+    /// Systems to measure: cnet-api, cnet-cni, netavark, cni-chain.
+    #[arg(long, value_delimiter = ',', default_value = "cnet-api,cnet-cni,netavark,cni-chain")]
+    systems: Vec<String>,
+    /// Draw setup latency against N into this PNG file.
+    #[arg(long)]
+    plot: Option<PathBuf>,
 }
 
 struct Stats {
@@ -41,73 +48,86 @@ fn stats(mut v: Vec<Duration>) -> Stats {
     Stats { median: at(0.5), p99: at(0.99), min: v[0], max: v[v.len() - 1] }
 }
 
-fn ms(d: Duration) -> String {
-    format!("{:.2}", d.as_secs_f64() * 1000.0)
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
 }
 
-/// Port mappings for one rep: `count` ports starting at `*next`.
-fn ports(next: &mut u16, count: u16) -> Vec<u16> {
-    let out = (0..count).map(|i| *next + i).collect();
-    *next = if *next > 60000 { 20000 } else { *next + count };
-    out
+fn netns_add(name: &str) -> Result<String> {
+    let ok = Command::new("ip").args(["netns", "add", name]).status()?.success();
+    anyhow::ensure!(ok, "ip netns add {name} failed");
+    Ok(format!("/run/netns/{name}"))
 }
 
-/// One setup+teardown through the API into the namespace `target`.
-fn api_pair(c: &Client, target: &Namespace, host_ports: &[u16]) -> Result<(Duration, Duration)> {
-    let policies: Vec<Value> = host_ports
-        .iter()
-        .map(|p| json!({"Type": "PortMapping", "Settings": {"Protocol": 6, "ExternalPort": p, "InternalPort": 80}}))
-        .collect();
-    let t = Instant::now();
-    let ep: Endpoint = c.post(
-        "/endpoints",
-        &json!({"HostComputeNetwork": "bench", "HostComputeNamespace": target.id, "Policies": policies}),
-    )?;
-    let setup = t.elapsed();
-    let t = Instant::now();
-    c.delete(&format!("/endpoints/{}", ep.id))?;
-    Ok((setup, t.elapsed()))
+fn netns_del(name: &str) {
+    let _ = Command::new("ip").args(["netns", "del", name]).status();
 }
 
-fn run_plugin(command: &str, id: &str, netns: &str, conf: &Value) -> Result<()> {
-    let mut child = Command::new(bin("cnet-cni"))
-        .env_clear()
-        .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", id)
-        .env("CNI_NETNS", netns)
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", "/opt/cni/bin")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    child.stdin.take().expect("piped").write_all(conf.to_string().as_bytes())?;
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!("cnet-cni {command} failed: {}", String::from_utf8_lossy(&out.stdout));
+struct Bench {
+    tag: String,
+    systems: Vec<Box<dyn System + Send>>,
+    /// Filler attachments each system has, by system index.
+    filled: Vec<usize>,
+    next_port: u16,
+    rep: usize,
+}
+
+impl Bench {
+    fn fill(&mut self, i: usize, size: usize) -> Result<()> {
+        while self.filled[i] < size {
+            // One netns per attachment, as containers have (netavark cannot
+            // put two interfaces of one network in one namespace).
+            let n = self.filled[i];
+            let path = netns_add(&format!("{}-f{i}-{n}", self.tag))?;
+            let a = Attachment { id: format!("fill{i}x{n}"), netns: path, ifname: "eth0".into(), host_ports: vec![] };
+            self.systems[i].setup(&a).with_context(|| format!("{}: filler {n}", self.systems[i].name()))?;
+            self.filled[i] += 1;
+        }
+        Ok(())
     }
-    Ok(())
+
+    fn measure(&mut self, i: usize, mappings: u16, reps: usize) -> Result<(Stats, Stats)> {
+        let (mut setup, mut teardown) = (Vec::new(), Vec::new());
+        for _ in 0..reps {
+            self.rep += 1;
+            let host_ports: Vec<u16> = (0..mappings).map(|k| self.next_port + k).collect();
+            self.next_port = if self.next_port > 60000 { 20000 } else { self.next_port + mappings.max(1) };
+            let name = format!("{}-m{}", self.tag, self.rep);
+            let a = Attachment {
+                id: format!("rep{}", self.rep),
+                netns: netns_add(&name)?,
+                ifname: "eth0".into(),
+                host_ports,
+            };
+            let sys = &mut self.systems[i];
+            setup.push(sys.setup(&a).with_context(|| format!("{} setup", sys.name()))?);
+            teardown.push(sys.teardown(&a).with_context(|| format!("{} teardown", sys.name()))?);
+            netns_del(&name);
+        }
+        Ok((stats(setup), stats(teardown)))
+    }
 }
 
-/// One ADD+DEL through the plugin binary into a fresh netns (made and removed untimed).
-fn cni_pair(w: &World, n: usize, host_ports: &[u16]) -> Result<(Duration, Duration)> {
-    let name = w.name(&format!("cni{n}"));
-    let netns = format!("/run/netns/{name}");
-    let made = Command::new("ip").args(["netns", "add", &name]).status()?;
-    anyhow::ensure!(made.success(), "ip netns add {name} failed");
-    let pm: Vec<Value> =
-        host_ports.iter().map(|p| json!({"hostPort": p, "containerPort": 80, "protocol": "tcp"})).collect();
-    let conf = json!({"cniVersion": "1.1.0", "name": "bench", "type": "cnet-cni", "socket": w.socket,
-                      "runtimeConfig": {"portMappings": pm}});
-    let id = format!("bench{n}");
-    let t = Instant::now();
-    run_plugin("ADD", &id, &netns, &conf)?;
-    let setup = t.elapsed();
-    let t = Instant::now();
-    run_plugin("DEL", &id, &netns, &conf)?;
-    let teardown = t.elapsed();
-    let _ = Command::new("ip").args(["netns", "del", &name]).status();
-    Ok((setup, teardown))
+fn plot(path: &Path, medians: &BTreeMap<&'static str, Vec<(usize, f64)>>) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut script = format!(
+        "set terminal pngcairo size 900,540\nset output '{}'\nset title 'Container network setup latency (median, no port mappings)'\n\
+         set xlabel 'attachments already on the network (N)'\nset ylabel 'setup latency (ms)'\nset logscale x\nset key left top\nset grid\nplot ",
+        path.display()
+    );
+    let mut parts = Vec::new();
+    for (k, (name, points)) in medians.iter().enumerate() {
+        let data = dir.path().join(format!("{k}.dat"));
+        std::fs::write(&data, points.iter().map(|(n, v)| format!("{n} {v}\n")).collect::<String>())?;
+        parts.push(format!("'{}' using 1:2 with linespoints lw 2 title '{name}'", data.display()));
+    }
+    script.push_str(&parts.join(", "));
+    script.push('\n');
+    let gp = dir.path().join("plot.gp");
+    std::fs::write(&gp, script)?;
+    let ok =
+        Command::new("gnuplot").arg(&gp).status().context("gnuplot is missing: apt-get install gnuplot-nox")?.success();
+    anyhow::ensure!(ok, "gnuplot failed");
+    Ok(())
 }
 
 fn main() -> Result<()> {
@@ -118,58 +138,87 @@ fn main() -> Result<()> {
         "/networks",
         &json!({"Name": "bench", "Type": "NAT", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.128.0.0/16"}]}]}),
     )
-    .context("create the network")?;
-    let target: Namespace = c.post("/namespaces", &json!({"Name": w.name("target")}))?;
-
-    println!("| endpoints present | path | port mappings | setup median | p99 | min | max | teardown median | p99 | min | max |");
-    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    let (mut present, mut next_port, mut rep) = (0usize, 20000u16, 0usize);
-    let mut filler_ns: Option<Namespace> = None;
-    for &size in &args.sizes {
-        while present < size {
-            if present.is_multiple_of(args.per_namespace) {
-                filler_ns = Some(c.post("/namespaces", &json!({"Name": w.name(&format!("fill{present}"))}))?);
+    .context("create the cnet network")?;
+    let work = tempfile::tempdir()?;
+    let mut systems: Vec<Box<dyn System + Send>> = Vec::new();
+    for s in &args.systems {
+        systems.push(match s.as_str() {
+            "cnet-api" => Box::new(CnetApi { client: w.client(), network: "bench".into() }),
+            "cnet-cni" => Box::new(CnetCni {
+                plugin: bin("cnet-cni"),
+                socket: w.socket.clone(),
+                network: "bench".into(),
+                subnet: "10.128.0.0/16".into(),
+            }),
+            "netavark" => {
+                std::fs::create_dir_all(work.path().join("netavark"))?;
+                Box::new(Netavark {
+                    binary: "/usr/lib/podman/netavark".into(),
+                    config_dir: work.path().join("netavark"),
+                    bridge: "nvbench0".into(),
+                    prefix: "10.171".into(),
+                    next: 0,
+                    opts: HashMap::new(),
+                })
             }
-            let ns = filler_ns.as_ref().expect("filler namespace");
-            c.post::<Endpoint>(
-                "/endpoints",
-                &json!({"HostComputeNetwork": "bench", "HostComputeNamespace": ns.id,
-                        "InterfaceName": format!("f{}", present % args.per_namespace)}),
-            )?;
-            present += 1;
-        }
-        for path in ["API", "CNI plugin"] {
-            for mappings in [0u16, 2] {
-                let (mut setup, mut teardown) = (Vec::new(), Vec::new());
-                for _ in 0..args.reps {
-                    let host_ports = ports(&mut next_port, mappings);
-                    rep += 1;
-                    let (s, t) = match path {
-                        "API" => api_pair(&c, &target, &host_ports)?,
-                        _ => cni_pair(&w, rep, &host_ports)?,
-                    };
-                    setup.push(s);
-                    teardown.push(t);
-                }
-                let (a, d) = (stats(setup), stats(teardown));
-                println!(
-                    "| {size} | {path} | {mappings} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                    ms(a.median),
-                    ms(a.p99),
-                    ms(a.min),
-                    ms(a.max),
-                    ms(d.median),
-                    ms(d.p99),
-                    ms(d.min),
-                    ms(d.max)
-                );
-            }
-        }
+            "cni-chain" => Box::new(CniChain {
+                plugin_dir: "/usr/lib/cni".into(),
+                data_dir: work.path().join("host-local"),
+                bridge: "cnirefbr0".into(),
+                subnet: "10.172.0.0/16".into(),
+                results: HashMap::new(),
+            }),
+            other => anyhow::bail!("unknown system {other}: use cnet-api, cnet-cni, netavark, cni-chain"),
+        });
     }
+    let names: Vec<&'static str> = systems.iter().map(|s| s.name()).collect();
+    let filled = vec![0; systems.len()];
+    let mut bench = Bench { tag: w.tag.clone(), systems, filled, next_port: 20000, rep: 0 };
+    // cnet's API and CNI rows share one cnet network: fill it once.
+    let shared_cnet: Vec<usize> =
+        names.iter().enumerate().filter(|(_, n)| n.starts_with("cnet")).map(|(i, _)| i).collect();
+
+    println!(
+        "| N present | system | port mappings | setup median | p99 | min | max | teardown median | p99 | min | max |"
+    );
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let sizes = args.sizes.clone();
+    let reps = args.reps;
+    let host = w.host_path();
+    // Everything runs from a thread inside the test host's namespace, so the
+    // incumbents' processes program that namespace and nothing else.
+    let medians = cnet_dataplane::netns::run_in(
+        &host,
+        move || -> Result<BTreeMap<&'static str, Vec<(usize, f64)>>> {
+            let mut medians: BTreeMap<&'static str, Vec<(usize, f64)>> = BTreeMap::new();
+            for &size in &sizes {
+                for (i, name) in names.iter().enumerate() {
+                    if shared_cnet.contains(&i) && shared_cnet[0] != i {
+                        bench.filled[i] = bench.filled[shared_cnet[0]];
+                    } else {
+                        bench.fill(i, size)?;
+                    }
+                    for mappings in [0u16, 2] {
+                        let (s, t) = bench.measure(i, mappings, reps)?;
+                        println!(
+                        "| {size} | {} | {mappings} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                        name, ms(s.median), ms(s.p99), ms(s.min), ms(s.max), ms(t.median), ms(t.p99), ms(t.min), ms(t.max)
+                    );
+                        if mappings == 0 {
+                            medians.entry(*name).or_default().push((size, ms(s.median)));
+                        }
+                    }
+                }
+            }
+            Ok(medians)
+        },
+    )??;
     let drift = w.drift();
-    anyhow::ensure!(drift.is_empty(), "drift after the benchmark: {drift:?}");
-    let left: Vec<Endpoint> = c.get("/endpoints")?;
-    anyhow::ensure!(left.len() == present, "{} endpoints leaked", left.len() - present);
-    println!("\n(times in ms; {} reps per row; no drift and no leaked endpoint afterwards)", args.reps);
+    anyhow::ensure!(drift.is_empty(), "cnet drift after the benchmark: {drift:?}");
+    println!("\n(times in ms; {reps} reps per row; cnet diag clean afterwards)");
+    if let Some(path) = &args.plot {
+        plot(path, &medians)?;
+        println!("plot: {}", path.display());
+    }
     Ok(())
 }
