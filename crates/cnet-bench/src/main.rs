@@ -3,6 +3,8 @@
 //! netavark and the CNI reference chain, in one private test world. Prints a
 //! Markdown table and, with `--plot`, draws setup latency against N (gnuplot).
 
+mod churn;
+mod daemon_cost;
 mod systems;
 
 use std::collections::{BTreeMap, HashMap};
@@ -30,10 +32,21 @@ struct Args {
     /// Systems to measure: cnet-api, cnet-cni, netavark, cni-chain.
     #[arg(long, value_delimiter = ',', default_value = "cnet-api,cnet-cni,netavark,cni-chain")]
     systems: Vec<String>,
+    /// Churn through the CNI plugin with these numbers of concurrent clients (e.g. 1,8,32).
+    #[arg(long, value_delimiter = ',')]
+    churn: Vec<usize>,
+    /// How long each churn run lasts, in seconds.
+    #[arg(long, default_value_t = 10)]
+    churn_seconds: u64,
+    /// Measure cnetd's memory and idle CPU at each size, and its restart time at the largest.
+    #[arg(long)]
+    daemon_cost: bool,
     /// Draw setup latency against N into this PNG file.
     #[arg(long)]
     plot: Option<PathBuf>,
 }
+
+type Measured = (BTreeMap<&'static str, Vec<(usize, f64)>>, Vec<(usize, Option<f64>, Option<f64>)>, Vec<churn::Churn>);
 
 struct Stats {
     median: Duration,
@@ -52,7 +65,7 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn netns_add(name: &str) -> Result<String> {
+pub(crate) fn netns_add(name: &str) -> Result<String> {
     let ok = Command::new("ip").args(["netns", "add", name]).status()?.success();
     anyhow::ensure!(ok, "ip netns add {name} failed");
     Ok(format!("/run/netns/{name}"))
@@ -132,7 +145,7 @@ fn plot(path: &Path, medians: &BTreeMap<&'static str, Vec<(usize, f64)>>) -> Res
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let w = World::new();
+    let mut w = World::new();
     let c = w.client();
     c.post::<Value>(
         "/networks",
@@ -187,35 +200,101 @@ fn main() -> Result<()> {
     let host = w.host_path();
     // Everything runs from a thread inside the test host's namespace, so the
     // incumbents' processes program that namespace and nothing else.
-    let medians = cnet_dataplane::netns::run_in(
-        &host,
-        move || -> Result<BTreeMap<&'static str, Vec<(usize, f64)>>> {
-            let mut medians: BTreeMap<&'static str, Vec<(usize, f64)>> = BTreeMap::new();
-            for &size in &sizes {
-                for (i, name) in names.iter().enumerate() {
-                    if shared_cnet.contains(&i) && shared_cnet[0] != i {
-                        bench.filled[i] = bench.filled[shared_cnet[0]];
-                    } else {
-                        bench.fill(i, size)?;
-                    }
-                    for mappings in [0u16, 2] {
-                        let (s, t) = bench.measure(i, mappings, reps)?;
-                        println!(
+    let (daemon_costs_wanted, daemon_pid) = (args.daemon_cost, w.daemon_pid());
+    let (churn_clients, churn_seconds, tag) = (args.churn.clone(), args.churn_seconds, w.tag.clone());
+    let churn_plugin = CnetCni {
+        plugin: bin("cnet-cni"),
+        socket: w.socket.clone(),
+        network: "bench".into(),
+        subnet: "10.128.0.0/16".into(),
+    };
+    let (medians, costs, churns) = cnet_dataplane::netns::run_in(&host, move || -> Result<Measured> {
+        let mut medians: BTreeMap<&'static str, Vec<(usize, f64)>> = BTreeMap::new();
+        let mut costs = Vec::new();
+        if let (true, Some(pid)) = (daemon_costs_wanted, daemon_pid) {
+            costs.push((0, daemon_cost::rss_mib(pid), daemon_cost::idle_cpu_percent(pid, Duration::from_secs(3))));
+        }
+        for &size in &sizes {
+            for (i, name) in names.iter().enumerate() {
+                if shared_cnet.contains(&i) && shared_cnet[0] != i {
+                    bench.filled[i] = bench.filled[shared_cnet[0]];
+                } else {
+                    bench.fill(i, size)?;
+                }
+                for mappings in [0u16, 2] {
+                    let (s, t) = bench.measure(i, mappings, reps)?;
+                    println!(
                         "| {size} | {} | {mappings} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
-                        name, ms(s.median), ms(s.p99), ms(s.min), ms(s.max), ms(t.median), ms(t.p99), ms(t.min), ms(t.max)
+                        name,
+                        ms(s.median),
+                        ms(s.p99),
+                        ms(s.min),
+                        ms(s.max),
+                        ms(t.median),
+                        ms(t.p99),
+                        ms(t.min),
+                        ms(t.max)
                     );
-                        if mappings == 0 {
-                            medians.entry(*name).or_default().push((size, ms(s.median)));
-                        }
+                    if mappings == 0 {
+                        medians.entry(*name).or_default().push((size, ms(s.median)));
                     }
                 }
             }
-            Ok(medians)
-        },
-    )??;
+            if let (true, Some(pid)) = (daemon_costs_wanted, daemon_pid) {
+                costs.push((
+                    size,
+                    daemon_cost::rss_mib(pid),
+                    daemon_cost::idle_cpu_percent(pid, Duration::from_secs(3)),
+                ));
+            }
+        }
+        let mut churns = Vec::new();
+        for &clients in &churn_clients {
+            churns.push(churn::run(&tag, &churn_plugin, clients, Duration::from_secs(churn_seconds))?);
+        }
+        Ok((medians, costs, churns))
+    })??;
     let drift = w.drift();
     anyhow::ensure!(drift.is_empty(), "cnet drift after the benchmark: {drift:?}");
     println!("\n(times in ms; {reps} reps per row; cnet diag clean afterwards)");
+    if !churns.is_empty() {
+        let present: Vec<Value> = c.get("/endpoints")?;
+        println!("\n| concurrent clients | ADD+DEL pairs | errors | seconds | pairs per second |");
+        println!("|---:|---:|---:|---:|---:|");
+        for r in &churns {
+            println!(
+                "| {} | {} | {} | {:.1} | {:.1} |",
+                r.clients,
+                r.pairs,
+                r.errors,
+                r.elapsed.as_secs_f64(),
+                r.per_second()
+            );
+        }
+        let leaked = present
+            .iter()
+            .filter(|e| e["Annotations"]["cni.dev/containerID"].as_str().is_some_and(|id| id.starts_with("churn")))
+            .count();
+        println!("\n(churn through the CNI plugin on the bench network; endpoints leaked afterwards: {leaked}; cnet diag clean)");
+    }
+    if !costs.is_empty() {
+        println!("\n| cnet endpoints present | cnetd RSS (MiB) | cnetd idle CPU incl. helpers (% of a core, 3 s) |");
+        println!("|---:|---:|---:|");
+        for (n, rss, cpu) in &costs {
+            println!("| {n} | {:.1} | {:.2} |", rss.unwrap_or(f64::NAN), cpu.unwrap_or(f64::NAN));
+        }
+        let endpoints: Vec<Value> = c.get("/endpoints")?;
+        w.stop_daemon();
+        let t = std::time::Instant::now();
+        w.start_daemon();
+        println!(
+            "\ncnetd restart with {} endpoints: {:.0} ms until its socket answers (start-up reconcile included)",
+            endpoints.len(),
+            ms(t.elapsed())
+        );
+        let drift = w.drift();
+        anyhow::ensure!(drift.is_empty(), "cnet drift after the restart: {drift:?}");
+    }
     if let Some(path) = &args.plot {
         plot(path, &medians)?;
         println!("plot: {}", path.display());

@@ -168,6 +168,11 @@ impl World {
         }
     }
 
+    /// The running daemon's process ID.
+    pub fn daemon_pid(&self) -> Option<u32> {
+        self.daemon.as_ref().map(|c| c.id())
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("cnetd.log")).unwrap_or_default()
     }

@@ -79,6 +79,12 @@ fn store_err(e: cnet_store::StoreError) -> ApiError {
 }
 
 pub(crate) fn kernel_err(what: &str, e: DataplaneError) -> ApiError {
+    if matches!(&e, DataplaneError::Failed { stderr, .. } if stderr.contains("Exchange full")) {
+        return ApiError::new(
+            ErrorCode::AddressPoolExhausted,
+            format!("{what}: the network's Linux bridge is full (a bridge takes at most 1024 ports): put more endpoints on another network"),
+        );
+    }
     if e.is_exists() {
         return ApiError::new(
             ErrorCode::EndpointAlreadyAttached,
