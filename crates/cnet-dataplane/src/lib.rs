@@ -16,6 +16,7 @@ pub mod link;
 pub mod netns;
 pub mod nft;
 pub mod probe;
+pub mod reaper;
 pub mod sysctl;
 
 /// An error from the kernel side, with the command and what it said.

@@ -70,6 +70,7 @@ pub struct Service {
     store: Store,
     pub firewall: Firewall,
     pub caps: Capabilities,
+    reaper: cnet_dataplane::reaper::Reaper,
 }
 
 type R<T> = Result<T, ApiError>;
@@ -115,7 +116,7 @@ pub struct NetworkFilter {
 
 impl Service {
     pub fn new(store: Store, state: State, firewall: Firewall, caps: Capabilities) -> Self {
-        Service { state: Mutex::new(state), store, firewall, caps }
+        Service { state: Mutex::new(state), store, firewall, caps, reaper: Default::default() }
     }
 
     pub fn load_state(store: &Store) -> Result<State, cnet_store::StoreError> {
@@ -581,7 +582,7 @@ impl Service {
         let mut attached = ep.clone();
         attached.host_compute_namespace = Some(ns.id.to_string());
         if let Err(e) = self.firewall.set(ep.id, firewall::endpoint_elems(&attached)) {
-            let _ = bridge::detach_endpoint(ep);
+            let _ = bridge::detach_endpoint(ep, &self.reaper);
             return Err(kernel_err("publishing ports", e));
         }
         Ok(())
@@ -593,7 +594,7 @@ impl Service {
         if let Err(e) = self.firewall.remove(ep.id) {
             errors.push(e.to_string());
         }
-        if let Err(e) = bridge::detach_endpoint(ep) {
+        if let Err(e) = bridge::detach_endpoint(ep, &self.reaper) {
             errors.push(e.to_string());
         }
         if errors.is_empty() {

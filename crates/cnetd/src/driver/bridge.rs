@@ -9,6 +9,7 @@
 //!   bridge) plus its firewall elements, owned by [`crate::firewall`].
 
 use cnet_dataplane::link::{self, BridgeSpec, RouteSpec, VethSpec};
+use cnet_dataplane::reaper::Reaper;
 use cnet_dataplane::{sysctl, DataplaneError};
 use cnet_model::validate::gateway_of;
 use cnet_model::{Endpoint, Network, NetworkType};
@@ -75,7 +76,8 @@ pub fn attach_endpoint(ep: &Endpoint, net: &Network, netns_path: &str) -> Result
     link::create_veth(&veth_spec(ep, net, netns_path))
 }
 
-/// Removes the veth pair (deleting the host side removes both).
-pub fn detach_endpoint(ep: &Endpoint) -> Result<(), DataplaneError> {
-    link::delete_link(None, &ep.derived_host_name())
+/// Removes the veth pair (deleting the host side removes both), batched with
+/// concurrent deletions by the reaper.
+pub fn detach_endpoint(ep: &Endpoint, reaper: &Reaper) -> Result<(), DataplaneError> {
+    reaper.delete(&ep.derived_host_name())
 }
