@@ -143,13 +143,6 @@ pub fn ping(netns: &str, addr: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Reads whatever is left on a stream (helper for tests that need raw bytes).
-pub fn drain(s: &mut impl Read) -> Vec<u8> {
-    let mut v = Vec::new();
-    let _ = s.read_to_end(&mut v);
-    v
-}
-
 /// A plain TCP connection from `netns` to `addr` (no greeting expected).
 pub fn tcp_stream(netns: &str, addr: &str) -> Option<TcpStream> {
     let addr: SocketAddr = addr.parse().expect("target address");

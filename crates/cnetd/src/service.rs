@@ -11,7 +11,7 @@
 //!   `OperationInProgress` rather than interleaved.
 //! - Namespace `Resources` are derived from the endpoints, never stored twice.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use cnet_dataplane::{netns, DataplaneError};
@@ -917,17 +917,6 @@ impl Service {
             e.state = EndpointState::Created;
         })
         .map(|_| ())
-    }
-
-    /// Addresses taken per network, for tests and diagnostics.
-    pub fn addresses_of(&self, net: Uuid) -> HashSet<std::net::IpAddr> {
-        let st = self.state.lock().unwrap();
-        let idstr = net.to_string();
-        st.endpoints
-            .values()
-            .filter(|e| e.object.host_compute_network == idstr)
-            .flat_map(|e| e.object.ip_configurations.iter().map(|c| c.ip_address))
-            .collect()
     }
 }
 
