@@ -23,9 +23,10 @@ impl Drop for Server {
     }
 }
 
-/// A TCP server in `netns` on `addr`: each connection first gets the peer's
-/// address as a line, then every line it sends is echoed back.
-pub fn tcp_server(netns: &str, addr: &str) -> Server {
+/// Accepts TCP connections in `netns` on `addr` until the server is dropped;
+/// each connection (blocking, greeted by nothing yet) goes to `handle` on a
+/// thread of its own.
+fn tcp_accept_loop(netns: &str, addr: &str, handle: fn(TcpStream, SocketAddr)) -> Server {
     let addr: SocketAddr = addr.parse().expect("server address");
     let listener = run_in(netns, move || TcpListener::bind(addr)).expect("enter netns").expect("bind");
     listener.set_nonblocking(true).unwrap();
@@ -34,27 +35,33 @@ pub fn tcp_server(netns: &str, addr: &str) -> Server {
     std::thread::spawn(move || {
         while !flag.load(Ordering::SeqCst) {
             match listener.accept() {
-                Ok((mut s, peer)) => {
-                    std::thread::spawn(move || {
-                        s.set_nonblocking(false).ok();
-                        if writeln!(s, "{}", peer.ip()).is_err() {
-                            return;
-                        }
-                        let mut reader = BufReader::new(s.try_clone().unwrap());
-                        let mut line = String::new();
-                        while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
-                            if s.write_all(line.as_bytes()).is_err() {
-                                return;
-                            }
-                            line.clear();
-                        }
-                    });
+                Ok((s, peer)) => {
+                    let _ = s.set_nonblocking(false);
+                    std::thread::spawn(move || handle(s, peer));
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(10)),
             }
         }
     });
     Server { stop }
+}
+
+/// A TCP server in `netns` on `addr`: each connection first gets the peer's
+/// address as a line, then every line it sends is echoed back.
+pub fn tcp_server(netns: &str, addr: &str) -> Server {
+    tcp_accept_loop(netns, addr, |mut s, peer| {
+        if writeln!(s, "{}", peer.ip()).is_err() {
+            return;
+        }
+        let mut reader = BufReader::new(s.try_clone().unwrap());
+        let mut line = String::new();
+        while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+            if s.write_all(line.as_bytes()).is_err() {
+                return;
+            }
+            line.clear();
+        }
+    })
 }
 
 /// A UDP server in `netns` on `addr` that answers each datagram with the
@@ -163,21 +170,7 @@ pub fn http_get(netns: &str, addr: &str) -> Option<String> {
 /// A TCP server in `netns` on `addr` that writes the peer's address as a
 /// line and closes: for clients that read until the server hangs up (`nc`).
 pub fn tcp_greeter(netns: &str, addr: &str) -> Server {
-    let addr: SocketAddr = addr.parse().expect("server address");
-    let listener = run_in(netns, move || TcpListener::bind(addr)).expect("enter netns").expect("bind");
-    listener.set_nonblocking(true).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    std::thread::spawn(move || {
-        while !flag.load(Ordering::SeqCst) {
-            match listener.accept() {
-                Ok((mut s, peer)) => {
-                    let _ = s.set_nonblocking(false);
-                    let _ = writeln!(s, "{}", peer.ip());
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(10)),
-            }
-        }
-    });
-    Server { stop }
+    tcp_accept_loop(netns, addr, |mut s, peer| {
+        let _ = writeln!(s, "{}", peer.ip());
+    })
 }
