@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 [ "$(id -u)" = 0 ] || { echo "run install.sh as root" >&2; exit 1; }
 scripts/install-deps
-cargo build --release --workspace --bins
+scripts/build-release
 install -m 0755 target/release/cnetd target/release/cnet /usr/local/bin/
 install -d /opt/cni/bin && install -m 0755 target/release/cnet-cni /opt/cni/bin/
 mkdir -p /run/cnet /var/lib/cnet /var/log/cnet

@@ -107,7 +107,7 @@ fn add_check_del_work_for_every_spec_version_with_that_versions_result() {
             let (ok, out) = cni(&Call::new("DEL", &id, &ns), &with_prev);
             assert!(ok, "DEL {v} (twice): {out}");
         }
-        assert!(!w.exec_in(&ns, &["ip", "link", "show", "eth0"]).status.success(), "eth0 left behind");
+        assert!(w.link_cut_off_then_gone(&ns, "eth0"), "eth0 left behind");
     }
     let eps: Vec<Endpoint> = w.client().get("/endpoints").unwrap();
     assert!(eps.is_empty(), "{eps:?}");
@@ -240,7 +240,7 @@ fn gc_removes_every_attachment_not_in_the_valid_list() {
     let eps: Vec<Endpoint> = w.client().get("/endpoints").unwrap();
     assert_eq!(eps.len(), 2, "{eps:?}");
     assert!(eps.iter().all(|e| e.annotations.get("cni.dev/containerID").map(|s| s.as_str()) != Some("drop")));
-    assert!(!w.exec_in(&drop1, &["ip", "link", "show", "eth0"]).status.success());
+    assert!(w.link_cut_off_then_gone(&drop1, "eth0"));
     let table =
         String::from_utf8_lossy(&w.exec_in(&w.host_path(), &["nft", "list", "map", "inet", "cnet", "pm4"]).stdout)
             .into_owned();

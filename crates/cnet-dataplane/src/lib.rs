@@ -7,12 +7,14 @@
 //!   before `exec` ([`cmd::Cmd::netns`]) or on a short-lived thread of its own
 //!   ([`netns::run_in`]); the caller's thread never changes namespace, so an
 //!   async runtime's workers are safe.
-//! - Every change is one batch: one `ip -batch` or one `nft -f` transaction,
-//!   atomic in the nftables case.
+//! - The hot path (bridges, veths, addresses, routes, deletions) talks route
+//!   netlink in process ([`netlink`]); listings for diagnostics use `ip -j`.
+//!   Every nftables change is one atomic transaction ([`nft`]).
 //! - Deletes succeed when the thing is already gone.
 
 pub mod cmd;
 pub mod link;
+pub mod netlink;
 pub mod netns;
 pub mod nft;
 pub mod probe;
@@ -30,12 +32,29 @@ pub enum DataplaneError {
     Netns { path: String, source: std::io::Error },
     #[error("unexpected output from {program}: {detail}")]
     Parse { program: String, detail: String },
+    #[error("{what}: {source}")]
+    Netlink { what: String, source: std::io::Error },
 }
 
 impl DataplaneError {
     /// Whether the failure says that a thing already exists.
     pub fn is_exists(&self) -> bool {
-        matches!(self, DataplaneError::Failed { stderr, .. } if stderr.contains("File exists"))
+        self.errno() == Some(libc::EEXIST)
+            || matches!(self, DataplaneError::Failed { stderr, .. } if stderr.contains("File exists"))
+    }
+
+    /// Whether a bridge refused another port: it takes at most 1,024.
+    pub fn is_bridge_full(&self) -> bool {
+        self.errno() == Some(libc::EXFULL)
+            || matches!(self, DataplaneError::Failed { stderr, .. } if stderr.contains("Exchange full"))
+    }
+
+    /// The kernel's error number, for netlink failures.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            DataplaneError::Netlink { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
     }
 }
 

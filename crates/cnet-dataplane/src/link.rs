@@ -1,11 +1,13 @@
 //! Links, addresses and routes: bridges (the networks' switches) and veth
-//! pairs (the endpoints' adapters), programmed with one `ip -batch` per change.
+//! pairs (the endpoints' adapters). Changes go over route netlink
+//! ([`crate::netlink`]); the listings used by diagnostics parse `ip -j`.
 
 use serde::Deserialize;
-use std::fmt::Write;
+use std::fs::File;
 use std::net::IpAddr;
 
 use crate::cmd::Cmd;
+use crate::netlink::{parse_mac, Rtnl};
 use crate::{DataplaneError, Result};
 
 /// An address with its prefix length.
@@ -14,7 +16,7 @@ pub type Addr = (IpAddr, u8);
 /// A route inside a compartment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RouteSpec {
-    pub destination: String,
+    pub destination: Addr,
     pub via: Option<IpAddr>,
     pub metric: u32,
 }
@@ -46,69 +48,60 @@ pub struct VethSpec {
     pub hairpin: bool,
 }
 
-fn ip_batch(netns: Option<&str>, script: String) -> Result<()> {
-    Cmd::new("ip").args(["-batch", "-"]).stdin(script).netns(netns).run().map(|_| ())
+/// The namespace cnetd itself runs in (the host side of every veth).
+fn own_netns() -> Result<File> {
+    File::open("/proc/self/ns/net").map_err(|source| DataplaneError::Netns { path: "/proc/self/ns/net".into(), source })
 }
 
-fn addr_line(out: &mut String, verb: &str, (ip, len): &Addr, dev: &str) {
-    let nodad = if ip.is_ipv6() { " nodad" } else { "" };
-    let _ = writeln!(out, "address {verb} {ip}/{len} dev {dev}{nodad}");
+fn rtnl(netns: Option<&str>) -> Result<Rtnl> {
+    match netns {
+        Some(path) => Rtnl::open_in(path),
+        None => Rtnl::open(),
+    }
 }
 
 /// Creates the bridge if missing and makes sure its addresses are there and it is up.
 /// Never re-creates an existing bridge (that would cut its ports off).
 pub fn ensure_bridge(spec: &BridgeSpec) -> Result<()> {
-    let mut script = String::new();
-    if link(None, &spec.name)?.is_none() {
-        let _ = writeln!(script, "link add {} address {} mtu {} type bridge", spec.name, spec.mac, spec.mtu);
+    let mut nl = Rtnl::open()?;
+    if nl.index(&spec.name)?.is_none() {
+        match nl.add_bridge(&spec.name, parse_mac(&spec.mac)?, spec.mtu) {
+            Err(e) if !e.is_exists() => return Err(e),
+            _ => {}
+        }
     }
     for a in &spec.addrs {
-        addr_line(&mut script, "replace", a, &spec.name);
+        nl.add_address(&spec.name, a, true)?;
     }
-    let _ = writeln!(script, "link set {} up", spec.name);
-    ip_batch(None, script)
+    nl.set_up(&spec.name, true)
 }
 
 /// Deletes a link; succeeds when it is already gone.
 pub fn delete_link(netns: Option<&str>, name: &str) -> Result<()> {
-    match Cmd::new("ip").args(["link", "del", name]).netns(netns).run() {
-        Ok(_) => Ok(()),
-        Err(DataplaneError::Failed { stderr, .. }) if stderr.contains("Cannot find device") => Ok(()),
-        Err(e) => Err(e),
-    }
+    rtnl(netns)?.delete(name).map(|_| ())
 }
 
-/// Creates the veth pair inside the namespace, configures the inside, then
-/// plugs the host side into the bridge. On failure the pair is removed again.
+/// Creates the veth pair inside the namespace (the host side appears in
+/// cnetd's namespace), configures the inside, then plugs the host side into
+/// the bridge. On failure the pair is removed again.
 pub fn create_veth(spec: &VethSpec) -> Result<()> {
-    let mut inside = String::new();
-    let _ = writeln!(
-        inside,
-        "link add {} address {} mtu {} type veth peer name {} mtu {} netns {}",
-        spec.ifname,
-        spec.mac,
-        spec.mtu,
-        spec.host_name,
-        spec.mtu,
-        std::process::id()
-    );
-    for a in &spec.addrs {
-        addr_line(&mut inside, "add", a, &spec.ifname);
-    }
-    let _ = writeln!(inside, "link set lo up");
-    let _ = writeln!(inside, "link set {} up", spec.ifname);
-    // `append`: a second endpoint in the same namespace keeps its own default
-    // route next to the first one's (the first attached stays in use).
-    for r in &spec.routes {
-        let via = r.via.map(|v| format!(" via {v}")).unwrap_or_default();
-        let metric = if r.metric > 0 { format!(" metric {}", r.metric) } else { String::new() };
-        let _ = writeln!(inside, "route append {}{via} dev {}{metric}", r.destination, spec.ifname);
-    }
-    let mut host = format!("link set {} master {} up\n", spec.host_name, spec.bridge);
-    if spec.hairpin {
-        let _ = writeln!(host, "link set dev {} type bridge_slave hairpin on", spec.host_name);
-    }
-    let result = ip_batch(Some(&spec.netns_path), inside).and_then(|_| ip_batch(None, host));
+    let mac = if spec.mac.is_empty() { None } else { Some(parse_mac(&spec.mac)?) };
+    let host_ns = own_netns()?;
+    let inside = || -> Result<()> {
+        let mut nl = Rtnl::open_in(&spec.netns_path)?;
+        nl.add_veth(&spec.ifname, mac, spec.mtu, &spec.host_name, &host_ns)?;
+        for a in &spec.addrs {
+            nl.add_address(&spec.ifname, a, false)?;
+        }
+        nl.set_up("lo", true)?;
+        // Appended: a second endpoint in the same namespace keeps its own
+        // default route next to the first one's (the first attached stays in use).
+        for r in &spec.routes {
+            nl.append_route(&spec.ifname, r)?;
+        }
+        Ok(())
+    };
+    let result = inside().and_then(|_| enslave(&spec.host_name, &spec.bridge, spec.hairpin));
     if let Err(e) = result {
         if !e.is_exists() {
             let _ = delete_link(None, &spec.host_name);
@@ -120,11 +113,7 @@ pub fn create_veth(spec: &VethSpec) -> Result<()> {
 
 /// Puts an existing host-side link (back) on its bridge, up.
 pub fn enslave(name: &str, bridge: &str, hairpin: bool) -> Result<()> {
-    let mut script = format!("link set {name} master {bridge} up\n");
-    if hairpin {
-        let _ = writeln!(script, "link set dev {name} type bridge_slave hairpin on");
-    }
-    ip_batch(None, script)
+    Rtnl::open()?.enslave(name, bridge, hairpin)
 }
 
 /// What `ip -j -d link show` says about one link.

@@ -191,6 +191,25 @@ impl World {
         Command::new("nsenter").arg(format!("--net={netns_path}")).args(args).output().expect("nsenter")
     }
 
+    /// Whether link `name` in the namespace at `netns_path` is cut off now
+    /// (gone, or without carrier because its peer is down) and gone within
+    /// 5 s: cnetd deletes detached veths in the background.
+    pub fn link_cut_off_then_gone(&self, netns_path: &str, name: &str) -> bool {
+        let show = || self.exec_in(netns_path, &["ip", "-o", "link", "show", name]);
+        let now = show();
+        if now.status.success() && !String::from_utf8_lossy(&now.stdout).contains("NO-CARRIER") {
+            return false;
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while show().status.success() {
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        true
+    }
+
     /// `cnet diag` drift lines (empty = none).
     pub fn drift(&self) -> Vec<String> {
         let r: serde_json::Value = self.client().get("/diag").expect("diag");

@@ -309,11 +309,7 @@ fn table_missing(e: &DataplaneError) -> bool {
 }
 
 fn terse_listing() -> Result<Option<String>, DataplaneError> {
-    match cnet_dataplane::cmd::Cmd::new("nft").args(["-t", "list", "table", "inet", TABLE]).run() {
-        Ok(out) => Ok(Some(out)),
-        Err(e) if table_missing(&e) => Ok(None),
-        Err(e) => Err(e),
-    }
+    nft::table_terse("inet", TABLE)
 }
 
 /// Set and map elements of an `nft -j list table` dump, written as [`Elem::text`] writes them.

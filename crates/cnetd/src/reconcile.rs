@@ -94,7 +94,7 @@ pub fn startup(svc: &Service) -> anyhow::Result<StartupReport> {
         }
         // Half a pair cannot exist (veths die in pairs), but a same-named
         // link from someone else might: leave it and report it.
-        match bridge::attach_endpoint(ep, net, &path) {
+        match bridge::attach_endpoint(ep, net, &path, &svc.reaper) {
             Ok(()) => {
                 report.recreated.push(format!("veth of endpoint {}", ep.display_name()));
                 mark(svc, ep.id, EndpointState::Attached)?;
@@ -106,9 +106,10 @@ pub fn startup(svc: &Service) -> anyhow::Result<StartupReport> {
         }
     }
     for name in orphans(&links, &networks, &endpoints) {
-        link::delete_link(None, name)?;
+        svc.reaper.delete(name)?;
         report.removed_orphans.push(name.to_string());
     }
+    svc.reaper.settle();
     Ok(report)
 }
 
@@ -308,6 +309,8 @@ pub struct DiagReport {
 
 /// Compares the store with the kernel and lists every difference.
 pub fn diag(svc: &Service) -> anyhow::Result<DiagReport> {
+    // Links being deleted in the background are not drift: wait for them.
+    svc.reaper.settle();
     let mut r = DiagReport::default();
     let (networks, endpoints, namespaces) = {
         let st = svc.state.lock().unwrap();

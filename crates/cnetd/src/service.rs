@@ -70,7 +70,7 @@ pub struct Service {
     store: Store,
     pub firewall: Firewall,
     pub caps: Capabilities,
-    reaper: cnet_dataplane::reaper::Reaper,
+    pub(crate) reaper: cnet_dataplane::reaper::Reaper,
 }
 
 type R<T> = Result<T, ApiError>;
@@ -80,7 +80,7 @@ fn store_err(e: cnet_store::StoreError) -> ApiError {
 }
 
 pub(crate) fn kernel_err(what: &str, e: DataplaneError) -> ApiError {
-    if matches!(&e, DataplaneError::Failed { stderr, .. } if stderr.contains("Exchange full")) {
+    if e.is_bridge_full() {
         return ApiError::new(
             ErrorCode::AddressPoolExhausted,
             format!("{what}: the network's Linux bridge is full (a bridge takes at most 1024 ports): put more endpoints on another network"),
@@ -116,7 +116,7 @@ pub struct NetworkFilter {
 
 impl Service {
     pub fn new(store: Store, state: State, firewall: Firewall, caps: Capabilities) -> Self {
-        Service { state: Mutex::new(state), store, firewall, caps, reaper: Default::default() }
+        Service { state: Mutex::new(state), store, firewall, caps, reaper: cnet_dataplane::reaper::Reaper::start() }
     }
 
     pub fn load_state(store: &Store) -> Result<State, cnet_store::StoreError> {
@@ -577,7 +577,7 @@ impl Service {
                 format!("the network namespace of {} ({path}) is gone: create the namespace again", ns.display_name()),
             ));
         }
-        bridge::attach_endpoint(ep, net, &path)
+        bridge::attach_endpoint(ep, net, &path, &self.reaper)
             .map_err(|e| kernel_err(&format!("attaching endpoint {}", ep.display_name()), e))?;
         let mut attached = ep.clone();
         attached.host_compute_namespace = Some(ns.id.to_string());
@@ -767,13 +767,16 @@ impl Service {
                     ))
                 }
             }
+            if !ns.managed {
+                // Adopting a path touches no kernel state: one commit, no intent.
+                self.put_ns(&mut st, Rec { object: ns.clone(), intent: None })?;
+                return Ok(ns);
+            }
             self.put_ns(&mut st, Rec { object: ns.clone(), intent: Some(Intent::Create) })?;
         }
-        if ns.managed {
-            if let Err(e) = netns::create(ns.name.as_ref().expect("managed has a name").as_str()) {
-                self.remove(Kind::Namespace, ns.id)?;
-                return Err(kernel_err("creating the network namespace", e));
-            }
+        if let Err(e) = netns::create(ns.name.as_ref().expect("managed has a name").as_str()) {
+            self.remove(Kind::Namespace, ns.id)?;
+            return Err(kernel_err("creating the network namespace", e));
         }
         let mut st = self.state.lock().unwrap();
         self.put_ns(&mut st, Rec { object: ns.clone(), intent: None })?;
@@ -798,6 +801,14 @@ impl Service {
             }
             if rec.intent.is_some() && rec.intent != Some(Intent::Delete) {
                 return Err(ApiError::in_progress("the namespace is being changed: retry"));
+            }
+            if !rec.object.managed {
+                // Forgetting an adopted path touches no kernel state.
+                let mut b = Batch::new();
+                b.delete(Kind::Namespace, &id.to_string());
+                self.commit(b)?;
+                st.namespaces.remove(&id);
+                return Ok(());
             }
             self.put_ns(&mut st, Rec { object: rec.object.clone(), intent: Some(Intent::Delete) })?;
             rec.object

@@ -168,7 +168,7 @@ fn attach_and_detach_through_namespace_modify_requests() {
     let remove = json!({"ResourceType": "Endpoint", "RequestType": "Remove", "Settings": {"EndpointId": "web"}});
     let got: Namespace = w.client().patch(&format!("/namespaces/{}", ns.id), &remove).unwrap();
     assert!(got.resources.is_empty());
-    assert!(!w.exec_in(&path, &["ip", "link", "show", "web0"]).status.success(), "veth must be gone");
+    assert!(w.link_cut_off_then_gone(&path, "web0"), "veth must be cut off, then gone");
     let ep: Endpoint = w.client().get("/endpoints/web").unwrap();
     assert_eq!(ep.host_compute_namespace, None);
     assert!(w.drift().is_empty(), "{:?}", w.drift());

@@ -66,18 +66,33 @@ pub fn veth_spec(ep: &Endpoint, net: &Network, netns_path: &str) -> VethSpec {
         routes: ep
             .routes
             .iter()
-            .map(|r| RouteSpec { destination: r.destination_prefix.to_string(), via: r.next_hop, metric: r.metric })
+            .map(|r| RouteSpec {
+                destination: (r.destination_prefix.addr(), r.destination_prefix.prefix_len()),
+                via: r.next_hop,
+                metric: r.metric,
+            })
             .collect(),
         hairpin: net.r#type == NetworkType::Nat,
     }
 }
 
-pub fn attach_endpoint(ep: &Endpoint, net: &Network, netns_path: &str) -> Result<(), DataplaneError> {
-    link::create_veth(&veth_spec(ep, net, netns_path))
+/// Creates the endpoint's veth pair. When a name is taken by a pair the
+/// reaper has not deleted yet (an endpoint re-attached right after a detach),
+/// waits for the reaper and tries once more.
+pub fn attach_endpoint(ep: &Endpoint, net: &Network, netns_path: &str, reaper: &Reaper) -> Result<(), DataplaneError> {
+    let spec = veth_spec(ep, net, netns_path);
+    match link::create_veth(&spec) {
+        Err(e) if e.is_exists() && reaper.pending() => {
+            reaper.settle();
+            link::create_veth(&spec)
+        }
+        result => result,
+    }
 }
 
-/// Removes the veth pair (deleting the host side removes both), batched with
-/// concurrent deletions by the reaper.
+/// Cuts the endpoint off (veth down, off the bridge) and hands the pair to
+/// the reaper, which deletes it in the background with other deletions
+/// (deleting the host side removes both).
 pub fn detach_endpoint(ep: &Endpoint, reaper: &Reaper) -> Result<(), DataplaneError> {
     reaper.delete(&ep.derived_host_name())
 }
