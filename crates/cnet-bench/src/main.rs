@@ -1,10 +1,18 @@
 //! `cnet-bench`: endpoint setup and teardown latency with N attachments
 //! already on the network, side by side for cnet (API and CNI plugin),
-//! netavark and the CNI reference chain, in one private test world. Prints a
-//! Markdown table and, with `--plot`, draws setup latency against N (gnuplot).
+//! netavark and the CNI reference chain, in one private test world; churn,
+//! data path, scale of rules and the daemon's cost. Prints Markdown tables
+//! and, with `--plot`, draws setup latency against N (gnuplot).
+//!
+//! A Linux bridge takes at most 1,024 ports, so no system can hold more than
+//! [`PER_NETWORK`] fillers on one network: beyond that, cnet's fillers go to
+//! further networks of the same host (the measured network keeps
+//! [`PER_NETWORK`]), and the incumbents' rows are left out.
 
 mod churn;
 mod daemon_cost;
+mod datapath;
+mod rules;
 mod systems;
 
 use std::collections::{BTreeMap, HashMap};
@@ -44,9 +52,25 @@ struct Args {
     /// Draw setup latency against N into this PNG file.
     #[arg(long)]
     plot: Option<PathBuf>,
+    /// Measure the data path (iperf3 for this many seconds per path, and request/response).
+    #[arg(long)]
+    datapath_seconds: Option<u64>,
+    /// Publish this many port mappings and measure the scale of rules.
+    #[arg(long)]
+    rule_scale: Option<usize>,
 }
 
-type Measured = (BTreeMap<&'static str, Vec<(usize, f64)>>, Vec<(usize, Option<f64>, Option<f64>)>, Vec<churn::Churn>);
+/// Fillers one network holds (a Linux bridge takes at most 1,024 ports).
+const PER_NETWORK: usize = 1000;
+
+#[derive(Default)]
+struct Measured {
+    medians: BTreeMap<&'static str, Vec<(usize, f64)>>,
+    costs: Vec<(usize, Option<f64>, Option<f64>)>,
+    churns: Vec<churn::Churn>,
+    paths: Vec<datapath::PathResult>,
+    rules: Option<rules::RuleScale>,
+}
 
 struct Stats {
     median: Duration,
@@ -77,6 +101,9 @@ fn netns_del(name: &str) {
 
 struct Bench {
     tag: String,
+    client: cnet_client::Client,
+    /// cnet networks made for fillers beyond [`PER_NETWORK`].
+    overflow: Vec<CnetApi>,
     systems: Vec<Box<dyn System + Send>>,
     /// Filler attachments each system has, by system index.
     filled: Vec<usize>,
@@ -92,7 +119,22 @@ impl Bench {
             let n = self.filled[i];
             let path = netns_add(&format!("{}-f{i}-{n}", self.tag))?;
             let a = Attachment { id: format!("fill{i}x{n}"), netns: path, ifname: "eth0".into(), host_ports: vec![] };
-            self.systems[i].setup(&a).with_context(|| format!("{}: filler {n}", self.systems[i].name()))?;
+            let sys: &mut dyn System = if n < PER_NETWORK {
+                self.systems[i].as_mut()
+            } else {
+                let k = n / PER_NETWORK;
+                while self.overflow.len() < k {
+                    let name = format!("bench{}", self.overflow.len() + 1);
+                    let subnet = format!("10.{}.0.0/16", 128 + self.overflow.len() + 1);
+                    self.client.post::<Value>(
+                        "/networks",
+                        &json!({"Name": name, "Type": "NAT", "Ipams": [{"Subnets": [{"IpAddressPrefix": subnet}]}]}),
+                    )?;
+                    self.overflow.push(CnetApi { client: self.client.clone(), network: name });
+                }
+                &mut self.overflow[k - 1]
+            };
+            sys.setup(&a).with_context(|| format!("{}: filler {n}", sys.name()))?;
             self.filled[i] += 1;
         }
         Ok(())
@@ -186,7 +228,15 @@ fn main() -> Result<()> {
     }
     let names: Vec<&'static str> = systems.iter().map(|s| s.name()).collect();
     let filled = vec![0; systems.len()];
-    let mut bench = Bench { tag: w.tag.clone(), systems, filled, next_port: 20000, rep: 0 };
+    let mut bench = Bench {
+        tag: w.tag.clone(),
+        client: w.client(),
+        overflow: Vec::new(),
+        systems,
+        filled,
+        next_port: 20000,
+        rep: 0,
+    };
     // cnet's API and CNI rows share one cnet network: fill it once.
     let shared_cnet: Vec<usize> =
         names.iter().enumerate().filter(|(_, n)| n.starts_with("cnet")).map(|(i, _)| i).collect();
@@ -202,20 +252,27 @@ fn main() -> Result<()> {
     // incumbents' processes program that namespace and nothing else.
     let (daemon_costs_wanted, daemon_pid) = (args.daemon_cost, w.daemon_pid());
     let (churn_clients, churn_seconds, tag) = (args.churn.clone(), args.churn_seconds, w.tag.clone());
+    // Churn has a network of its own, so that N fillers plus 32 clients
+    // never exceed one bridge.
     let churn_plugin = CnetCni {
         plugin: bin("cnet-cni"),
         socket: w.socket.clone(),
-        network: "bench".into(),
-        subnet: "10.128.0.0/16".into(),
+        network: "churn".into(),
+        subnet: "10.140.0.0/16".into(),
     };
-    let (medians, costs, churns) = cnet_dataplane::netns::run_in(&host, move || -> Result<Measured> {
-        let mut medians: BTreeMap<&'static str, Vec<(usize, f64)>> = BTreeMap::new();
-        let mut costs = Vec::new();
+    let (datapath_seconds, rule_scale, lan) = (args.datapath_seconds, args.rule_scale, w.lan_path());
+    let m = cnet_dataplane::netns::run_in(&host, move || -> Result<Measured> {
+        let mut m = Measured::default();
+        let Measured { medians, costs, .. } = &mut m;
         if let (true, Some(pid)) = (daemon_costs_wanted, daemon_pid) {
             costs.push((0, daemon_cost::rss_mib(pid), daemon_cost::idle_cpu_percent(pid, Duration::from_secs(3))));
         }
         for &size in &sizes {
             for (i, name) in names.iter().enumerate() {
+                if size > PER_NETWORK && !shared_cnet.contains(&i) {
+                    println!("| {size} | {name} | – | not measured: more than one Linux bridge holds (1,024 ports) | | | | | | | |");
+                    continue;
+                }
                 if shared_cnet.contains(&i) && shared_cnet[0] != i {
                     bench.filled[i] = bench.filled[shared_cnet[0]];
                 } else {
@@ -248,15 +305,28 @@ fn main() -> Result<()> {
                 ));
             }
         }
-        let mut churns = Vec::new();
-        for &clients in &churn_clients {
-            churns.push(churn::run(&tag, &churn_plugin, clients, Duration::from_secs(churn_seconds))?);
+        if let Some(seconds) = datapath_seconds {
+            let dp = datapath::Datapath { seconds, round_trips: 2000, tag: tag.clone(), lan: lan.clone() };
+            m.paths = dp.run(&bench.client, &mut bench.systems)?;
         }
-        Ok((medians, costs, churns))
+        if let Some(total) = rule_scale {
+            m.rules = Some(rules::run(&bench.client, &tag, &lan, total, reps.clamp(5, 100))?);
+        }
+        for &clients in &churn_clients {
+            m.churns.push(churn::run(&tag, &churn_plugin, clients, Duration::from_secs(churn_seconds))?);
+        }
+        Ok(m)
     })??;
+    let Measured { medians, costs, churns, paths, rules } = m;
     let drift = w.drift();
     anyhow::ensure!(drift.is_empty(), "cnet drift after the benchmark: {drift:?}");
     println!("\n(times in ms; {reps} reps per row; cnet diag clean afterwards)");
+    if !paths.is_empty() {
+        datapath::print(&paths, datapath_seconds.unwrap_or_default(), 2000);
+    }
+    if let Some(r) = &rules {
+        rules::print(r, reps.clamp(5, 100));
+    }
     if !churns.is_empty() {
         let present: Vec<Value> = c.get("/endpoints")?;
         println!("\n| concurrent clients | ADD+DEL pairs | errors | seconds | pairs per second |");
@@ -275,7 +345,7 @@ fn main() -> Result<()> {
             .iter()
             .filter(|e| e["Annotations"]["cni.dev/containerID"].as_str().is_some_and(|id| id.starts_with("churn")))
             .count();
-        println!("\n(churn through the CNI plugin on the bench network; endpoints leaked afterwards: {leaked}; cnet diag clean)");
+        println!("\n(churn through the CNI plugin on a network of its own; endpoints leaked afterwards: {leaked}; cnet diag clean)");
     }
     if !costs.is_empty() {
         println!("\n| cnet endpoints present | cnetd RSS (MiB) | cnetd idle CPU incl. helpers (% of a core, 3 s) |");

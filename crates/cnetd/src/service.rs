@@ -461,7 +461,7 @@ impl Service {
         let mut count = 0u128;
         for e in st.endpoints.values().map(|r| &r.object).filter(|e| Some(e.id) != except) {
             for m in e.port_mappings() {
-                usage.port_mappings.push((m, e.display_name()));
+                usage.port_mappings.push((m, e));
             }
             if e.host_compute_network == idstr {
                 count += 1;
