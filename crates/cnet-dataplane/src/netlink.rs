@@ -21,7 +21,7 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressMessage};
 use netlink_packet_route::link::{
-    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo,
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo,
     LinkMessage,
 };
 use netlink_packet_route::route::{
@@ -192,8 +192,18 @@ impl Rtnl {
 
     /// Puts `name` on `bridge` and sets it up; with `hairpin`, the bridge may
     /// send frames back out the port they came in on.
+    ///
+    /// A bridge port needs no IPv6 address of its own: before it goes up it
+    /// is told not to make a link-local one, so the host gets no fe80::/64
+    /// route, duplicate address detection or multicast reports per port
+    /// (with thousands of ports, all of these add up).
     pub fn enslave(&mut self, name: &str, bridge: &str, hairpin: bool) -> Result<()> {
         let master = self.require_index(bridge)?;
+        let mut m = by_name(name);
+        m.attributes.push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(
+            In6AddrGenMode::None,
+        )])]));
+        self.request(|| format!("turning off IPv6 addressing on {name}"), RouteNetlinkMessage::SetLink(m), 0)?;
         let mut m = by_name(name);
         m.attributes.push(LinkAttribute::Controller(master));
         set_up(&mut m, true);

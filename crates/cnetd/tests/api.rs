@@ -161,6 +161,10 @@ fn attach_and_detach_through_namespace_modify_requests() {
     assert!(probe::ping(&path, "10.110.0.1"));
     let inside = w.exec_in(&path, &["ip", "-o", "link", "show", "web0"]);
     assert!(inside.status.success(), "InterfaceName must be honoured");
+    // The bridge port carries no address at all, not even an IPv6 link-local one.
+    let host = ep.host_interface_name.clone().unwrap();
+    let port = w.exec_in(&w.host_path(), &["ip", "-o", "address", "show", "dev", &host]);
+    assert!(port.status.success() && port.stdout.is_empty(), "{}", String::from_utf8_lossy(&port.stdout));
     // Attaching elsewhere while attached is refused.
     let ns2: Namespace = w.client().post("/namespaces", &json!({"Name": w.name("d")})).unwrap();
     let (status, v) = raw(&w, "PATCH", &format!("/namespaces/{}", ns2.id), add.to_string().as_bytes());
