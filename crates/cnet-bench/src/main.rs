@@ -364,7 +364,9 @@ fn main() -> Result<()> {
             .iter()
             .filter(|e| e["Annotations"]["cni.dev/containerID"].as_str().is_some_and(|id| id.starts_with("churn")))
             .count();
-        println!("\n(churn through the CNI plugin on a network of its own; endpoints leaked afterwards: {leaked}; {diag})");
+        println!(
+            "\n(churn through the CNI plugin on a network of its own; endpoints leaked afterwards: {leaked}; {diag})"
+        );
     }
     if !costs.is_empty() {
         println!("\n| cnet endpoints present | cnetd RSS (MiB) | cnetd idle CPU incl. helpers (% of a core, 3 s) |");

@@ -17,11 +17,12 @@ use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 
 use netlink_packet_core::{
-    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
+    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE,
+    NLM_F_REQUEST,
 };
-use netlink_packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressMessage};
+use netlink_packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressMessage, AddressScope};
 use netlink_packet_route::link::{
-    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo,
+    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo,
     LinkMessage,
 };
 use netlink_packet_route::route::{
@@ -192,18 +193,8 @@ impl Rtnl {
 
     /// Puts `name` on `bridge` and sets it up; with `hairpin`, the bridge may
     /// send frames back out the port they came in on.
-    ///
-    /// A bridge port needs no IPv6 address of its own: before it goes up it
-    /// is told not to make a link-local one, so the host gets no fe80::/64
-    /// route, duplicate address detection or multicast reports per port
-    /// (with thousands of ports, all of these add up).
     pub fn enslave(&mut self, name: &str, bridge: &str, hairpin: bool) -> Result<()> {
         let master = self.require_index(bridge)?;
-        let mut m = by_name(name);
-        m.attributes.push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(
-            In6AddrGenMode::None,
-        )])]));
-        self.request(|| format!("turning off IPv6 addressing on {name}"), RouteNetlinkMessage::SetLink(m), 0)?;
         let mut m = by_name(name);
         m.attributes.push(LinkAttribute::Controller(master));
         set_up(&mut m, true);
@@ -305,6 +296,92 @@ impl Rtnl {
             NLM_F_CREATE | NLM_F_APPEND,
         )
     }
+}
+
+impl Rtnl {
+    /// Index and MAC of link `name`, or `None` when there is no such link.
+    pub fn link_state(&mut self, name: &str) -> Result<Option<LinkState>> {
+        match self.exchange(RouteNetlinkMessage::GetLink(by_name(name)), 0) {
+            Ok(answers) => Ok(answers.into_iter().find_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(LinkState {
+                    index: l.header.index,
+                    mac: l.attributes.iter().find_map(|a| match a {
+                        LinkAttribute::Address(b) => Some(format_mac(b)),
+                        _ => None,
+                    }),
+                }),
+                _ => None,
+            })),
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(failed(format!("looking up link {name}"), e)),
+        }
+    }
+
+    /// Global-scope addresses of the link with `index`.
+    pub fn addresses(&mut self, index: u32) -> Result<Vec<Addr>> {
+        let answers = self
+            .exchange(RouteNetlinkMessage::GetAddress(AddressMessage::default()), NLM_F_DUMP)
+            .map_err(|e| failed("listing addresses", e))?;
+        Ok(answers
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewAddress(a)
+                    if a.header.index == index && a.header.scope == AddressScope::Universe =>
+                {
+                    let ip = a.attributes.iter().find_map(|x| match x {
+                        AddressAttribute::Address(ip) => Some(*ip),
+                        _ => None,
+                    })?;
+                    Some((ip, a.header.prefix_len))
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Main-table routes through the link with `index`: destination and gateway.
+    pub fn routes(&mut self, index: u32) -> Result<Vec<(Addr, Option<IpAddr>)>> {
+        let answers = self
+            .exchange(RouteNetlinkMessage::GetRoute(RouteMessage::default()), NLM_F_DUMP)
+            .map_err(|e| failed("listing routes", e))?;
+        let mut out = Vec::new();
+        for m in answers {
+            let RouteNetlinkMessage::NewRoute(r) = m else { continue };
+            let (mut dst, mut via, mut oif, mut table) = (None, None, None, r.header.table as u32);
+            for a in &r.attributes {
+                match a {
+                    RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = Some(IpAddr::V4(*ip)),
+                    RouteAttribute::Destination(RouteAddress::Inet6(ip)) => dst = Some(IpAddr::V6(*ip)),
+                    RouteAttribute::Gateway(RouteAddress::Inet(ip)) => via = Some(IpAddr::V4(*ip)),
+                    RouteAttribute::Gateway(RouteAddress::Inet6(ip)) => via = Some(IpAddr::V6(*ip)),
+                    RouteAttribute::Oif(i) => oif = Some(*i),
+                    RouteAttribute::Table(t) => table = *t,
+                    _ => {}
+                }
+            }
+            if oif != Some(index) || table != RouteHeader::RT_TABLE_MAIN as u32 {
+                continue;
+            }
+            let unspecified = match r.header.address_family {
+                AddressFamily::Inet6 => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+                _ => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            };
+            out.push(((dst.unwrap_or(unspecified), r.header.destination_prefix_length), via));
+        }
+        Ok(out)
+    }
+}
+
+/// What diagnostics read about one link.
+#[derive(Clone, Debug)]
+pub struct LinkState {
+    pub index: u32,
+    /// `aa:bb:cc:dd:ee:ff`, lower case, as `ip` prints it.
+    pub mac: Option<String>,
+}
+
+fn format_mac(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
 /// Parses `aa:bb:cc:dd:ee:ff`.

@@ -7,9 +7,12 @@
 //! prefixes that no object owns. It never re-creates a link that exists, so
 //! traffic of working endpoints is not interrupted.
 
+use std::collections::{HashMap, HashSet};
+
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use cnet_dataplane::netlink::Rtnl;
 use cnet_dataplane::{link, netns, nft, sysctl};
 use cnet_model::validate::gateway_of;
 use cnet_model::{Endpoint, EndpointState, Network, NetworkType};
@@ -58,9 +61,12 @@ pub fn startup(svc: &Service) -> anyhow::Result<StartupReport> {
     }
 
     let links = link::links(None)?;
-    let exists = |name: &str| links.iter().any(|l| l.ifname == name);
+    let link_named: HashMap<&str, &link::LinkInfo> = links.iter().map(|l| (l.ifname.as_str(), l)).collect();
+    let namespace_of: HashMap<String, &cnet_model::Namespace> =
+        namespaces.iter().map(|n| (n.id.to_string(), n)).collect();
+    let network_of: HashMap<String, &Network> = networks.iter().map(|n| (n.id.to_string(), n)).collect();
     for net in &networks {
-        if !exists(&net.derived_bridge_name()) {
+        if !link_named.contains_key(net.derived_bridge_name().as_str()) {
             report.recreated.push(format!("bridge {} of network {}", net.derived_bridge_name(), net.name));
         }
         bridge::setup_network(net)?;
@@ -73,11 +79,11 @@ pub fn startup(svc: &Service) -> anyhow::Result<StartupReport> {
         }
     }
     for ep in endpoints.iter().filter(|e| e.host_compute_namespace.is_some()) {
-        let ns = namespaces.iter().find(|n| Some(n.id.to_string()) == ep.host_compute_namespace);
-        let net = networks.iter().find(|n| n.id.to_string() == ep.host_compute_network);
+        let ns = ep.host_compute_namespace.as_ref().and_then(|id| namespace_of.get(id));
+        let net = network_of.get(&ep.host_compute_network);
         let (Some(ns), Some(net)) = (ns, net) else { continue };
         let host = ep.derived_host_name();
-        if let Some(l) = links.iter().find(|l| l.ifname == host) {
+        if let Some(l) = link_named.get(host.as_str()) {
             // A bridge deleted by hand leaves its ports without a master.
             if l.master.as_deref() != Some(net.derived_bridge_name().as_str()) || !l.is_up() {
                 let spec = bridge::veth_spec(ep, net, "");
@@ -114,54 +120,50 @@ pub fn startup(svc: &Service) -> anyhow::Result<StartupReport> {
 }
 
 /// Differences between one attached endpoint and the kernel: its host side
-/// (`host`, as listed), and the inside of its namespace.
+/// (`host_link`, as listed; `bridge` is its network's bridge), and the inside
+/// of its namespace, read over netlink.
 fn endpoint_drift(
     ep: &Endpoint,
-    networks: &[Network],
-    namespaces: &[cnet_model::Namespace],
+    bridge: Option<String>,
+    ns: Option<&cnet_model::Namespace>,
     host_link: Option<&link::LinkInfo>,
 ) -> anyhow::Result<Vec<String>> {
     let mut drift = Vec::new();
     let who = format!("endpoint {}", ep.display_name());
     let host = ep.derived_host_name();
-    let bridge_name =
-        networks.iter().find(|n| n.id.to_string() == ep.host_compute_network).map(|n| n.derived_bridge_name());
     match host_link {
         None => drift.push(format!("{who}: host interface {host} is missing")),
-        Some(l) if l.master != bridge_name => {
-            drift.push(format!("{who}: {host} is not on bridge {}", bridge_name.unwrap_or_default()))
+        Some(l) if l.master != bridge => {
+            drift.push(format!("{who}: {host} is not on bridge {}", bridge.unwrap_or_default()))
         }
         Some(l) if !l.is_up() => drift.push(format!("{who}: {host} is down")),
         Some(_) => {}
     }
-    let Some(ns) = namespaces.iter().find(|n| Some(n.id.to_string()) == ep.host_compute_namespace) else {
-        return Ok(drift);
-    };
+    let Some(ns) = ns else { return Ok(drift) };
     let path = ns.netns_path.clone().unwrap_or_default();
     if !netns::exists(&path) {
         return Ok(drift);
     }
     let ifname = ep.interface_name().to_string();
-    let Ok(Some(inside)) = link::link(Some(&path), &ifname) else {
+    let mut nl = Rtnl::open_in(&path)?;
+    let Some(inside) = nl.link_state(&ifname)? else {
         drift.push(format!("{who}: interface {ifname} is missing in {path}"));
         return Ok(drift);
     };
-    if inside.address.as_deref() != ep.mac_address.map(|m| m.to_string()).as_deref() {
-        drift.push(format!(
-            "{who}: {ifname} has MAC {:?}, expected {:?}",
-            inside.address,
-            ep.mac_address.map(|m| m.to_string())
-        ));
+    let want_mac = ep.mac_address.map(|m| m.to_string().to_lowercase());
+    if inside.mac != want_mac {
+        drift.push(format!("{who}: {ifname} has MAC {:?}, expected {want_mac:?}", inside.mac));
     }
-    let addrs = link::addresses(Some(&path), &ifname)?;
+    let addrs = nl.addresses(inside.index)?;
     for c in &ep.ip_configurations {
         if !addrs.contains(&(c.ip_address, c.prefix_length)) {
             drift.push(format!("{who}: address {}/{} is missing on {ifname}", c.ip_address, c.prefix_length));
         }
     }
-    let routes = link::routes(Some(&path), &ifname)?;
+    let routes = nl.routes(inside.index)?;
     for want in &ep.routes {
-        if !routes.iter().any(|(d, via)| *d == want.destination_prefix.to_string() && *via == want.next_hop) {
+        let dst = (want.destination_prefix.addr(), want.destination_prefix.prefix_len());
+        if !routes.iter().any(|(d, via)| *d == dst && *via == want.next_hop) {
             drift.push(format!("{who}: route {} via {:?} is missing", want.destination_prefix, want.next_hop));
         }
     }
@@ -175,21 +177,20 @@ pub fn check_endpoint(svc: &Service, key: &str) -> Result<Vec<String>, cnet_mode
     let Some(ns_id) = ep.host_compute_namespace.clone() else {
         return Ok(vec![format!("endpoint {} is not attached to a namespace", ep.display_name())]);
     };
-    let (networks, namespaces) = {
+    let (bridge, ns) = {
         let st = svc.state.lock().unwrap();
         (
-            st.networks.values().map(|x| x.object.clone()).collect::<Vec<_>>(),
-            st.namespaces
+            st.networks
                 .values()
-                .filter(|x| x.object.id.to_string() == ns_id)
-                .map(|x| x.object.clone())
-                .collect::<Vec<_>>(),
+                .find(|x| x.object.id.to_string() == ep.host_compute_network)
+                .map(|x| x.object.derived_bridge_name()),
+            st.namespaces.values().find(|x| x.object.id.to_string() == ns_id).map(|x| x.object.clone()),
         )
     };
     let internal = |e: anyhow::Error| cnet_model::ApiError::internal(format!("checking the kernel failed: {e}"));
     let host = link::link(None, &ep.derived_host_name()).map_err(|e| internal(e.into()))?;
-    let mut drift = endpoint_drift(&ep, &networks, &namespaces, host.as_ref()).map_err(internal)?;
-    if let Some(ns) = namespaces.first() {
+    let mut drift = endpoint_drift(&ep, bridge, ns.as_ref(), host.as_ref()).map_err(internal)?;
+    if let Some(ns) = &ns {
         let path = ns.netns_path.clone().unwrap_or_default();
         if !netns::exists(&path) {
             drift.push(format!("namespace {}: {path} is gone", ns.display_name()));
@@ -201,7 +202,7 @@ pub fn check_endpoint(svc: &Service, key: &str) -> Result<Vec<String>, cnet_mode
 
 /// Host links named like cnet's (`cnb`/`cnv` + hex) that no object owns.
 fn orphans<'a>(links: &'a [link::LinkInfo], networks: &[Network], endpoints: &[Endpoint]) -> Vec<&'a str> {
-    let owned: Vec<String> = networks
+    let owned: HashSet<String> = networks
         .iter()
         .map(|n| n.derived_bridge_name())
         .chain(endpoints.iter().map(|e| e.derived_host_name()))
@@ -209,7 +210,7 @@ fn orphans<'a>(links: &'a [link::LinkInfo], networks: &[Network], endpoints: &[E
     links
         .iter()
         .map(|l| l.ifname.as_str())
-        .filter(|n| OWN_PREFIXES.iter().any(|p| n.starts_with(p)) && n.len() >= 13 && !owned.iter().any(|o| o == n))
+        .filter(|n| OWN_PREFIXES.iter().any(|p| n.starts_with(p)) && n.len() >= 13 && !owned.contains(*n))
         .collect()
 }
 
@@ -332,7 +333,8 @@ pub fn diag(svc: &Service) -> anyhow::Result<DiagReport> {
         )
     };
     let links = link::links(None)?;
-    let find = |name: &str| links.iter().find(|l| l.ifname == name);
+    let link_named: HashMap<&str, &link::LinkInfo> = links.iter().map(|l| (l.ifname.as_str(), l)).collect();
+    let find = |name: &str| link_named.get(name).copied();
 
     for net in &networks {
         let name = net.derived_bridge_name();
@@ -368,9 +370,14 @@ pub fn diag(svc: &Service) -> anyhow::Result<DiagReport> {
             r.drift.push(format!("namespace {}: {path} is gone", ns.display_name()));
         }
     }
+    let namespace_of: HashMap<String, &cnet_model::Namespace> =
+        namespaces.iter().map(|n| (n.id.to_string(), n)).collect();
+    let bridge_of: HashMap<String, String> =
+        networks.iter().map(|n| (n.id.to_string(), n.derived_bridge_name())).collect();
     for ep in endpoints.iter().filter(|e| e.host_compute_namespace.is_some()) {
-        let host = links.iter().find(|l| l.ifname == ep.derived_host_name());
-        r.drift.extend(endpoint_drift(ep, &networks, &namespaces, host)?);
+        let ns = ep.host_compute_namespace.as_ref().and_then(|id| namespace_of.get(id).copied());
+        let bridge = bridge_of.get(&ep.host_compute_network).cloned();
+        r.drift.extend(endpoint_drift(ep, bridge, ns, find(&ep.derived_host_name()))?);
     }
     for name in orphans(&links, &networks, &endpoints) {
         r.drift.push(format!("link {name} is not owned by any object (orphan)"));
