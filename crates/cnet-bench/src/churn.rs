@@ -7,13 +7,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::systems::{Attachment, CnetCni, System};
+use crate::systems::{Attachment, System};
 use anyhow::Result;
 
 /// Namespaces each client cycles through.
 const NETNS_PER_CLIENT: usize = 8;
 
 pub struct Churn {
+    /// What the clients go through ("CNI plugin", "API").
+    pub through: &'static str,
     pub clients: usize,
     pub pairs: usize,
     pub errors: usize,
@@ -26,23 +28,26 @@ impl Churn {
     }
 }
 
-/// Runs `clients` loops of ADD+DEL for `duration`.
-pub fn run(tag: &str, plugin: &CnetCni, clients: usize, duration: Duration) -> Result<Churn> {
+/// Runs `clients` loops of ADD+DEL for `duration`, each client with a system of its own from `make`.
+pub fn run(
+    tag: &str,
+    through: &'static str,
+    make: &dyn Fn() -> Box<dyn System + Send>,
+    clients: usize,
+    duration: Duration,
+) -> Result<Churn> {
     let pairs = Arc::new(AtomicUsize::new(0));
     let errors = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     let deadline = start + duration;
     let mut handles = Vec::new();
+    // Keeps the namespace names of the CNI and the API runs apart.
+    let short: String = through.chars().take(1).collect::<String>().to_lowercase();
     for k in 0..clients {
         let pool: Vec<String> = (0..NETNS_PER_CLIENT)
-            .map(|j| crate::netns_add(&format!("{tag}-churn{clients}x{k}n{j}")))
+            .map(|j| crate::netns_add(&format!("{tag}-ch{short}{clients}x{k}n{j}")))
             .collect::<Result<_>>()?;
-        let mut sys = CnetCni {
-            plugin: plugin.plugin.clone(),
-            socket: plugin.socket.clone(),
-            network: plugin.network.clone(),
-            subnet: plugin.subnet.clone(),
-        };
+        let mut sys = make();
         let (pairs, errors) = (pairs.clone(), errors.clone());
         handles.push(std::thread::spawn(move || {
             let mut i = 0;
@@ -70,6 +75,7 @@ pub fn run(tag: &str, plugin: &CnetCni, clients: usize, duration: Duration) -> R
         let _ = h.join();
     }
     Ok(Churn {
+        through,
         clients,
         pairs: pairs.load(Ordering::Relaxed),
         errors: errors.load(Ordering::Relaxed),

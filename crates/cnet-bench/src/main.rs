@@ -101,7 +101,7 @@ fn netns_del(name: &str) {
 
 /// `cnet diag` still runs about three `ip` processes per endpoint: beyond
 /// this many endpoints it takes minutes, and the run leaves it out.
-const DIAG_LIMIT: usize = 2000;
+const DIAG_LIMIT: usize = 20_000;
 
 /// Fails on drift; says whether diag ran.
 fn diag_clean(w: &World, when: &str) -> Result<String> {
@@ -274,6 +274,13 @@ fn main() -> Result<()> {
     let (churn_clients, churn_seconds, tag) = (args.churn.clone(), args.churn_seconds, w.tag.clone());
     // Churn has a network of its own, so that N fillers plus 32 clients
     // never exceed one bridge.
+    if !args.churn.is_empty() {
+        c.post::<Value>(
+            "/networks",
+            &json!({"Name": "churn", "Type": "NAT", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.140.0.0/16"}]}]}),
+        )
+        .context("create the churn network")?;
+    }
     let churn_plugin = CnetCni {
         plugin: bin("cnet-cni"),
         socket: w.socket.clone(),
@@ -332,8 +339,21 @@ fn main() -> Result<()> {
         if let Some(total) = rule_scale {
             m.rules = Some(rules::run(&bench.client, &tag, &lan, total, reps.clamp(5, 100))?);
         }
-        for &clients in &churn_clients {
-            m.churns.push(churn::run(&tag, &churn_plugin, clients, Duration::from_secs(churn_seconds))?);
+        let through_cni = || -> Box<dyn System + Send> {
+            Box::new(CnetCni {
+                plugin: churn_plugin.plugin.clone(),
+                socket: churn_plugin.socket.clone(),
+                network: churn_plugin.network.clone(),
+                subnet: churn_plugin.subnet.clone(),
+            })
+        };
+        let through_api = || -> Box<dyn System + Send> {
+            Box::new(CnetApi { client: bench.client.clone(), network: "churn".into() })
+        };
+        for (through, make) in [("CNI plugin", &through_cni as &dyn Fn() -> _), ("API", &through_api)] {
+            for &clients in &churn_clients {
+                m.churns.push(churn::run(&tag, through, make, clients, Duration::from_secs(churn_seconds))?);
+            }
         }
         Ok(m)
     })??;
@@ -348,11 +368,12 @@ fn main() -> Result<()> {
     }
     if !churns.is_empty() {
         let present: Vec<Value> = c.get("/endpoints")?;
-        println!("\n| concurrent clients | ADD+DEL pairs | errors | seconds | pairs per second |");
-        println!("|---:|---:|---:|---:|---:|");
+        println!("\n| through | concurrent clients | ADD+DEL pairs | errors | seconds | pairs per second |");
+        println!("|---|---:|---:|---:|---:|---:|");
         for r in &churns {
             println!(
-                "| {} | {} | {} | {:.1} | {:.1} |",
+                "| {} | {} | {} | {} | {:.1} | {:.1} |",
+                r.through,
                 r.clients,
                 r.pairs,
                 r.errors,
@@ -362,11 +383,12 @@ fn main() -> Result<()> {
         }
         let leaked = present
             .iter()
-            .filter(|e| e["Annotations"]["cni.dev/containerID"].as_str().is_some_and(|id| id.starts_with("churn")))
+            .filter(|e| {
+                let churned = |v: &Value| v.as_str().is_some_and(|id| id.starts_with("churn"));
+                churned(&e["Annotations"]["cni.dev/containerID"]) || churned(&e["Name"])
+            })
             .count();
-        println!(
-            "\n(churn through the CNI plugin on a network of its own; endpoints leaked afterwards: {leaked}; {diag})"
-        );
+        println!("\n(churn on a network of its own; endpoints leaked afterwards: {leaked}; {diag})");
     }
     if !costs.is_empty() {
         println!("\n| cnet endpoints present | cnetd RSS (MiB) | cnetd idle CPU incl. helpers (% of a core, 3 s) |");

@@ -189,13 +189,18 @@ pub fn add(c: &Client, conf: &NetConf, inv: &Invocation) -> Result<Value, CniErr
 /// of them are already gone.
 pub fn del(c: &Client, conf: &NetConf, inv: &Invocation) -> Result<(), CniError> {
     let id = endpoint_id(&conf.name, &inv.container_id, &inv.ifname);
-    let ns = match c.get::<Endpoint>(&format!("/endpoints/{id}")) {
-        Ok(ep) => ep.host_compute_namespace,
-        Err(e) if not_found(&e) => None,
-        Err(e) => return Err(e.into()),
+    // The namespace to release: CNI_NETNS, or (when the runtime sends none)
+    // the one cnetd has the endpoint in.
+    let ns = if inv.netns.is_empty() {
+        match c.get::<Endpoint>(&format!("/endpoints/{id}")) {
+            Ok(ep) => ep.host_compute_namespace,
+            Err(e) if not_found(&e) => None,
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        Some(inv.netns.clone())
     };
     c.delete(&format!("/endpoints/{id}"))?;
-    let ns = ns.or_else(|| (!inv.netns.is_empty()).then(|| inv.netns.clone()));
     if let Some(ns) = ns {
         release_namespace(c, &ns)?;
     }

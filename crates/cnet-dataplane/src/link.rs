@@ -90,10 +90,18 @@ pub fn create_veth(spec: &VethSpec) -> Result<()> {
     let inside = || -> Result<()> {
         let mut nl = Rtnl::open_in(&spec.netns_path)?;
         nl.add_veth(&spec.ifname, mac, spec.mtu, &spec.host_name, &host_ns)?;
+        if spec.addrs.iter().all(|(ip, _)| ip.is_ipv4()) {
+            // No IPv6 on the endpoint, so no IPv6 chatter from it either (as
+            // Docker does): with a thousand containers on one bridge, every
+            // new one's link-local detection and multicast reports were
+            // flooded to all the others.
+            nl.no_link_local(&spec.ifname)?;
+        }
         for a in &spec.addrs {
             nl.add_address(&spec.ifname, a, false)?;
         }
         nl.set_up("lo", true)?;
+        nl.set_up(&spec.ifname, true)?;
         // Appended: a second endpoint in the same namespace keeps its own
         // default route next to the first one's (the first attached stays in use).
         for r in &spec.routes {

@@ -22,8 +22,8 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressMessage, AddressScope};
 use netlink_packet_route::link::{
-    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo,
-    LinkMessage,
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind,
+    InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -154,7 +154,7 @@ impl Rtnl {
         self.request(|| format!("creating bridge {name}"), RouteNetlinkMessage::NewLink(m), NLM_F_CREATE | NLM_F_EXCL)
     }
 
-    /// Creates a veth pair: `name` here (up, with `mac` and `mtu`) and
+    /// Creates a veth pair: `name` here (down, with `mac` and `mtu`) and
     /// `peer` in the namespace `peer_netns` (down, same MTU).
     pub fn add_veth(
         &mut self,
@@ -176,7 +176,6 @@ impl Rtnl {
             LinkInfo::Kind(InfoKind::Veth),
             LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(p))),
         ]));
-        set_up(&mut m, true);
         self.request(
             || format!("creating veth pair {name}/{peer}"),
             RouteNetlinkMessage::NewLink(m),
@@ -189,6 +188,17 @@ impl Rtnl {
         let mut m = by_name(name);
         set_up(&mut m, up);
         self.request(|| format!("setting link {name} up={up}"), RouteNetlinkMessage::SetLink(m), 0)
+    }
+
+    /// Keeps the (down) link `name` from making an IPv6 link-local address
+    /// when it comes up: no duplicate address detection, router
+    /// solicitations or multicast reports from it.
+    pub fn no_link_local(&mut self, name: &str) -> Result<()> {
+        let mut m = by_name(name);
+        m.attributes.push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(
+            In6AddrGenMode::None,
+        )])]));
+        self.request(|| format!("turning off IPv6 link-local on {name}"), RouteNetlinkMessage::SetLink(m), 0)
     }
 
     /// Puts `name` on `bridge` and sets it up; with `hairpin`, the bridge may

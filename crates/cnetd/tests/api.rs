@@ -165,6 +165,9 @@ fn attach_and_detach_through_namespace_modify_requests() {
     let host = ep.host_interface_name.clone().unwrap();
     let port = w.exec_in(&w.host_path(), &["ip", "-o", "address", "show", "dev", &host]);
     assert!(port.status.success() && port.stdout.is_empty(), "{}", String::from_utf8_lossy(&port.stdout));
+    // An IPv4-only endpoint has no IPv6 address inside either: no link-local chatter.
+    let inside6 = w.exec_in(&path, &["ip", "-6", "-o", "address", "show", "dev", "web0"]);
+    assert!(inside6.status.success() && inside6.stdout.is_empty(), "{}", String::from_utf8_lossy(&inside6.stdout));
     // Attaching elsewhere while attached is refused.
     let ns2: Namespace = w.client().post("/namespaces", &json!({"Name": w.name("d")})).unwrap();
     let (status, v) = raw(&w, "PATCH", &format!("/namespaces/{}", ns2.id), add.to_string().as_bytes());

@@ -121,6 +121,9 @@ fn dual_stack_endpoints_get_both_families_and_ipv6_works_through_nat_and_ports()
     assert_eq!(a.ep.ip_configurations.len(), 2);
     assert!(probe::ping(&a.path(), &b.ip6()), "a → b over IPv6");
     assert!(probe::ping(&a.path(), "fd00:87::1"), "a → IPv6 gateway");
+    // A dual-stack endpoint keeps its IPv6 link-local address (neighbour discovery needs it).
+    let ll = w.exec_in(&a.path(), &["ip", "-6", "-o", "address", "show", "scope", "link"]);
+    assert!(String::from_utf8_lossy(&ll.stdout).contains("fe80::"), "{ll:?}");
     let _lan = probe::tcp_server(&w.lan_path(), "[::]:7003");
     assert_eq!(
         probe::tcp_seen_as(&b.path(), &format!("[{LAN_IP6}]:7003")),
