@@ -135,7 +135,12 @@ impl Datapath {
     /// Every path; the incumbents among `systems` are set up with one port mapping each.
     pub fn run(&self, client: &cnet_client::Client, systems: &mut [Box<dyn System + Send>]) -> Result<Vec<PathResult>> {
         let mut out = vec![self.baseline()?];
-        // Two cnet containers on the bench network; the second publishes a port.
+        // Two cnet containers on a network of their own (the bench network may
+        // be near a bridge's limits); the second publishes a port.
+        client.post::<Value>(
+            "/networks",
+            &json!({"Name": "datapath", "Type": "NAT", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.145.0.0/16"}]}]}),
+        )?;
         let mut paths = Vec::new();
         let mut ips = Vec::new();
         for (k, ports) in [
@@ -151,7 +156,7 @@ impl Datapath {
             let ns: Value = client.post("/namespaces", &json!({"NetnsPath": path}))?;
             let ep: Value = client.post(
                 "/endpoints",
-                &json!({"Name": format!("dp{k}"), "HostComputeNetwork": "bench", "HostComputeNamespace": ns["ID"], "Policies": ports}),
+                &json!({"Name": format!("dp{k}"), "HostComputeNetwork": "datapath", "HostComputeNamespace": ns["ID"], "Policies": ports}),
             )?;
             ips.push(ep["IpConfigurations"][0]["IpAddress"].as_str().unwrap_or_default().to_string());
             paths.push(path);

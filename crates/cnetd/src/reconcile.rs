@@ -200,6 +200,28 @@ pub fn check_endpoint(svc: &Service, key: &str) -> Result<Vec<String>, cnet_mode
     Ok(drift)
 }
 
+/// Bridges with more ports than one CPU's packet backlog holds. A broadcast
+/// (an ARP request) is copied to every port at once into that backlog
+/// (`net.core.netdev_max_backlog`, 1,000 by default, host-wide); with more
+/// ports the copies overflow it and the answer queued behind them is dropped:
+/// here, new containers on a bridge with 1,001 ports could not resolve their
+/// gateway.
+fn crowded_bridges(networks: &[Network], links: &[link::LinkInfo], backlog: usize) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for net in networks {
+        let bridge = net.derived_bridge_name();
+        let ports = links.iter().filter(|l| l.master.as_deref() == Some(bridge.as_str())).count();
+        if ports >= backlog {
+            warnings.push(format!(
+                "network {}: bridge {bridge} has {ports} ports and net.core.netdev_max_backlog is {backlog}: broadcasts overflow the backlog and ARP answers get lost; raise it above the port count (sysctl -w net.core.netdev_max_backlog={}) or spread the endpoints over more networks",
+                net.name,
+                (ports * 2).next_power_of_two()
+            ));
+        }
+    }
+    warnings
+}
+
 /// Host links named like cnet's (`cnb`/`cnv` + hex) that no object owns.
 fn orphans<'a>(links: &'a [link::LinkInfo], networks: &[Network], endpoints: &[Endpoint]) -> Vec<&'a str> {
     let owned: HashSet<String> = networks
@@ -383,10 +405,35 @@ pub fn diag(svc: &Service) -> anyhow::Result<DiagReport> {
         r.drift.push(format!("link {name} is not owned by any object (orphan)"));
     }
     r.drift.extend(svc.firewall.drift()?);
+    let backlog = sysctl::get("net/core/netdev_max_backlog").and_then(|v| v.parse().ok()).unwrap_or(1000);
+    r.warnings.extend(crowded_bridges(&networks, &links, backlog));
     for chain in nft::foreign_drop_chains(TABLE).unwrap_or_default() {
         r.warnings.push(format!(
             "base chain {chain} has policy drop: it also sees cnet's traffic and may drop what cnet accepts"
         ));
     }
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bridge_with_as_many_ports_as_the_backlog_is_reported() {
+        let net: Network = serde_json::from_value(serde_json::json!({
+            "ID": uuid::Uuid::new_v4(), "Name": "big", "Type": "NAT",
+            "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.0.0.0/16"}]}]
+        }))
+        .unwrap();
+        let port = |i: usize| -> link::LinkInfo {
+            serde_json::from_value(serde_json::json!({"ifname": format!("p{i}"), "master": net.derived_bridge_name()}))
+                .unwrap()
+        };
+        let links: Vec<link::LinkInfo> = (0..1000).map(port).collect();
+        assert!(crowded_bridges(std::slice::from_ref(&net), &links[..999], 1000).is_empty());
+        let warnings = crowded_bridges(std::slice::from_ref(&net), &links, 1000);
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("1000 ports") && warnings[0].contains("netdev_max_backlog=2048"), "{warnings:?}");
+    }
 }

@@ -197,3 +197,18 @@ fn the_endpoint_mtu_and_mac_are_set_inside_the_namespace() {
     assert_eq!(ep.mac_address.unwrap().to_string(), "0a:58:00:00:00:99");
     assert!(probe::ping(ns.netns_path.as_deref().unwrap(), "10.90.0.1"));
 }
+
+#[test]
+fn two_nat_networks_both_reach_the_lan_and_stay_apart() {
+    let w = World::new();
+    let one = network(&w, "one", "NAT", &["10.91.0.0/24"]);
+    let two = network(&w, "two", "NAT", &["10.92.0.0/24"]);
+    let a = container(&w, &one, "a", json!([]));
+    let b = container(&w, &two, "b", json!([]));
+    let _tcp = probe::tcp_server(&w.lan_path(), "0.0.0.0:7010");
+    for c in [&a, &b] {
+        assert_eq!(probe::tcp_seen_as(&c.path(), &format!("{LAN_IP}:7010")), Some(HOST_IP.to_string()), "{}", c.ip());
+    }
+    assert!(!probe::ping(&a.path(), &b.ip()), "NAT networks are isolated from each other");
+    assert!(w.drift().is_empty(), "{:?}", w.drift());
+}
