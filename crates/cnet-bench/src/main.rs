@@ -290,9 +290,34 @@ fn main() -> Result<()> {
     let (datapath_seconds, rule_scale, lan) = (args.datapath_seconds, args.rule_scale, w.lan_path());
     let m = cnet_dataplane::netns::run_in(&host, move || -> Result<Measured> {
         let mut m = Measured::default();
-        let Measured { medians, costs, .. } = &mut m;
         if let (true, Some(pid)) = (daemon_costs_wanted, daemon_pid) {
-            costs.push((0, daemon_cost::rss_mib(pid), daemon_cost::idle_cpu_percent(pid, Duration::from_secs(3))));
+            m.costs.push((0, daemon_cost::rss_mib(pid), daemon_cost::idle_cpu_percent(pid, Duration::from_secs(3))));
+        }
+        // Data path, rules and churn first, on a host with nothing else on
+        // it: the fillers below (and the incumbents' iptables rules for
+        // theirs) slow every packet and every change on the host down.
+        if let Some(seconds) = datapath_seconds {
+            let dp = datapath::Datapath { seconds, round_trips: 2000, tag: tag.clone(), lan: lan.clone() };
+            m.paths = dp.run(&bench.client, &mut bench.systems)?;
+        }
+        if let Some(total) = rule_scale {
+            m.rules = Some(rules::run(&bench.client, &tag, &lan, total, reps.clamp(5, 100))?);
+        }
+        let through_cni = || -> Box<dyn System + Send> {
+            Box::new(CnetCni {
+                plugin: churn_plugin.plugin.clone(),
+                socket: churn_plugin.socket.clone(),
+                network: churn_plugin.network.clone(),
+                subnet: churn_plugin.subnet.clone(),
+            })
+        };
+        let through_api = || -> Box<dyn System + Send> {
+            Box::new(CnetApi { client: bench.client.clone(), network: "churn".into() })
+        };
+        for (through, make) in [("CNI plugin", &through_cni as &dyn Fn() -> _), ("API", &through_api)] {
+            for &clients in &churn_clients {
+                m.churns.push(churn::run(&tag, through, make, clients, Duration::from_secs(churn_seconds))?);
+            }
         }
         for &size in &sizes {
             for (i, name) in names.iter().enumerate() {
@@ -320,39 +345,16 @@ fn main() -> Result<()> {
                         ms(t.max)
                     );
                     if mappings == 0 {
-                        medians.entry(*name).or_default().push((size, ms(s.median)));
+                        m.medians.entry(*name).or_default().push((size, ms(s.median)));
                     }
                 }
             }
             if let (true, Some(pid)) = (daemon_costs_wanted, daemon_pid) {
-                costs.push((
+                m.costs.push((
                     size,
                     daemon_cost::rss_mib(pid),
                     daemon_cost::idle_cpu_percent(pid, Duration::from_secs(3)),
                 ));
-            }
-        }
-        if let Some(seconds) = datapath_seconds {
-            let dp = datapath::Datapath { seconds, round_trips: 2000, tag: tag.clone(), lan: lan.clone() };
-            m.paths = dp.run(&bench.client, &mut bench.systems)?;
-        }
-        if let Some(total) = rule_scale {
-            m.rules = Some(rules::run(&bench.client, &tag, &lan, total, reps.clamp(5, 100))?);
-        }
-        let through_cni = || -> Box<dyn System + Send> {
-            Box::new(CnetCni {
-                plugin: churn_plugin.plugin.clone(),
-                socket: churn_plugin.socket.clone(),
-                network: churn_plugin.network.clone(),
-                subnet: churn_plugin.subnet.clone(),
-            })
-        };
-        let through_api = || -> Box<dyn System + Send> {
-            Box::new(CnetApi { client: bench.client.clone(), network: "churn".into() })
-        };
-        for (through, make) in [("CNI plugin", &through_cni as &dyn Fn() -> _), ("API", &through_api)] {
-            for &clients in &churn_clients {
-                m.churns.push(churn::run(&tag, through, make, clients, Duration::from_secs(churn_seconds))?);
             }
         }
         Ok(m)
