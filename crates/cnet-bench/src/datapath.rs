@@ -13,6 +13,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use cnet_dataplane::cmd::Cmd;
 use cnet_dataplane::netns::run_in;
 use serde_json::{json, Value};
 
@@ -116,16 +117,11 @@ impl Datapath {
     fn baseline(&self) -> Result<PathResult> {
         let (a, b) = (format!("{}-dpa", self.tag), format!("{}-dpb", self.tag));
         let (pa, pb) = (crate::netns_add(&a)?, crate::netns_add(&b)?);
-        let script = format!(
-            "link add dpa type veth peer name dpb netns {b}\naddress add 192.168.250.1/30 dev dpa\nlink set dpa up\nlink set lo up\n"
-        );
-        let ok = |c: &mut Command| c.status().map(|s| s.success()).unwrap_or(false);
-        anyhow::ensure!(
-            ok(Command::new("ip").args(["-n", &a, "-batch", "-"]).stdin(file(&script)?))
-                && ok(Command::new("ip").args(["-n", &b, "address", "add", "192.168.250.2/30", "dev", "dpb"]))
-                && ok(Command::new("ip").args(["-n", &b, "link", "set", "dpb", "up"])),
-            "cannot build the baseline veth pair"
-        );
+        let batch = |netns: &str, script: String| {
+            Cmd::new("ip").args(["-batch", "-"]).stdin(script).netns(Some(netns)).run().context("baseline veth pair")
+        };
+        batch(&pa, format!("link add dpa type veth peer name dpb netns {b}\naddress add 192.168.250.1/30 dev dpa\nlink set dpa up\nlink set lo up\n"))?;
+        batch(&pb, "address add 192.168.250.2/30 dev dpb\nlink set dpb up\n".into())?;
         let r = self.measure("bare veth pair (baseline)", &pb, &pa, "192.168.250.2", PORT);
         crate::netns_del(&a);
         crate::netns_del(&b);
@@ -189,14 +185,6 @@ impl Datapath {
         }
         Ok(out)
     }
-}
-
-fn file(text: &str) -> Result<Stdio> {
-    let mut f = tempfile::tempfile()?;
-    f.write_all(text.as_bytes())?;
-    use std::io::Seek;
-    f.rewind()?;
-    Ok(Stdio::from(f))
 }
 
 /// Prints the table.

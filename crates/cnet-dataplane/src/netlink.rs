@@ -130,14 +130,7 @@ impl Rtnl {
 
     /// The index of link `name`, or `None` when there is no such link.
     pub fn index(&mut self, name: &str) -> Result<Option<u32>> {
-        match self.exchange(RouteNetlinkMessage::GetLink(by_name(name)), 0) {
-            Ok(answers) => Ok(answers.into_iter().find_map(|m| match m {
-                RouteNetlinkMessage::NewLink(l) => Some(l.header.index),
-                _ => None,
-            })),
-            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
-            Err(e) => Err(failed(format!("looking up link {name}"), e)),
-        }
+        Ok(self.link_state(name)?.map(|l| l.index))
     }
 
     fn require_index(&mut self, name: &str) -> Result<u32> {
