@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use cnet_client::{escape, Client, ClientError};
-use cnet_model::{Endpoint, ErrorCode, Namespace, Network};
+use cnet_model::{Endpoint, ErrorCode, Finding, FindingKind, Namespace, Network, SubjectKind};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -244,8 +244,13 @@ pub fn check(c: &Client, conf: &NetConf, inv: &Invocation) -> Result<(), CniErro
     if ns_path.as_deref() != Some(inv.netns.as_str()) {
         problems.push(format!("the endpoint is attached to {ns_path:?}, not to CNI_NETNS {}", inv.netns));
     }
-    let report: Value = c.get(&format!("/endpoints/{id}/check"))?;
-    problems.extend(report["Drift"].as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_string));
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Check {
+        drift: Vec<Finding>,
+    }
+    let report: Check = c.get(&format!("/endpoints/{id}/check"))?;
+    problems.extend(report.drift.into_iter().map(|f| f.message));
     if problems.is_empty() {
         Ok(())
     } else {
@@ -256,22 +261,29 @@ pub fn check(c: &Client, conf: &NetConf, inv: &Invocation) -> Result<(), CniErro
 /// 0 when cnetd answers and the network is healthy; 50 when ADD cannot work;
 /// 51 when existing attachments may be degraded.
 pub fn status(c: &Client, conf: &NetConf) -> Result<(), CniError> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Diag {
+        drift: Vec<Finding>,
+        warnings: Vec<Finding>,
+    }
     if let Err(e) = c.get::<Value>("/globals/version") {
         return Err(CniError::new(code::NOT_AVAILABLE, format!("cnetd does not answer: {e}")));
     }
-    let report: Value = c.get("/diag").map_err(|e| CniError::new(code::NOT_AVAILABLE, e.to_string()))?;
-    let bridge = c.get::<Network>(&format!("/networks/{}", escape(&conf.name))).ok().and_then(|n| n.bridge_name);
-    let lines = |k: &str| report[k].as_array().cloned().unwrap_or_default();
-    let concerning: Vec<String> = lines("Drift")
+    let report: Diag = c.get("/diag").map_err(|e| CniError::new(code::NOT_AVAILABLE, e.to_string()))?;
+    let network = c.get::<Network>(&format!("/networks/{}", escape(&conf.name))).ok().map(|n| n.id);
+    // What concerns this network: cnet's firewall table, other tables that
+    // drop traffic, and findings about the network itself.
+    let concerning: Vec<String> = report
+        .drift
         .into_iter()
-        .chain(lines("Warnings"))
-        .filter_map(|v| v.as_str().map(str::to_string))
-        .filter(|l| {
-            l.contains("nftables")
-                || l.contains("policy drop")
-                || l.contains(&format!("network {}:", conf.name))
-                || bridge.as_ref().is_some_and(|b| l.contains(b.as_str()))
+        .chain(report.warnings)
+        .filter(|f| {
+            f.subject.kind == SubjectKind::Firewall
+                || f.kind == FindingKind::ForeignDrop
+                || (f.subject.kind == SubjectKind::Network && network.is_some() && f.subject.id == network)
         })
+        .map(|f| f.message)
         .collect();
     if concerning.is_empty() {
         Ok(())

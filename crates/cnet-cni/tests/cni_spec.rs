@@ -81,6 +81,7 @@ fn version_answers_without_the_daemon_for_every_version() {
 
 #[test]
 fn add_check_del_work_for_every_spec_version_with_that_versions_result() {
+    cnet_testkit::require_root!();
     let w = World::new();
     for (i, v) in ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"].into_iter().enumerate() {
         let ns = netns(&w, &format!("v{i}"));
@@ -118,6 +119,7 @@ fn add_check_del_work_for_every_spec_version_with_that_versions_result() {
 
 #[test]
 fn add_of_an_existing_interface_is_an_error_and_changes_nothing() {
+    cnet_testkit::require_root!();
     let w = World::new();
     let ns = netns(&w, "a");
     let c = conf(&w, "1.0.0", "10.132.0.0/24");
@@ -137,6 +139,7 @@ fn add_of_an_existing_interface_is_an_error_and_changes_nothing() {
 
 #[test]
 fn del_succeeds_when_the_netns_is_gone_never_existed_or_cnetd_lost_the_endpoint() {
+    cnet_testkit::require_root!();
     let w = World::new();
     let c = conf(&w, "1.1.0", "10.133.0.0/24");
     // Netns deleted before DEL.
@@ -170,6 +173,7 @@ fn del_succeeds_when_the_netns_is_gone_never_existed_or_cnetd_lost_the_endpoint(
 
 #[test]
 fn check_names_the_difference() {
+    cnet_testkit::require_root!();
     let w = World::new();
     let ns = netns(&w, "c");
     let mut c = conf(&w, "1.1.0", "10.134.0.0/24");
@@ -200,6 +204,7 @@ fn check_names_the_difference() {
 
 #[test]
 fn status_is_0_when_healthy_50_when_cnetd_is_down_51_when_degraded() {
+    cnet_testkit::require_root!();
     let mut w = World::new();
     let ns = netns(&w, "s");
     let c = conf(&w, "1.1.0", "10.135.0.0/24");
@@ -222,6 +227,7 @@ fn status_is_0_when_healthy_50_when_cnetd_is_down_51_when_degraded() {
 
 #[test]
 fn gc_removes_every_attachment_not_in_the_valid_list() {
+    cnet_testkit::require_root!();
     let w = World::new();
     let c = conf(&w, "1.1.0", "10.136.0.0/24");
     let keep = netns(&w, "keep");
@@ -250,6 +256,7 @@ fn gc_removes_every_attachment_not_in_the_valid_list() {
 
 #[test]
 fn errors_carry_the_specs_codes() {
+    cnet_testkit::require_root!();
     let w = World::new();
     let ns = netns(&w, "e");
     let good = conf(&w, "1.0.0", "10.137.0.0/24");
@@ -294,6 +301,7 @@ fn errors_carry_the_specs_codes() {
 
 #[test]
 fn podman_style_static_ip_and_mac_in_cni_args_and_published_ports_work() {
+    cnet_testkit::require_root!();
     let w = World::new();
     let ns = netns(&w, "p");
     let mut c = conf(&w, "0.4.0", "10.139.0.0/24");
@@ -317,6 +325,7 @@ fn podman_style_static_ip_and_mac_in_cni_args_and_published_ports_work() {
 
 #[test]
 fn cri_style_capitalised_port_mappings_random_args_and_a_double_del() {
+    cnet_testkit::require_root!();
     let w = World::new();
     let ns = netns(&w, "k");
     let mut c = conf(&w, "1.0.0", "10.140.0.0/24");
@@ -336,6 +345,7 @@ fn cri_style_capitalised_port_mappings_random_args_and_a_double_del() {
 
 #[test]
 fn sixty_four_parallel_adds_get_distinct_addresses_and_64_dels_leave_nothing() {
+    cnet_testkit::require_root!();
     let w = World::new();
     let c = conf(&w, "1.1.0", "10.141.0.0/24");
     let paths: Vec<String> = (0..64).map(|i| netns(&w, &format!("par{i}"))).collect();

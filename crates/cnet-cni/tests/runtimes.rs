@@ -108,6 +108,7 @@ impl Drop for Podman {
 
 #[test]
 fn podman_containers_on_a_cnet_network_talk_reach_the_lan_and_publish_ports() {
+    cnet_testkit::require_root!();
     let w = World::new();
     let podman = Podman::new(&w, "cnetpod", "10.151.0.0/24");
     let _lan = probe::tcp_greeter(&w.lan_path(), "0.0.0.0:7070");
@@ -245,6 +246,7 @@ impl Drop for Containerd {
 
 #[test]
 fn containerd_ctr_runs_a_container_on_a_cnet_network_and_cleans_up() {
+    cnet_testkit::require_root!();
     let w = World::new();
     let cd = Containerd::start(&w);
     // The image: the busybox root filesystem, through podman save.

@@ -1,5 +1,10 @@
 //! Running the data plane's helper programs (`ip`, `nft`), optionally inside
 //! another network namespace.
+//!
+//! Invariants:
+//! - A helper runs with `LC_ALL=C`: its error texts are the untranslated ones
+//!   the classifiers of [`crate::error`] read.
+//! - A failure carries the helper's stderr and its [`crate::ErrorKind`].
 
 use std::fs::File;
 use std::io::Write;
@@ -40,6 +45,7 @@ impl Cmd {
         let mut command = Command::new(self.program);
         command
             .args(&self.args)
+            .env("LC_ALL", "C")
             .stdin(if self.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -84,7 +90,7 @@ impl Cmd {
             if let Some(input) = &self.stdin {
                 tracing::debug!(%program, %stderr, input = %input, "helper failed");
             }
-            Err(DataplaneError::Failed { program, stderr })
+            Err(DataplaneError::failed(&program, stderr))
         }
     }
 }

@@ -1,56 +1,27 @@
 //! Links, addresses and routes: bridges (the networks' switches) and veth
-//! pairs (the endpoints' adapters). Changes go over route netlink
-//! ([`crate::netlink`]); the listings used by diagnostics parse `ip -j`.
+//! pairs (the endpoints' adapters), built and read back over route netlink
+//! ([`crate::netlink`]).
+//!
+//! Invariants:
+//! - `netns: None` means the calling thread's namespace; `Some(path)` opens a
+//!   netlink socket inside the namespace at `path` ([`Rtnl::open_in`]), so the
+//!   caller's thread never changes namespace.
+//! - An existing bridge is never re-created (that would cut its ports off).
+//! - [`create_veth`] leaves either a complete endpoint or no host-side link.
+//! - Deletes succeed when the thing is already gone.
 
-use serde::Deserialize;
 use std::fs::File;
-use std::net::IpAddr;
 
-use crate::cmd::Cmd;
-use crate::netlink::{parse_mac, Rtnl};
-use crate::{DataplaneError, Result};
+use crate::netlink::Rtnl;
+use crate::{Addr, BridgeSpec, DataplaneError, ErrorKind, IfName, Inside, LinkInfo, Result, VethSpec};
 
-/// An address with its prefix length.
-pub type Addr = (IpAddr, u8);
-
-/// A route inside a compartment.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RouteSpec {
-    pub destination: Addr,
-    pub via: Option<IpAddr>,
-    pub metric: u32,
-}
-
-/// A network's bridge.
-#[derive(Clone, Debug)]
-pub struct BridgeSpec {
-    pub name: String,
-    pub mac: String,
-    pub mtu: u32,
-    /// Host addresses on the bridge (the gateways); empty for Private.
-    pub addrs: Vec<Addr>,
-}
-
-/// An endpoint's veth pair: `ifname` inside the namespace, `host_name` on the bridge.
-#[derive(Clone, Debug)]
-pub struct VethSpec {
-    pub netns_path: String,
-    pub ifname: String,
-    pub host_name: String,
-    pub bridge: String,
-    pub mac: String,
-    pub mtu: u32,
-    pub addrs: Vec<Addr>,
-    pub routes: Vec<RouteSpec>,
-    /// Let the bridge send frames back out the port they came in on: needed
-    /// when a container reaches its own published port (NAT loopback) and
-    /// br_netfilter bridges the DNAT'd frame.
-    pub hairpin: bool,
-}
-
-/// The namespace cnetd itself runs in (the host side of every veth).
+/// The namespace of the calling thread: the host side of every veth.
 fn own_netns() -> Result<File> {
-    File::open("/proc/self/ns/net").map_err(|source| DataplaneError::Netns { path: "/proc/self/ns/net".into(), source })
+    // The thread's, not the process's (`/proc/self` is the main thread's):
+    // the same in cnetd, whose threads share one namespace, and right for a
+    // caller on a thread of its own in another namespace.
+    let path = "/proc/thread-self/ns/net";
+    File::open(path).map_err(|source| DataplaneError::Netns { path: path.into(), source })
 }
 
 fn rtnl(netns: Option<&str>) -> Result<Rtnl> {
@@ -63,17 +34,18 @@ fn rtnl(netns: Option<&str>) -> Result<Rtnl> {
 /// Creates the bridge if missing and makes sure its addresses are there and it is up.
 /// Never re-creates an existing bridge (that would cut its ports off).
 pub fn ensure_bridge(spec: &BridgeSpec) -> Result<()> {
+    let name = spec.name.as_str();
     let mut nl = Rtnl::open()?;
-    if nl.index(&spec.name)?.is_none() {
-        match nl.add_bridge(&spec.name, parse_mac(&spec.mac)?, spec.mtu) {
-            Err(e) if !e.is_exists() => return Err(e),
+    if nl.index(name)?.is_none() {
+        match nl.add_bridge(name, spec.mac, spec.mtu) {
+            Err(e) if e.kind() != ErrorKind::Exists => return Err(e),
             _ => {}
         }
     }
     for a in &spec.addrs {
-        nl.add_address(&spec.name, a, true)?;
+        nl.add_address(name, a, true)?;
     }
-    nl.set_up(&spec.name, true)
+    nl.set_up(name, true)
 }
 
 /// Deletes a link; succeeds when it is already gone.
@@ -81,38 +53,39 @@ pub fn delete_link(netns: Option<&str>, name: &str) -> Result<()> {
     rtnl(netns)?.delete(name).map(|_| ())
 }
 
-/// Creates the veth pair inside the namespace (the host side appears in
-/// cnetd's namespace), configures the inside, then plugs the host side into
-/// the bridge. On failure the pair is removed again.
+/// Creates the veth pair inside the namespace (the host side appears in the
+/// calling thread's namespace), configures the inside, then plugs the host
+/// side into the bridge. On failure the pair is removed again, unless the
+/// failure is that a link of that name already existed (it is not ours).
 pub fn create_veth(spec: &VethSpec) -> Result<()> {
-    let mac = if spec.mac.is_empty() { None } else { Some(parse_mac(&spec.mac)?) };
+    let (ifname, host_name) = (spec.ifname.as_str(), spec.host_name.as_str());
     let host_ns = own_netns()?;
     let inside = || -> Result<()> {
         let mut nl = Rtnl::open_in(&spec.netns_path)?;
-        nl.add_veth(&spec.ifname, mac, spec.mtu, &spec.host_name, &host_ns)?;
-        if spec.addrs.iter().all(|(ip, _)| ip.is_ipv4()) {
+        nl.add_veth(ifname, spec.mac, spec.mtu, host_name, &host_ns)?;
+        if spec.addrs.iter().all(|a| a.ip.is_ipv4()) {
             // No IPv6 on the endpoint, so no IPv6 chatter from it either (as
             // Docker does): with a thousand containers on one bridge, every
             // new one's link-local detection and multicast reports were
             // flooded to all the others.
-            nl.no_link_local(&spec.ifname)?;
+            nl.no_link_local(ifname)?;
         }
         for a in &spec.addrs {
-            nl.add_address(&spec.ifname, a, false)?;
+            nl.add_address(ifname, a, false)?;
         }
         nl.set_up("lo", true)?;
-        nl.set_up(&spec.ifname, true)?;
+        nl.set_up(ifname, true)?;
         // Appended: a second endpoint in the same namespace keeps its own
         // default route next to the first one's (the first attached stays in use).
         for r in &spec.routes {
-            nl.append_route(&spec.ifname, r)?;
+            nl.append_route(ifname, r)?;
         }
         Ok(())
     };
     let result = inside().and_then(|_| enslave(&spec.host_name, &spec.bridge, spec.hairpin));
     if let Err(e) = result {
-        if !e.is_exists() {
-            let _ = delete_link(None, &spec.host_name);
+        if e.kind() != ErrorKind::Exists {
+            let _ = delete_link(None, host_name);
         }
         return Err(e);
     }
@@ -125,95 +98,181 @@ pub fn create_veth(spec: &VethSpec) -> Result<()> {
 /// port adds routes (ff00::/8, fe80::/64) to one node of the host's IPv6 FIB,
 /// which every IPv6 lookup then walks, plus address detection and multicast
 /// reports. With 10,000 ports that walk took a quarter of the CPU here.
-pub fn enslave(name: &str, bridge: &str, hairpin: bool) -> Result<()> {
+pub fn enslave(name: &IfName, bridge: &IfName, hairpin: bool) -> Result<()> {
+    // An IfName holds no '/' and is not "." or "..": the key stays in the link's directory.
     crate::sysctl::set(&format!("net/ipv6/conf/{name}/disable_ipv6"), "1")?;
-    Rtnl::open()?.enslave(name, bridge, hairpin)
+    Rtnl::open()?.enslave(name.as_str(), bridge.as_str(), hairpin)
 }
 
-/// What `ip -j -d link show` says about one link.
-#[derive(Clone, Debug, Deserialize)]
-pub struct LinkInfo {
-    pub ifname: String,
-    #[serde(default)]
-    pub master: Option<String>,
-    #[serde(default)]
-    pub flags: Vec<String>,
-    #[serde(default)]
-    pub address: Option<String>,
-    #[serde(default)]
-    pub mtu: u32,
-    #[serde(default)]
-    pub linkinfo: Option<LinkKind>,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-pub struct LinkKind {
-    #[serde(default)]
-    pub info_kind: Option<String>,
-}
-
-impl LinkInfo {
-    pub fn is_up(&self) -> bool {
-        self.flags.iter().any(|f| f == "UP")
-    }
-    pub fn kind(&self) -> Option<&str> {
-        self.linkinfo.as_ref().and_then(|l| l.info_kind.as_deref())
-    }
-}
-
-fn parse<T: for<'de> Deserialize<'de>>(out: &str) -> Result<T> {
-    serde_json::from_str(if out.trim().is_empty() { "[]" } else { out })
-        .map_err(|e| DataplaneError::Parse { program: "ip".into(), detail: e.to_string() })
-}
-
-/// All links of a namespace.
+/// All links of a namespace (one dump).
 pub fn links(netns: Option<&str>) -> Result<Vec<LinkInfo>> {
-    parse(&Cmd::new("ip").args(["-j", "-d", "link", "show"]).netns(netns).run()?)
+    rtnl(netns)?.links()
 }
 
 /// One link, or `None` when it does not exist.
 pub fn link(netns: Option<&str>, name: &str) -> Result<Option<LinkInfo>> {
-    match Cmd::new("ip").args(["-j", "-d", "link", "show", "dev", name]).netns(netns).run() {
-        Ok(out) => Ok(parse::<Vec<LinkInfo>>(&out)?.into_iter().next()),
-        Err(DataplaneError::Failed { stderr, .. }) if stderr.contains("does not exist") => Ok(None),
-        Err(e) => Err(e),
-    }
+    rtnl(netns)?.link(name)
 }
 
-#[derive(Deserialize)]
-struct AddrDump {
-    #[serde(default)]
-    addr_info: Vec<AddrEntry>,
-}
-#[derive(Deserialize)]
-struct AddrEntry {
-    local: IpAddr,
-    prefixlen: u8,
-    #[serde(default)]
-    scope: String,
-}
-
-/// Global-scope addresses of a link.
+/// Global-scope addresses of a link; an error of kind
+/// [`ErrorKind::NotFound`] when there is no such link.
 pub fn addresses(netns: Option<&str>, dev: &str) -> Result<Vec<Addr>> {
-    let out = Cmd::new("ip").args(["-j", "address", "show", "dev", dev]).netns(netns).run()?;
-    let dumps: Vec<AddrDump> = parse(&out)?;
-    Ok(dumps
-        .into_iter()
-        .flat_map(|d| d.addr_info)
-        .filter(|a| a.scope == "global")
-        .map(|a| (a.local, a.prefixlen))
-        .collect())
+    let mut nl = rtnl(netns)?;
+    let index = nl.index(dev)?.ok_or_else(|| DataplaneError::Netlink {
+        what: format!("listing the addresses of link {dev}"),
+        source: std::io::Error::from_raw_os_error(libc::ENODEV),
+    })?;
+    nl.addresses(index)
 }
 
-/// Removes one address from a link; succeeds when it is not there.
-pub fn delete_address(netns: Option<&str>, dev: &str, (ip, len): Addr) -> Result<()> {
-    match Cmd::new("ip").args(["address", "del", &format!("{ip}/{len}"), "dev", dev]).netns(netns).run() {
-        Ok(_) => Ok(()),
-        Err(DataplaneError::Failed { stderr, .. })
-            if stderr.contains("Cannot assign") || stderr.contains("Cannot find device") =>
-        {
-            Ok(())
+/// Removes one address from a link; succeeds when the address or the link is not there.
+pub fn delete_address(netns: Option<&str>, dev: &str, addr: Addr) -> Result<()> {
+    rtnl(netns)?.delete_address(dev, &addr)
+}
+
+/// An endpoint's adapter `ifname` as seen inside the namespace at
+/// `netns_path`: the link, its addresses and its routes, read over one socket
+/// opened in that namespace. `None` when there is no such link.
+pub fn inside(netns_path: &str, ifname: &str) -> Result<Option<Inside>> {
+    let mut nl = Rtnl::open_in(netns_path)?;
+    let Some(link) = nl.link(ifname)? else { return Ok(None) };
+    let addrs = nl.addresses(link.index)?;
+    let routes = nl.routes(link.index)?;
+    Ok(Some(Inside { link, addrs, routes }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{in_private_netns, NamedNetns};
+    use crate::{Mac, Route};
+
+    fn name(s: &str) -> IfName {
+        IfName::new(s).unwrap()
+    }
+
+    fn addr(s: &str) -> Addr {
+        let (ip, len) = s.split_once('/').unwrap();
+        Addr { ip: ip.parse().unwrap(), prefix_len: len.parse().unwrap() }
+    }
+
+    const BRIDGE_MAC: Mac = Mac([2, 0, 0, 0, 9, 1]);
+    const INSIDE_MAC: Mac = Mac([2, 0, 0, 0, 9, 2]);
+
+    fn bridge() -> BridgeSpec {
+        BridgeSpec {
+            name: name("cnt-br0"),
+            mac: BRIDGE_MAC,
+            mtu: 1400,
+            addrs: vec![addr("10.9.0.1/24"), addr("fd00:9::1/64")],
         }
-        Err(e) => Err(e),
+    }
+
+    fn default_route() -> Route {
+        Route { destination: addr("0.0.0.0/0"), via: Some("10.9.0.1".parse().unwrap()), metric: 0 }
+    }
+
+    fn veth(ns: &NamedNetns) -> VethSpec {
+        VethSpec {
+            netns_path: ns.path.clone(),
+            ifname: name("eth0"),
+            host_name: name("cnt-h0"),
+            bridge: name("cnt-br0"),
+            mac: Some(INSIDE_MAC),
+            mtu: 1400,
+            addrs: vec![addr("10.9.0.2/24")],
+            routes: vec![default_route(), Route { destination: addr("10.10.0.0/16"), via: None, metric: 50 }],
+            hairpin: true,
+        }
+    }
+
+    #[test]
+    fn an_endpoint_on_a_bridge_reads_back_as_built() {
+        in_private_netns(|| {
+            let ns = NamedNetns::new();
+            ensure_bridge(&bridge()).unwrap();
+            ensure_bridge(&bridge()).unwrap();
+            create_veth(&veth(&ns)).unwrap();
+
+            let all = links(None).unwrap();
+            let br = all.iter().find(|l| l.name == "cnt-br0").unwrap();
+            assert_eq!((br.kind.as_deref(), br.up, br.mac, br.mtu), (Some("bridge"), true, Some(BRIDGE_MAC), 1400));
+            let host = link(None, "cnt-h0").unwrap().unwrap();
+            assert_eq!(all.iter().find(|l| l.name == "cnt-h0"), Some(&host));
+            assert_eq!(
+                (host.kind.as_deref(), host.master.as_deref(), host.up, host.mtu),
+                (Some("veth"), Some("cnt-br0"), true, 1400)
+            );
+            assert_eq!(link(None, "cnt-none").unwrap(), None);
+            assert_eq!(crate::sysctl::get("net/ipv6/conf/cnt-h0/disable_ipv6").as_deref(), Some("1"));
+
+            let seen = inside(&ns.path, "eth0").unwrap().unwrap();
+            assert_eq!((seen.link.mac, seen.link.up, seen.link.mtu), (Some(INSIDE_MAC), true, 1400));
+            assert_eq!(seen.link.kind.as_deref(), Some("veth"));
+            assert_eq!(seen.addrs, vec![addr("10.9.0.2/24")]);
+            assert!(seen.routes.contains(&default_route()), "{:?}", seen.routes);
+            assert!(seen.routes.contains(&Route { destination: addr("10.10.0.0/16"), via: None, metric: 50 }));
+            assert!(seen.routes.iter().any(|r| r.destination == addr("10.9.0.0/24") && r.via.is_none()));
+            assert_eq!(inside(&ns.path, "eth1").unwrap(), None);
+            assert!(link(Some(&ns.path), "lo").unwrap().unwrap().up);
+        });
+    }
+
+    #[test]
+    fn addresses_go_once_and_going_again_is_fine() {
+        in_private_netns(|| {
+            ensure_bridge(&bridge()).unwrap();
+            let got = addresses(None, "cnt-br0").unwrap();
+            assert_eq!(got.len(), 2, "{got:?}");
+            assert!(bridge().addrs.iter().all(|a| got.contains(a)), "{got:?}");
+            assert_eq!(addresses(None, "cnt-none").unwrap_err().kind(), ErrorKind::NotFound);
+
+            for a in &bridge().addrs {
+                delete_address(None, "cnt-br0", *a).unwrap();
+                delete_address(None, "cnt-br0", *a).unwrap();
+            }
+            delete_address(None, "cnt-none", addr("10.9.0.1/24")).unwrap();
+            assert_eq!(addresses(None, "cnt-br0").unwrap(), vec![]);
+
+            // Put back without re-creating the bridge.
+            let index = link(None, "cnt-br0").unwrap().unwrap().index;
+            ensure_bridge(&bridge()).unwrap();
+            assert_eq!(link(None, "cnt-br0").unwrap().unwrap().index, index);
+            assert_eq!(addresses(None, "cnt-br0").unwrap().len(), 2);
+        });
+    }
+
+    #[test]
+    fn a_second_endpoint_of_the_same_names_is_refused_and_leaves_the_first_alone() {
+        in_private_netns(|| {
+            let ns = NamedNetns::new();
+            ensure_bridge(&bridge()).unwrap();
+            create_veth(&veth(&ns)).unwrap();
+            let e = create_veth(&veth(&ns)).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Exists, "{e}");
+            assert!(link(None, "cnt-h0").unwrap().is_some());
+            assert!(inside(&ns.path, "eth0").unwrap().is_some());
+
+            delete_link(None, "cnt-h0").unwrap();
+            delete_link(None, "cnt-h0").unwrap();
+            assert_eq!(inside(&ns.path, "eth0").unwrap(), None, "the peer goes with the host side");
+            delete_link(Some(&ns.path), "eth0").unwrap();
+        });
+    }
+
+    #[test]
+    fn an_endpoint_that_cannot_be_plugged_in_is_removed_again() {
+        in_private_netns(|| {
+            let ns = NamedNetns::new();
+            let spec = VethSpec { bridge: name("cnt-nobr"), ..veth(&ns) };
+            let e = create_veth(&spec).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+            assert!(e.to_string().contains("cnt-nobr"), "{e}");
+            assert_eq!(link(None, "cnt-h0").unwrap(), None);
+            assert_eq!(inside(&ns.path, "eth0").unwrap(), None);
+
+            let e = enslave(&name("cnt-none"), &name("cnt-br0"), false).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+        });
     }
 }

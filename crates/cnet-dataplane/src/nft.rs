@@ -10,14 +10,16 @@
 //! Invariants:
 //! - One call runs at a time (libnftables contexts share global state while
 //!   they initialise), in the calling thread's network namespace.
-//! - One context is kept for cnetd's own namespace (see [`CONTEXT`]).
+//! - One context is kept for cnetd's own namespace (see `CONTEXT`).
 //! - A failed script changes nothing (nftables transactions are atomic).
+//! - A failure's kind comes from nft's error text, read by one classifier
+//!   ([`crate::error`]): a missing table is [`ErrorKind::NotFound`].
 
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
 use std::sync::{Mutex, OnceLock};
 
 use crate::cmd::Cmd;
-use crate::{DataplaneError, Result};
+use crate::{DataplaneError, ErrorKind, Result};
 
 /// Output flags of libnftables (`NFT_CTX_OUTPUT_*`), with the `nft` options they stand for.
 #[derive(Clone, Copy)]
@@ -70,8 +72,12 @@ fn library() -> Option<&'static Libnftables> {
             }
             // A function pointer of type `F` for symbol `name`.
             fn sym<F: Copy>(handle: *mut c_void, name: &CStr) -> Option<F> {
-                // SAFETY: see above; `F` is always an `extern "C" fn` type.
+                // SAFETY: `handle` came from a successful dlopen and is never
+                // closed; `name` is NUL-terminated.
                 let p = unsafe { libc::dlsym(handle, name.as_ptr()) };
+                // SAFETY: `p` is a non-null symbol address and `F` is always an
+                // `extern "C" fn` type (pointer-sized) of the signature
+                // libnftables.h declares for that symbol.
                 (!p.is_null()).then(|| unsafe { std::mem::transmute_copy::<*mut c_void, F>(&p) })
             }
             Some(Libnftables {
@@ -109,8 +115,9 @@ fn thread_netns() -> u64 {
     std::fs::metadata("/proc/thread-self/ns/net").map(|m| m.ino()).unwrap_or(0)
 }
 
+/// An nftables failure, its kind decided by the one classifier of nft's texts.
 fn failed(stderr: String) -> DataplaneError {
-    DataplaneError::Failed { program: "nft".into(), stderr: stderr.trim().to_string() }
+    DataplaneError::failed("nft", stderr.trim().to_string())
 }
 
 /// Runs nftables commands; their output on success, the error text on failure.
@@ -170,7 +177,7 @@ pub fn apply(script: &str) -> Result<()> {
 pub fn table_terse(family: &str, name: &str) -> Result<Option<String>> {
     match run(&format!("list table {family} {name}"), Output::Terse) {
         Ok(out) => Ok(Some(out)),
-        Err(DataplaneError::Failed { stderr, .. }) if stderr.contains("No such file") => Ok(None),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -181,7 +188,7 @@ pub fn table_json(family: &str, name: &str) -> Result<Option<serde_json::Value>>
         Ok(out) => serde_json::from_str(&out)
             .map(Some)
             .map_err(|e| DataplaneError::Parse { program: "nft".into(), detail: e.to_string() }),
-        Err(DataplaneError::Failed { stderr, .. }) if stderr.contains("No such file") => Ok(None),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -206,4 +213,28 @@ pub fn foreign_drop_chains(own_table: &str) -> Result<Vec<String>> {
         ));
     }
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::in_private_netns;
+
+    #[test]
+    fn a_missing_table_lists_as_none_and_failures_have_kinds() {
+        in_private_netns(|| {
+            assert_eq!(table_terse("inet", "cnet_test").unwrap(), None);
+            assert_eq!(table_json("inet", "cnet_test").unwrap(), None);
+            apply("table inet cnet_test {\n chain c { type filter hook input priority 0; policy accept; }\n}").unwrap();
+            assert!(table_terse("inet", "cnet_test").unwrap().unwrap().contains("chain c"));
+            assert!(table_json("inet", "cnet_test").unwrap().is_some());
+
+            assert_eq!(apply("create table inet cnet_test").unwrap_err().kind(), ErrorKind::Exists);
+            assert_eq!(apply("delete chain inet cnet_test nope").unwrap_err().kind(), ErrorKind::NotFound);
+            assert_eq!(apply("this is not nftables").unwrap_err().kind(), ErrorKind::Other);
+
+            apply("table ip other {\n chain c { type filter hook forward priority 0; policy drop; }\n}").unwrap();
+            assert_eq!(foreign_drop_chains("cnet_test").unwrap(), vec!["ip other c (hook forward)".to_string()]);
+        });
+    }
 }

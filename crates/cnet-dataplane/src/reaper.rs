@@ -19,7 +19,7 @@
 use std::sync::{Arc, Condvar, Mutex};
 
 use crate::netlink::Rtnl;
-use crate::Result;
+use crate::{ErrorKind, Result};
 
 /// The link group cnet parks links in before deleting them.
 pub const GROUP: u32 = 25454;
@@ -60,7 +60,7 @@ impl Reaper {
     pub fn delete(&self, name: &str) -> Result<()> {
         match Rtnl::open()?.park(name, GROUP) {
             Ok(()) => {}
-            Err(e) if e.errno() == Some(libc::ENODEV) => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e),
         }
         self.shared.rounds.lock().unwrap().asked += 1;
@@ -108,5 +108,34 @@ fn reap(shared: &Shared) {
         }
         shared.rounds.lock().unwrap().done = target;
         shared.changed.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::in_private_netns;
+
+    #[test]
+    fn handed_over_links_are_gone_after_settle() {
+        in_private_netns(|| {
+            let mut nl = Rtnl::open().unwrap();
+            let here = std::fs::File::open("/proc/thread-self/ns/net").unwrap();
+            for i in 0..3 {
+                nl.add_veth(&format!("cnt-r{i}"), None, 1500, &format!("cnt-p{i}"), &here).unwrap();
+            }
+            // Its thread lives on in this test's namespace until the process ends.
+            let reaper = Reaper::start();
+            for i in 0..3 {
+                reaper.delete(&format!("cnt-r{i}")).unwrap();
+            }
+            reaper.delete("cnt-none").unwrap();
+            reaper.settle();
+            assert!(!reaper.pending());
+            for i in 0..3 {
+                assert_eq!(nl.index(&format!("cnt-r{i}")).unwrap(), None);
+                assert_eq!(nl.index(&format!("cnt-p{i}")).unwrap(), None);
+            }
+        });
     }
 }

@@ -26,15 +26,33 @@ pub fn is_assignable(subnet: &Subnet, gateway: Option<IpAddr>, ip: IpAddr) -> bo
     !matches!(net, IpNet::V4(_) if ip == net.broadcast())
 }
 
-/// The first free address of `subnet`, skipping reserved ones and `taken`.
-/// Starts looking at `hint` (an offset) to keep allocation O(1) on average.
-pub fn first_free(subnet: &Subnet, gateway: Option<IpAddr>, taken: &HashSet<IpAddr>, hint: u128) -> Option<IpAddr> {
+/// The offset of `ip` in `net` (0 = the network address).
+fn offset_of(net: &IpNet, ip: IpAddr) -> u128 {
+    match (net, ip) {
+        (IpNet::V4(n), IpAddr::V4(a)) => u32::from(a).wrapping_sub(u32::from(n.network())) as u128,
+        (IpNet::V6(n), IpAddr::V6(a)) => u128::from(a).wrapping_sub(u128::from(n.network())),
+        _ => 0,
+    }
+}
+
+/// The next free address of `subnet` after `after` (the one handed out
+/// last), wrapping around at the end, skipping reserved ones and `taken` —
+/// as CNI host-local does, so an address just freed is the last to be
+/// handed out again (its old flows, neighbour entries and the traffic still
+/// aimed at it do not reach a new owner). Without `after`, from the start.
+pub fn first_free(
+    subnet: &Subnet,
+    gateway: Option<IpAddr>,
+    taken: &HashSet<IpAddr>,
+    after: Option<IpAddr>,
+) -> Option<IpAddr> {
     let net = subnet.ip_address_prefix;
     let host_bits = (net.max_prefix_len() - net.prefix_len()) as u32;
     // Cap the search for huge IPv6 subnets: 2^20 candidates is plenty.
     let size: u128 = if host_bits >= 20 { 1 << 20 } else { 1u128 << host_bits };
+    let start = after.filter(|a| net.contains(a)).map(|a| offset_of(&net, a) + 1).unwrap_or(0);
     (0..size)
-        .map(|i| (hint + i) % size)
+        .map(|i| (start + i) % size)
         .map(|off| nth_host(&net, off))
         .find(|ip| is_assignable(subnet, gateway, *ip) && !taken.contains(ip))
 }
@@ -76,10 +94,10 @@ mod tests {
         let gw = Some(s.gateway());
         assert_eq!(gw, Some("10.0.0.1".parse().unwrap()));
         let mut taken = HashSet::new();
-        let a = first_free(&s, gw, &taken, 0).unwrap();
+        let a = first_free(&s, gw, &taken, None).unwrap();
         assert_eq!(a, "10.0.0.2".parse::<IpAddr>().unwrap());
         taken.insert(a);
-        assert_eq!(first_free(&s, gw, &taken, 0), None);
+        assert_eq!(first_free(&s, gw, &taken, None), None);
     }
 
     #[test]
@@ -87,19 +105,37 @@ mod tests {
         let s = subnet("10.0.0.0/24");
         let gw = Some(s.gateway());
         let mut taken = HashSet::new();
-        for i in 0..253 {
-            let a = first_free(&s, gw, &taken, i).unwrap();
+        let mut last = None;
+        for _ in 0..253 {
+            let a = first_free(&s, gw, &taken, last).unwrap();
             assert!(taken.insert(a), "{a} handed out twice");
+            last = Some(a);
         }
-        assert_eq!(first_free(&s, gw, &taken, 0), None);
+        assert_eq!(first_free(&s, gw, &taken, last), None);
     }
 
     #[test]
     fn ipv6_allocation_works_in_a_64() {
         let s = subnet("fd00:79::/64");
         let gw = Some(s.gateway());
-        let a = first_free(&s, gw, &HashSet::new(), 0).unwrap();
+        let a = first_free(&s, gw, &HashSet::new(), None).unwrap();
         assert_eq!(a, "fd00:79::2".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn a_freed_address_is_handed_out_again_only_after_the_rest_of_the_subnet() {
+        let s = subnet("10.0.0.0/29"); // hosts .2 to .6 (.1 is the gateway, .7 broadcast)
+        let gw = Some(s.gateway());
+        let ip = |x: &str| -> IpAddr { x.parse().unwrap() };
+        let mut taken: HashSet<IpAddr> = [ip("10.0.0.2"), ip("10.0.0.3")].into();
+        // .3 was handed out last; .2 is freed: the next one is .4, not .2.
+        taken.remove(&ip("10.0.0.2"));
+        assert_eq!(first_free(&s, gw, &taken, Some(ip("10.0.0.3"))), Some(ip("10.0.0.4")));
+        // At the end of the subnet it wraps around, past the gateway, to the freed one.
+        taken.extend([ip("10.0.0.4"), ip("10.0.0.5"), ip("10.0.0.6")]);
+        assert_eq!(first_free(&s, gw, &taken, Some(ip("10.0.0.6"))), Some(ip("10.0.0.2")));
+        // A cursor outside the subnet (another family) starts from the beginning.
+        assert_eq!(first_free(&s, gw, &HashSet::new(), Some(ip("fd00::9"))), Some(ip("10.0.0.2")));
     }
 
     #[test]

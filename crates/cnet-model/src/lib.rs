@@ -14,6 +14,7 @@
 pub mod alloc;
 pub mod endpoint;
 pub mod error;
+pub mod findings;
 pub mod modify;
 pub mod names;
 pub mod namespace;
@@ -23,6 +24,7 @@ pub mod validate;
 
 pub use endpoint::{Endpoint, EndpointPolicy, EndpointState, IpConfig, PortMapping};
 pub use error::{ApiError, ErrorCode};
+pub use findings::{Finding, FindingKind, Subject, SubjectKind};
 pub use modify::{ModifyRequest, RequestType};
 pub use names::{IfName, ObjectName};
 pub use namespace::{Namespace, NamespaceResource};

@@ -41,8 +41,6 @@ impl NetworkType {
         NetworkType::Overlay,
         NetworkType::Ics,
     ];
-    /// The types this build can program.
-    pub const SUPPORTED: [NetworkType; 3] = [NetworkType::Nat, NetworkType::Internal, NetworkType::Private];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -55,9 +53,6 @@ impl NetworkType {
             NetworkType::Overlay => "Overlay",
             NetworkType::Ics => "ICS",
         }
-    }
-    pub fn is_supported(self) -> bool {
-        Self::SUPPORTED.contains(&self)
     }
     /// Whether the host has an address on the network's bridge.
     pub fn has_gateway(self) -> bool {
@@ -108,11 +103,23 @@ pub struct Route {
     pub metric: u32,
 }
 
+/// A subnet prefix; a malformed one answers `InvalidSubnet` (the code
+/// leads the message, which the API keeps as the error code).
+fn prefix<'de, D: Deserializer<'de>>(d: D) -> Result<IpNet, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "InvalidSubnet: subnet {s:?} is not an address prefix: write it as 10.79.0.0/24 or fd00:79::/64"
+        ))
+    })
+}
+
 /// One subnet of a network's IPAM.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct Subnet {
     #[schema(value_type = String, example = "10.79.0.0/24")]
+    #[serde(deserialize_with = "prefix")]
     pub ip_address_prefix: IpNet,
     /// A route to `0.0.0.0/0` (or `::/0`) names the gateway in `NextHop`.
     #[serde(default)]

@@ -9,8 +9,10 @@ use std::net::IpAddr;
 use crate::alloc;
 use crate::endpoint::{Endpoint, EndpointPolicy, IpConfig, PortMapping};
 use crate::error::{ApiError, ErrorCode, Result};
+use crate::names::ObjectName;
 use crate::net::{MacAddr, Protocol};
 use crate::network::{Network, Route, Subnet};
+use uuid::Uuid;
 
 /// Rejects policies whose `Type` this build does not know, before the typed
 /// parse, so the answer is `MappingNotSupported` rather than a JSON error.
@@ -72,12 +74,6 @@ fn check_subnet(s: &Subnet) -> Result<()> {
 
 /// Checks a network request against the rules and the networks that exist.
 pub fn validate_network(net: &Network, existing: &[&Network]) -> Result<()> {
-    if !net.r#type.is_supported() {
-        return Err(ApiError::unsupported(format!(
-            "network type {} is not supported by this build yet: use NAT, Internal or Private",
-            net.r#type
-        )));
-    }
     if !net.policies.is_empty() {
         return Err(ApiError::unsupported("network policies are not supported by this build yet: remove Policies"));
     }
@@ -129,6 +125,19 @@ pub fn validate_network(net: &Network, existing: &[&Network]) -> Result<()> {
     Ok(())
 }
 
+/// An endpoint that publishes ports, named in conflicts.
+#[derive(Clone, Copy, Debug)]
+pub struct Publisher<'a> {
+    pub id: Uuid,
+    pub name: Option<&'a ObjectName>,
+}
+
+impl Publisher<'_> {
+    pub fn display_name(&self) -> String {
+        self.name.map(|n| n.to_string()).unwrap_or_else(|| self.id.to_string())
+    }
+}
+
 /// What is already in use where a new endpoint goes.
 #[derive(Default)]
 pub struct Usage<'a> {
@@ -136,10 +145,11 @@ pub struct Usage<'a> {
     pub ips: HashSet<IpAddr>,
     /// MACs of the network's endpoints.
     pub macs: HashSet<MacAddr>,
-    /// Every port mapping on the host, with the name of its endpoint.
-    pub port_mappings: Vec<(&'a PortMapping, &'a Endpoint)>,
-    /// Where to start looking for a free address (an offset into the subnet).
-    pub hint: u128,
+    /// Every port mapping on the host, with its endpoint.
+    pub port_mappings: Vec<(&'a PortMapping, Publisher<'a>)>,
+    /// The address handed out last on the network, per family: allocation
+    /// goes on after it, so a freed address is not handed out again at once.
+    pub last_allocated: Vec<IpAddr>,
 }
 
 /// The gateway of a subnet on this network, if the network has one.
@@ -150,7 +160,7 @@ pub fn gateway_of(net: &Network, s: &Subnet) -> Option<IpAddr> {
 /// Checks port mappings of one endpoint against the host's and each other.
 pub fn check_port_mappings(
     mappings: &[&PortMapping],
-    used: &[(&PortMapping, &Endpoint)],
+    used: &[(&PortMapping, Publisher)],
     sctp_available: bool,
 ) -> Result<()> {
     for (i, m) in mappings.iter().enumerate() {
@@ -198,9 +208,6 @@ pub fn check_port_mappings(
 /// Validates an endpoint request for `net` and fills in what cnetd decides:
 /// addresses (one per subnet family), prefix lengths, MAC, routes.
 pub fn prepare_endpoint(ep: &mut Endpoint, net: &Network, usage: &Usage, sctp: bool) -> Result<()> {
-    if !net.r#type.is_supported() {
-        return Err(ApiError::unsupported(format!("network type {} is not supported", net.r#type)));
-    }
     if ep.annotations.len() > 64 || ep.annotations.iter().any(|(k, v)| k.is_empty() || k.len() > 253 || v.len() > 4096)
     {
         return Err(ApiError::invalid_param(
@@ -259,7 +266,8 @@ pub fn prepare_endpoint(ep: &mut Endpoint, net: &Network, usage: &Usage, sctp: b
         if configs.iter().any(|c| c.ip_address.is_ipv4() == v4) {
             continue;
         }
-        let ip = alloc::first_free(s, gateway_of(net, s), &usage.ips, usage.hint).ok_or_else(|| {
+        let after = usage.last_allocated.iter().copied().find(|ip| s.ip_address_prefix.contains(ip));
+        let ip = alloc::first_free(s, gateway_of(net, s), &usage.ips, after).ok_or_else(|| {
             ApiError::new(
                 ErrorCode::AddressPoolExhausted,
                 format!(
@@ -359,11 +367,11 @@ mod tests {
                 port_count: 1 + next(8) as u16,
             }
         }
-        let owner = endpoint(&network("n", &["10.0.0.0/24"]));
+        let owner = Publisher { id: Uuid::new_v4(), name: None };
         for _ in 0..300 {
             let used: Vec<PortMapping> = (0..next(20)).map(|_| random(&mut next)).collect();
             let request: Vec<PortMapping> = (0..1 + next(4)).map(|_| random(&mut next)).collect();
-            let used_refs: Vec<(&PortMapping, &Endpoint)> = used.iter().map(|m| (m, &owner)).collect();
+            let used_refs: Vec<(&PortMapping, Publisher)> = used.iter().map(|m| (m, owner)).collect();
             let request_refs: Vec<&PortMapping> = request.iter().collect();
             let pairwise = request.iter().enumerate().any(|(i, m)| {
                 used.iter().any(|u| u.conflicts_with(m)) || request[..i].iter().any(|o| o.conflicts_with(m))
@@ -387,13 +395,6 @@ mod tests {
         let a = network("a", &["10.0.0.5/24"]);
         let err = validate_network(&a, &[]).unwrap_err();
         assert!(err.error.contains("10.0.0.0/24"), "{}", err.error);
-    }
-
-    #[test]
-    fn unsupported_types_say_so() {
-        let mut a = network("a", &["10.0.0.0/24"]);
-        a.r#type = crate::NetworkType::Overlay;
-        assert_eq!(validate_network(&a, &[]).unwrap_err().error_code, ErrorCode::MappingNotSupported);
     }
 
     #[test]

@@ -7,13 +7,17 @@
 //!   crash mid-commit leaves the previous state).
 //! - Values are JSON documents; the schema version in the `meta` table says how
 //!   to read them. A store written by a newer cnetd is refused, never guessed at.
+//! - Opening never changes the version of an existing store: the owner reads
+//!   [`Store::schema_version`], migrates the records, and commits them with
+//!   [`Batch::set_schema_version`] in one transaction, so a crash during a
+//!   migration leaves the old store as it was.
 
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{de::DeserializeOwned, Serialize};
 use std::path::Path;
 
 /// The schema version this build writes and reads.
-pub const SCHEMA_VERSION: u64 = 1;
+pub const SCHEMA_VERSION: u64 = 2;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -56,6 +60,7 @@ fn io<E: std::fmt::Display>(e: E) -> StoreError {
 #[derive(Default)]
 pub struct Batch {
     ops: Vec<(Kind, String, Option<Vec<u8>>)>,
+    version: Option<u64>,
 }
 
 impl Batch {
@@ -71,8 +76,13 @@ impl Batch {
         self.ops.push((kind, key.to_string(), None));
         self
     }
+    /// Marks the store as written in schema `version`, with the batch.
+    pub fn set_schema_version(&mut self, version: u64) -> &mut Self {
+        self.version = Some(version);
+        self
+    }
     pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
+        self.ops.is_empty() && self.version.is_none()
     }
 }
 
@@ -91,7 +101,8 @@ impl Store {
             let found = meta.get("schema_version").map_err(io)?.map(|v| v.value());
             match found {
                 Some(v) if v > SCHEMA_VERSION => return Err(StoreError::TooNew { path: shown, found: v }),
-                _ => {
+                Some(_) => {}
+                None => {
                     meta.insert("schema_version", SCHEMA_VERSION).map_err(io)?;
                 }
             }
@@ -133,6 +144,9 @@ impl Store {
         }
         let txn = self.db.begin_write().map_err(io)?;
         {
+            if let Some(v) = batch.version {
+                txn.open_table(META).map_err(io)?.insert("schema_version", v).map_err(io)?;
+            }
             for (kind, key, value) in &batch.ops {
                 let mut table = txn.open_table(kind.table()).map_err(io)?;
                 match value {
@@ -186,5 +200,23 @@ mod tests {
         }
         let err = Store::open(&path).err().expect("must refuse");
         assert!(err.to_string().contains("newer"), "{err}");
+    }
+
+    #[test]
+    fn opening_keeps_an_old_version_until_a_batch_sets_the_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        {
+            let store = Store::open(&path).unwrap();
+            let mut b = Batch::new();
+            b.set_schema_version(1);
+            store.commit(b).unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), 1, "open must not bump the version");
+        let mut b = Batch::new();
+        b.put(Kind::Network, "n1", &serde_json::json!({"v": 2})).set_schema_version(SCHEMA_VERSION);
+        store.commit(b).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
     }
 }

@@ -34,6 +34,48 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// Whether this process runs as root (effective UID 0), as the privileged
+/// tests need.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid(2) takes no arguments, cannot fail and touches no memory.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Prints the line of [`require_root!`] for a skipped test.
+#[doc(hidden)]
+pub fn report_skip(test: &str) {
+    use std::io::Write;
+    // Straight to stderr, not through `eprintln!`: the test harness captures
+    // that and shows it only for tests that fail.
+    let _ = writeln!(std::io::stderr(), "skipped: {test} needs root (run ./run-tests.sh as root)");
+}
+
+/// The first line of every test that needs root: as any other user it
+/// prints one line, `skipped: <module path>::<test> needs root (…)`, to
+/// stderr and returns from the test, so a plain `cargo test` passes; as
+/// root it does nothing.
+///
+/// ```no_run
+/// #[test]
+/// fn a_world_has_a_host_and_a_lan() {
+///     cnet_testkit::require_root!();
+///     let w = cnet_testkit::World::new();
+///     // …
+/// }
+/// ```
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if !$crate::is_root() {
+            fn here() {}
+            let test = ::std::any::type_name_of_val(&here);
+            let test = test.strip_suffix("::here").unwrap_or(test);
+            $crate::report_skip(test);
+            return;
+        }
+    };
+}
+
 fn sh(args: &[&str]) {
     let out = Command::new(args[0]).args(&args[1..]).output().expect("spawn");
     assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -57,7 +99,7 @@ pub struct World {
 impl World {
     /// A host and its LAN, without a daemon yet.
     pub fn bare() -> World {
-        assert!(unsafe { libc::geteuid() } == 0, "cnet's privileged tests must run as root");
+        assert!(is_root(), "cnet's privileged tests must run as root: begin them with `require_root!()`");
         let tag = random_tag();
         let dir = tempfile::tempdir().expect("tempdir");
         let w = World {
@@ -213,7 +255,7 @@ impl World {
     /// `cnet diag` drift lines (empty = none).
     pub fn drift(&self) -> Vec<String> {
         let r: serde_json::Value = self.client().get("/diag").expect("diag");
-        r["Drift"].as_array().unwrap().iter().map(|d| d.as_str().unwrap().to_string()).collect()
+        r["Drift"].as_array().unwrap().iter().map(|d| d["Message"].as_str().unwrap().to_string()).collect()
     }
 }
 

@@ -286,10 +286,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 print_json(&r);
             } else {
                 for w in &warnings {
-                    println!("warning: {}", w.as_str().unwrap_or_default());
+                    println!("warning: {}", w["Message"].as_str().unwrap_or_default());
                 }
                 for d in &drift {
-                    println!("drift: {}", d.as_str().unwrap_or_default());
+                    println!("drift: {}", d["Message"].as_str().unwrap_or_default());
                 }
                 if drift.is_empty() {
                     println!("no drift: the kernel matches the store");
@@ -467,5 +467,17 @@ fn main() -> ExitCode {
             eprintln!("cnet: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_lists_print_the_header_line_ending_in_a_newline() {
+        assert_eq!(networks_table(&[]), "ID  NAME  TYPE  SUBNETS  BRIDGE\n");
+        assert_eq!(endpoints_table(&[]), "ID  NAME  ADDRESSES  MAC  STATE  PORTS\n");
+        assert_eq!(namespaces_table(&[]), "ID  NAME  NETNS  ENDPOINTS\n");
     }
 }

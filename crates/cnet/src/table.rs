@@ -33,4 +33,10 @@ mod tests {
         let t = super::render(&["A", "BB"], &[vec!["long".into(), "x".into()]]);
         assert_eq!(t, "A     BB\nlong  x\n");
     }
+
+    #[test]
+    fn every_table_ends_with_a_newline_even_without_rows_or_with_empty_last_cells() {
+        assert_eq!(super::render(&["ID", "NAME"], &[]), "ID  NAME\n");
+        assert_eq!(super::render(&["ID", "NAME"], &[vec!["1".into(), "".into()]]), "ID  NAME\n1\n");
+    }
 }

@@ -8,8 +8,10 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use tokio::net::UnixListener;
 
-use crate::firewall::Firewall;
+use crate::dataplane::Kernel;
+use crate::driver::Registry;
 use crate::service::{Capabilities, Service};
+use crate::state::State;
 
 pub struct Config {
     pub socket: PathBuf,
@@ -35,8 +37,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     claim_socket(&cfg.socket)?;
     let store = cnet_store::Store::open(&cfg.state_dir.join("cnet.redb"))?;
-    let state = Service::load_state(&store)?;
-    let svc = Arc::new(Service::new(store, state, Firewall::default(), Capabilities::probe()));
+    let state = State::open(store)?;
+    let svc = Arc::new(Service::new(state, Arc::new(Kernel::start()), Registry::builtin(), Capabilities::probe()));
 
     let started = std::time::Instant::now();
     let s = svc.clone();

@@ -1,25 +1,25 @@
 //! The firewall: one private nftables table `inet cnet` whose chains never
 //! change; networks and endpoints only add and remove set and map elements.
+//! This module is the one owner of that table.
 //!
 //! Invariants:
-//! - [`Firewall`] holds the element model (what should be in each set and
-//!   map); every kernel change updates model and kernel under one lock, in one
-//!   atomic `nft` transaction, so a full re-render always matches the model.
-//! - A full render replaces the table atomically (`add; delete; define`):
-//!   packets see the old table or the new one, never none, and conntrack keeps
-//!   the NAT bindings of existing connections.
-//! - Deleting an element that is already gone succeeds (add-then-delete).
+//! - [`Firewall`] holds the element model (what each owner — a network or
+//!   an endpoint — contributes); every kernel change updates model and kernel
+//!   under one lock, in one atomic transaction, so a full load always matches
+//!   the model.
+//! - A full load replaces the table atomically: packets see the old table or
+//!   the new one, never none, and conntrack keeps existing NAT bindings.
+//! - Deleting an element that is already gone succeeds.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use cnet_dataplane::{nft, DataplaneError};
-use cnet_model::{Endpoint, Network, NetworkType};
+use cnet_dataplane::ErrorKind;
 use uuid::Uuid;
 
-pub const TABLE: &str = "cnet";
+use crate::dataplane::{Dataplane, DpResult, FwElem};
+use crate::state::EndpointRecord;
+use cnet_model::findings::{Finding, FindingKind, Subject};
 
 /// The fixed part of the table. Per-object data lives in the sets and maps.
 const SKELETON: &str = r#"table inet cnet {
@@ -65,40 +65,24 @@ const SKELETON: &str = r#"table inet cnet {
 }
 "#;
 
-/// One element of a set or map, written as nft writes it.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Elem {
-    pub set: &'static str,
-    /// The key (what `delete element` takes).
-    pub key: String,
-    /// The mapped value, for maps.
-    pub value: Option<String>,
-}
-
-impl Elem {
-    fn text(&self) -> String {
-        match &self.value {
-            Some(v) => format!("{} : {}", self.key, v),
-            None => self.key.clone(),
-        }
-    }
-}
-
-/// The elements a network contributes.
-pub fn network_elems(net: &Network, bridge: &str) -> Vec<Elem> {
+/// The elements of a network whose switch is a bridge: the bridge is known,
+/// frames between its ports pass, and either egress is masqueraded
+/// (`masq`: the subnets) or the bridge is isolated.
+pub fn switch_elems(bridge: &str, masq: Option<&[ipnet::IpNet]>) -> Vec<FwElem> {
     // With br_netfilter loaded (the default on many hosts), frames bridged
     // between two ports of one network pass the inet forward hook with the
     // bridge as both input and output: `intra` lets them through.
     let mut out = vec![
-        Elem { set: "bridges", key: format!("\"{bridge}\""), value: None },
-        Elem { set: "intra", key: format!("\"{bridge}\" . \"{bridge}\""), value: None },
+        FwElem { set: "bridges", key: format!("\"{bridge}\""), value: None },
+        FwElem { set: "intra", key: format!("\"{bridge}\" . \"{bridge}\""), value: None },
     ];
-    if net.r#type != NetworkType::Nat {
-        out.push(Elem { set: "isolated", key: format!("\"{bridge}\""), value: None });
-    } else {
-        for s in net.subnets() {
-            let set = if s.ip_address_prefix.addr().is_ipv4() { "masq4" } else { "masq6" };
-            out.push(Elem { set, key: s.ip_address_prefix.to_string(), value: None });
+    match masq {
+        None => out.push(FwElem { set: "isolated", key: format!("\"{bridge}\""), value: None }),
+        Some(subnets) => {
+            for s in subnets {
+                let set = if s.addr().is_ipv4() { "masq4" } else { "masq6" };
+                out.push(FwElem { set, key: s.to_string(), value: None });
+            }
         }
     }
     out
@@ -106,15 +90,13 @@ pub fn network_elems(net: &Network, bridge: &str) -> Vec<Elem> {
 
 /// The elements an attached endpoint contributes: its port mappings, one per
 /// port and address family.
-pub fn endpoint_elems(ep: &Endpoint) -> Vec<Elem> {
+pub fn port_mapping_elems(ep: &EndpointRecord) -> Vec<FwElem> {
     let mut out = Vec::new();
     for m in ep.port_mappings() {
         for c in &ep.ip_configurations {
             let v4 = c.ip_address.is_ipv4();
-            if let Some(vip) = m.vip {
-                if vip.is_ipv4() != v4 {
-                    continue;
-                }
+            if m.vip.is_some_and(|vip| vip.is_ipv4() != v4) {
+                continue;
             }
             for (ext, int) in m.ports() {
                 let key = format!("{} . {ext}", m.protocol);
@@ -124,7 +106,7 @@ pub fn endpoint_elems(ep: &Endpoint) -> Vec<Elem> {
                     (None, true) => ("pm4", key),
                     (None, false) => ("pm6", key),
                 };
-                out.push(Elem { set, key, value: Some(format!("{} . {int}", c.ip_address)) });
+                out.push(FwElem { set, key, value: Some(format!("{} . {int}", c.ip_address)) });
             }
         }
     }
@@ -133,140 +115,157 @@ pub fn endpoint_elems(ep: &Endpoint) -> Vec<Elem> {
 
 #[derive(Default)]
 struct Model {
-    owners: BTreeMap<Uuid, Vec<Elem>>,
-    /// `nft -t list table` right after our last full render: the skeleton as
-    /// the kernel holds it (terse listings leave out elements).
+    owners: BTreeMap<Uuid, Vec<FwElem>>,
+    /// The table's listing right after our last full load (chains and rules
+    /// as the kernel holds them; listings leave out elements).
     baseline: Option<String>,
 }
 
-#[derive(Default)]
 pub struct Firewall {
+    dp: Arc<dyn Dataplane>,
     model: Mutex<Model>,
 }
 
-fn add_lines(script: &mut String, elems: &[Elem]) {
-    for e in elems {
-        let _ = writeln!(script, "add element inet {TABLE} {} {{ {} }}", e.set, e.text());
-    }
-}
-
-fn delete_lines(script: &mut String, elems: &[Elem]) {
-    // Add first so that deleting an element that is already gone succeeds.
-    add_lines(script, elems);
-    for e in elems {
-        let _ = writeln!(script, "delete element inet {TABLE} {} {{ {} }}", e.set, e.key);
-    }
-}
-
 impl Firewall {
-    /// Sets what `owner` (a network or endpoint ID) contributes, replacing what
-    /// it had, in one transaction. Re-renders the whole table if the
-    /// incremental change fails (the table was deleted or flushed).
-    pub fn set(&self, owner: Uuid, elems: Vec<Elem>) -> Result<(), DataplaneError> {
-        let mut model = self.model.lock().unwrap();
+    pub fn new(dp: Arc<dyn Dataplane>) -> Self {
+        Firewall { dp, model: Mutex::new(Model::default()) }
+    }
+
+    fn model(&self) -> std::sync::MutexGuard<'_, Model> {
+        self.model.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets what `owner` contributes, replacing what it had, in one
+    /// transaction. Loads the whole table if it is missing (the first owner,
+    /// or someone deleted it).
+    pub fn set(&self, owner: Uuid, elems: Vec<FwElem>) -> DpResult<()> {
+        let mut model = self.model();
         let old = model.owners.get(&owner).cloned().unwrap_or_default();
         if old == elems {
             return Ok(());
         }
         if model.baseline.is_none() {
-            // No table loaded yet (first network, or after the last one went):
-            // load the whole table with this owner's elements.
-            set_owner(&mut model, owner, elems);
-            return render(&mut model);
+            return self.load_with(&mut model, owner, elems);
         }
-        let gone: Vec<Elem> = old.iter().filter(|e| !elems.contains(e)).cloned().collect();
-        let new: Vec<Elem> = elems.iter().filter(|e| !old.contains(e)).cloned().collect();
-        let mut script = String::new();
-        delete_lines(&mut script, &gone);
-        add_lines(&mut script, &new);
-        let result = nft::apply(&script);
-        match result {
+        let gone: Vec<FwElem> = old.iter().filter(|e| !elems.contains(e)).cloned().collect();
+        let new: Vec<FwElem> = elems.iter().filter(|e| !old.contains(e)).cloned().collect();
+        match self.dp.fw_update(&gone, &new) {
             Ok(()) => {
                 set_owner(&mut model, owner, elems);
                 Ok(())
             }
-            Err(e) if table_missing(&e) => {
-                set_owner(&mut model, owner, elems);
-                render(&mut model)
-            }
+            Err(e) if e.kind() == ErrorKind::NotFound => self.load_with(&mut model, owner, elems),
             Err(e) => Err(e),
         }
     }
 
+    /// A full load with `owner`'s elements replaced; the model changes only
+    /// if the kernel took it.
+    fn load_with(&self, model: &mut Model, owner: Uuid, elems: Vec<FwElem>) -> DpResult<()> {
+        let old = model.owners.get(&owner).cloned();
+        set_owner(model, owner, elems);
+        let loaded = self.load(model);
+        if loaded.is_err() {
+            set_owner(model, owner, old.unwrap_or_default());
+        }
+        loaded
+    }
+
     /// Removes what `owner` contributes.
-    pub fn remove(&self, owner: Uuid) -> Result<(), DataplaneError> {
+    pub fn remove(&self, owner: Uuid) -> DpResult<()> {
         self.set(owner, Vec::new())
     }
 
-    /// Loads the model without touching the kernel (start-up, before [`Firewall::render`]).
-    pub fn preload(&self, owner: Uuid, elems: Vec<Elem>) {
-        set_owner(&mut self.model.lock().unwrap(), owner, elems);
+    /// Fills the model without touching the kernel (start-up, before [`Firewall::reload`]).
+    pub fn preload(&self, owner: Uuid, elems: Vec<FwElem>) {
+        set_owner(&mut self.model(), owner, elems);
     }
 
     /// Replaces the whole table with the skeleton and every element of the model.
-    pub fn render(&self) -> Result<(), DataplaneError> {
-        render(&mut self.model.lock().unwrap())
+    pub fn reload(&self) -> DpResult<()> {
+        let mut model = self.model();
+        self.load(&mut model)
+    }
+
+    fn load(&self, model: &mut Model) -> DpResult<()> {
+        let all: Vec<FwElem> = model.owners.values().flatten().cloned().collect();
+        self.dp.fw_load(SKELETON, &all)?;
+        model.baseline = self.dp.fw_listing()?;
+        Ok(())
     }
 
     /// Removes the table when nothing contributes to it any more. Checked
     /// under the model's lock, so a concurrent [`Firewall::set`] either sees
     /// no table and loads it, or keeps this from deleting it.
-    pub fn delete_table_if_unused(&self) -> Result<(), DataplaneError> {
-        let mut model = self.model.lock().unwrap();
+    pub fn delete_if_unused(&self) -> DpResult<()> {
+        let mut model = self.model();
         if !model.owners.is_empty() {
             return Ok(());
         }
         model.baseline = None;
-        nft::apply(&format!("table inet {TABLE} {{}}\ndelete table inet {TABLE}\n"))
+        self.dp.fw_delete()
     }
 
-    /// Whether the table is as we left it; re-renders it when someone deleted,
+    /// Whether the table is as we left it; reloads it when someone deleted,
     /// flushed or edited it. Returns whether a repair was made.
-    pub fn check_and_repair(&self) -> Result<bool, DataplaneError> {
-        let mut model = self.model.lock().unwrap();
+    pub fn check_and_repair(&self) -> DpResult<bool> {
+        let mut model = self.model();
         let Some(baseline) = model.baseline.clone() else { return Ok(false) };
-        if terse_listing()? == Some(baseline) {
+        if self.dp.fw_listing()? == Some(baseline) {
             return Ok(false);
         }
-        tracing::warn!("the nftables table inet {TABLE} was changed by someone else: restoring it");
-        render(&mut model)?;
+        tracing::warn!("the nftables table inet cnet was changed by someone else: restoring it");
+        self.load(&mut model)?;
         Ok(true)
     }
 
     /// Elements of one owner that the kernel lacks.
-    pub fn owner_drift(&self, owner: Uuid) -> Result<Vec<String>, DataplaneError> {
-        let want = self.model.lock().unwrap().owners.get(&owner).cloned().unwrap_or_default();
+    pub fn owner_drift(&self, owner: Uuid, subject: &Subject) -> DpResult<Vec<Finding>> {
+        let want = self.model().owners.get(&owner).cloned().unwrap_or_default();
         if want.is_empty() {
             return Ok(vec![]);
         }
-        let Some(dump) = nft::table_json("inet", TABLE)? else {
-            return Ok(vec![format!("nftables table inet {TABLE} is missing")]);
+        let Some(actual) = self.dp.fw_elements()? else {
+            return Ok(vec![Finding::new(
+                Subject::firewall(),
+                FindingKind::Missing,
+                "nftables table inet cnet is missing",
+            )]);
         };
-        let actual = elements_of(&dump);
         Ok(want
             .iter()
             .filter(|e| !actual.get(e.set).is_some_and(|have| have.contains(&e.text())))
-            .map(|e| format!("nftables {}: element {} is missing", e.set, e.text()))
+            .map(|e| {
+                Finding::new(
+                    subject.clone(),
+                    FindingKind::Missing,
+                    format!("nftables {}: element {} is missing", e.set, e.text()),
+                )
+            })
             .collect())
     }
 
-    /// Differences between the model and the kernel, in words.
-    pub fn drift(&self) -> Result<Vec<String>, DataplaneError> {
-        let model = self.model.lock().unwrap();
-        let Some(dump) = nft::table_json("inet", TABLE)? else {
+    /// Differences between the model and the kernel.
+    pub fn drift(&self) -> DpResult<Vec<Finding>> {
+        let model = self.model();
+        let fw = Subject::firewall();
+        let Some(actual) = self.dp.fw_elements()? else {
             return Ok(if model.baseline.is_some() {
-                vec![format!("nftables table inet {TABLE} is missing")]
+                vec![Finding::new(fw, FindingKind::Missing, "nftables table inet cnet is missing")]
             } else {
                 vec![]
             });
         };
         let mut out = Vec::new();
         if let Some(baseline) = &model.baseline {
-            if terse_listing()?.as_ref() != Some(baseline) {
-                out.push(format!("nftables table inet {TABLE}: chains or rules differ from what cnetd loaded"));
+            if self.dp.fw_listing()?.as_ref() != Some(baseline) {
+                out.push(Finding::new(
+                    fw.clone(),
+                    FindingKind::Mismatch,
+                    "nftables table inet cnet: chains or rules differ from what cnetd loaded",
+                ));
             }
         }
-        let actual = elements_of(&dump);
         let mut expected: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for e in model.owners.values().flatten() {
             expected.entry(e.set).or_default().push(e.text());
@@ -274,20 +273,28 @@ impl Firewall {
         for (set, want) in &expected {
             let have = actual.get(*set).cloned().unwrap_or_default();
             for w in want.iter().filter(|w| !have.contains(w)) {
-                out.push(format!("nftables {set}: element {w} is missing"));
+                out.push(Finding::new(
+                    fw.clone(),
+                    FindingKind::Missing,
+                    format!("nftables {set}: element {w} is missing"),
+                ));
             }
         }
         for (set, have) in &actual {
             let want = expected.get(set.as_str()).cloned().unwrap_or_default();
             for h in have.iter().filter(|h| !want.contains(h)) {
-                out.push(format!("nftables {set}: element {h} is not owned by any object"));
+                out.push(Finding::new(
+                    fw.clone(),
+                    FindingKind::Orphan,
+                    format!("nftables {set}: element {h} is not owned by any object"),
+                ));
             }
         }
         Ok(out)
     }
 }
 
-fn set_owner(model: &mut Model, owner: Uuid, elems: Vec<Elem>) {
+fn set_owner(model: &mut Model, owner: Uuid, elems: Vec<FwElem>) {
     if elems.is_empty() {
         model.owners.remove(&owner);
     } else {
@@ -295,89 +302,21 @@ fn set_owner(model: &mut Model, owner: Uuid, elems: Vec<Elem>) {
     }
 }
 
-fn render(model: &mut Model) -> Result<(), DataplaneError> {
-    let mut script = format!("table inet {TABLE} {{}}\ndelete table inet {TABLE}\n{SKELETON}");
-    let all: Vec<Elem> = model.owners.values().flatten().cloned().collect();
-    add_lines(&mut script, &all);
-    nft::apply(&script)?;
-    model.baseline = terse_listing()?;
-    Ok(())
-}
-
-fn table_missing(e: &DataplaneError) -> bool {
-    matches!(e, DataplaneError::Failed { stderr, .. } if stderr.contains("No such file or directory"))
-}
-
-fn terse_listing() -> Result<Option<String>, DataplaneError> {
-    nft::table_terse("inet", TABLE)
-}
-
-/// Set and map elements of an `nft -j list table` dump, written as [`Elem::text`] writes them.
-fn elements_of(dump: &serde_json::Value) -> BTreeMap<String, Vec<String>> {
-    fn atom(v: &serde_json::Value) -> String {
-        match v {
-            serde_json::Value::String(s) if s.parse::<IpAddr>().is_ok() => s.clone(),
-            serde_json::Value::String(s) => {
-                if ["tcp", "udp", "sctp"].contains(&s.as_str()) {
-                    s.clone()
-                } else {
-                    format!("\"{s}\"")
-                }
-            }
-            serde_json::Value::Number(n) => n.to_string(),
-            serde_json::Value::Object(o) if o.contains_key("concat") => {
-                o["concat"].as_array().map(|a| a.iter().map(atom).collect::<Vec<_>>().join(" . ")).unwrap_or_default()
-            }
-            serde_json::Value::Object(o) if o.contains_key("prefix") => {
-                format!("{}/{}", o["prefix"]["addr"].as_str().unwrap_or(""), o["prefix"]["len"])
-            }
-            other => other.to_string(),
-        }
-    }
-    let mut out = BTreeMap::new();
-    for item in dump["nftables"].as_array().into_iter().flatten() {
-        let obj = if item.get("set").is_some() { &item["set"] } else { &item["map"] };
-        let Some(name) = obj["name"].as_str() else { continue };
-        let elems: Vec<String> = obj["elem"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|e| match e.as_array() {
-                Some(pair) if pair.len() == 2 => format!("{} : {}", atom(&pair[0]), atom(&pair[1])),
-                _ => atom(e),
-            })
-            .collect();
-        out.insert(name.to_string(), elems);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn nft_json_elements_read_back_as_we_write_them() {
-        let dump = serde_json::json!({"nftables": [
-            {"map": {"name": "pm4", "elem": [[{"concat": ["tcp", 8080]}, {"concat": ["10.0.0.2", 80]}]]}},
-            {"set": {"name": "masq4", "elem": [{"prefix": {"addr": "10.0.0.0", "len": 24}}]}},
-            {"set": {"name": "bridges", "elem": ["cnb1"]}}
-        ]});
-        let got = elements_of(&dump);
-        assert_eq!(got["pm4"], vec!["tcp . 8080 : 10.0.0.2 . 80"]);
-        assert_eq!(got["masq4"], vec!["10.0.0.0/24"]);
-        assert_eq!(got["bridges"], vec!["\"cnb1\""]);
-    }
-
-    #[test]
     fn a_port_range_on_a_dual_stack_endpoint_maps_every_port_in_both_families() {
-        let ep: Endpoint = serde_json::from_value(serde_json::json!({
+        let ep: cnet_model::Endpoint = serde_json::from_value(serde_json::json!({
             "HostComputeNetwork": "n",
+            "MacAddress": "0a:58:0a:00:00:02",
             "IpConfigurations": [{"IpAddress": "10.0.0.2", "PrefixLength": 24}, {"IpAddress": "fd00::2", "PrefixLength": 64}],
             "Policies": [{"Type": "PortMapping", "Settings": {"Protocol": 6, "InternalPort": 80, "ExternalPort": 8080, "PortCount": 2}}]
         }))
         .unwrap();
-        let texts: Vec<String> = endpoint_elems(&ep).iter().map(|e| format!("{} {}", e.set, e.text())).collect();
+        let rec = EndpointRecord::from_prepared(ep, Uuid::nil(), "cnv0".into()).unwrap();
+        let texts: Vec<String> = port_mapping_elems(&rec).iter().map(|e| format!("{} {}", e.set, e.text())).collect();
         assert_eq!(
             texts,
             vec![

@@ -1,13 +1,21 @@
 //! cnetd: the cnet host network service.
 //!
-//! Layers, top down: [`api`] (HTTP/JSON on a Unix socket) → [`service`]
-//! (operations, intents, locking) → [`driver`] (how a network type is built)
-//! and [`firewall`] (the nftables table) → `cnet-dataplane` (the kernel).
-//! [`reconcile`] repairs at start and answers `cnet diag`.
+//! The life of a request, top down: [`api`] (HTTP/JSON on a Unix socket;
+//! wire structs in, records out) → [`service`] (one file per object kind:
+//! validation, intents, lifecycles and rollbacks) → [`state`] (the one owner
+//! of the store) and [`driver`] (one file per network type) with
+//! [`firewall`] (the one owner of the nftables table) → [`dataplane`] (the
+//! seam: the kernel, or a fake in tests). [`reconcile`] repairs at start,
+//! [`diag`] compares the store with the kernel; both answer findings (`cnet_model::findings`).
+//! See `docs/architecture.md`.
 
 pub mod api;
 pub mod daemon;
+pub mod dataplane;
+pub mod diag;
 pub mod driver;
+pub mod error;
 pub mod firewall;
 pub mod reconcile;
 pub mod service;
+pub mod state;

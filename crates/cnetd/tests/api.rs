@@ -17,6 +17,7 @@ fn code_of(v: &Value) -> &str {
 
 #[test]
 fn bad_input_gets_a_clear_error_code_and_leaves_no_state() {
+    cnet_testkit::require_root!();
     let w = World::new();
     network(&w, "taken", "NAT", &["10.101.0.0/24"]);
     let long = "x".repeat(65);
@@ -70,6 +71,7 @@ fn bad_input_gets_a_clear_error_code_and_leaves_no_state() {
 
 #[test]
 fn an_address_already_taken_is_refused_and_never_given_twice() {
+    cnet_testkit::require_root!();
     let w = World::new();
     let net = network(&w, "n", "NAT", &["10.107.0.0/24"]);
     let a: Endpoint = w
@@ -97,6 +99,7 @@ fn an_address_already_taken_is_refused_and_never_given_twice() {
 
 #[test]
 fn thirty_two_concurrent_creates_on_one_network_get_32_distinct_addresses() {
+    cnet_testkit::require_root!();
     let w = World::new();
     let net = network(&w, "n", "NAT", &["10.108.0.0/24"]);
     let handles: Vec<_> = (0..32)
@@ -122,6 +125,7 @@ fn thirty_two_concurrent_creates_on_one_network_get_32_distinct_addresses() {
 
 #[test]
 fn deletes_are_idempotent_and_references_are_protected() {
+    cnet_testkit::require_root!();
     let w = World::new();
     let net = network(&w, "n", "NAT", &["10.109.0.0/24"]);
     let c = container(&w, &net, "c", json!([]));
@@ -145,6 +149,7 @@ fn deletes_are_idempotent_and_references_are_protected() {
 
 #[test]
 fn attach_and_detach_through_namespace_modify_requests() {
+    cnet_testkit::require_root!();
     let w = World::new();
     let net = network(&w, "n", "NAT", &["10.110.0.0/24"]);
     let ns: Namespace = w.client().post("/namespaces", &json!({"Name": w.name("c")})).unwrap();
@@ -184,6 +189,7 @@ fn attach_and_detach_through_namespace_modify_requests() {
 
 #[test]
 fn an_existing_netns_can_be_adopted_by_path() {
+    cnet_testkit::require_root!();
     let w = World::new();
     let net = network(&w, "n", "NAT", &["10.111.0.0/24"]);
     let name = w.name("adopt");
@@ -201,6 +207,7 @@ fn an_existing_netns_can_be_adopted_by_path() {
 
 #[test]
 fn lists_filter_by_name_type_network_and_namespace() {
+    cnet_testkit::require_root!();
     let w = World::new();
     let a = network(&w, "a", "NAT", &["10.112.0.0/24"]);
     network(&w, "b", "Internal", &["10.113.0.0/24"]);
@@ -227,6 +234,7 @@ fn lists_filter_by_name_type_network_and_namespace() {
 
 #[test]
 fn a_subnet_can_be_added_to_a_live_network() {
+    cnet_testkit::require_root!();
     let w = World::new();
     let net = network(&w, "n", "NAT", &["10.114.0.0/24"]);
     let add = json!({"ResourceType": "Subnet", "RequestType": "Add", "Settings": {"IpAddressPrefix": "fd00:114::/64"}});
@@ -243,6 +251,7 @@ fn a_subnet_can_be_added_to_a_live_network() {
 
 #[test]
 fn the_cli_tour_of_the_readme_works() {
+    cnet_testkit::require_root!();
     let w = World::new();
     let ok = |args: &[&str]| {
         let out = w.cnet(args);

@@ -6,6 +6,7 @@ use serde_json::json;
 
 #[test]
 fn endpoints_of_two_nat_networks_cannot_reach_each_other_except_through_published_ports() {
+    cnet_testkit::require_root!();
     let w = World::new();
     let n1 = network(&w, "n1", "NAT", &["10.91.0.0/24"]);
     let n2 = network(&w, "n2", "NAT", &["10.92.0.0/24"]);
@@ -19,6 +20,7 @@ fn endpoints_of_two_nat_networks_cannot_reach_each_other_except_through_publishe
 
 #[test]
 fn an_internal_network_reaches_the_host_but_has_no_egress() {
+    cnet_testkit::require_root!();
     let w = World::new();
     let net = network(&w, "int", "Internal", &["10.93.0.0/24"]);
     let a = container(&w, &net, "a", json!([]));
@@ -41,6 +43,7 @@ fn an_internal_network_reaches_the_host_but_has_no_egress() {
 
 #[test]
 fn a_private_network_has_no_host_address_and_endpoints_reach_only_each_other() {
+    cnet_testkit::require_root!();
     let w = World::new();
     let private = network(&w, "priv", "Private", &["10.94.0.0/24"]);
     let nat = network(&w, "nat", "NAT", &["10.95.0.0/24"]);
@@ -58,6 +61,7 @@ fn a_private_network_has_no_host_address_and_endpoints_reach_only_each_other() {
 
 #[test]
 fn internal_and_nat_networks_are_isolated_both_ways() {
+    cnet_testkit::require_root!();
     let w = World::new();
     let int = network(&w, "int", "Internal", &["10.96.0.0/24"]);
     let nat = network(&w, "nat", "NAT", &["10.97.0.0/24"]);

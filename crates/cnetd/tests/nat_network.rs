@@ -8,6 +8,7 @@ use serde_json::json;
 
 #[test]
 fn containers_on_one_nat_network_reach_each_other_and_the_gateway() {
+    cnet_testkit::require_root!();
     let w = World::new();
     let net = network(&w, "nat", "NAT", &["10.81.0.0/24"]);
     let a = container(&w, &net, "a", json!([]));
@@ -21,6 +22,7 @@ fn containers_on_one_nat_network_reach_each_other_and_the_gateway() {
 
 #[test]
 fn egress_is_masqueraded_to_the_host_uplink_address() {
+    cnet_testkit::require_root!();
     let w = World::new();
     let net = network(&w, "nat", "NAT", &["10.82.0.0/24"]);
     let a = container(&w, &net, "a", json!([]));
@@ -33,6 +35,7 @@ fn egress_is_masqueraded_to_the_host_uplink_address() {
 
 #[test]
 fn a_published_port_is_reached_from_the_lan_the_host_and_a_container() {
+    cnet_testkit::require_root!();
     let w = World::new();
     let net = network(&w, "nat", "NAT", &["10.83.0.0/24"]);
     let web = container(&w, &net, "web", json!([port_map(6, 8080, 80), port_map(17, 5353, 53)]));
@@ -57,6 +60,7 @@ fn a_published_port_is_reached_from_the_lan_the_host_and_a_container() {
 
 #[test]
 fn localhost_publishing_does_not_open_127_to_the_lan() {
+    cnet_testkit::require_root!();
     let w = World::new();
     let net = network(&w, "nat", "NAT", &["10.84.0.0/24"]);
     let web = container(&w, &net, "web", json!([port_map(6, 8080, 80)]));
@@ -72,6 +76,7 @@ fn localhost_publishing_does_not_open_127_to_the_lan() {
 
 #[test]
 fn port_ranges_and_vips_map_exactly_what_they_say() {
+    cnet_testkit::require_root!();
     let w = World::new();
     let net = network(&w, "nat", "NAT", &["10.85.0.0/24"]);
     let ranged = json!({"Type": "PortMapping", "Settings": {"Protocol": 6, "ExternalPort": 9000, "InternalPort": 7000, "PortCount": 3}});
@@ -92,6 +97,7 @@ fn port_ranges_and_vips_map_exactly_what_they_say() {
 
 #[test]
 fn a_taken_host_port_is_refused_with_port_already_exists() {
+    cnet_testkit::require_root!();
     let w = World::new();
     let net = network(&w, "nat", "NAT", &["10.86.0.0/24"]);
     container(&w, &net, "a", json!([port_map(6, 8080, 80)]));
@@ -114,6 +120,7 @@ fn a_taken_host_port_is_refused_with_port_already_exists() {
 
 #[test]
 fn dual_stack_endpoints_get_both_families_and_ipv6_works_through_nat_and_ports() {
+    cnet_testkit::require_root!();
     let w = World::new();
     let net = network(&w, "nat", "NAT", &["10.87.0.0/24", "fd00:87::/64"]);
     let a = container(&w, &net, "a", json!([port_map(6, 8080, 80)]));
@@ -141,6 +148,7 @@ fn dual_stack_endpoints_get_both_families_and_ipv6_works_through_nat_and_ports()
 
 #[test]
 fn ports_published_on_a_running_endpoint_work_at_once_and_go_away() {
+    cnet_testkit::require_root!();
     let w = World::new();
     let net = network(&w, "nat", "NAT", &["10.88.0.0/24"]);
     let c = container(&w, &net, "c", json!([]));
@@ -160,6 +168,7 @@ fn ports_published_on_a_running_endpoint_work_at_once_and_go_away() {
 
 #[test]
 fn sctp_port_mappings_follow_what_the_kernel_can_do() {
+    cnet_testkit::require_root!();
     let w = World::new();
     network(&w, "nat", "NAT", &["10.89.0.0/24"]);
     let caps: serde_json::Value = w.client().get("/capabilities").unwrap();
@@ -179,6 +188,7 @@ fn sctp_port_mappings_follow_what_the_kernel_can_do() {
 
 #[test]
 fn the_endpoint_mtu_and_mac_are_set_inside_the_namespace() {
+    cnet_testkit::require_root!();
     let w = World::new();
     let net = network(&w, "nat", "NAT", &["10.90.0.0/24"]);
     let ns: cnet_model::Namespace = w.client().post("/namespaces", &json!({"Name": w.name("c")})).unwrap();
@@ -200,6 +210,7 @@ fn the_endpoint_mtu_and_mac_are_set_inside_the_namespace() {
 
 #[test]
 fn two_nat_networks_both_reach_the_lan_and_stay_apart() {
+    cnet_testkit::require_root!();
     let w = World::new();
     let one = network(&w, "one", "NAT", &["10.91.0.0/24"]);
     let two = network(&w, "two", "NAT", &["10.92.0.0/24"]);

@@ -4,7 +4,7 @@
 
 mod common;
 use cnet_model::{Endpoint, Network};
-use cnetd::service::{Intent, Rec};
+use cnetd::state::{EndpointRecord, Intent, NetworkRecord, Stored};
 use common::*;
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -16,6 +16,7 @@ fn ifindex(w: &World, name: &str) -> String {
 
 #[test]
 fn killing_cnetd_never_interrupts_a_connection_through_a_port_mapping() {
+    cnet_testkit::require_root!();
     let mut w = World::new();
     let net = network(&w, "nat", "NAT", &["10.121.0.0/24"]);
     let c = container(&w, &net, "c", json!([port_map(6, 8080, 80)]));
@@ -53,6 +54,7 @@ fn killing_cnetd_never_interrupts_a_connection_through_a_port_mapping() {
 
 #[test]
 fn start_up_repairs_a_deleted_bridge_a_flushed_ruleset_and_removes_orphans() {
+    cnet_testkit::require_root!();
     let mut w = World::new();
     let net = network(&w, "nat", "NAT", &["10.122.0.0/24"]);
     let c = container(&w, &net, "c", json!([port_map(6, 8080, 80)]));
@@ -80,6 +82,7 @@ fn start_up_repairs_a_deleted_bridge_a_flushed_ruleset_and_removes_orphans() {
 
 #[test]
 fn diag_reports_drift_and_a_flushed_table_is_restored_while_running() {
+    cnet_testkit::require_root!();
     let w = World::new();
     let net = network(&w, "nat", "NAT", &["10.123.0.0/24"]);
     let c = container(&w, &net, "c", json!([port_map(6, 8080, 80)]));
@@ -107,6 +110,7 @@ fn diag_reports_drift_and_a_flushed_table_is_restored_while_running() {
 
 #[test]
 fn unfinished_intents_are_rolled_back_or_finished_on_start() {
+    cnet_testkit::require_root!();
     let mut w = World::new();
     let net = network(&w, "nat", "NAT", &["10.124.0.0/24"]);
     let c = container(&w, &net, "c", json!([port_map(6, 8080, 80)]));
@@ -124,16 +128,11 @@ fn unfinished_intents_are_rolled_back_or_finished_on_start() {
     {
         let store = cnet_store::Store::open(&w.state_dir.join("cnet.redb")).unwrap();
         let mut b = cnet_store::Batch::new();
-        b.put(
-            cnet_store::Kind::Network,
-            &half.id.to_string(),
-            &Rec { object: half.clone(), intent: Some(Intent::Create) },
-        );
-        b.put(
-            cnet_store::Kind::Endpoint,
-            &c.ep.id.to_string(),
-            &Rec { object: c.ep.clone(), intent: Some(Intent::Delete) },
-        );
+        let half_rec = NetworkRecord::from_wire(&half, half_bridge.clone()).unwrap();
+        b.put(cnet_store::Kind::Network, &half.id.to_string(), &Stored::with(half_rec, Intent::Create));
+        let stored: Vec<Stored<EndpointRecord>> = store.load(cnet_store::Kind::Endpoint).unwrap();
+        let ep = stored.into_iter().find(|s| s.record.id == c.ep.id).expect("the endpoint is stored");
+        b.put(cnet_store::Kind::Endpoint, &c.ep.id.to_string(), &Stored::with(ep.record, Intent::Delete));
         store.commit(b).unwrap();
     }
 

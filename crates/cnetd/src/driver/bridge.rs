@@ -8,91 +8,290 @@
 //!   endpoint's name, MAC, MTU, addresses, routes; outside: `cnv…` on the
 //!   bridge) plus its firewall elements, owned by [`crate::firewall`].
 
-use cnet_dataplane::link::{self, BridgeSpec, RouteSpec, VethSpec};
-use cnet_dataplane::reaper::Reaper;
-use cnet_dataplane::{sysctl, DataplaneError};
-use cnet_model::validate::gateway_of;
-use cnet_model::{Endpoint, Network, NetworkType};
+use cnet_dataplane::{Addr, IfName, Mac, Route};
+use cnet_model::NetworkType;
 
-pub fn bridge_spec(net: &Network) -> BridgeSpec {
-    BridgeSpec {
-        name: net.derived_bridge_name(),
-        mac: net.bridge_mac().to_string(),
+use super::{Links, NetworkDriver, Repair};
+use crate::dataplane::{BridgeSpec, Dataplane, DataplaneError, DpResult, FwElem, VethSpec};
+use crate::firewall;
+use crate::state::{EndpointRecord, NamespaceRecord, NetworkRecord};
+use cnet_model::findings::{Finding, FindingKind, Subject, SubjectKind};
+
+pub struct Bridge;
+
+fn name(s: &str) -> DpResult<IfName> {
+    IfName::new(s)
+}
+
+fn addr(ip: std::net::IpAddr, prefix_len: u8) -> Addr {
+    Addr { ip, prefix_len }
+}
+
+fn bridge_spec(net: &NetworkRecord) -> DpResult<BridgeSpec> {
+    Ok(BridgeSpec {
+        name: name(&net.bridge)?,
+        mac: Mac(net.bridge_mac().0),
         mtu: net.mtu(),
-        addrs: net
-            .subnets()
-            .filter_map(|s| gateway_of(net, s).map(|gw| (gw, s.ip_address_prefix.prefix_len())))
-            .collect(),
-    }
+        addrs: net.gateways().map(|(s, gw)| addr(gw, s.ip_address_prefix.prefix_len())).collect(),
+    })
 }
 
-/// Creates (or completes) the network's bridge and the sysctls it needs.
-pub fn setup_network(net: &Network) -> Result<(), DataplaneError> {
-    let spec = bridge_spec(net);
-    link::ensure_bridge(&spec)?;
-    let has_v6 = net.subnets().any(|s| s.ip_address_prefix.addr().is_ipv6());
-    match net.r#type {
-        NetworkType::Nat => {
-            sysctl::set("net/ipv4/ip_forward", "1")?;
-            if has_v6 {
-                sysctl::set("net/ipv6/conf/all/forwarding", "1")?;
-            }
-            // Lets the host publish to 127.0.0.1 through this bridge only;
-            // the `martians` chain drops 127/8 arriving from outside.
-            sysctl::set(&format!("net/ipv4/conf/{}/route_localnet", spec.name), "1")?;
-        }
-        NetworkType::Private => {
-            // No host address at all, not even link-local.
-            sysctl::set(&format!("net/ipv6/conf/{}/disable_ipv6", spec.name), "1")?;
-        }
-        _ => {}
-    }
-    Ok(())
-}
-
-pub fn teardown_network(net: &Network) -> Result<(), DataplaneError> {
-    link::delete_link(None, &net.derived_bridge_name())
-}
-
-pub fn veth_spec(ep: &Endpoint, net: &Network, netns_path: &str) -> VethSpec {
-    VethSpec {
+fn veth_spec(ep: &EndpointRecord, net: &NetworkRecord, netns_path: &str) -> DpResult<VethSpec> {
+    Ok(VethSpec {
         netns_path: netns_path.to_string(),
-        ifname: ep.interface_name().to_string(),
-        host_name: ep.derived_host_name(),
-        bridge: net.derived_bridge_name(),
-        mac: ep.mac_address.map(|m| m.to_string()).unwrap_or_default(),
+        ifname: name(ep.interface_name.as_str())?,
+        host_name: name(&ep.host_interface_name)?,
+        bridge: name(&net.bridge)?,
+        mac: Some(Mac(ep.mac.0)),
         mtu: ep.mtu().unwrap_or(net.mtu()),
-        addrs: ep.ip_configurations.iter().map(|c| (c.ip_address, c.prefix_length)).collect(),
+        addrs: ep.ip_configurations.iter().map(|c| addr(c.ip_address, c.prefix_length)).collect(),
         routes: ep
             .routes
             .iter()
-            .map(|r| RouteSpec {
-                destination: (r.destination_prefix.addr(), r.destination_prefix.prefix_len()),
+            .map(|r| Route {
+                destination: addr(r.destination_prefix.addr(), r.destination_prefix.prefix_len()),
                 via: r.next_hop,
                 metric: r.metric,
             })
             .collect(),
-        hairpin: net.r#type == NetworkType::Nat,
-    }
+        hairpin: hairpin(net),
+    })
 }
 
-/// Creates the endpoint's veth pair. When a name is taken by a pair the
-/// reaper has not deleted yet (an endpoint re-attached right after a detach),
-/// waits for the reaper and tries once more.
-pub fn attach_endpoint(ep: &Endpoint, net: &Network, netns_path: &str, reaper: &Reaper) -> Result<(), DataplaneError> {
-    let spec = veth_spec(ep, net, netns_path);
-    match link::create_veth(&spec) {
-        Err(e) if e.is_exists() && reaper.pending() => {
-            reaper.settle();
-            link::create_veth(&spec)
+/// NAT bridge ports may send frames back out the port they came in on: a
+/// container reaching its own published port (NAT loopback) with
+/// br_netfilter bridging the DNAT'd frame.
+fn hairpin(net: &NetworkRecord) -> bool {
+    net.kind == NetworkType::Nat
+}
+
+fn network_subject(net: &NetworkRecord) -> Subject {
+    Subject::new(SubjectKind::Network, Some(net.id), net.name.to_string())
+}
+
+fn endpoint_subject(ep: &EndpointRecord) -> Subject {
+    Subject::new(SubjectKind::Endpoint, Some(ep.id), ep.display_name())
+}
+
+impl NetworkDriver for Bridge {
+    fn types(&self) -> &'static [NetworkType] {
+        &[NetworkType::Nat, NetworkType::Internal, NetworkType::Private]
+    }
+
+    fn setup(&self, dp: &dyn Dataplane, net: &NetworkRecord) -> DpResult<()> {
+        dp.ensure_bridge(&bridge_spec(net)?)?;
+        let has_v6 = net.subnets.iter().any(|s| s.ip_address_prefix.addr().is_ipv6());
+        match net.kind {
+            NetworkType::Nat => {
+                dp.sysctl_set("net/ipv4/ip_forward", "1")?;
+                if has_v6 {
+                    dp.sysctl_set("net/ipv6/conf/all/forwarding", "1")?;
+                }
+                // Lets the host publish to 127.0.0.1 through this bridge only;
+                // the firewall's `martians` chain drops 127/8 arriving from outside.
+                dp.sysctl_set(&format!("net/ipv4/conf/{}/route_localnet", net.bridge), "1")?;
+            }
+            NetworkType::Private => {
+                // No host address at all, not even link-local.
+                dp.sysctl_set(&format!("net/ipv6/conf/{}/disable_ipv6", net.bridge), "1")?;
+            }
+            _ => {}
         }
-        result => result,
+        Ok(())
+    }
+
+    fn update(&self, dp: &dyn Dataplane, old: &NetworkRecord, new: &NetworkRecord) -> DpResult<()> {
+        self.setup(dp, new)?;
+        let kept = |p: &ipnet::IpNet| new.subnets.iter().any(|s| s.ip_address_prefix == *p);
+        for (s, gw) in old.gateways().filter(|(s, _)| !kept(&s.ip_address_prefix)) {
+            dp.delete_address(&new.bridge, addr(gw, s.ip_address_prefix.prefix_len()))?;
+        }
+        Ok(())
+    }
+
+    fn teardown(&self, dp: &dyn Dataplane, net: &NetworkRecord) -> DpResult<()> {
+        dp.delete_link(&net.bridge)
+    }
+
+    fn firewall(&self, net: &NetworkRecord) -> Vec<FwElem> {
+        let subnets: Vec<ipnet::IpNet> = net.subnets.iter().map(|s| s.ip_address_prefix).collect();
+        firewall::switch_elems(&net.bridge, (net.kind == NetworkType::Nat).then_some(&subnets[..]))
+    }
+
+    /// When the host name is taken by a pair the reaper has not deleted yet
+    /// (an endpoint re-attached right after a detach), waits for the reaper
+    /// and tries once more.
+    fn attach(&self, dp: &dyn Dataplane, net: &NetworkRecord, ep: &EndpointRecord, netns_path: &str) -> DpResult<()> {
+        let spec = veth_spec(ep, net, netns_path)?;
+        match dp.create_veth(&spec) {
+            Err(e) if e.kind() == cnet_dataplane::ErrorKind::Exists && dp.releasing() => {
+                dp.settle();
+                dp.create_veth(&spec)
+            }
+            result => result,
+        }
+    }
+
+    /// Deleting the host side removes both ends.
+    fn detach(&self, dp: &dyn Dataplane, ep: &EndpointRecord) -> DpResult<()> {
+        dp.release_link(&ep.host_interface_name)
+    }
+
+    fn network_links(&self, net: &NetworkRecord) -> Vec<String> {
+        vec![net.bridge.clone()]
+    }
+
+    fn endpoint_links(&self, ep: &EndpointRecord) -> Vec<String> {
+        vec![ep.host_interface_name.clone()]
+    }
+
+    fn check_network(&self, dp: &dyn Dataplane, net: &NetworkRecord, links: &Links) -> DpResult<Vec<Finding>> {
+        let mut out = Vec::new();
+        let who = network_subject(net);
+        let bridge = &net.bridge;
+        let Some(l) = links.get(bridge) else {
+            out.push(Finding::new(
+                who,
+                FindingKind::Missing,
+                format!("network {}: bridge {bridge} is missing", net.name),
+            ));
+            return Ok(out);
+        };
+        if l.kind.as_deref() != Some("bridge") {
+            out.push(Finding::new(
+                who.clone(),
+                FindingKind::Mismatch,
+                format!("network {}: {bridge} is not a bridge", net.name),
+            ));
+        }
+        if !l.up {
+            out.push(Finding::new(
+                who.clone(),
+                FindingKind::Down,
+                format!("network {}: bridge {bridge} is down", net.name),
+            ));
+        }
+        let addrs = dp.addresses(bridge)?;
+        for (s, gw) in net.gateways() {
+            let len = s.ip_address_prefix.prefix_len();
+            if !addrs.contains(&addr(gw, len)) {
+                out.push(Finding::new(
+                    who.clone(),
+                    FindingKind::Missing,
+                    format!("network {}: gateway {gw}/{len} is missing on {bridge}", net.name),
+                ));
+            }
+        }
+        if net.kind == NetworkType::Nat && dp.sysctl_get("net/ipv4/ip_forward").as_deref() != Some("1") {
+            out.push(Finding::new(
+                who,
+                FindingKind::Mismatch,
+                format!("network {}: net.ipv4.ip_forward is off", net.name),
+            ));
+        }
+        Ok(out)
+    }
+
+    fn check_endpoint(
+        &self,
+        dp: &dyn Dataplane,
+        net: &NetworkRecord,
+        ep: &EndpointRecord,
+        ns: &NamespaceRecord,
+        links: &Links,
+    ) -> DpResult<Vec<Finding>> {
+        let mut out = Vec::new();
+        let who = endpoint_subject(ep);
+        let name = ep.display_name();
+        let host = &ep.host_interface_name;
+        match links.get(host) {
+            None => out.push(Finding::new(
+                who.clone(),
+                FindingKind::Missing,
+                format!("endpoint {name}: host interface {host} is missing"),
+            )),
+            Some(l) if l.master.as_deref() != Some(net.bridge.as_str()) => out.push(Finding::new(
+                who.clone(),
+                FindingKind::Mismatch,
+                format!("endpoint {name}: {host} is not on bridge {}", net.bridge),
+            )),
+            Some(l) if !l.up => {
+                out.push(Finding::new(who.clone(), FindingKind::Down, format!("endpoint {name}: {host} is down")))
+            }
+            Some(_) => {}
+        }
+        let path = &ns.netns_path;
+        if !dp.netns_exists(path) {
+            return Ok(out);
+        }
+        let ifname = ep.interface_name.as_str();
+        let Some(inside) = dp.inside(path, ifname)? else {
+            out.push(Finding::new(
+                who,
+                FindingKind::Missing,
+                format!("endpoint {name}: interface {ifname} is missing in {path}"),
+            ));
+            return Ok(out);
+        };
+        if inside.link.mac != Some(Mac(ep.mac.0)) {
+            let has = inside.link.mac.map(|m| m.to_string()).unwrap_or_else(|| "none".into());
+            out.push(Finding::new(
+                who.clone(),
+                FindingKind::Mismatch,
+                format!("endpoint {name}: {ifname} has MAC {has}, expected {}", ep.mac),
+            ));
+        }
+        for c in &ep.ip_configurations {
+            if !inside.addrs.contains(&addr(c.ip_address, c.prefix_length)) {
+                out.push(Finding::new(
+                    who.clone(),
+                    FindingKind::Missing,
+                    format!("endpoint {name}: address {}/{} is missing on {ifname}", c.ip_address, c.prefix_length),
+                ));
+            }
+        }
+        for want in &ep.routes {
+            let dst = addr(want.destination_prefix.addr(), want.destination_prefix.prefix_len());
+            if !inside.routes.iter().any(|r| r.destination == dst && r.via == want.next_hop) {
+                out.push(Finding::new(
+                    who.clone(),
+                    FindingKind::Missing,
+                    format!("endpoint {name}: route {} via {:?} is missing", want.destination_prefix, want.next_hop),
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    fn repair_endpoint(
+        &self,
+        dp: &dyn Dataplane,
+        net: &NetworkRecord,
+        ep: &EndpointRecord,
+        ns: &NamespaceRecord,
+        links: &Links,
+    ) -> DpResult<Repair> {
+        let host = &ep.host_interface_name;
+        if let Some(l) = links.get(host) {
+            // A bridge deleted by hand leaves its ports without a master.
+            if l.master.as_deref() != Some(net.bridge.as_str()) || !l.up {
+                dp.enslave(host, &net.bridge, hairpin(net))?;
+                return Ok(Repair::Repaired(format!("bridge port {host} of endpoint {}", ep.display_name())));
+            }
+            return Ok(Repair::Intact);
+        }
+        if !dp.netns_exists(&ns.netns_path) {
+            return Ok(Repair::Degraded(format!("namespace {} is gone", ns.netns_path)));
+        }
+        // Half a pair cannot exist (veths die in pairs), but a same-named
+        // link from someone else might: leave it and report it.
+        match self.attach(dp, net, ep, &ns.netns_path) {
+            Ok(()) => Ok(Repair::Repaired(format!("veth of endpoint {}", ep.display_name()))),
+            Err(e) => Ok(Repair::Degraded(describe(&e))),
+        }
     }
 }
 
-/// Cuts the endpoint off (veth down, off the bridge) and hands the pair to
-/// the reaper, which deletes it in the background with other deletions
-/// (deleting the host side removes both).
-pub fn detach_endpoint(ep: &Endpoint, reaper: &Reaper) -> Result<(), DataplaneError> {
-    reaper.delete(&ep.derived_host_name())
+fn describe(e: &DataplaneError) -> String {
+    e.to_string()
 }

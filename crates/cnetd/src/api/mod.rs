@@ -1,8 +1,11 @@
 //! The HTTP/JSON API on the Unix socket, and its OpenAPI description.
 //!
-//! Every handler parses the body itself (so every failure is an HCN-shaped
-//! error with a code), then runs the service call on the blocking pool: the
-//! service talks to the store and the kernel synchronously.
+//! Every handler parses the body itself ([`wire`]: every failure is an
+//! HCN-shaped error with a code), runs the service call on the blocking pool
+//! (the service talks to the store and the kernel synchronously), and turns
+//! the records it answers with into the HCN wire structs.
+
+pub mod wire;
 
 use std::sync::Arc;
 
@@ -13,82 +16,33 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
 
 use cnet_model::validate::{check_policy_types, endpoint_policy_types};
 use cnet_model::{ApiError, Endpoint, ErrorCode, ModifyRequest, Namespace, Network};
 
-use crate::reconcile::DiagReport;
+use crate::diag::DiagReport;
+use crate::error::ServiceError;
 use crate::service::{EndpointFilter, NetworkFilter, Service};
+use cnet_model::findings::{Finding, FindingKind, Subject, SubjectKind};
+use wire::{body_value, parse, query, Failure};
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 1 << 20;
 
 type Svc = State<Arc<Service>>;
 
-pub struct Failure(pub ApiError);
-
-impl From<ApiError> for Failure {
-    fn from(e: ApiError) -> Self {
-        Failure(e)
-    }
-}
-
-impl IntoResponse for Failure {
-    fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.error_code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, Json(self.0)).into_response()
-    }
-}
-
 type Answer<T> = Result<(StatusCode, Json<T>), Failure>;
-
-/// A serde message turned into an error; a message that starts with an error
-/// code (from a typed field's own check) keeps that code.
-pub fn json_error(msg: &str) -> ApiError {
-    let code = msg
-        .split_once(": ")
-        .and_then(|(c, _)| serde_json::from_value::<ErrorCode>(serde_json::Value::String(c.to_string())).ok());
-    match code {
-        Some(code) => ApiError::new(code, msg.split_once(": ").map(|x| x.1).unwrap_or(msg)),
-        None => ApiError::invalid_json(format!("the request body is not valid: {msg}")),
-    }
-}
-
-fn body_value(body: Result<Bytes, BytesRejection>) -> Result<serde_json::Value, ApiError> {
-    let bytes = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(ErrorCode::RequestTooLarge, format!("the request body is larger than {MAX_BODY} bytes"))
-        } else {
-            ApiError::invalid_json(format!("cannot read the request body: {e}"))
-        }
-    })?;
-    if bytes.is_empty() {
-        return Err(ApiError::invalid_json("the request body is empty: send a JSON object"));
-    }
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::invalid_json(format!("the request body is not JSON: {e}")))
-}
-
-fn parse<T: DeserializeOwned>(v: serde_json::Value) -> Result<T, ApiError> {
-    if !v.is_object() {
-        return Err(ApiError::invalid_json("the request body must be a JSON object"));
-    }
-    serde_json::from_value(v).map_err(|e| json_error(&e.to_string()))
-}
-
-fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    q.map(|Query(t)| t).map_err(|e| ApiError::invalid_param(format!("bad query string: {e}")))
-}
 
 async fn blocking<T: Send + 'static>(
     svc: Arc<Service>,
-    f: impl FnOnce(&Service) -> Result<T, ApiError> + Send + 'static,
+    f: impl FnOnce(&Service) -> Result<T, ServiceError> + Send + 'static,
 ) -> Result<T, Failure> {
     tokio::task::spawn_blocking(move || f(&svc))
         .await
         .map_err(|e| Failure(ApiError::internal(format!("the request handler failed: {e}"))))?
-        .map_err(Failure)
+        .map_err(Failure::from)
 }
 
 fn ok<T>(v: T) -> Answer<T> {
@@ -137,7 +91,7 @@ async fn version() -> Json<Version> {
 #[utoipa::path(get, path = "/capabilities", responses((status = 200, body = Capabilities)))]
 async fn capabilities(State(svc): Svc) -> Json<Capabilities> {
     Json(Capabilities {
-        network_types: cnet_model::NetworkType::SUPPORTED.iter().map(|t| t.to_string()).collect(),
+        network_types: svc.drivers.supported().iter().map(|t| t.to_string()).collect(),
         endpoint_policies: endpoint_policy_types().iter().map(|s| s.to_string()).collect(),
         network_policies: vec![],
         dual_stack: true,
@@ -150,7 +104,7 @@ async fn capabilities(State(svc): Svc) -> Json<Capabilities> {
 
 #[utoipa::path(get, path = "/diag", responses((status = 200, body = DiagReport)))]
 async fn diag(State(svc): Svc) -> Answer<DiagReport> {
-    let r = blocking(svc, |s| crate::reconcile::diag(s).map_err(|e| ApiError::internal(e.to_string()))).await?;
+    let r = blocking(svc, crate::diag::diag).await?;
     ok(r)
 }
 
@@ -160,20 +114,20 @@ async fn create_network(State(svc): Svc, body: Result<Bytes, BytesRejection>) ->
     let v = body_value(body)?;
     check_policy_types(&v, &[], "network")?;
     let net: Network = parse(v)?;
-    created(blocking(svc, move |s| s.create_network(net)).await?)
+    created(blocking(svc, move |s| s.create_network(net)).await?.to_wire())
 }
 
 #[utoipa::path(get, path = "/networks", params(("name" = Option<String>, Query), ("type" = Option<String>, Query)),
     responses((status = 200, body = Vec<Network>)))]
 async fn list_networks(State(svc): Svc, q: Result<Query<NetworkFilter>, QueryRejection>) -> Answer<Vec<Network>> {
     let f = query(q)?;
-    ok(blocking(svc, move |s| s.list_networks(&f)).await?)
+    ok(blocking(svc, move |s| s.list_networks(&f)).await?.iter().map(|n| n.to_wire()).collect())
 }
 
 #[utoipa::path(get, path = "/networks/{id}", params(("id" = String, Path, description = "ID or name")),
     responses((status = 200, body = Network), (status = 404, body = ApiError)))]
 async fn get_network(State(svc): Svc, Path(id): Path<String>) -> Answer<Network> {
-    ok(blocking(svc, move |s| s.get_network(&id)).await?)
+    ok(blocking(svc, move |s| s.get_network(&id)).await?.to_wire())
 }
 
 #[utoipa::path(patch, path = "/networks/{id}", params(("id" = String, Path)), request_body = ModifyRequest,
@@ -183,8 +137,8 @@ async fn modify_network(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Answer<Network> {
-    let req: ModifyRequest = parse(body_value(body)?)?;
-    ok(blocking(svc, move |s| s.modify_network(&id, req)).await?)
+    let change = wire::network_change(parse(body_value(body)?)?)?;
+    ok(blocking(svc, move |s| s.modify_network(&id, change)).await?.to_wire())
 }
 
 #[utoipa::path(delete, path = "/networks/{id}", params(("id" = String, Path)),
@@ -200,7 +154,7 @@ async fn create_endpoint(State(svc): Svc, body: Result<Bytes, BytesRejection>) -
     let v = body_value(body)?;
     check_policy_types(&v, endpoint_policy_types(), "endpoint")?;
     let ep: Endpoint = parse(v)?;
-    created(blocking(svc, move |s| s.create_endpoint(ep)).await?)
+    created(blocking(svc, move |s| s.create_endpoint(ep)).await?.to_wire())
 }
 
 #[utoipa::path(get, path = "/endpoints",
@@ -208,13 +162,13 @@ async fn create_endpoint(State(svc): Svc, body: Result<Bytes, BytesRejection>) -
     responses((status = 200, body = Vec<Endpoint>)))]
 async fn list_endpoints(State(svc): Svc, q: Result<Query<EndpointFilter>, QueryRejection>) -> Answer<Vec<Endpoint>> {
     let f = query(q)?;
-    ok(blocking(svc, move |s| s.list_endpoints(&f)).await?)
+    ok(blocking(svc, move |s| s.list_endpoints(&f)).await?.iter().map(|e| e.to_wire()).collect())
 }
 
 #[utoipa::path(get, path = "/endpoints/{id}", params(("id" = String, Path)),
     responses((status = 200, body = Endpoint), (status = 404, body = ApiError)))]
 async fn get_endpoint(State(svc): Svc, Path(id): Path<String>) -> Answer<Endpoint> {
-    ok(blocking(svc, move |s| s.get_endpoint(&id)).await?)
+    ok(blocking(svc, move |s| s.get_endpoint(&id)).await?.to_wire())
 }
 
 #[utoipa::path(patch, path = "/endpoints/{id}", params(("id" = String, Path)), request_body = ModifyRequest,
@@ -224,8 +178,8 @@ async fn modify_endpoint(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Answer<Endpoint> {
-    let req: ModifyRequest = parse(body_value(body)?)?;
-    ok(blocking(svc, move |s| s.modify_endpoint(&id, req)).await?)
+    let change = wire::policy_change(parse(body_value(body)?)?)?;
+    ok(blocking(svc, move |s| s.modify_endpoint(&id, change)).await?.to_wire())
 }
 
 /// `{"Drift": [...]}` for one endpoint.
@@ -233,13 +187,13 @@ async fn modify_endpoint(
 #[serde(rename_all = "PascalCase")]
 pub struct EndpointCheck {
     /// Differences between cnetd's record and the kernel; empty when healthy.
-    pub drift: Vec<String>,
+    pub drift: Vec<Finding>,
 }
 
 #[utoipa::path(get, path = "/endpoints/{id}/check", params(("id" = String, Path)),
     responses((status = 200, body = EndpointCheck), (status = 404, body = ApiError)))]
 async fn check_endpoint(State(svc): Svc, Path(id): Path<String>) -> Answer<EndpointCheck> {
-    let drift = blocking(svc, move |s| crate::reconcile::check_endpoint(s, &id)).await?;
+    let drift = blocking(svc, move |s| crate::diag::check_endpoint(s, &id)).await?;
     ok(EndpointCheck { drift })
 }
 
@@ -258,19 +212,19 @@ struct NameFilter {
     responses((status = 201, body = Namespace), (status = "4XX", body = ApiError)))]
 async fn create_namespace(State(svc): Svc, body: Result<Bytes, BytesRejection>) -> Answer<Namespace> {
     let ns: Namespace = parse(body_value(body)?)?;
-    created(blocking(svc, move |s| s.create_namespace(ns)).await?)
+    created(blocking(svc, move |s| s.create_namespace(ns)).await?.to_wire())
 }
 
 #[utoipa::path(get, path = "/namespaces", params(("name" = Option<String>, Query)), responses((status = 200, body = Vec<Namespace>)))]
 async fn list_namespaces(State(svc): Svc, q: Result<Query<NameFilter>, QueryRejection>) -> Answer<Vec<Namespace>> {
     let f = query(q)?;
-    ok(blocking(svc, move |s| s.list_namespaces(f.name.as_deref())).await?)
+    ok(blocking(svc, move |s| s.list_namespaces(f.name.as_deref())).await?.iter().map(|n| n.to_wire()).collect())
 }
 
 #[utoipa::path(get, path = "/namespaces/{id}", params(("id" = String, Path)),
     responses((status = 200, body = Namespace), (status = 404, body = ApiError)))]
 async fn get_namespace(State(svc): Svc, Path(id): Path<String>) -> Answer<Namespace> {
-    ok(blocking(svc, move |s| s.get_namespace(&id)).await?)
+    ok(blocking(svc, move |s| s.get_namespace(&id)).await?.to_wire())
 }
 
 #[utoipa::path(patch, path = "/namespaces/{id}", params(("id" = String, Path)), request_body = ModifyRequest,
@@ -280,8 +234,8 @@ async fn modify_namespace(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Answer<Namespace> {
-    let req: ModifyRequest = parse(body_value(body)?)?;
-    ok(blocking(svc, move |s| s.modify_namespace(&id, req)).await?)
+    let change = wire::namespace_change(parse(body_value(body)?)?)?;
+    ok(blocking(svc, move |s| s.modify_namespace(&id, change)).await?.to_wire())
 }
 
 #[utoipa::path(delete, path = "/namespaces/{id}", params(("id" = String, Path)),
@@ -314,7 +268,19 @@ async fn delete_namespace(State(svc): Svc, Path(id): Path<String>) -> Answer<Suc
         modify_namespace,
         delete_namespace,
     ),
-    components(schemas(ApiError, ErrorCode, Success, Version, Capabilities, DiagReport, EndpointCheck))
+    components(schemas(
+        ApiError,
+        ErrorCode,
+        Success,
+        Version,
+        Capabilities,
+        DiagReport,
+        EndpointCheck,
+        Finding,
+        FindingKind,
+        Subject,
+        SubjectKind
+    ))
 )]
 pub struct ApiDoc;
 

@@ -1,0 +1,404 @@
+//! A [`Dataplane`] in memory, for unit tests without root: it keeps the
+//! kernel objects cnet makes (namespaces, links, the inside of veths, the
+//! firewall's elements), records every call, and on request fails a step or
+//! "crashes" (panics) at it, so a test can run a lifecycle with a failure at
+//! each kernel step and check what is left behind.
+//!
+//! Invariants (the parts of the kernel's behaviour cnet relies on):
+//! - A step either happens whole or not at all; a failed or crashed step
+//!   changes nothing.
+//! - Deleting the host side of a veth removes its inside too, and deleting a
+//!   namespace removes the veths inside it and their host sides.
+//! - Deleting a link removes its per-link sysctls.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::sync::Mutex;
+
+use cnet_dataplane::{Mac, Route};
+
+use super::{Addr, BridgeSpec, Dataplane, DataplaneError, DpResult, FlowMatch, FwElem, Inside, LinkInfo, VethSpec};
+
+/// A link in cnetd's namespace.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FakeLink {
+    pub kind: &'static str,
+    pub master: Option<String>,
+    pub up: bool,
+    pub mac: Option<Mac>,
+    pub mtu: u32,
+    pub addrs: Vec<Addr>,
+    /// For a veth: the namespace path and name of its other end.
+    pub peer: Option<(String, String)>,
+}
+
+/// The inside end of a veth.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FakeInside {
+    pub mac: Option<Mac>,
+    pub mtu: u32,
+    pub addrs: Vec<Addr>,
+    pub routes: Vec<Route>,
+    pub host_peer: String,
+}
+
+/// Every kernel object the fake holds.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Objects {
+    pub namespaces: BTreeSet<String>,
+    pub links: BTreeMap<String, FakeLink>,
+    /// By (namespace path, interface name).
+    pub inside: BTreeMap<(String, String), FakeInside>,
+    /// cnet's table: `None` when it is not loaded.
+    pub table: Option<BTreeSet<FwElem>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Injected {
+    Fail,
+    Crash,
+}
+
+#[derive(Default)]
+struct Inner {
+    objects: Objects,
+    skeleton: String,
+    sysctls: BTreeMap<String, String>,
+    calls: Vec<String>,
+    steps: usize,
+    inject: Option<(usize, Injected)>,
+    forgotten: Vec<FlowMatch>,
+}
+
+#[derive(Default)]
+pub struct FakeDataplane {
+    inner: Mutex<Inner>,
+}
+
+fn errno(what: impl Into<String>, code: i32) -> DataplaneError {
+    DataplaneError::Netlink { what: what.into(), source: io::Error::from_raw_os_error(code) }
+}
+
+impl FakeDataplane {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The `n`-th step from now (0 = the next one) fails with EIO.
+    pub fn fail_step(&self, n: usize) {
+        let mut k = self.inner.lock().unwrap();
+        k.inject = Some((k.steps + n, Injected::Fail));
+    }
+
+    /// The `n`-th step from now panics before it does anything: the process
+    /// dies there.
+    pub fn crash_at_step(&self, n: usize) {
+        let mut k = self.inner.lock().unwrap();
+        k.inject = Some((k.steps + n, Injected::Crash));
+    }
+
+    /// Steps (calls that change something) made so far.
+    pub fn steps(&self) -> usize {
+        self.inner.lock().unwrap().steps
+    }
+
+    /// Every call so far, in order, as `name args`.
+    pub fn calls(&self) -> Vec<String> {
+        self.inner.lock().unwrap().calls.clone()
+    }
+
+    pub fn objects(&self) -> Objects {
+        self.inner.lock().unwrap().objects.clone()
+    }
+
+    /// The conntrack matches asked for so far.
+    pub fn forgotten(&self) -> Vec<FlowMatch> {
+        self.inner.lock().unwrap().forgotten.clone()
+    }
+
+    /// A namespace made by someone else (a runtime), for adopting.
+    pub fn add_netns(&self, path: &str) {
+        self.inner.lock().unwrap().objects.namespaces.insert(path.to_string());
+    }
+
+    /// Changes the objects behind cnet's back (drift, for tests).
+    pub fn tamper(&self, f: impl FnOnce(&mut Objects)) {
+        f(&mut self.inner.lock().unwrap().objects)
+    }
+
+    fn read<T>(&self, call: String, f: impl FnOnce(&Inner) -> T) -> T {
+        let mut k = self.inner.lock().unwrap();
+        k.calls.push(call);
+        f(&k)
+    }
+
+    /// Runs one step: records it, fails or crashes it when asked to, and
+    /// applies `f` to a copy of the objects that is kept only if `f` succeeds.
+    fn step<T>(&self, call: String, f: impl FnOnce(&mut Inner) -> DpResult<T>) -> DpResult<T> {
+        let mut k = self.inner.lock().unwrap();
+        k.calls.push(call.clone());
+        let n = k.steps;
+        k.steps += 1;
+        match k.inject {
+            Some((at, Injected::Fail)) if at == n => {
+                k.inject = None;
+                return Err(errno(format!("injected failure of step {n} ({call})"), libc::EIO));
+            }
+            Some((at, Injected::Crash)) if at == n => {
+                k.inject = None;
+                drop(k);
+                panic!("injected crash at step {n} ({call})");
+            }
+            _ => {}
+        }
+        let saved = (k.objects.clone(), k.sysctls.clone());
+        let out = f(&mut k);
+        if out.is_err() {
+            (k.objects, k.sysctls) = saved;
+        }
+        out
+    }
+}
+
+fn remove_link(k: &mut Inner, name: &str) {
+    if let Some(l) = k.objects.links.remove(name) {
+        if let Some(peer) = l.peer {
+            k.objects.inside.remove(&peer);
+        }
+        for other in k.objects.links.values_mut() {
+            if other.master.as_deref() == Some(name) {
+                other.master = None;
+            }
+        }
+        let part = format!("/conf/{name}/");
+        k.sysctls.retain(|key, _| !key.contains(&part));
+    }
+}
+
+fn info(name: &str, l: &FakeLink) -> LinkInfo {
+    LinkInfo {
+        name: name.to_string(),
+        index: 0,
+        kind: Some(l.kind.to_string()),
+        master: l.master.clone(),
+        up: l.up,
+        mac: l.mac,
+        mtu: l.mtu,
+    }
+}
+
+impl Dataplane for FakeDataplane {
+    fn netns_exists(&self, path: &str) -> bool {
+        self.read(format!("netns_exists {path}"), |k| k.objects.namespaces.contains(path))
+    }
+    fn netns_create(&self, name: &str) -> DpResult<String> {
+        self.step(format!("netns_create {name}"), |k| {
+            let path = cnet_dataplane::netns::path_of(name);
+            k.objects.namespaces.insert(path.clone());
+            Ok(path)
+        })
+    }
+    fn netns_delete(&self, name: &str) -> DpResult<()> {
+        self.step(format!("netns_delete {name}"), |k| {
+            let path = cnet_dataplane::netns::path_of(name);
+            k.objects.namespaces.remove(&path);
+            let inside: Vec<(String, String)> =
+                k.objects.inside.keys().filter(|(ns, _)| *ns == path).cloned().collect();
+            for key in inside {
+                if let Some(i) = k.objects.inside.remove(&key) {
+                    remove_link(k, &i.host_peer);
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn ensure_bridge(&self, spec: &BridgeSpec) -> DpResult<()> {
+        self.step(format!("ensure_bridge {}", spec.name), |k| {
+            let l = k.objects.links.entry(spec.name.to_string()).or_insert_with(|| FakeLink {
+                kind: "bridge",
+                master: None,
+                up: false,
+                mac: Some(spec.mac),
+                mtu: spec.mtu,
+                addrs: vec![],
+                peer: None,
+            });
+            for a in &spec.addrs {
+                if !l.addrs.contains(a) {
+                    l.addrs.push(*a);
+                }
+            }
+            l.up = true;
+            Ok(())
+        })
+    }
+    fn delete_link(&self, name: &str) -> DpResult<()> {
+        self.step(format!("delete_link {name}"), |k| {
+            remove_link(k, name);
+            Ok(())
+        })
+    }
+    fn create_veth(&self, spec: &VethSpec) -> DpResult<()> {
+        self.step(format!("create_veth {} {} {}", spec.host_name, spec.netns_path, spec.ifname), |k| {
+            let key = (spec.netns_path.clone(), spec.ifname.to_string());
+            if !k.objects.namespaces.contains(&spec.netns_path) {
+                return Err(errno(format!("opening {}", spec.netns_path), libc::ENOENT));
+            }
+            if k.objects.inside.contains_key(&key) || k.objects.links.contains_key(spec.host_name.as_str()) {
+                return Err(errno(format!("creating veth pair {}/{}", spec.ifname, spec.host_name), libc::EEXIST));
+            }
+            if !k.objects.links.contains_key(spec.bridge.as_str()) {
+                return Err(errno(format!("looking up link {}", spec.bridge), libc::ENODEV));
+            }
+            k.objects.inside.insert(
+                key.clone(),
+                FakeInside {
+                    mac: spec.mac,
+                    mtu: spec.mtu,
+                    addrs: spec.addrs.clone(),
+                    routes: spec.routes.clone(),
+                    host_peer: spec.host_name.to_string(),
+                },
+            );
+            k.objects.links.insert(
+                spec.host_name.to_string(),
+                FakeLink {
+                    kind: "veth",
+                    master: Some(spec.bridge.to_string()),
+                    up: true,
+                    mac: None,
+                    mtu: spec.mtu,
+                    addrs: vec![],
+                    peer: Some(key),
+                },
+            );
+            Ok(())
+        })
+    }
+    fn enslave(&self, name: &str, bridge: &str, _hairpin: bool) -> DpResult<()> {
+        self.step(format!("enslave {name} {bridge}"), |k| {
+            if !k.objects.links.contains_key(bridge) {
+                return Err(errno(format!("looking up link {bridge}"), libc::ENODEV));
+            }
+            let l = k
+                .objects
+                .links
+                .get_mut(name)
+                .ok_or_else(|| errno(format!("putting {name} on {bridge}"), libc::ENODEV))?;
+            l.master = Some(bridge.to_string());
+            l.up = true;
+            Ok(())
+        })
+    }
+    fn release_link(&self, name: &str) -> DpResult<()> {
+        self.step(format!("release_link {name}"), |k| {
+            remove_link(k, name);
+            Ok(())
+        })
+    }
+    fn settle(&self) {
+        self.read("settle".into(), |_| ())
+    }
+    fn releasing(&self) -> bool {
+        false
+    }
+    fn links(&self) -> DpResult<Vec<LinkInfo>> {
+        self.read("links".into(), |k| Ok(k.objects.links.iter().map(|(n, l)| info(n, l)).collect()))
+    }
+    fn link(&self, name: &str) -> DpResult<Option<LinkInfo>> {
+        self.read(format!("link {name}"), |k| Ok(k.objects.links.get(name).map(|l| info(name, l))))
+    }
+    fn addresses(&self, dev: &str) -> DpResult<Vec<Addr>> {
+        self.read(format!("addresses {dev}"), |k| match k.objects.links.get(dev) {
+            Some(l) => Ok(l.addrs.clone()),
+            None => Err(errno(format!("listing addresses of {dev}"), libc::ENODEV)),
+        })
+    }
+    fn delete_address(&self, dev: &str, addr: Addr) -> DpResult<()> {
+        self.step(format!("delete_address {dev} {addr}"), |k| {
+            if let Some(l) = k.objects.links.get_mut(dev) {
+                l.addrs.retain(|a| *a != addr);
+            }
+            Ok(())
+        })
+    }
+    fn inside(&self, netns_path: &str, ifname: &str) -> DpResult<Option<Inside>> {
+        self.read(format!("inside {netns_path} {ifname}"), |k| {
+            if !k.objects.namespaces.contains(netns_path) {
+                return Err(errno(format!("opening {netns_path}"), libc::ENOENT));
+            }
+            Ok(k.objects.inside.get(&(netns_path.to_string(), ifname.to_string())).map(|i| Inside {
+                link: LinkInfo {
+                    name: ifname.to_string(),
+                    index: 0,
+                    kind: Some("veth".into()),
+                    master: None,
+                    up: true,
+                    mac: i.mac,
+                    mtu: i.mtu,
+                },
+                addrs: i.addrs.clone(),
+                routes: i.routes.clone(),
+            }))
+        })
+    }
+
+    fn sysctl_set(&self, key: &str, value: &str) -> DpResult<()> {
+        self.step(format!("sysctl_set {key}={value}"), |k| {
+            k.sysctls.insert(key.to_string(), value.to_string());
+            Ok(())
+        })
+    }
+    fn sysctl_get(&self, key: &str) -> Option<String> {
+        self.read(format!("sysctl_get {key}"), |k| k.sysctls.get(key).cloned())
+    }
+
+    fn fw_load(&self, skeleton: &str, elems: &[FwElem]) -> DpResult<()> {
+        self.step(format!("fw_load {} elements", elems.len()), |k| {
+            k.skeleton = skeleton.to_string();
+            k.objects.table = Some(elems.iter().cloned().collect());
+            Ok(())
+        })
+    }
+    fn fw_update(&self, gone: &[FwElem], new: &[FwElem]) -> DpResult<()> {
+        self.step(format!("fw_update -{} +{}", gone.len(), new.len()), |k| {
+            let table = k.objects.table.as_mut().ok_or_else(|| errno("updating table inet cnet", libc::ENOENT))?;
+            for e in gone {
+                table.remove(e);
+            }
+            table.extend(new.iter().cloned());
+            Ok(())
+        })
+    }
+    fn fw_delete(&self) -> DpResult<()> {
+        self.step("fw_delete".into(), |k| {
+            k.objects.table = None;
+            Ok(())
+        })
+    }
+    fn fw_listing(&self) -> DpResult<Option<String>> {
+        self.read("fw_listing".into(), |k| Ok(k.objects.table.as_ref().map(|_| k.skeleton.clone())))
+    }
+    fn fw_elements(&self) -> DpResult<Option<BTreeMap<String, Vec<String>>>> {
+        self.read("fw_elements".into(), |k| {
+            Ok(k.objects.table.as_ref().map(|t| {
+                let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+                for e in t {
+                    out.entry(e.set.to_string()).or_default().push(e.text());
+                }
+                out
+            }))
+        })
+    }
+    fn foreign_drop_chains(&self) -> DpResult<Vec<String>> {
+        self.read("foreign_drop_chains".into(), |_| Ok(vec![]))
+    }
+
+    fn forget_flows(&self, flows: &[FlowMatch]) -> DpResult<usize> {
+        self.step(format!("forget_flows {flows:?}"), |k| {
+            k.forgotten.extend(flows.iter().cloned());
+            Ok(0)
+        })
+    }
+}

@@ -1,0 +1,183 @@
+//! The real [`Dataplane`]: `cnet-dataplane` in cnetd's own namespace, with
+//! the reaper deleting released links in the background.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::net::IpAddr;
+
+use cnet_dataplane::reaper::Reaper;
+use cnet_dataplane::{conntrack, link, netns, nft, sysctl, IfName};
+
+use super::{Addr, BridgeSpec, Dataplane, DpResult, FlowMatch, FwElem, Inside, LinkInfo, VethSpec};
+
+/// cnet's nftables table (`inet cnet`).
+const TABLE: &str = "cnet";
+
+pub struct Kernel {
+    reaper: Reaper,
+}
+
+impl Kernel {
+    /// Starts the reaper in the calling thread's namespace (cnetd's own).
+    pub fn start() -> Self {
+        Kernel { reaper: Reaper::start() }
+    }
+}
+
+fn ifname(name: &str) -> DpResult<IfName> {
+    IfName::new(name)
+}
+
+fn add_lines(script: &mut String, elems: &[FwElem]) {
+    for e in elems {
+        let _ = writeln!(script, "add element inet {TABLE} {} {{ {} }}", e.set, e.text());
+    }
+}
+
+impl Dataplane for Kernel {
+    fn netns_exists(&self, path: &str) -> bool {
+        netns::exists(path)
+    }
+    fn netns_create(&self, name: &str) -> DpResult<String> {
+        netns::create(name)
+    }
+    fn netns_delete(&self, name: &str) -> DpResult<()> {
+        netns::delete(name)
+    }
+
+    fn ensure_bridge(&self, spec: &BridgeSpec) -> DpResult<()> {
+        link::ensure_bridge(spec)
+    }
+    fn delete_link(&self, name: &str) -> DpResult<()> {
+        link::delete_link(None, name)
+    }
+    fn create_veth(&self, spec: &VethSpec) -> DpResult<()> {
+        link::create_veth(spec)
+    }
+    fn enslave(&self, name: &str, bridge: &str, hairpin: bool) -> DpResult<()> {
+        link::enslave(&ifname(name)?, &ifname(bridge)?, hairpin)
+    }
+    fn release_link(&self, name: &str) -> DpResult<()> {
+        self.reaper.delete(name)
+    }
+    fn settle(&self) {
+        self.reaper.settle()
+    }
+    fn releasing(&self) -> bool {
+        self.reaper.pending()
+    }
+    fn links(&self) -> DpResult<Vec<LinkInfo>> {
+        link::links(None)
+    }
+    fn link(&self, name: &str) -> DpResult<Option<LinkInfo>> {
+        link::link(None, name)
+    }
+    fn addresses(&self, dev: &str) -> DpResult<Vec<Addr>> {
+        link::addresses(None, dev)
+    }
+    fn delete_address(&self, dev: &str, addr: Addr) -> DpResult<()> {
+        link::delete_address(None, dev, addr)
+    }
+    fn inside(&self, netns_path: &str, ifname: &str) -> DpResult<Option<Inside>> {
+        link::inside(netns_path, ifname)
+    }
+
+    fn sysctl_set(&self, key: &str, value: &str) -> DpResult<()> {
+        sysctl::set(key, value)
+    }
+    fn sysctl_get(&self, key: &str) -> Option<String> {
+        sysctl::get(key)
+    }
+
+    fn fw_load(&self, skeleton: &str, elems: &[FwElem]) -> DpResult<()> {
+        // `add; delete; define` replaces the table in one transaction:
+        // packets see the old table or the new one, never none.
+        let mut script = format!("table inet {TABLE} {{}}\ndelete table inet {TABLE}\n{skeleton}");
+        add_lines(&mut script, elems);
+        nft::apply(&script)
+    }
+    fn fw_update(&self, gone: &[FwElem], new: &[FwElem]) -> DpResult<()> {
+        let mut script = String::new();
+        // Add first, so that deleting an element that is already gone succeeds.
+        add_lines(&mut script, gone);
+        for e in gone {
+            let _ = writeln!(script, "delete element inet {TABLE} {} {{ {} }}", e.set, e.key);
+        }
+        add_lines(&mut script, new);
+        nft::apply(&script)
+    }
+    fn fw_delete(&self) -> DpResult<()> {
+        nft::apply(&format!("table inet {TABLE} {{}}\ndelete table inet {TABLE}\n"))
+    }
+    fn fw_listing(&self) -> DpResult<Option<String>> {
+        nft::table_terse("inet", TABLE)
+    }
+    fn fw_elements(&self) -> DpResult<Option<BTreeMap<String, Vec<String>>>> {
+        Ok(nft::table_json("inet", TABLE)?.map(|dump| elements_of(&dump)))
+    }
+    fn foreign_drop_chains(&self) -> DpResult<Vec<String>> {
+        nft::foreign_drop_chains(TABLE)
+    }
+
+    fn forget_flows(&self, flows: &[FlowMatch]) -> DpResult<usize> {
+        conntrack::forget(flows)
+    }
+}
+
+/// Set and map elements of an `nft -j list table` dump, written as [`FwElem::text`] writes them.
+fn elements_of(dump: &serde_json::Value) -> BTreeMap<String, Vec<String>> {
+    fn atom(v: &serde_json::Value) -> String {
+        match v {
+            serde_json::Value::String(s) if s.parse::<IpAddr>().is_ok() => s.clone(),
+            serde_json::Value::String(s) => {
+                if ["tcp", "udp", "sctp"].contains(&s.as_str()) {
+                    s.clone()
+                } else {
+                    format!("\"{s}\"")
+                }
+            }
+            serde_json::Value::Number(n) => n.to_string(),
+            serde_json::Value::Object(o) if o.contains_key("concat") => {
+                o["concat"].as_array().map(|a| a.iter().map(atom).collect::<Vec<_>>().join(" . ")).unwrap_or_default()
+            }
+            serde_json::Value::Object(o) if o.contains_key("prefix") => {
+                format!("{}/{}", o["prefix"]["addr"].as_str().unwrap_or(""), o["prefix"]["len"])
+            }
+            other => other.to_string(),
+        }
+    }
+    let mut out = BTreeMap::new();
+    for item in dump["nftables"].as_array().into_iter().flatten() {
+        let obj = if item.get("set").is_some() { &item["set"] } else { &item["map"] };
+        let Some(name) = obj["name"].as_str() else { continue };
+        let elems: Vec<String> = obj["elem"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| match e.as_array() {
+                Some(pair) if pair.len() == 2 => format!("{} : {}", atom(&pair[0]), atom(&pair[1])),
+                _ => atom(e),
+            })
+            .collect();
+        out.insert(name.to_string(), elems);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nft_json_elements_read_back_as_we_write_them() {
+        let dump = serde_json::json!({"nftables": [
+            {"map": {"name": "pm4", "elem": [[{"concat": ["tcp", 8080]}, {"concat": ["10.0.0.2", 80]}]]}},
+            {"set": {"name": "masq4", "elem": [{"prefix": {"addr": "10.0.0.0", "len": 24}}]}},
+            {"set": {"name": "bridges", "elem": ["cnb1"]}}
+        ]});
+        let got = elements_of(&dump);
+        assert_eq!(got["pm4"], vec!["tcp . 8080 : 10.0.0.2 . 80"]);
+        assert_eq!(got["masq4"], vec!["10.0.0.0/24"]);
+        assert_eq!(got["bridges"], vec!["\"cnb1\""]);
+    }
+}

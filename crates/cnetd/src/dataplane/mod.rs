@@ -1,0 +1,111 @@
+//! The seam between the service and the kernel: every kernel operation that
+//! the service, the drivers, the firewall, start-up repair and diagnostics
+//! use, behind one trait.
+//!
+//! - [`Kernel`] is the real implementation, over `cnet-dataplane`.
+//! - [`fake::FakeDataplane`] models the kernel objects in memory, records
+//!   every call and fails (or "crashes") on request, so intents and
+//!   rollbacks are unit-tested without root.
+//!
+//! Invariants:
+//! - Every method that changes something is one *step*: it either happens
+//!   whole or fails with nothing changed (the real implementation cleans up
+//!   inside the step, e.g. a half-made veth pair is removed).
+//! - Deletes succeed when the thing is already gone.
+//! - Host-side names (`name`, `dev`) live in cnetd's own namespace; inside a
+//!   compartment things are reached by the namespace's path.
+
+pub mod fake;
+mod kernel;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+pub use cnet_dataplane::conntrack::FlowMatch;
+pub use cnet_dataplane::{Addr, BridgeSpec, DataplaneError, Inside, LinkInfo, VethSpec};
+pub use kernel::Kernel;
+
+pub type DpResult<T> = Result<T, DataplaneError>;
+
+/// One element of an nftables set or map of cnet's table, as nft writes it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FwElem {
+    pub set: &'static str,
+    /// The key (what `delete element` takes).
+    pub key: String,
+    /// The mapped value, for maps.
+    pub value: Option<String>,
+}
+
+impl FwElem {
+    /// `key` or `key : value`, as nft lists it.
+    pub fn text(&self) -> String {
+        match &self.value {
+            Some(v) => format!("{} : {}", self.key, v),
+            None => self.key.clone(),
+        }
+    }
+}
+
+/// The kernel, as the service sees it.
+pub trait Dataplane: Send + Sync {
+    // ---- namespaces ----
+    /// Whether `path` is a network namespace.
+    fn netns_exists(&self, path: &str) -> bool;
+    /// Creates `/run/netns/<name>` with loopback up; returns its path.
+    fn netns_create(&self, name: &str) -> DpResult<String>;
+    fn netns_delete(&self, name: &str) -> DpResult<()>;
+
+    // ---- links, addresses, routes ----
+    /// Creates the bridge if missing; makes sure its addresses are there and it is up.
+    fn ensure_bridge(&self, spec: &BridgeSpec) -> DpResult<()>;
+    /// Deletes a host link at once.
+    fn delete_link(&self, name: &str) -> DpResult<()>;
+    /// Creates a veth pair: configured inside the namespace, host side on the bridge.
+    fn create_veth(&self, spec: &VethSpec) -> DpResult<()>;
+    /// Puts an existing host link (back) on a bridge, up.
+    fn enslave(&self, name: &str, bridge: &str, hairpin: bool) -> DpResult<()>;
+    /// Cuts a host link off at once (down, off its bridge) and deletes it in
+    /// the background.
+    fn release_link(&self, name: &str) -> DpResult<()>;
+    /// Waits until every released link is gone.
+    fn settle(&self);
+    /// Whether released links are still waiting for deletion.
+    fn releasing(&self) -> bool;
+    fn links(&self) -> DpResult<Vec<LinkInfo>>;
+    fn link(&self, name: &str) -> DpResult<Option<LinkInfo>>;
+    /// Global-scope addresses of a host link.
+    fn addresses(&self, dev: &str) -> DpResult<Vec<Addr>>;
+    fn delete_address(&self, dev: &str, addr: Addr) -> DpResult<()>;
+    /// A link inside a namespace, with its addresses and routes.
+    fn inside(&self, netns_path: &str, ifname: &str) -> DpResult<Option<Inside>>;
+
+    // ---- sysctls of cnetd's namespace ----
+    fn sysctl_set(&self, key: &str, value: &str) -> DpResult<()>;
+    fn sysctl_get(&self, key: &str) -> Option<String>;
+
+    // ---- cnet's nftables table ----
+    /// Replaces the whole table with `skeleton` plus `elems`, atomically.
+    fn fw_load(&self, skeleton: &str, elems: &[FwElem]) -> DpResult<()>;
+    /// Deletes `gone` and adds `new`, in one transaction. A missing table is
+    /// an error of kind `NotFound`.
+    fn fw_update(&self, gone: &[FwElem], new: &[FwElem]) -> DpResult<()>;
+    /// Deletes the table; succeeds when it is already gone.
+    fn fw_delete(&self) -> DpResult<()>;
+    /// The table's chains and rules without elements, or `None` when it is missing.
+    fn fw_listing(&self) -> DpResult<Option<String>>;
+    /// The elements of every set and map (as [`FwElem::text`] writes them),
+    /// or `None` when the table is missing.
+    fn fw_elements(&self) -> DpResult<Option<BTreeMap<String, Vec<String>>>>;
+    /// Base chains of other tables with `policy drop`.
+    fn foreign_drop_chains(&self) -> DpResult<Vec<String>>;
+
+    // ---- conntrack ----
+    /// Deletes the conntrack entries matching any of `flows`.
+    fn forget_flows(&self, flows: &[FlowMatch]) -> DpResult<usize>;
+}
+
+/// The address an endpoint's flows lead to, for [`Dataplane::forget_flows`].
+pub fn flows_to(ip: IpAddr) -> FlowMatch {
+    FlowMatch { reply_src: Some(ip), ..FlowMatch::default() }
+}

@@ -1,0 +1,149 @@
+//! Diagnostics: the store compared with the kernel (`cnet diag`), and the
+//! check of one endpoint (CNI CHECK). Both answer typed findings.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::driver::Links;
+use crate::error::{Result, ServiceError};
+use crate::reconcile::orphans;
+use crate::service::Service;
+use crate::state::{NetworkRecord, Objects};
+use cnet_model::findings::{Finding, FindingKind, Subject, SubjectKind};
+
+/// The answer of `GET /diag`.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct DiagReport {
+    /// Differences between the store and the kernel. Empty = no drift.
+    pub drift: Vec<Finding>,
+    /// Things that are not drift but may hurt traffic.
+    pub warnings: Vec<Finding>,
+}
+
+fn kernel(e: cnet_dataplane::DataplaneError) -> ServiceError {
+    ServiceError::internal(format!("reading the kernel's state failed: {e}"))
+}
+
+/// Compares the store with the kernel and lists every difference.
+pub fn diag(svc: &Service) -> Result<DiagReport> {
+    let dp = svc.dp.as_ref();
+    // Links being deleted in the background are not drift: wait for them.
+    dp.settle();
+    let mut r = DiagReport::default();
+    let o: Objects = svc.state.read().clone();
+    for (kind, id, intent) in o.intents() {
+        let subject = match kind {
+            "network" => SubjectKind::Network,
+            "endpoint" => SubjectKind::Endpoint,
+            _ => SubjectKind::Namespace,
+        };
+        r.warnings.push(Finding::new(
+            Subject::new(subject, Some(id), id.to_string()),
+            FindingKind::InProgress,
+            format!("{kind} {id}: operation {intent:?} in progress"),
+        ));
+    }
+    let links: Links = dp.links().map_err(kernel)?.into_iter().map(|l| (l.name.clone(), l)).collect();
+    for net in o.networks.values().map(|s| &s.record) {
+        r.drift.extend(svc.driver(net)?.check_network(dp, net, &links).map_err(kernel)?);
+    }
+    for ns in o.namespaces.values().map(|s| &s.record) {
+        if !dp.netns_exists(&ns.netns_path) {
+            r.drift.push(Finding::new(
+                Subject::new(SubjectKind::Namespace, Some(ns.id), ns.display_name()),
+                FindingKind::Missing,
+                format!("namespace {}: {} is gone", ns.display_name(), ns.netns_path),
+            ));
+        }
+    }
+    for ep in o.endpoints.values().map(|s| &s.record) {
+        let Some(ns_id) = ep.namespace else { continue };
+        let (Some(ns), Some(net)) = (o.namespaces.get(&ns_id), o.networks.get(&ep.network)) else { continue };
+        r.drift
+            .extend(svc.driver(&net.record)?.check_endpoint(dp, &net.record, ep, &ns.record, &links).map_err(kernel)?);
+    }
+    for name in orphans(svc, &o, &links) {
+        r.drift.push(Finding::new(
+            Subject::new(SubjectKind::Link, None, name.clone()),
+            FindingKind::Orphan,
+            format!("link {name} is not owned by any object (orphan)"),
+        ));
+    }
+    r.drift.extend(svc.firewall.drift().map_err(kernel)?);
+    let backlog = dp.sysctl_get("net/core/netdev_max_backlog").and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let networks: Vec<&NetworkRecord> = o.networks.values().map(|s| &s.record).collect();
+    r.warnings.extend(crowded_switches(svc, &networks, &links, backlog));
+    for chain in dp.foreign_drop_chains().unwrap_or_default() {
+        r.warnings.push(Finding::new(
+            Subject::host(),
+            FindingKind::ForeignDrop,
+            format!("base chain {chain} has policy drop: it also sees cnet's traffic and may drop what cnet accepts"),
+        ));
+    }
+    Ok(r)
+}
+
+/// `GET /endpoints/{id}/check`: the drift of one endpoint, its namespace and
+/// its firewall elements (what CNI CHECK asks for).
+pub fn check_endpoint(svc: &Service, key: &str) -> Result<Vec<Finding>> {
+    let dp = svc.dp.as_ref();
+    let ep = svc.get_endpoint(key)?;
+    let who = Subject::new(SubjectKind::Endpoint, Some(ep.id), ep.display_name());
+    let Some(ns_id) = ep.namespace else {
+        return Ok(vec![Finding::new(
+            who,
+            FindingKind::Missing,
+            format!("endpoint {} is not attached to a namespace", ep.display_name()),
+        )]);
+    };
+    let (net, ns) = {
+        let o = svc.state.read();
+        (o.network(ep.network)?.record.clone(), o.namespace(ns_id)?.record.clone())
+    };
+    let driver = svc.driver(&net)?;
+    let mut links = Links::new();
+    for name in driver.endpoint_links(&ep) {
+        if let Some(l) = dp.link(&name).map_err(kernel)? {
+            links.insert(name, l);
+        }
+    }
+    let mut out = driver.check_endpoint(dp, &net, &ep, &ns, &links).map_err(kernel)?;
+    if !dp.netns_exists(&ns.netns_path) {
+        out.push(Finding::new(
+            Subject::new(SubjectKind::Namespace, Some(ns.id), ns.display_name()),
+            FindingKind::Missing,
+            format!("namespace {}: {} is gone", ns.display_name(), ns.netns_path),
+        ));
+    }
+    out.extend(svc.firewall.owner_drift(ep.id, &who).map_err(kernel)?);
+    Ok(out)
+}
+
+/// Switches with more ports than one CPU's packet backlog holds. A broadcast
+/// (an ARP request) is copied to every port at once into that backlog
+/// (`net.core.netdev_max_backlog`, 1,000 by default, host-wide); with more
+/// ports the copies overflow it and the answer queued behind them is
+/// dropped: here, new containers on a bridge with 1,001 ports could not
+/// resolve their gateway.
+fn crowded_switches(svc: &Service, networks: &[&NetworkRecord], links: &Links, backlog: usize) -> Vec<Finding> {
+    let mut warnings = Vec::new();
+    for net in networks {
+        let Ok(driver) = svc.driver(net) else { continue };
+        for switch in driver.network_links(net) {
+            let ports = links.values().filter(|l| l.master.as_deref() == Some(switch.as_str())).count();
+            if ports >= backlog {
+                warnings.push(Finding::new(
+                    Subject::new(SubjectKind::Network, Some(net.id), net.name.to_string()),
+                    FindingKind::Crowded,
+                    format!(
+                        "network {}: bridge {switch} has {ports} ports and net.core.netdev_max_backlog is {backlog}: broadcasts overflow the backlog and ARP answers get lost; raise it above the port count (sysctl -w net.core.netdev_max_backlog={}) or spread the endpoints over more networks",
+                        net.name,
+                        (ports * 2).next_power_of_two()
+                    ),
+                ));
+            }
+        }
+    }
+    warnings
+}

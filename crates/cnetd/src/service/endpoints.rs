@@ -1,0 +1,310 @@
+//! Endpoints: create (addresses, MAC and names decided under the lock, then
+//! attached at once when a namespace is given), attach, detach, policy
+//! changes, delete.
+
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+use cnet_model::validate;
+use cnet_model::{Endpoint, EndpointPolicy, EndpointState, ErrorCode, NetworkType, PortMapping};
+
+use super::{flows_of_removed, not_busy, same_policy, udp_to_host_ports, usage, EndpointFilter, Service};
+use crate::error::{Result, ServiceError};
+use crate::firewall;
+use crate::state::{EndpointRecord, Intent, NamespaceRecord, NetworkRecord, Objects, Stored};
+
+/// A change to an endpoint's policies (the typed form of an HCN modify request).
+#[derive(Clone, Debug, PartialEq)]
+pub enum PolicyChange {
+    Add(Vec<EndpointPolicy>),
+    Remove(Vec<EndpointPolicy>),
+    Update(Vec<EndpointPolicy>),
+}
+
+/// Another endpoint already using `ep`'s interface name in namespace `ns`.
+fn check_ifname_free(o: &Objects, ep_id: Uuid, ifname: &cnet_model::IfName, ns: Uuid) -> Result<()> {
+    if let Some(other) = o.endpoints_in(ns).find(|e| e.id != ep_id && e.interface_name == *ifname) {
+        return Err(ServiceError::new(
+            ErrorCode::EndpointAlreadyAttached,
+            format!(
+                "interface {ifname} in that namespace belongs to endpoint {}: give this one another InterfaceName",
+                other.display_name()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_mappings_allowed(net: &NetworkRecord, mappings: &[&PortMapping]) -> Result<()> {
+    if !mappings.is_empty() && net.kind != NetworkType::Nat {
+        return Err(ServiceError::unsupported(format!(
+            "port mappings need a NAT network; {} is {}",
+            net.name, net.kind
+        )));
+    }
+    Ok(())
+}
+
+impl Service {
+    pub fn get_endpoint(&self, key: &str) -> Result<EndpointRecord> {
+        let o = self.state.read();
+        Ok(o.endpoint(o.endpoint_id(key)?)?.record.clone())
+    }
+
+    pub fn list_endpoints(&self, f: &EndpointFilter) -> Result<Vec<EndpointRecord>> {
+        let o = self.state.read();
+        let net = f.network.as_deref().map(|k| o.network_id(k)).transpose()?;
+        let ns = f.namespace.as_deref().map(|k| o.namespace_id(k)).transpose()?;
+        Ok(o.endpoints
+            .values()
+            .map(|s| &s.record)
+            .filter(|e| f.name.as_deref().is_none_or(|x| e.name.as_ref().map(|n| n.as_str()) == Some(x)))
+            .filter(|e| net.is_none_or(|x| e.network == x))
+            .filter(|e| ns.is_none() || e.namespace == ns)
+            .cloned()
+            .collect())
+    }
+
+    /// Waits (briefly) while a network is being created or modified, so that
+    /// endpoints asked for in the same moment as their network just queue.
+    fn network_settled(&self, key: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let busy = {
+                let o = self.state.read();
+                let Ok(id) = o.network_id(key) else { return };
+                matches!(o.networks[&id].intent, Some(Intent::Create | Intent::Modify))
+            };
+            if !busy {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    pub fn create_endpoint(&self, mut ep: Endpoint) -> Result<EndpointRecord> {
+        self.network_settled(&ep.host_compute_network);
+        let (rec, net, ns) = self.state.change(|o, ch| {
+            if ep.id.is_nil() {
+                ep.id = Uuid::new_v4();
+            } else if o.endpoints.contains_key(&ep.id) {
+                return Err(ServiceError::new(
+                    ErrorCode::EndpointAlreadyExists,
+                    format!("endpoint {} already exists", ep.id),
+                ));
+            }
+            if let Some(name) = &ep.name {
+                if let Some(other) = o.endpoints.values().find(|s| s.record.name.as_ref() == Some(name)) {
+                    return Err(ServiceError::new(
+                        ErrorCode::EndpointAlreadyExists,
+                        format!("an endpoint named {name} already exists ({}): pick another name", other.record.id),
+                    ));
+                }
+            }
+            let net_id = o.network_id(&ep.host_compute_network)?;
+            let s = o.network(net_id)?;
+            not_busy(s.intent, || format!("network {}", s.record.name))?;
+            let mut net = s.record.clone();
+            self.drivers.get(net.kind)?;
+            let ns = match ep.host_compute_namespace.take() {
+                Some(key) => {
+                    let ns_id = o.namespace_id(&key)?;
+                    check_ifname_free(o, ep.id, &ep.interface_name(), ns_id)?;
+                    Some(o.namespace(ns_id)?.record.clone())
+                }
+                None => None,
+            };
+            validate::prepare_endpoint(&mut ep, &net.to_wire(), &usage(o, &net, None), self.caps.sctp)?;
+            let host = ep.derived_host_name();
+            // The stored names, not re-derived: formatting 10,000 names per
+            // create cost milliseconds.
+            if o.endpoints.values().any(|s| s.record.host_interface_name == host) {
+                return Err(ServiceError::invalid(
+                    "the endpoint ID collides with another endpoint's interface name: omit ID",
+                ));
+            }
+            let rec = EndpointRecord::from_prepared(ep.clone(), net.id, host)?;
+            // The allocation cursor moves on, in the same commit.
+            let mut cursor = net.last_allocated.clone();
+            for ip in rec.ips() {
+                cursor.retain(|c| c.is_ipv4() != ip.is_ipv4());
+                cursor.push(ip);
+            }
+            if cursor != net.last_allocated {
+                net.last_allocated = cursor;
+                ch.put_network(Stored::done(net.clone()));
+            }
+            ch.put_endpoint(match ns {
+                Some(_) => Stored::with(rec.clone(), Intent::Create),
+                None => Stored::done(rec.clone()),
+            });
+            Ok((rec, net, ns))
+        })?;
+        let Some(ns) = ns else { return Ok(rec) };
+        match self.attach_kernel(&rec, &net, &ns) {
+            Ok(()) => {
+                let attached = attached(rec, &ns);
+                self.state.change(|_, ch| {
+                    ch.put_endpoint(Stored::done(attached.clone()));
+                    Ok(())
+                })?;
+                Ok(attached)
+            }
+            Err(err) => {
+                self.state.change(|_, ch| {
+                    ch.delete_endpoint(rec.id);
+                    Ok(())
+                })?;
+                Err(err)
+            }
+        }
+    }
+
+    pub fn delete_endpoint(&self, key: &str) -> Result<()> {
+        let found = self.state.change(|o, ch| {
+            let Ok(id) = o.endpoint_id(key) else { return Ok(None) };
+            let s = o.endpoint(id)?;
+            if s.intent != Some(Intent::Delete) {
+                not_busy(s.intent, || format!("endpoint {}", s.record.display_name()))?;
+            }
+            ch.put_endpoint(Stored::with(s.record.clone(), Intent::Delete));
+            Ok(Some((s.record.clone(), o.networks.get(&s.record.network).map(|n| n.record.clone()))))
+        })?;
+        let Some((ep, net)) = found else { return Ok(()) };
+        if ep.namespace.is_some() {
+            self.detach_kernel(&ep, net.as_ref())?;
+        }
+        self.state.change(|_, ch| {
+            ch.delete_endpoint(ep.id);
+            Ok(())
+        })
+    }
+
+    pub fn modify_endpoint(&self, key: &str, change: PolicyChange) -> Result<EndpointRecord> {
+        let (old, new) = self.state.change(|o, ch| {
+            let id = o.endpoint_id(key)?;
+            let s = o.endpoint(id)?;
+            not_busy(s.intent, || format!("endpoint {}", s.record.display_name()))?;
+            let old = s.record.clone();
+            let mut new = old.clone();
+            match change {
+                PolicyChange::Add(p) => new.policies.extend(p),
+                PolicyChange::Remove(p) => {
+                    for p in &p {
+                        let before = new.policies.len();
+                        new.policies.retain(|x| !same_policy(x, p));
+                        if new.policies.len() == before {
+                            return Err(ServiceError::invalid(format!(
+                                "endpoint {} has no such policy: {p:?}",
+                                new.display_name()
+                            )));
+                        }
+                    }
+                }
+                PolicyChange::Update(p) => new.policies = p,
+            }
+            let net = &o.network(new.network)?.record;
+            let mappings: Vec<_> = new.port_mappings().collect();
+            check_mappings_allowed(net, &mappings)?;
+            validate::check_port_mappings(&mappings, &usage(o, net, Some(id)).port_mappings, self.caps.sctp)?;
+            if new.mtu() != old.mtu() && new.namespace.is_some() {
+                return Err(ServiceError::unsupported(
+                    "changing InterfaceParameters of an attached endpoint is not supported: detach it first",
+                ));
+            }
+            ch.put_endpoint(Stored::with(new.clone(), Intent::Modify));
+            Ok((old, new))
+        })?;
+        if new.namespace.is_some() {
+            if let Err(e) = self.firewall.set(new.id, firewall::port_mapping_elems(&new)) {
+                self.put_endpoint_done(&old)?;
+                return Err(ServiceError::kernel("updating port mappings", e));
+            }
+            let removed: Vec<&PortMapping> =
+                old.port_mappings().filter(|m| !new.port_mappings().any(|n| n == *m)).collect();
+            let added = new.port_mappings().filter(|m| !old.port_mappings().any(|o| o == *m));
+            let mut flows = flows_of_removed(&old, &removed);
+            flows.extend(udp_to_host_ports(added));
+            self.forget(&flows);
+        }
+        self.put_endpoint_done(&new)?;
+        Ok(new)
+    }
+
+    fn put_endpoint_done(&self, rec: &EndpointRecord) -> Result<()> {
+        self.state.change(|_, ch| {
+            ch.put_endpoint(Stored::done(rec.clone()));
+            Ok(())
+        })
+    }
+
+    pub fn attach(&self, ns_key: &str, ep_key: &str) -> Result<()> {
+        let found = self.state.change(|o, ch| {
+            let ns_id = o.namespace_id(ns_key)?;
+            let ep_id = o.endpoint_id(ep_key)?;
+            let s = o.endpoint(ep_id)?;
+            let ep = &s.record;
+            not_busy(s.intent, || format!("endpoint {}", ep.display_name()))?;
+            match ep.namespace {
+                Some(cur) if cur == ns_id => return Ok(None),
+                Some(cur) => {
+                    return Err(ServiceError::new(
+                        ErrorCode::EndpointAlreadyAttached,
+                        format!("endpoint {} is attached to namespace {cur}: detach it first", ep.display_name()),
+                    ))
+                }
+                None => {}
+            }
+            check_ifname_free(o, ep.id, &ep.interface_name, ns_id)?;
+            let net = o.network(ep.network)?.record.clone();
+            let ns = o.namespace(ns_id)?.record.clone();
+            ch.put_endpoint(Stored::with(ep.clone(), Intent::Attach(ns_id)));
+            Ok(Some((ep.clone(), net, ns)))
+        })?;
+        let Some((ep, net, ns)) = found else { return Ok(()) };
+        let result = self.attach_kernel(&ep, &net, &ns);
+        let outcome = if result.is_ok() { attached(ep, &ns) } else { ep };
+        self.put_endpoint_done(&outcome)?;
+        result
+    }
+
+    pub fn detach(&self, ns_key: &str, ep_key: &str) -> Result<()> {
+        let found = self.state.change(|o, ch| {
+            let ns_id = o.namespace_id(ns_key)?;
+            let Ok(ep_id) = o.endpoint_id(ep_key) else { return Ok(None) };
+            let s = o.endpoint(ep_id)?;
+            let ep = &s.record;
+            match ep.namespace {
+                None => return Ok(None),
+                Some(cur) if cur != ns_id => {
+                    return Err(ServiceError::new(
+                        ErrorCode::EndpointNotAttached,
+                        format!("endpoint {} is attached to namespace {cur}, not this one", ep.display_name()),
+                    ))
+                }
+                Some(_) => {}
+            }
+            if s.intent != Some(Intent::Detach) {
+                not_busy(s.intent, || format!("endpoint {}", ep.display_name()))?;
+            }
+            ch.put_endpoint(Stored::with(ep.clone(), Intent::Detach));
+            Ok(Some((ep.clone(), o.networks.get(&ep.network).map(|n| n.record.clone()))))
+        })?;
+        let Some((ep, net)) = found else { return Ok(()) };
+        self.detach_kernel(&ep, net.as_ref())?;
+        self.put_endpoint_done(&detached(ep))
+    }
+}
+
+pub(crate) fn attached(mut ep: EndpointRecord, ns: &NamespaceRecord) -> EndpointRecord {
+    ep.namespace = Some(ns.id);
+    ep.state = EndpointState::Attached;
+    ep
+}
+
+pub(crate) fn detached(mut ep: EndpointRecord) -> EndpointRecord {
+    ep.namespace = None;
+    ep.state = EndpointState::Created;
+    ep
+}

@@ -1,0 +1,219 @@
+//! The service: every operation on networks, endpoints and namespaces, one
+//! file per object kind. Each operation is a lifecycle:
+//!
+//! 1. under the state lock: look up, validate, decide (addresses, names),
+//!    and commit the object with its intent ([`Intent`]);
+//! 2. without the lock: the kernel work, through the network's driver, the
+//!    firewall and the [`Dataplane`];
+//! 3. under the lock again: commit the outcome without the intent — or, on
+//!    failure, roll back the kernel steps made so far and commit the object
+//!    as it was.
+//!
+//! A crash between 1 and 3 leaves the intent for [`crate::reconcile`] to
+//! roll back (create, attach) or finish (detach, delete). An object with an
+//! intent is busy: other changes to it are refused with
+//! `OperationInProgress` rather than interleaved.
+
+mod endpoints;
+mod namespaces;
+mod networks;
+
+use std::sync::Arc;
+
+use cnet_model::validate::{Publisher, Usage};
+use cnet_model::{EndpointPolicy, Protocol};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::dataplane::{flows_to, Dataplane, FlowMatch};
+use crate::driver::{NetworkDriver, Registry};
+use crate::error::{Result, ServiceError};
+use crate::firewall::{self, Firewall};
+use crate::state::{EndpointRecord, Intent, NamespaceRecord, NetworkRecord, Objects, State};
+
+pub(crate) use endpoints::detached;
+pub use endpoints::PolicyChange;
+pub use namespaces::NamespaceChange;
+pub use namespaces::NamespaceView;
+pub use networks::NetworkChange;
+
+/// What this host's kernel can do, probed at start.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Capabilities {
+    pub sctp: bool,
+}
+
+impl Capabilities {
+    pub fn probe() -> Self {
+        Capabilities { sctp: cnet_dataplane::probe::sctp() }
+    }
+}
+
+/// Filters for listing endpoints.
+#[derive(Default, Debug, Deserialize)]
+pub struct EndpointFilter {
+    pub name: Option<String>,
+    pub network: Option<String>,
+    pub namespace: Option<String>,
+}
+
+/// Filters for listing networks.
+#[derive(Default, Debug, Deserialize)]
+pub struct NetworkFilter {
+    pub name: Option<String>,
+    pub r#type: Option<String>,
+}
+
+pub struct Service {
+    pub state: State,
+    pub dp: Arc<dyn Dataplane>,
+    pub firewall: Firewall,
+    pub drivers: Registry,
+    pub caps: Capabilities,
+}
+
+impl Service {
+    pub fn new(state: State, dp: Arc<dyn Dataplane>, drivers: Registry, caps: Capabilities) -> Self {
+        Service { state, firewall: Firewall::new(dp.clone()), dp, drivers, caps }
+    }
+
+    pub fn driver(&self, net: &NetworkRecord) -> Result<&dyn NetworkDriver> {
+        self.drivers.get(net.kind)
+    }
+
+    /// Gives an endpoint its adapter and its firewall elements; undoes the
+    /// adapter again when the firewall refuses.
+    fn attach_kernel(&self, ep: &EndpointRecord, net: &NetworkRecord, ns: &NamespaceRecord) -> Result<()> {
+        let path = &ns.netns_path;
+        if !self.dp.netns_exists(path) {
+            return Err(ServiceError::new(
+                cnet_model::ErrorCode::NamespaceNotFound,
+                format!("the network namespace of {} ({path}) is gone: create the namespace again", ns.display_name()),
+            ));
+        }
+        let driver = self.driver(net)?;
+        driver
+            .attach(self.dp.as_ref(), net, ep, path)
+            .map_err(|e| ServiceError::kernel(&format!("attaching endpoint {}", ep.display_name()), e))?;
+        if let Err(e) = self.firewall.set(ep.id, firewall::port_mapping_elems(ep)) {
+            let _ = driver.detach(self.dp.as_ref(), ep);
+            return Err(ServiceError::kernel("publishing ports", e));
+        }
+        // As CNI portmap does: a UDP flow to a host port that was someone
+        // else's would otherwise stay DNAT'd to the old owner.
+        self.forget(&udp_to_host_ports(ep.port_mappings()));
+        Ok(())
+    }
+
+    /// Removes an endpoint's kernel state: firewall elements first (no new
+    /// flow is DNAT'd to it), then its adapter, then the conntrack entries of
+    /// flows that lead to it. Goes on after an error and reports them all.
+    pub(crate) fn detach_kernel(&self, ep: &EndpointRecord, net: Option<&NetworkRecord>) -> Result<()> {
+        let mut errors = Vec::new();
+        if let Err(e) = self.firewall.remove(ep.id) {
+            errors.push(e.to_string());
+        }
+        match net.map(|n| self.driver(n)) {
+            Some(Ok(driver)) => {
+                if let Err(e) = driver.detach(self.dp.as_ref(), ep) {
+                    errors.push(e.to_string());
+                }
+            }
+            Some(Err(e)) => errors.push(e.message),
+            None => errors.push(format!("its network {} is gone", ep.network)),
+        }
+        self.forget(&ep.ips().map(flows_to).collect::<Vec<_>>());
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ServiceError::new(
+                cnet_model::ErrorCode::DegradedOperation,
+                format!(
+                    "detaching endpoint {} failed (a retry or restart finishes it): {}",
+                    ep.display_name(),
+                    errors.join("; ")
+                ),
+            ))
+        }
+    }
+
+    /// Deletes conntrack entries; a failure is logged, never fatal (the
+    /// entries would time out on their own).
+    fn forget(&self, flows: &[FlowMatch]) {
+        if flows.is_empty() {
+            return;
+        }
+        if let Err(e) = self.dp.forget_flows(flows) {
+            tracing::warn!("could not delete conntrack entries {flows:?}: {e}");
+        }
+    }
+}
+
+/// Host ports of UDP mappings: their old flows are dropped when the mapping appears.
+fn udp_to_host_ports<'a>(mappings: impl Iterator<Item = &'a cnet_model::PortMapping>) -> Vec<FlowMatch> {
+    mappings
+        .filter(|m| m.protocol == Protocol::Udp)
+        .flat_map(|m| m.ports().map(|(ext, _)| ext))
+        .map(|port| FlowMatch {
+            protocol: Some(Protocol::Udp.number()),
+            orig_dst_port: Some(port),
+            ..FlowMatch::default()
+        })
+        .collect()
+}
+
+/// Flows DNAT'd through mappings that an endpoint no longer has.
+fn flows_of_removed(ep: &EndpointRecord, removed: &[&cnet_model::PortMapping]) -> Vec<FlowMatch> {
+    let mut out = Vec::new();
+    for m in removed {
+        for ip in ep.ips() {
+            for (_, int) in m.ports() {
+                out.push(FlowMatch {
+                    protocol: Some(m.protocol.number()),
+                    reply_src: Some(ip),
+                    reply_src_port: Some(int),
+                    ..FlowMatch::default()
+                });
+            }
+        }
+    }
+    out
+}
+
+/// What is in use where a new endpoint of `net` goes: its network's
+/// addresses and MACs, and every port mapping on the host.
+fn usage<'a>(o: &'a Objects, net: &NetworkRecord, except: Option<Uuid>) -> Usage<'a> {
+    let mut usage = Usage { last_allocated: net.last_allocated.clone(), ..Usage::default() };
+    for e in o.endpoints.values().map(|s| &s.record).filter(|e| Some(e.id) != except) {
+        for m in e.port_mappings() {
+            usage.port_mappings.push((m, Publisher { id: e.id, name: e.name.as_ref() }));
+        }
+        if e.network == net.id {
+            usage.ips.extend(e.ips());
+            usage.macs.insert(e.mac);
+        }
+    }
+    usage
+}
+
+/// Refused while a change is in flight for the object.
+fn not_busy(intent: Option<Intent>, what: impl FnOnce() -> String) -> Result<()> {
+    match intent {
+        None => Ok(()),
+        Some(_) => Err(ServiceError::in_progress(format!("{} is being changed: retry", what()))),
+    }
+}
+
+/// Whether two policies are the same for removal: port mappings by their host side.
+fn same_policy(a: &EndpointPolicy, b: &EndpointPolicy) -> bool {
+    match (a, b) {
+        (EndpointPolicy::PortMapping(x), EndpointPolicy::PortMapping(y)) => {
+            x.protocol == y.protocol && x.external_port == y.external_port && x.vip == y.vip
+        }
+        _ => a == b,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,217 @@
+//! Networks: create (the switch and its firewall elements), modify (subnets,
+//! DNS), delete (firewall state before links, so no DNAT ever points into a
+//! switch that is being removed).
+
+use ipnet::IpNet;
+use uuid::Uuid;
+
+use cnet_model::validate;
+use cnet_model::{Dns, ErrorCode, Network, NetworkType, Subnet};
+
+use super::{not_busy, NetworkFilter, Service};
+use crate::error::{Result, ServiceError};
+use crate::state::{Intent, NetworkRecord, Objects, Stored};
+
+/// A change to a live network (the typed form of an HCN modify request).
+#[derive(Clone, Debug, PartialEq)]
+pub enum NetworkChange {
+    AddSubnet(Subnet),
+    RemoveSubnet(IpNet),
+    UpdateDns(Dns),
+}
+
+/// The other networks, as the model's validation wants them.
+fn others(o: &Objects, except: Uuid) -> Vec<Network> {
+    o.networks.values().filter(|s| s.record.id != except).map(|s| s.record.to_wire()).collect()
+}
+
+impl Service {
+    pub fn get_network(&self, key: &str) -> Result<NetworkRecord> {
+        let o = self.state.read();
+        Ok(o.network(o.network_id(key)?)?.record.clone())
+    }
+
+    pub fn list_networks(&self, f: &NetworkFilter) -> Result<Vec<NetworkRecord>> {
+        let ty = f.r#type.as_deref().map(str::parse::<NetworkType>).transpose()?;
+        let o = self.state.read();
+        Ok(o.networks
+            .values()
+            .map(|s| &s.record)
+            .filter(|n| f.name.as_deref().is_none_or(|x| n.name.as_str() == x))
+            .filter(|n| ty.is_none_or(|t| n.kind == t))
+            .cloned()
+            .collect())
+    }
+
+    pub fn create_network(&self, mut net: Network) -> Result<NetworkRecord> {
+        let driver = self.drivers.get(net.r#type)?;
+        driver.validate(&net)?;
+        let rec = self.state.change(|o, ch| {
+            if net.id.is_nil() {
+                net.id = Uuid::new_v4();
+            } else if o.networks.contains_key(&net.id) {
+                return Err(ServiceError::new(
+                    ErrorCode::NetworkAlreadyExists,
+                    format!("network {} already exists", net.id),
+                ));
+            }
+            let others = others(o, net.id);
+            validate::validate_network(&net, &others.iter().collect::<Vec<_>>())?;
+            let bridge = net.derived_bridge_name();
+            if o.networks.values().any(|s| s.record.bridge == bridge) {
+                return Err(ServiceError::invalid(
+                    "the network ID collides with another network's bridge name: omit ID",
+                ));
+            }
+            let rec = NetworkRecord::from_wire(&net, bridge)?;
+            ch.put_network(Stored::with(rec.clone(), Intent::Create));
+            Ok(rec)
+        })?;
+        let dp = self.dp.as_ref();
+        let programmed = driver.setup(dp, &rec).and_then(|_| self.firewall.set(rec.id, driver.firewall(&rec)));
+        if let Err(e) = programmed {
+            let _ = self.firewall.remove(rec.id);
+            let _ = driver.teardown(dp, &rec);
+            self.state.change(|_, ch| {
+                ch.delete_network(rec.id);
+                Ok(())
+            })?;
+            let _ = self.firewall.delete_if_unused();
+            return Err(ServiceError::kernel(&format!("creating network {}", rec.name), e));
+        }
+        self.state.change(|_, ch| {
+            ch.put_network(Stored::done(rec.clone()));
+            Ok(())
+        })?;
+        Ok(rec)
+    }
+
+    pub fn delete_network(&self, key: &str) -> Result<()> {
+        let net = self.state.change(|o, ch| {
+            let Ok(id) = o.network_id(key) else { return Ok(None) };
+            let s = o.network(id)?;
+            if s.intent != Some(Intent::Delete) {
+                not_busy(s.intent, || format!("network {}", s.record.name))?;
+            }
+            let users: Vec<String> =
+                o.endpoints.values().filter(|e| e.record.network == id).map(|e| e.record.display_name()).collect();
+            if !users.is_empty() {
+                return Err(ServiceError::new(
+                    ErrorCode::EntityHasReferences,
+                    format!(
+                        "network {} still has {} endpoint(s) ({}): delete them first",
+                        s.record.name,
+                        users.len(),
+                        users.join(", ")
+                    ),
+                ));
+            }
+            ch.put_network(Stored::with(s.record.clone(), Intent::Delete));
+            Ok(Some(s.record.clone()))
+        })?;
+        match net {
+            Some(net) => self.finish_network_delete(&net),
+            None => Ok(()),
+        }
+    }
+
+    /// Firewall state goes before the switch; the record goes last.
+    pub(crate) fn finish_network_delete(&self, net: &NetworkRecord) -> Result<()> {
+        let mut errors = Vec::new();
+        if let Err(e) = self.firewall.remove(net.id) {
+            errors.push(e.to_string());
+        }
+        match self.driver(net) {
+            Ok(driver) => {
+                if let Err(e) = driver.teardown(self.dp.as_ref(), net) {
+                    errors.push(e.to_string());
+                }
+            }
+            Err(e) => errors.push(e.message),
+        }
+        if !errors.is_empty() {
+            return Err(ServiceError::new(
+                ErrorCode::DegradedOperation,
+                format!(
+                    "deleting network {} failed; it stays marked for deletion and a retry or restart finishes it: {}",
+                    net.name,
+                    errors.join("; ")
+                ),
+            ));
+        }
+        self.state.change(|_, ch| {
+            ch.delete_network(net.id);
+            Ok(())
+        })?;
+        let _ = self.firewall.delete_if_unused();
+        Ok(())
+    }
+
+    pub fn modify_network(&self, key: &str, change: NetworkChange) -> Result<NetworkRecord> {
+        let (old, new) = self.state.change(|o, ch| {
+            let id = o.network_id(key)?;
+            let s = o.network(id)?;
+            not_busy(s.intent, || format!("network {}", s.record.name))?;
+            let old = s.record.clone();
+            let mut net = old.to_wire();
+            match change {
+                NetworkChange::AddSubnet(sub) => match net.ipams.first_mut() {
+                    Some(ipam) => ipam.subnets.push(sub),
+                    None => net.ipams.push(cnet_model::Ipam { r#type: "Static".into(), subnets: vec![sub] }),
+                },
+                NetworkChange::RemoveSubnet(prefix) => {
+                    let used = o
+                        .endpoints
+                        .values()
+                        .map(|e| &e.record)
+                        .any(|e| e.network == id && e.ips().any(|ip| prefix.contains(&ip)));
+                    if used {
+                        return Err(ServiceError::new(
+                            ErrorCode::EntityHasReferences,
+                            format!("endpoints still use subnet {prefix}: delete them first"),
+                        ));
+                    }
+                    let before = net.subnets().count();
+                    for ipam in &mut net.ipams {
+                        ipam.subnets.retain(|x| x.ip_address_prefix != prefix);
+                    }
+                    if net.subnets().count() == before {
+                        return Err(ServiceError::new(
+                            ErrorCode::InvalidSubnet,
+                            format!("network {} has no subnet {prefix}", net.name),
+                        ));
+                    }
+                }
+                NetworkChange::UpdateDns(dns) => net.dns = Some(dns),
+            }
+            let others = others(o, id);
+            validate::validate_network(&net, &others.iter().collect::<Vec<_>>())?;
+            let mut new = NetworkRecord::from_wire(&net, old.bridge.clone())?;
+            new.last_allocated.clone_from(&old.last_allocated);
+            ch.put_network(Stored::with(new.clone(), Intent::Modify));
+            Ok((old, new))
+        })?;
+        let driver = self.driver(&new)?;
+        let dp = self.dp.as_ref();
+        let result = driver.update(dp, &old, &new).and_then(|_| self.firewall.set(new.id, driver.firewall(&new)));
+        match result {
+            Ok(()) => {
+                self.state.change(|_, ch| {
+                    ch.put_network(Stored::done(new.clone()));
+                    Ok(())
+                })?;
+                Ok(new)
+            }
+            Err(e) => {
+                // Back to the old kernel state as far as it goes; start-up repair does the rest.
+                let _ = driver.update(dp, &new, &old);
+                let _ = self.firewall.set(old.id, driver.firewall(&old));
+                self.state.change(|_, ch| {
+                    ch.put_network(Stored::done(old.clone()));
+                    Ok(())
+                })?;
+                Err(ServiceError::kernel("modifying network", e))
+            }
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! What the store holds: records with typed references, apart from the
+//! API's HCN wire structs (which [`crate::api`] converts to and from at the
+//! edge, with the conversions here).
+//!
+//! Invariants:
+//! - References are UUIDs of existing objects (an endpoint's network, its
+//!   namespace), never names or strings compared after formatting.
+//! - A record holds only what cnetd decided or was told, already validated:
+//!   an endpoint always has its MAC, addresses and interface names; a
+//!   namespace always has its path.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use cnet_model::namespace::ResourceData;
+use cnet_model::{
+    Dns, Endpoint, EndpointPolicy, EndpointState, IfName, IpConfig, Ipam, MacAddr, Namespace, NamespaceResource,
+    Network, NetworkType, ObjectName, PortMapping, Route, Subnet,
+};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::{Result, ServiceError};
+
+/// A stored object and the kernel change in flight for it, if any.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Stored<T> {
+    pub record: T,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<Intent>,
+}
+
+impl<T> Stored<T> {
+    pub fn done(record: T) -> Self {
+        Stored { record, intent: None }
+    }
+    pub fn with(record: T, intent: Intent) -> Self {
+        Stored { record, intent: Some(intent) }
+    }
+}
+
+/// A kernel change that was started and not yet finished.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Intent {
+    Create,
+    /// Attaching to the namespace with this ID.
+    Attach(Uuid),
+    Detach,
+    Delete,
+    Modify,
+}
+
+/// How a network's addresses are managed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IpamType {
+    /// cnetd allocates addresses from the subnets.
+    #[default]
+    Static,
+}
+
+impl IpamType {
+    pub fn parse(s: &str) -> Result<Self> {
+        if s.eq_ignore_ascii_case("Static") {
+            Ok(IpamType::Static)
+        } else {
+            Err(ServiceError::unsupported(format!(
+                "IPAM type {s:?} is not supported by this build: use Static (cnetd allocates addresses)"
+            )))
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IpamType::Static => "Static",
+        }
+    }
+}
+
+/// The HCN namespace types.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NamespaceType {
+    #[default]
+    HostDefault,
+    Host,
+    Guest,
+    GuestDefault,
+}
+
+impl NamespaceType {
+    pub const ALL: [NamespaceType; 4] =
+        [NamespaceType::HostDefault, NamespaceType::Host, NamespaceType::Guest, NamespaceType::GuestDefault];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NamespaceType::HostDefault => "HostDefault",
+            NamespaceType::Host => "Host",
+            NamespaceType::Guest => "Guest",
+            NamespaceType::GuestDefault => "GuestDefault",
+        }
+    }
+    pub fn parse(s: &str) -> Result<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str().eq_ignore_ascii_case(s)).ok_or_else(|| {
+            ServiceError::invalid(format!(
+                "namespace Type {s:?} is unknown: use HostDefault, Host, Guest or GuestDefault"
+            ))
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NetworkRecord {
+    pub id: Uuid,
+    pub name: ObjectName,
+    pub kind: NetworkType,
+    pub ipam: IpamType,
+    pub subnets: Vec<Subnet>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<Dns>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac_pool: Option<cnet_model::network::MacPool>,
+    pub flags: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    /// The network's switch (derived from the ID, checked unique at create).
+    pub bridge: String,
+    /// The address handed out last in each address family: the next
+    /// allocation goes on after it (and wraps around), so a freed address
+    /// is not handed out again at once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub last_allocated: Vec<IpAddr>,
+}
+
+impl NetworkRecord {
+    /// A record of a validated network request.
+    pub fn from_wire(net: &Network, bridge: String) -> Result<Self> {
+        let ipam = match net.ipams.first() {
+            Some(i) => IpamType::parse(&i.r#type)?,
+            None => IpamType::Static,
+        };
+        Ok(NetworkRecord {
+            id: net.id,
+            name: net.name.clone(),
+            kind: net.r#type,
+            ipam,
+            subnets: net.subnets().cloned().collect(),
+            dns: net.dns.clone(),
+            mac_pool: net.mac_pool.clone(),
+            flags: net.flags,
+            mtu: net.mtu,
+            bridge,
+            last_allocated: vec![],
+        })
+    }
+
+    pub fn to_wire(&self) -> Network {
+        Network {
+            id: self.id,
+            name: self.name.clone(),
+            r#type: self.kind,
+            ipams: vec![Ipam { r#type: self.ipam.as_str().into(), subnets: self.subnets.clone() }],
+            dns: self.dns.clone(),
+            mac_pool: self.mac_pool.clone(),
+            flags: self.flags,
+            policies: vec![],
+            schema_version: Default::default(),
+            mtu: self.mtu,
+            bridge_name: Some(self.bridge.clone()),
+        }
+    }
+
+    pub fn mtu(&self) -> u32 {
+        self.mtu.unwrap_or(1500)
+    }
+
+    /// The bridge's MAC, fixed so that endpoints never see the gateway move.
+    pub fn bridge_mac(&self) -> MacAddr {
+        self.to_wire().bridge_mac()
+    }
+
+    /// Each subnet with its gateway, if the network type has one.
+    pub fn gateways(&self) -> impl Iterator<Item = (&Subnet, IpAddr)> {
+        let has = self.kind.has_gateway();
+        self.subnets.iter().filter(move |_| has).map(|s| (s, s.gateway()))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EndpointRecord {
+    pub id: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<ObjectName>,
+    pub network: Uuid,
+    /// The namespace it is attached to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<Uuid>,
+    pub ip_configurations: Vec<IpConfig>,
+    pub mac: MacAddr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<Dns>,
+    pub routes: Vec<Route>,
+    pub flags: u32,
+    pub policies: Vec<EndpointPolicy>,
+    /// Inside the namespace.
+    pub interface_name: IfName,
+    /// The host side of its adapter.
+    pub host_interface_name: String,
+    pub state: EndpointState,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl EndpointRecord {
+    /// A record of an endpoint request that `validate::prepare_endpoint` filled in.
+    pub fn from_prepared(ep: Endpoint, network: Uuid, host_interface_name: String) -> Result<Self> {
+        let mac = ep.mac_address.ok_or_else(|| ServiceError::internal("a prepared endpoint has a MAC"))?;
+        Ok(EndpointRecord {
+            interface_name: ep.interface_name(),
+            id: ep.id,
+            name: ep.name,
+            network,
+            namespace: None,
+            ip_configurations: ep.ip_configurations,
+            mac,
+            dns: ep.dns,
+            routes: ep.routes,
+            flags: ep.flags,
+            policies: ep.policies,
+            host_interface_name,
+            state: EndpointState::Created,
+            annotations: ep.annotations,
+        })
+    }
+
+    pub fn to_wire(&self) -> Endpoint {
+        Endpoint {
+            id: self.id,
+            name: self.name.clone(),
+            host_compute_network: self.network.to_string(),
+            host_compute_namespace: self.namespace.map(|n| n.to_string()),
+            ip_configurations: self.ip_configurations.clone(),
+            mac_address: Some(self.mac),
+            dns: self.dns.clone(),
+            routes: self.routes.clone(),
+            flags: self.flags,
+            policies: self.policies.clone(),
+            schema_version: Default::default(),
+            interface_name: Some(self.interface_name.clone()),
+            host_interface_name: Some(self.host_interface_name.clone()),
+            state: self.state,
+            annotations: self.annotations.clone(),
+        }
+    }
+
+    pub fn port_mappings(&self) -> impl Iterator<Item = &PortMapping> {
+        self.policies.iter().filter_map(|p| match p {
+            EndpointPolicy::PortMapping(m) => Some(m),
+            _ => None,
+        })
+    }
+    pub fn mtu(&self) -> Option<u32> {
+        self.policies.iter().find_map(|p| match p {
+            EndpointPolicy::InterfaceParameters(i) => Some(i.mtu),
+            _ => None,
+        })
+    }
+    pub fn display_name(&self) -> String {
+        self.name.as_ref().map(|n| n.to_string()).unwrap_or_else(|| self.id.to_string())
+    }
+    pub fn ips(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.ip_configurations.iter().map(|c| c.ip_address)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NamespaceRecord {
+    pub id: Uuid,
+    /// The netns name when cnetd created it (`/run/netns/<name>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<ObjectName>,
+    pub kind: NamespaceType,
+    pub netns_path: String,
+    /// Whether cnetd created the netns (and deletes it with the object).
+    pub managed: bool,
+}
+
+impl NamespaceRecord {
+    pub fn to_wire(&self, endpoints: impl Iterator<Item = Uuid>) -> Namespace {
+        Namespace {
+            id: self.id,
+            name: self.name.clone(),
+            r#type: self.kind.as_str().into(),
+            netns_path: Some(self.netns_path.clone()),
+            resources: endpoints
+                .map(|id| NamespaceResource { r#type: "Endpoint".into(), data: ResourceData { id } })
+                .collect(),
+            managed: self.managed,
+            schema_version: Default::default(),
+        }
+    }
+    pub fn display_name(&self) -> String {
+        self.name.as_ref().map(|n| n.to_string()).unwrap_or_else(|| self.id.to_string())
+    }
+}
+
+/// Which object kind a record is, for messages and findings.
+pub fn network_type_name(t: NetworkType) -> &'static str {
+    t.as_str()
+}
