@@ -26,7 +26,7 @@ fn bad_input_gets_a_clear_error_code_and_leaves_no_state() {
         ("/networks", "[1,2]".into(), 400, "InvalidJson"),
         ("/networks", r#"{"Name": 5}"#.into(), 400, "InvalidJson"),
         ("/networks", r#"{"Name":"n","Ipams":"nope"}"#.into(), 400, "InvalidJson"),
-        ("/networks", r#"{"Name":"n","Ipams":[{"Subnets":[{"IpAddressPrefix":"10.999.0.0/24"}]}]}"#.into(), 400, "InvalidJson"),
+        ("/networks", r#"{"Name":"n","Ipams":[{"Subnets":[{"IpAddressPrefix":"10.999.0.0/24"}]}]}"#.into(), 400, "InvalidSubnet"),
         ("/networks", r#"{"Name":"n","Ipams":[{"Subnets":[{"IpAddressPrefix":"10.102.0.7/24"}]}]}"#.into(), 400, "InvalidSubnet"),
         ("/networks", r#"{"Name":"n","Ipams":[{"Subnets":[{"IpAddressPrefix":"10.101.0.0/16"}]}]}"#.into(), 400, "InvalidSubnet"),
         ("/networks", r#"{"Name":"n","Ipams":[]}"#.into(), 400, "InvalidSubnet"),

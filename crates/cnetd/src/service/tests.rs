@@ -1,1 +1,416 @@
-//! Lifecycle tests against the fake dataplane.
+//! Lifecycle tests against the fake dataplane: no root needed.
+//!
+//! Each lifecycle runs once to count its kernel steps; then, for every
+//! step, on a fresh service: once with that step failing (a create or
+//! attach must leave the store and the kernel as they were; a detach or
+//! delete must report it and finish on retry), and once with the process
+//! "crashing" at that step (a restart must roll back or finish the intent,
+//! leave no intent and no drift).
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use cnet_model::{Endpoint, Namespace, Network};
+use serde_json::json;
+
+use super::*;
+use crate::dataplane::fake::{FakeDataplane, Objects as Kernel};
+use crate::driver::Registry;
+use crate::state::{Objects, State};
+
+const NET: &str = "6d0b3c1e-0000-4000-8000-0000000000a1";
+const EP: &str = "6d0b3c1e-0000-4000-8000-0000000000e1";
+const NS: &str = "6d0b3c1e-0000-4000-8000-0000000000c1";
+
+struct Bed {
+    dir: tempfile::TempDir,
+    fake: Arc<FakeDataplane>,
+    svc: Option<Service>,
+}
+
+fn service(dir: &tempfile::TempDir, fake: &Arc<FakeDataplane>) -> Service {
+    let store = cnet_store::Store::open(&dir.path().join("cnet.redb")).unwrap();
+    Service::new(State::open(store).unwrap(), fake.clone(), Registry::builtin(), Capabilities { sctp: false })
+}
+
+impl Bed {
+    fn new() -> Bed {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = Arc::new(FakeDataplane::new());
+        let svc = Some(service(&dir, &fake));
+        Bed { dir, fake, svc }
+    }
+    fn svc(&self) -> &Service {
+        self.svc.as_ref().unwrap()
+    }
+    /// A new process on the same store and the same kernel, after start-up repair.
+    fn restart(&mut self) {
+        self.svc = None;
+        self.svc = Some(service(&self.dir, &self.fake));
+        crate::reconcile::startup(self.svc()).expect("start-up");
+    }
+    /// The store's objects (without allocation cursors, which move on even
+    /// when a create is rolled back, as host-local's do) and the kernel's.
+    fn snapshot(&self) -> (Objects, Kernel) {
+        let mut o = self.svc().state.read().clone();
+        for n in o.networks.values_mut() {
+            n.record.last_allocated.clear();
+        }
+        (o, self.fake.objects())
+    }
+    fn drift(&self) -> Vec<String> {
+        crate::diag::diag(self.svc()).unwrap().drift.into_iter().map(|f| f.message).collect()
+    }
+}
+
+fn net_req() -> Network {
+    serde_json::from_value(json!({
+        "ID": NET, "Name": "web", "Type": "NAT",
+        "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.79.0.0/24"}, {"IpAddressPrefix": "fd00:79::/64"}]}]
+    }))
+    .unwrap()
+}
+
+fn ns_req() -> Namespace {
+    serde_json::from_value(json!({"ID": NS, "Name": "cnet-unit-test-c1"})).unwrap()
+}
+
+fn ep_req(ns: Option<&str>) -> Endpoint {
+    serde_json::from_value(json!({
+        "ID": EP, "Name": "web1", "HostComputeNetwork": "web", "HostComputeNamespace": ns,
+        "Policies": [{"Type": "PortMapping", "Settings": {"Protocol": 17, "InternalPort": 53, "ExternalPort": 5353}},
+                     {"Type": "PortMapping", "Settings": {"Protocol": 6, "InternalPort": 80, "ExternalPort": 8080}}]
+    }))
+    .unwrap()
+}
+
+/// A bed with the network, and the namespace when `with_ns`.
+fn with_network(with_ns: bool) -> Bed {
+    let b = Bed::new();
+    b.svc().create_network(net_req()).unwrap();
+    if with_ns {
+        b.svc().create_namespace(ns_req()).unwrap();
+    }
+    b
+}
+
+fn attached() -> Bed {
+    let b = with_network(true);
+    b.svc().create_endpoint(ep_req(Some(NS))).unwrap();
+    b
+}
+
+type Op = fn(&Service) -> crate::error::Result<()>;
+
+fn create_network(s: &Service) -> crate::error::Result<()> {
+    s.create_network(net_req()).map(|_| ())
+}
+fn create_attached_endpoint(s: &Service) -> crate::error::Result<()> {
+    s.create_endpoint(ep_req(Some(NS))).map(|_| ())
+}
+fn attach(s: &Service) -> crate::error::Result<()> {
+    s.attach(NS, EP)
+}
+fn detach(s: &Service) -> crate::error::Result<()> {
+    s.detach(NS, EP)
+}
+fn delete_endpoint(s: &Service) -> crate::error::Result<()> {
+    s.delete_endpoint(EP)
+}
+fn create_namespace(s: &Service) -> crate::error::Result<()> {
+    s.create_namespace(ns_req()).map(|_| ())
+}
+fn delete_network(s: &Service) -> crate::error::Result<()> {
+    s.delete_network(NET)
+}
+
+/// The kernel steps `op` takes on a bed made by `setup`.
+fn steps_of(setup: fn() -> Bed, op: Op) -> usize {
+    let b = setup();
+    let before = b.fake.steps();
+    op(b.svc()).expect("the lifecycle works without failures");
+    let n = b.fake.steps() - before;
+    assert!(n > 0, "the lifecycle made no kernel step");
+    n
+}
+
+/// A create or attach that fails at any step leaves everything as it was.
+/// The only step whose failure is not fatal is forgetting conntrack entries.
+fn failing_each_step_rolls_back(setup: fn() -> Bed, op: Op) -> usize {
+    let n = steps_of(setup, op);
+    for step in 0..n {
+        let b = setup();
+        let before = b.snapshot();
+        b.fake.fail_step(step);
+        let calls_before = b.fake.calls().len();
+        match op(b.svc()) {
+            Err(_) => assert_eq!(b.snapshot(), before, "step {step} failed: {:?}", &b.fake.calls()[calls_before..]),
+            Ok(()) => {
+                let failed = b.fake.calls()[calls_before..].iter().find(|c| c.starts_with("forget_flows")).cloned();
+                assert!(
+                    failed.is_some(),
+                    "step {step} failed but the lifecycle went on: {:?}",
+                    &b.fake.calls()[calls_before..]
+                );
+            }
+        }
+        assert!(b.svc().state.read().intents().is_empty(), "step {step}: an intent is left");
+    }
+    n
+}
+
+/// A detach or delete that fails at any step says so, and a retry finishes it.
+fn failing_each_step_finishes_on_retry(setup: fn() -> Bed, op: Op, done: fn(&Bed)) -> usize {
+    let n = steps_of(setup, op);
+    for step in 0..n {
+        let b = setup();
+        b.fake.fail_step(step);
+        if op(b.svc()).is_err() {
+            op(b.svc()).unwrap_or_else(|e| panic!("step {step}: the retry failed: {e}"));
+        }
+        done(&b);
+        assert!(b.svc().state.read().intents().is_empty(), "step {step}: an intent is left");
+        assert!(b.drift().is_empty(), "step {step}: {:?}", b.drift());
+    }
+    n
+}
+
+/// A crash at any step, then a restart: the intent is rolled back or
+/// finished, the state is the one before or the one after, and the kernel
+/// matches it.
+fn crashing_at_each_step_then_restarting_resolves_the_intent(setup: fn() -> Bed, op: Op) -> usize {
+    let n = steps_of(setup, op);
+    let after = {
+        let b = setup();
+        op(b.svc()).unwrap();
+        b.snapshot().0
+    };
+    for step in 0..n {
+        let mut b = setup();
+        let before = b.snapshot().0;
+        b.fake.crash_at_step(step);
+        let svc = b.svc.take().unwrap();
+        assert!(catch_unwind(AssertUnwindSafe(|| op(&svc))).is_err(), "step {step}: no crash");
+        drop(svc);
+        b.svc = Some(service(&b.dir, &b.fake));
+        b.restart();
+        let now = b.snapshot().0;
+        assert!(
+            now == before || now == after,
+            "step {step}: state is neither before nor after:\n{now:?}\nbefore {before:?}\nafter {after:?}"
+        );
+        assert!(b.svc().state.read().intents().is_empty(), "step {step}: an intent is left");
+        assert!(b.drift().is_empty(), "step {step}: {:?}", b.drift());
+    }
+    n
+}
+
+fn nothing_of_the_endpoint_is_left(b: &Bed) {
+    let k = b.fake.objects();
+    assert!(k.links.keys().all(|l| !l.starts_with("cnv")), "{:?}", k.links.keys());
+    assert!(k.inside.is_empty(), "{:?}", k.inside);
+    let pm = k.table.unwrap_or_default().into_iter().filter(|e| e.set.starts_with("pm")).count();
+    assert_eq!(pm, 0, "port mapping elements left");
+}
+
+#[test]
+fn network_create_failing_at_any_step_leaves_nothing() {
+    let n = failing_each_step_rolls_back(Bed::new, create_network);
+    assert!(n >= 4, "bridge, sysctls and the table: {n} steps");
+}
+
+#[test]
+fn endpoint_create_and_attach_failing_at_any_step_leaves_nothing() {
+    failing_each_step_rolls_back(|| with_network(true), create_attached_endpoint);
+}
+
+#[test]
+fn attach_failing_at_any_step_leaves_the_endpoint_detached() {
+    let setup = || {
+        let b = with_network(true);
+        b.svc().create_endpoint(ep_req(None)).unwrap();
+        b
+    };
+    failing_each_step_rolls_back(setup, attach);
+}
+
+#[test]
+fn namespace_create_failing_leaves_no_namespace() {
+    failing_each_step_rolls_back(Bed::new, create_namespace);
+}
+
+#[test]
+fn detach_failing_at_any_step_is_reported_and_a_retry_finishes_it() {
+    failing_each_step_finishes_on_retry(attached, detach, |b| {
+        nothing_of_the_endpoint_is_left(b);
+        let ep = b.svc().get_endpoint(EP).unwrap();
+        assert_eq!(ep.namespace, None);
+    });
+}
+
+#[test]
+fn endpoint_delete_failing_at_any_step_is_reported_and_a_retry_finishes_it() {
+    failing_each_step_finishes_on_retry(attached, delete_endpoint, |b| {
+        nothing_of_the_endpoint_is_left(b);
+        assert!(b.svc().get_endpoint(EP).is_err());
+    });
+}
+
+#[test]
+fn network_delete_failing_at_any_step_is_reported_and_a_retry_finishes_it() {
+    failing_each_step_finishes_on_retry(
+        || with_network(false),
+        delete_network,
+        |b| {
+            assert!(b.fake.objects().links.is_empty());
+            // The table goes with the last network (when deleting it fails, the
+            // next start does it); what is left is never an element.
+            assert!(b.fake.objects().table.unwrap_or_default().is_empty());
+        },
+    );
+}
+
+#[test]
+fn a_crash_at_any_step_of_network_create_is_rolled_back_at_start() {
+    crashing_at_each_step_then_restarting_resolves_the_intent(Bed::new, create_network);
+}
+
+#[test]
+fn a_crash_at_any_step_of_endpoint_create_is_rolled_back_at_start() {
+    crashing_at_each_step_then_restarting_resolves_the_intent(|| with_network(true), create_attached_endpoint);
+}
+
+#[test]
+fn a_crash_at_any_step_of_detach_or_delete_is_finished_at_start() {
+    crashing_at_each_step_then_restarting_resolves_the_intent(attached, detach);
+    crashing_at_each_step_then_restarting_resolves_the_intent(attached, delete_endpoint);
+    crashing_at_each_step_then_restarting_resolves_the_intent(|| with_network(false), delete_network);
+}
+
+#[test]
+fn a_crash_at_namespace_create_is_rolled_back_at_start() {
+    crashing_at_each_step_then_restarting_resolves_the_intent(Bed::new, create_namespace);
+}
+
+#[test]
+fn a_freed_address_is_not_handed_out_again_at_once() {
+    let b = with_network(false);
+    let make = |name: &str| -> EndpointRecord {
+        b.svc()
+            .create_endpoint(serde_json::from_value(json!({"Name": name, "HostComputeNetwork": "web"})).unwrap())
+            .unwrap()
+    };
+    let first = make("a");
+    let second = make("b");
+    assert_eq!(first.ip_configurations[0].ip_address.to_string(), "10.79.0.2");
+    assert_eq!(second.ip_configurations[0].ip_address.to_string(), "10.79.0.3");
+    b.svc().delete_endpoint("a").unwrap();
+    let third = make("c");
+    assert_eq!(third.ip_configurations[0].ip_address.to_string(), "10.79.0.4", "not the freed .2");
+    assert_ne!(third.mac, first.mac, "nor its MAC");
+    assert_eq!(third.ip_configurations[1].ip_address.to_string(), "fd00:79::4");
+}
+
+#[test]
+fn the_allocation_cursor_survives_a_restart() {
+    let mut b = with_network(false);
+    let req = |name: &str| serde_json::from_value(json!({"Name": name, "HostComputeNetwork": "web"})).unwrap();
+    b.svc().create_endpoint(req("a")).unwrap();
+    b.svc().delete_endpoint("a").unwrap();
+    b.restart();
+    let next = b.svc().create_endpoint(req("b")).unwrap();
+    assert_eq!(next.ip_configurations[0].ip_address.to_string(), "10.79.0.3");
+}
+
+#[test]
+fn detaching_forgets_the_flows_that_lead_to_the_endpoint() {
+    let b = attached();
+    let ep = b.svc().get_endpoint(EP).unwrap();
+    b.svc().detach(NS, EP).unwrap();
+    let forgotten = b.fake.forgotten();
+    for ip in ep.ips() {
+        assert!(forgotten.contains(&flows_to(ip)), "{ip}: {forgotten:?}");
+    }
+}
+
+#[test]
+fn publishing_a_udp_port_forgets_old_flows_to_it_and_removing_a_mapping_forgets_its_flows() {
+    let b = attached();
+    let udp_5353 = FlowMatch { protocol: Some(17), orig_dst_port: Some(5353), ..FlowMatch::default() };
+    assert!(b.fake.forgotten().contains(&udp_5353), "{:?}", b.fake.forgotten());
+    let ep = b.svc().get_endpoint(EP).unwrap();
+    let udp = ep.policies[0].clone();
+    b.svc().modify_endpoint(EP, PolicyChange::Remove(vec![udp])).unwrap();
+    for ip in ep.ips() {
+        let to_it =
+            FlowMatch { protocol: Some(17), reply_src: Some(ip), reply_src_port: Some(53), ..FlowMatch::default() };
+        assert!(b.fake.forgotten().contains(&to_it), "{ip}: {:?}", b.fake.forgotten());
+    }
+    let pm: Vec<_> = b.fake.objects().table.unwrap().into_iter().filter(|e| e.set.starts_with("pm")).collect();
+    assert_eq!(pm.len(), 2, "only the TCP mapping is left, in both families: {pm:?}");
+}
+
+#[test]
+fn a_network_type_this_build_lacks_is_refused_by_the_registry() {
+    let b = Bed::new();
+    let mut net = net_req();
+    net.r#type = cnet_model::NetworkType::Overlay;
+    let err = b.svc().create_network(net).unwrap_err();
+    assert_eq!(err.code, cnet_model::ErrorCode::MappingNotSupported);
+    assert!(err.message.contains("NAT, Internal, Private"), "{}", err.message);
+    assert!(b.fake.calls().is_empty(), "no kernel call for a refused type");
+}
+
+#[test]
+fn start_up_repairs_a_deleted_bridge_and_diag_finds_what_is_missing() {
+    let mut b = attached();
+    assert!(b.drift().is_empty(), "{:?}", b.drift());
+    let bridge = b.svc().get_network("web").unwrap().bridge;
+    b.fake.tamper(|k| {
+        k.links.remove(&bridge);
+        for l in k.links.values_mut() {
+            l.master = None;
+        }
+    });
+    let drift = crate::diag::diag(b.svc()).unwrap().drift;
+    assert!(
+        drift
+            .iter()
+            .any(|f| f.kind == cnet_model::FindingKind::Missing && f.subject.kind == cnet_model::SubjectKind::Network),
+        "{drift:?}"
+    );
+    assert!(drift.iter().any(|f| f.kind == cnet_model::FindingKind::Mismatch && f.subject.kind == cnet_model::SubjectKind::Endpoint), "{drift:?}");
+    b.restart();
+    assert!(b.drift().is_empty(), "{:?}", b.drift());
+}
+
+#[test]
+fn a_bridge_with_as_many_ports_as_the_backlog_is_reported() {
+    let b = with_network(false);
+    let bridge = b.svc().get_network("web").unwrap().bridge;
+    let port = |_: usize| crate::dataplane::fake::FakeLink {
+        kind: "veth",
+        master: Some(bridge.clone()),
+        up: true,
+        mac: None,
+        mtu: 1500,
+        addrs: vec![],
+        peer: None,
+    };
+    b.fake.tamper(|k| {
+        for i in 0..999 {
+            k.links.insert(format!("p{i}"), port(i));
+        }
+    });
+    let crowded = |b: &Bed| {
+        crate::diag::diag(b.svc())
+            .unwrap()
+            .warnings
+            .into_iter()
+            .filter(|f| f.kind == cnet_model::FindingKind::Crowded)
+            .count()
+    };
+    assert_eq!(crowded(&b), 0, "999 ports are fine");
+    b.fake.tamper(|k| drop(k.links.insert("p999".into(), port(999))));
+    assert_eq!(crowded(&b), 1);
+}

@@ -299,8 +299,3 @@ impl NamespaceRecord {
         self.name.as_ref().map(|n| n.to_string()).unwrap_or_else(|| self.id.to_string())
     }
 }
-
-/// Which object kind a record is, for messages and findings.
-pub fn network_type_name(t: NetworkType) -> &'static str {
-    t.as_str()
-}
