@@ -38,7 +38,10 @@ fn kernel(what: &str) -> impl FnOnce(cnet_dataplane::DataplaneError) -> ServiceE
 pub fn startup(svc: &Service) -> Result<StartupReport> {
     let mut report = StartupReport::default();
     resolve_intents(svc, &mut report)?;
-    let o: Objects = svc.state.read().clone();
+    let mut o: Objects = svc.state.read().clone();
+    // A network whose delete could not be finished keeps its intent: it is
+    // not set up again (a retry of the delete finishes it).
+    o.networks.retain(|_, s| s.intent.is_none());
     let dp = svc.dp.as_ref();
 
     for net in o.networks.values().map(|s| &s.record) {
@@ -106,7 +109,8 @@ pub(crate) fn orphans(svc: &Service, o: &Objects, links: &Links) -> Vec<String> 
                 o.endpoints
                     .values()
                     .map(|s| &s.record)
-                    .filter(|e| e.network == net.id)
+                    // Only attached endpoints have links: a detached one's leftover is an orphan.
+                    .filter(|e| e.network == net.id && e.namespace.is_some())
                     .flat_map(|e| d.endpoint_links(e)),
             );
         }

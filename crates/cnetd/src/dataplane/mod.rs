@@ -101,7 +101,8 @@ pub trait Dataplane: Send + Sync {
     fn foreign_drop_chains(&self) -> DpResult<Vec<String>>;
 
     // ---- conntrack ----
-    /// Deletes the conntrack entries matching any of `flows`.
+    /// Deletes the conntrack entries matching any of `flows` (the real
+    /// implementation queues them for a background dump; [`Dataplane::settle`] waits for it).
     fn forget_flows(&self, flows: &[FlowMatch]) -> DpResult<usize>;
 }
 
