@@ -123,7 +123,12 @@ impl Service {
             Some(Err(e)) => errors.push(e.message),
             None => errors.push(format!("its network {} is gone", ep.network)),
         }
-        self.forget(&ep.ips().map(flows_to).collect::<Vec<_>>());
+        // Flows that outlive an endpoint come in through its published
+        // ports (a dump costs a walk of the whole conntrack table, so an
+        // endpoint without any pays nothing).
+        if ep.port_mappings().next().is_some() {
+            self.forget(&ep.ips().map(flows_to).collect::<Vec<_>>());
+        }
         if errors.is_empty() {
             Ok(())
         } else {
