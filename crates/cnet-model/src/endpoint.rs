@@ -193,20 +193,30 @@ impl Endpoint {
         format!("cnv{:011x}", stable_hash(self.id.as_bytes()) & 0xfff_ffff_ffff)
     }
     pub fn port_mappings(&self) -> impl Iterator<Item = &PortMapping> {
-        self.policies.iter().filter_map(|p| match p {
-            EndpointPolicy::PortMapping(m) => Some(m),
-            _ => None,
-        })
+        port_mappings_in(&self.policies)
     }
     pub fn mtu(&self) -> Option<u32> {
-        self.policies.iter().find_map(|p| match p {
-            EndpointPolicy::InterfaceParameters(i) => Some(i.mtu),
-            _ => None,
-        })
+        mtu_in(&self.policies)
     }
     pub fn display_name(&self) -> String {
-        self.name.as_ref().map(|n| n.to_string()).unwrap_or_else(|| self.id.to_string())
+        crate::names::display_name(self.name.as_ref(), &self.id)
     }
+}
+
+/// The `PortMapping` policies among `policies`.
+pub fn port_mappings_in(policies: &[EndpointPolicy]) -> impl Iterator<Item = &PortMapping> {
+    policies.iter().filter_map(|p| match p {
+        EndpointPolicy::PortMapping(m) => Some(m),
+        _ => None,
+    })
+}
+
+/// The MTU an `InterfaceParameters` policy among `policies` sets.
+pub fn mtu_in(policies: &[EndpointPolicy]) -> Option<u32> {
+    policies.iter().find_map(|p| match p {
+        EndpointPolicy::InterfaceParameters(i) => Some(i.mtu),
+        _ => None,
+    })
 }
 
 #[cfg(test)]

@@ -101,6 +101,11 @@ pub fn stable_hash(data: &[u8]) -> u64 {
     h
 }
 
+/// An object's name in messages: its name, or its ID when it has none.
+pub fn display_name(name: Option<&ObjectName>, id: &uuid::Uuid) -> String {
+    name.map(|n| n.to_string()).unwrap_or_else(|| id.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -53,6 +53,6 @@ fn host_default() -> String {
 
 impl Namespace {
     pub fn display_name(&self) -> String {
-        self.name.as_ref().map(|n| n.to_string()).unwrap_or_else(|| self.id.to_string())
+        crate::names::display_name(self.name.as_ref(), &self.id)
     }
 }

@@ -134,7 +134,7 @@ pub struct Publisher<'a> {
 
 impl Publisher<'_> {
     pub fn display_name(&self) -> String {
-        self.name.map(|n| n.to_string()).unwrap_or_else(|| self.id.to_string())
+        crate::names::display_name(self.name, &self.id)
     }
 }
 

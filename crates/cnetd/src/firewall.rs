@@ -10,8 +10,15 @@
 //! - A full load replaces the table atomically: packets see the old table or
 //!   the new one, never none, and conntrack keeps existing NAT bindings.
 //! - Deleting an element that is already gone succeeds.
+//! - The `dnat4`/`dnat6` sets are filled by the data path, not by owners:
+//!   the first packet of every port-mapped flow (nat hooks see only first
+//!   packets) adds the endpoint address it was DNAT'd to. So a detach knows,
+//!   with one lookup, whether conntrack may hold flows leading to the
+//!   endpoint, and only then pays for a conntrack walk. A full load carries
+//!   these elements over.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use cnet_dataplane::ErrorKind;
@@ -32,6 +39,8 @@ const SKELETON: &str = r#"table inet cnet {
   map pm4vip { type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; }
   map pm6 { type inet_proto . inet_service : ipv6_addr . inet_service; }
   map pm6vip { type ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service; }
+  set dnat4 { type ipv4_addr; flags dynamic; }
+  set dnat6 { type ipv6_addr; flags dynamic; }
   chain martians { type filter hook prerouting priority -300; policy accept;
     iifname != "lo" ip daddr 127.0.0.0/8 drop
   }
@@ -49,6 +58,8 @@ const SKELETON: &str = r#"table inet cnet {
     meta nfproto ipv6 dnat ip6 to meta l4proto . th dport map @pm6
   }
   chain postrouting { type nat hook postrouting priority 100; policy accept;
+    ct status dnat meta nfproto ipv4 add @dnat4 { ip daddr }
+    ct status dnat meta nfproto ipv6 add @dnat6 { ip6 daddr }
     ct status dnat ip saddr 127.0.0.0/8 masquerade
     ct status dnat ip saddr @masq4 ip daddr @masq4 masquerade
     ct status dnat ip6 saddr @masq6 ip6 daddr @masq6 masquerade
@@ -111,6 +122,14 @@ pub fn port_mapping_elems(ep: &EndpointRecord) -> Vec<FwElem> {
         }
     }
     out
+}
+
+/// Sets the data path fills (see the module docs).
+const DATA_PATH_SETS: [&str; 2] = ["dnat4", "dnat6"];
+
+/// The data path's record that a flow was DNAT'd to `ip`.
+fn dnat_elem(ip: IpAddr) -> FwElem {
+    FwElem { set: if ip.is_ipv4() { "dnat4" } else { "dnat6" }, key: ip.to_string(), value: None }
 }
 
 #[derive(Default)]
@@ -188,10 +207,38 @@ impl Firewall {
     }
 
     fn load(&self, model: &mut Model) -> DpResult<()> {
-        let all: Vec<FwElem> = model.owners.values().flatten().cloned().collect();
+        let mut all: Vec<FwElem> = model.owners.values().flatten().cloned().collect();
+        all.extend(self.data_path_elems()?);
         self.dp.fw_load(SKELETON, &all)?;
         model.baseline = self.dp.fw_listing()?;
         Ok(())
+    }
+
+    /// What the data path put into its sets, to carry over a full load.
+    fn data_path_elems(&self) -> DpResult<Vec<FwElem>> {
+        let Some(have) = self.dp.fw_elements()? else { return Ok(vec![]) };
+        Ok(DATA_PATH_SETS
+            .iter()
+            .flat_map(|set| have.get(*set).into_iter().flatten().map(|key| (*set, key)))
+            .map(|(set, key)| FwElem { set, key: key.clone(), value: None })
+            .collect())
+    }
+
+    /// Whether a port-mapped flow was ever DNAT'd to `ip`.
+    pub fn dnat_seen(&self, ip: IpAddr) -> DpResult<bool> {
+        let _model = self.model();
+        self.dp.fw_has(&dnat_elem(ip))
+    }
+
+    /// Whether a flow was DNAT'd to `ip`; forgets that it was.
+    pub fn take_dnat_seen(&self, ip: IpAddr) -> DpResult<bool> {
+        let _model = self.model();
+        let elem = dnat_elem(ip);
+        let seen = self.dp.fw_has(&elem)?;
+        if seen {
+            self.dp.fw_update(std::slice::from_ref(&elem), &[])?;
+        }
+        Ok(seen)
     }
 
     /// Removes the table when nothing contributes to it any more. Checked
@@ -280,7 +327,7 @@ impl Firewall {
                 ));
             }
         }
-        for (set, have) in &actual {
+        for (set, have) in actual.iter().filter(|(set, _)| !DATA_PATH_SETS.contains(&set.as_str())) {
             let want = expected.get(set.as_str()).cloned().unwrap_or_default();
             for h in have.iter().filter(|h| !want.contains(h)) {
                 out.push(Finding::new(

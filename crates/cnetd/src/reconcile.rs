@@ -150,15 +150,10 @@ fn resolve_intents(svc: &Service, report: &mut StartupReport) -> Result<()> {
             let net = o.networks.get(&ep.network).map(|n| &n.record);
             let _ = svc.detach_kernel(ep, net);
         }
-        svc.state.change(|_, ch| {
-            match intent {
-                Intent::Create | Intent::Delete => ch.delete_endpoint(ep.id),
-                Intent::Modify => ch.put_endpoint(Stored::done(ep.clone())),
-                Intent::Attach(_) | Intent::Detach => {
-                    ch.put_endpoint(Stored::done(crate::service::detached(ep.clone())))
-                }
-            }
-            Ok(())
+        svc.state.write(|ch| match intent {
+            Intent::Create | Intent::Delete => ch.delete_endpoint(ep.id),
+            Intent::Modify => ch.put_endpoint(Stored::done(ep.clone())),
+            Intent::Attach(_) | Intent::Detach => ch.put_endpoint(Stored::done(crate::service::detached(ep.clone()))),
         })?;
         count(report, intent);
     }
@@ -175,10 +170,7 @@ fn resolve_intents(svc: &Service, report: &mut StartupReport) -> Result<()> {
             Intent::Create | Intent::Delete => {
                 let _ = svc.finish_network_delete(&s.record);
             }
-            _ => svc.state.change(|_, ch| {
-                ch.put_network(Stored::done(s.record.clone()));
-                Ok(())
-            })?,
+            _ => svc.state.write(|ch| ch.put_network(Stored::done(s.record.clone())))?,
         }
         count(report, intent);
     }

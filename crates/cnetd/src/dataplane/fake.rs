@@ -377,6 +377,11 @@ impl Dataplane for FakeDataplane {
             Ok(())
         })
     }
+    fn fw_has(&self, elem: &FwElem) -> DpResult<bool> {
+        self.read(format!("fw_has {} {}", elem.set, elem.key), |k| {
+            Ok(k.objects.table.as_ref().is_some_and(|t| t.contains(elem)))
+        })
+    }
     fn fw_listing(&self) -> DpResult<Option<String>> {
         self.read("fw_listing".into(), |k| Ok(k.objects.table.as_ref().map(|_| k.skeleton.clone())))
     }

@@ -92,6 +92,8 @@ pub trait Dataplane: Send + Sync {
     fn fw_update(&self, gone: &[FwElem], new: &[FwElem]) -> DpResult<()>;
     /// Deletes the table; succeeds when it is already gone.
     fn fw_delete(&self) -> DpResult<()>;
+    /// Whether one element is in the table (a cheap lookup, no listing).
+    fn fw_has(&self, elem: &FwElem) -> DpResult<bool>;
     /// The table's chains and rules without elements, or `None` when it is missing.
     fn fw_listing(&self) -> DpResult<Option<String>>;
     /// The elements of every set and map (as [`FwElem::text`] writes them),

@@ -145,17 +145,11 @@ impl Service {
         match self.attach_kernel(&rec, &net, &ns) {
             Ok(()) => {
                 let attached = attached(rec, &ns);
-                self.state.change(|_, ch| {
-                    ch.put_endpoint(Stored::done(attached.clone()));
-                    Ok(())
-                })?;
+                self.state.write(|ch| ch.put_endpoint(Stored::done(attached.clone())))?;
                 Ok(attached)
             }
             Err(err) => {
-                self.state.change(|_, ch| {
-                    ch.delete_endpoint(rec.id);
-                    Ok(())
-                })?;
+                self.state.write(|ch| ch.delete_endpoint(rec.id))?;
                 Err(err)
             }
         }
@@ -175,10 +169,7 @@ impl Service {
         if ep.namespace.is_some() {
             self.detach_kernel(&ep, net.as_ref())?;
         }
-        self.state.change(|_, ch| {
-            ch.delete_endpoint(ep.id);
-            Ok(())
-        })
+        self.state.write(|ch| ch.delete_endpoint(ep.id))
     }
 
     pub fn modify_endpoint(&self, key: &str, change: PolicyChange) -> Result<EndpointRecord> {
@@ -224,7 +215,8 @@ impl Service {
             let removed: Vec<&PortMapping> =
                 old.port_mappings().filter(|m| !new.port_mappings().any(|n| n == *m)).collect();
             let added = new.port_mappings().filter(|m| !old.port_mappings().any(|o| o == *m));
-            let mut flows = flows_of_removed(&old, &removed);
+            let seen = |ip| self.firewall.dnat_seen(ip).unwrap_or(true);
+            let mut flows = if removed.is_empty() { vec![] } else { flows_of_removed(&old, &removed, seen) };
             flows.extend(udp_to_host_ports(added));
             self.forget(&flows);
         }
@@ -233,10 +225,7 @@ impl Service {
     }
 
     fn put_endpoint_done(&self, rec: &EndpointRecord) -> Result<()> {
-        self.state.change(|_, ch| {
-            ch.put_endpoint(Stored::done(rec.clone()));
-            Ok(())
-        })
+        self.state.write(|ch| ch.put_endpoint(Stored::done(rec.clone())))
     }
 
     pub fn attach(&self, ns_key: &str, ep_key: &str) -> Result<()> {

@@ -124,10 +124,20 @@ impl Service {
             None => errors.push(format!("its network {} is gone", ep.network)),
         }
         // Flows that outlive an endpoint come in through its published
-        // ports (a dump costs a walk of the whole conntrack table, so an
-        // endpoint without any pays nothing).
+        // ports; forgetting them walks the whole conntrack table, so only
+        // addresses that such a flow was DNAT'd to pay for it.
         if ep.port_mappings().next().is_some() {
-            self.forget(&ep.ips().map(flows_to).collect::<Vec<_>>());
+            let seen: Vec<FlowMatch> = ep
+                .ips()
+                .filter(|ip| {
+                    self.firewall.take_dnat_seen(*ip).unwrap_or_else(|e| {
+                        tracing::warn!("cannot tell whether flows were DNAT'd to {ip}: {e}");
+                        true
+                    })
+                })
+                .map(flows_to)
+                .collect();
+            self.forget(&seen);
         }
         if errors.is_empty() {
             Ok(())
@@ -168,11 +178,16 @@ fn udp_to_host_ports<'a>(mappings: impl Iterator<Item = &'a cnet_model::PortMapp
         .collect()
 }
 
-/// Flows DNAT'd through mappings that an endpoint no longer has.
-fn flows_of_removed(ep: &EndpointRecord, removed: &[&cnet_model::PortMapping]) -> Vec<FlowMatch> {
+/// Flows DNAT'd through mappings that an endpoint no longer has, for each
+/// of its addresses that such a flow reached (`seen`).
+fn flows_of_removed(
+    ep: &EndpointRecord,
+    removed: &[&cnet_model::PortMapping],
+    seen: impl Fn(std::net::IpAddr) -> bool,
+) -> Vec<FlowMatch> {
     let mut out = Vec::new();
     for m in removed {
-        for ip in ep.ips() {
+        for ip in ep.ips().filter(|ip| seen(*ip)) {
             for (_, int) in m.ports() {
                 out.push(FlowMatch {
                     protocol: Some(m.protocol.number()),

@@ -116,16 +116,10 @@ impl Service {
         if rec.managed {
             let name = rec.name.as_ref().expect("a managed namespace has a name");
             if let Err(e) = self.dp.netns_create(name.as_str()) {
-                self.state.change(|_, ch| {
-                    ch.delete_namespace(rec.id);
-                    Ok(())
-                })?;
+                self.state.write(|ch| ch.delete_namespace(rec.id))?;
                 return Err(ServiceError::kernel("creating the network namespace", e));
             }
-            self.state.change(|_, ch| {
-                ch.put_namespace(Stored::done(rec.clone()));
-                Ok(())
-            })?;
+            self.state.write(|ch| ch.put_namespace(Stored::done(rec.clone())))?;
         }
         Ok(NamespaceView { record: rec, endpoints: vec![] })
     }
@@ -167,10 +161,7 @@ impl Service {
                 .netns_delete(name.as_str())
                 .map_err(|e| ServiceError::kernel("deleting the network namespace", e))?;
         }
-        self.state.change(|_, ch| {
-            ch.delete_namespace(ns.id);
-            Ok(())
-        })
+        self.state.write(|ch| ch.delete_namespace(ns.id))
     }
 
     pub fn modify_namespace(&self, key: &str, change: NamespaceChange) -> Result<NamespaceView> {

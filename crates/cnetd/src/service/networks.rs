@@ -72,17 +72,11 @@ impl Service {
         if let Err(e) = programmed {
             let _ = self.firewall.remove(rec.id);
             let _ = driver.teardown(dp, &rec);
-            self.state.change(|_, ch| {
-                ch.delete_network(rec.id);
-                Ok(())
-            })?;
+            self.state.write(|ch| ch.delete_network(rec.id))?;
             let _ = self.firewall.delete_if_unused();
             return Err(ServiceError::kernel(&format!("creating network {}", rec.name), e));
         }
-        self.state.change(|_, ch| {
-            ch.put_network(Stored::done(rec.clone()));
-            Ok(())
-        })?;
+        self.state.write(|ch| ch.put_network(Stored::done(rec.clone())))?;
         Ok(rec)
     }
 
@@ -139,10 +133,7 @@ impl Service {
                 ),
             ));
         }
-        self.state.change(|_, ch| {
-            ch.delete_network(net.id);
-            Ok(())
-        })?;
+        self.state.write(|ch| ch.delete_network(net.id))?;
         let _ = self.firewall.delete_if_unused();
         Ok(())
     }
@@ -196,20 +187,14 @@ impl Service {
         let result = driver.update(dp, &old, &new).and_then(|_| self.firewall.set(new.id, driver.firewall(&new)));
         match result {
             Ok(()) => {
-                self.state.change(|_, ch| {
-                    ch.put_network(Stored::done(new.clone()));
-                    Ok(())
-                })?;
+                self.state.write(|ch| ch.put_network(Stored::done(new.clone())))?;
                 Ok(new)
             }
             Err(e) => {
                 // Back to the old kernel state as far as it goes; start-up repair does the rest.
                 let _ = driver.update(dp, &new, &old);
                 let _ = self.firewall.set(old.id, driver.firewall(&old));
-                self.state.change(|_, ch| {
-                    ch.put_network(Stored::done(old.clone()));
-                    Ok(())
-                })?;
+                self.state.write(|ch| ch.put_network(Stored::done(old.clone())))?;
                 Err(ServiceError::kernel("modifying network", e))
             }
         }

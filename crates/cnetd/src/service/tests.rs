@@ -326,11 +326,22 @@ fn the_allocation_cursor_survives_a_restart() {
 fn detaching_forgets_the_flows_that_lead_to_the_endpoint() {
     let b = attached();
     let ep = b.svc().get_endpoint(EP).unwrap();
+    let v4 = ep.ip_configurations[0].ip_address;
+    dnat_traffic_to(&b, v4);
     b.svc().detach(NS, EP).unwrap();
     let forgotten = b.fake.forgotten();
-    for ip in ep.ips() {
-        assert!(forgotten.contains(&flows_to(ip)), "{ip}: {forgotten:?}");
-    }
+    assert!(forgotten.contains(&flows_to(v4)), "{v4}: {forgotten:?}");
+    let v6 = ep.ip_configurations[1].ip_address;
+    assert!(!forgotten.contains(&flows_to(v6)), "no flow was DNAT'd to {v6}, so no walk: {forgotten:?}");
+    assert!(!b.fake.objects().table.unwrap().iter().any(|e| e.set == "dnat4"), "the record of the flow goes too");
+}
+
+/// What the data path does for the first packet of a port-mapped flow.
+fn dnat_traffic_to(b: &Bed, ip: std::net::IpAddr) {
+    let set = if ip.is_ipv4() { "dnat4" } else { "dnat6" };
+    b.fake.tamper(|k| {
+        k.table.as_mut().unwrap().insert(crate::dataplane::FwElem { set, key: ip.to_string(), value: None });
+    });
 }
 
 #[test]
@@ -339,6 +350,9 @@ fn publishing_a_udp_port_forgets_old_flows_to_it_and_removing_a_mapping_forgets_
     let udp_5353 = FlowMatch { protocol: Some(17), orig_dst_port: Some(5353), ..FlowMatch::default() };
     assert!(b.fake.forgotten().contains(&udp_5353), "{:?}", b.fake.forgotten());
     let ep = b.svc().get_endpoint(EP).unwrap();
+    for ip in ep.ips() {
+        dnat_traffic_to(&b, ip);
+    }
     let udp = ep.policies[0].clone();
     b.svc().modify_endpoint(EP, PolicyChange::Remove(vec![udp])).unwrap();
     for ip in ep.ips() {

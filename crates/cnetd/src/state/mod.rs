@@ -128,6 +128,14 @@ impl State {
         changes.apply(&mut o);
         Ok(out)
     }
+
+    /// Commits what `f` stages, without looking at the objects.
+    pub fn write(&self, f: impl FnOnce(&mut Changes)) -> Result<()> {
+        self.change(|_, ch| {
+            f(ch);
+            Ok(())
+        })
+    }
 }
 
 impl Objects {

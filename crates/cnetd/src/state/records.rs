@@ -250,19 +250,13 @@ impl EndpointRecord {
     }
 
     pub fn port_mappings(&self) -> impl Iterator<Item = &PortMapping> {
-        self.policies.iter().filter_map(|p| match p {
-            EndpointPolicy::PortMapping(m) => Some(m),
-            _ => None,
-        })
+        cnet_model::endpoint::port_mappings_in(&self.policies)
     }
     pub fn mtu(&self) -> Option<u32> {
-        self.policies.iter().find_map(|p| match p {
-            EndpointPolicy::InterfaceParameters(i) => Some(i.mtu),
-            _ => None,
-        })
+        cnet_model::endpoint::mtu_in(&self.policies)
     }
     pub fn display_name(&self) -> String {
-        self.name.as_ref().map(|n| n.to_string()).unwrap_or_else(|| self.id.to_string())
+        cnet_model::names::display_name(self.name.as_ref(), &self.id)
     }
     pub fn ips(&self) -> impl Iterator<Item = IpAddr> + '_ {
         self.ip_configurations.iter().map(|c| c.ip_address)
@@ -296,6 +290,6 @@ impl NamespaceRecord {
         }
     }
     pub fn display_name(&self) -> String {
-        self.name.as_ref().map(|n| n.to_string()).unwrap_or_else(|| self.id.to_string())
+        cnet_model::names::display_name(self.name.as_ref(), &self.id)
     }
 }
