@@ -29,8 +29,7 @@ use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr as NetlinkAddr};
-
+use crate::nfnetlink::{self, nest, put, Nfnl, NFGENMSG_LEN, NLA_F_NESTED, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
 use crate::{DataplaneError, ErrorKind, Result};
 
 /// A set of conntrack entries; a field that is None matches anything. At least one field must be set.
@@ -98,17 +97,8 @@ pub fn forget(matches: &[FlowMatch]) -> Result<usize> {
 }
 
 // From linux/netlink.h, linux/netfilter/nfnetlink.h and nfnetlink_conntrack.h.
-const NLMSG_HDRLEN: usize = 16;
-const NFGENMSG_LEN: usize = 4;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
-const NLM_F_DUMP: u16 = 0x300;
-const NLA_F_NESTED: u16 = 1 << 15;
 const NLA_TYPE_MASK: u16 = !(NLA_F_NESTED | 1 << 14);
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
-const NFNETLINK_V0: u8 = 0;
 const IPCTNL_MSG_CT_NEW: u8 = 0;
 const IPCTNL_MSG_CT_GET: u8 = 1;
 const IPCTNL_MSG_CT_DELETE: u8 = 2;
@@ -181,25 +171,6 @@ struct Entry {
 
 // Encoding.
 
-/// Appends one attribute, padded to 4 bytes.
-fn put(buf: &mut Vec<u8>, kind: u16, value: &[u8]) {
-    let len = u16::try_from(4 + value.len()).expect("a conntrack attribute fits in 64 KiB");
-    buf.extend_from_slice(&len.to_ne_bytes());
-    buf.extend_from_slice(&kind.to_ne_bytes());
-    buf.extend_from_slice(value);
-    buf.resize(buf.len().next_multiple_of(4), 0);
-}
-
-/// Appends one nested attribute whose contents `f` appends.
-fn nest(buf: &mut Vec<u8>, kind: u16, f: impl FnOnce(&mut Vec<u8>)) {
-    let start = buf.len();
-    buf.extend_from_slice(&[0; 4]);
-    f(buf);
-    let len = u16::try_from(buf.len() - start).expect("a conntrack attribute fits in 64 KiB");
-    buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
-    buf[start + 2..start + 4].copy_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
-}
-
 fn put_ip(buf: &mut Vec<u8>, v4: u16, v6: u16, ip: IpAddr) {
     match ip {
         IpAddr::V4(ip) => put(buf, v4, &ip.octets()),
@@ -235,16 +206,7 @@ impl Tuple {
 
 /// A ctnetlink message: netlink header, `nfgenmsg`, attributes.
 fn message(msg_type: u8, flags: u16, seq: u32, family: u8, attrs: &[u8]) -> Vec<u8> {
-    let len = u32::try_from(NLMSG_HDRLEN + NFGENMSG_LEN + attrs.len()).expect("a conntrack request is small");
-    let mut buf = Vec::with_capacity(len as usize);
-    buf.extend_from_slice(&len.to_ne_bytes());
-    buf.extend_from_slice(&(NFNL_SUBSYS_CTNETLINK << 8 | u16::from(msg_type)).to_ne_bytes());
-    buf.extend_from_slice(&flags.to_ne_bytes());
-    buf.extend_from_slice(&seq.to_ne_bytes());
-    buf.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it in
-    buf.extend_from_slice(&[family, NFNETLINK_V0, 0, 0]); // res_id 0
-    buf.extend_from_slice(attrs);
-    buf
+    nfnetlink::message(NFNL_SUBSYS_CTNETLINK, msg_type, flags, seq, family, attrs)
 }
 
 /// The request that dumps every entry of both families.
@@ -362,89 +324,43 @@ impl Entry {
 }
 
 /// A ctnetlink socket in the calling thread's namespace.
-struct Ctnl {
-    socket: Socket,
-    seq: u32,
-}
+struct Ctnl(Nfnl);
 
 fn failed(what: impl Into<String>, source: io::Error) -> DataplaneError {
     DataplaneError::Netlink { what: what.into(), source }
 }
 
+/// The message type of one entry in an answer.
+const ENTRY: u16 = NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_NEW as u16;
+
 impl Ctnl {
     fn open() -> Result<Ctnl> {
-        let open = || -> io::Result<Socket> {
-            let mut socket = Socket::new(NETLINK_NETFILTER)?;
-            socket.bind_auto()?;
-            socket.connect(&NetlinkAddr::new(0, 0))?;
-            // Acknowledgements without a copy of the request.
-            socket.set_cap_ack(true)?;
-            Ok(socket)
-        };
-        Ok(Ctnl { socket: open().map_err(|e| failed("opening a ctnetlink socket", e))?, seq: 0 })
-    }
-
-    fn next_seq(&mut self) -> u32 {
-        self.seq = self.seq.wrapping_add(1);
-        self.seq
-    }
-
-    /// Sends `request` and hands the payload of every entry message of the
-    /// answer to `each`, until the acknowledgement, the end of the dump or an
-    /// error.
-    fn exchange(&mut self, request: &[u8], mut each: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
-        let seq = u32::from_ne_bytes(request[8..12].try_into().expect("a netlink header"));
-        self.socket.send(request, 0)?;
-        let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
-        loop {
-            let (data, _) = self.socket.recv_from_full()?;
-            let mut at = 0;
-            while at + NLMSG_HDRLEN <= data.len() {
-                let h = &data[at..];
-                let len = u32::from_ne_bytes(h[0..4].try_into().expect("4 bytes")) as usize;
-                let kind = u16::from_ne_bytes(h[4..6].try_into().expect("2 bytes"));
-                let reply_seq = u32::from_ne_bytes(h[8..12].try_into().expect("4 bytes"));
-                if len < NLMSG_HDRLEN || len > h.len() {
-                    return Err(invalid("a netlink message longer than what was received"));
-                }
-                let payload = &h[NLMSG_HDRLEN..len];
-                at += len.next_multiple_of(4);
-                if reply_seq != seq {
-                    continue;
-                }
-                match kind {
-                    NLMSG_ERROR | NLMSG_DONE => {
-                        // Both carry an error code first: 0 for success, else -errno.
-                        let code = payload.get(..4).map_or(0, |c| i32::from_ne_bytes(c.try_into().expect("4 bytes")));
-                        return if code == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(-code)) };
-                    }
-                    k if k == NFNL_SUBSYS_CTNETLINK << 8 | u16::from(IPCTNL_MSG_CT_NEW) => each(payload)?,
-                    _ => {}
-                }
-            }
-        }
+        Nfnl::open().map(Ctnl).map_err(|e| failed("opening a ctnetlink socket", e))
     }
 
     /// The entries of the table for which `keep` says yes, from one dump.
     fn entries(&mut self, mut keep: impl FnMut(&Entry) -> bool) -> Result<Vec<Entry>> {
-        let request = dump_request(self.next_seq());
+        let request = dump_request(self.0.next_seq());
         let mut kept = Vec::new();
-        self.exchange(&request, |payload| {
-            let e = Entry::parse(payload).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-            if keep(&e) {
-                kept.push(e);
-            }
-            Ok(())
-        })
-        .map_err(|e| failed("listing conntrack entries", e))?;
+        self.0
+            .exchange(&request, ENTRY, |payload| {
+                let e = Entry::parse(payload).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                if keep(&e) {
+                    kept.push(e);
+                }
+                Ok(())
+            })
+            .map_err(|e| failed("listing conntrack entries", e))?;
         Ok(kept)
     }
 
     /// Deletes exactly the entry `e`; an error of kind
     /// [`ErrorKind::NotFound`] when it is gone.
     fn delete(&mut self, e: &Entry) -> Result<()> {
-        let request = delete_request(self.next_seq(), e);
-        self.exchange(&request, |_| Ok(())).map_err(|err| failed(format!("deleting conntrack entry {}", e.orig), err))
+        let request = delete_request(self.0.next_seq(), e);
+        self.0
+            .exchange(&request, ENTRY, |_| Ok(()))
+            .map_err(|err| failed(format!("deleting conntrack entry {}", e.orig), err))
     }
 }
 

@@ -27,6 +27,7 @@ pub mod error;
 pub mod link;
 pub mod netlink;
 pub mod netns;
+mod nfnetlink;
 pub mod nft;
 pub mod probe;
 pub mod reaper;

@@ -227,14 +227,14 @@ impl Firewall {
     /// Whether a port-mapped flow was ever DNAT'd to `ip`.
     pub fn dnat_seen(&self, ip: IpAddr) -> DpResult<bool> {
         let _model = self.model();
-        self.dp.fw_has(&dnat_elem(ip))
+        self.dp.fw_has_address(dnat_elem(ip).set, ip)
     }
 
     /// Whether a flow was DNAT'd to `ip`; forgets that it was.
     pub fn take_dnat_seen(&self, ip: IpAddr) -> DpResult<bool> {
         let _model = self.model();
         let elem = dnat_elem(ip);
-        let seen = self.dp.fw_has(&elem)?;
+        let seen = self.dp.fw_has_address(elem.set, ip)?;
         if seen {
             self.dp.fw_update(std::slice::from_ref(&elem), &[])?;
         }

@@ -1,5 +1,6 @@
 //! Encoding, parsing and (as root, in a private namespace) real deletions.
 use super::*;
+use crate::nfnetlink::NLMSG_HDRLEN;
 
 fn udp(src: &str, sport: u16, dst: &str, dport: u16) -> Tuple {
     Tuple {

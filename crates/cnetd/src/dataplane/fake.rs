@@ -377,9 +377,10 @@ impl Dataplane for FakeDataplane {
             Ok(())
         })
     }
-    fn fw_has(&self, elem: &FwElem) -> DpResult<bool> {
-        self.read(format!("fw_has {} {}", elem.set, elem.key), |k| {
-            Ok(k.objects.table.as_ref().is_some_and(|t| t.contains(elem)))
+    fn fw_has_address(&self, set: &'static str, ip: std::net::IpAddr) -> DpResult<bool> {
+        let elem = FwElem { set, key: ip.to_string(), value: None };
+        self.read(format!("fw_has_address {set} {ip}"), |k| {
+            Ok(k.objects.table.as_ref().is_some_and(|t| t.contains(&elem)))
         })
     }
     fn fw_listing(&self) -> DpResult<Option<String>> {

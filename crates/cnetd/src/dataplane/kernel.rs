@@ -175,11 +175,10 @@ impl Dataplane for Kernel {
     fn fw_delete(&self) -> DpResult<()> {
         nft::apply(&format!("table inet {TABLE} {{}}\ndelete table inet {TABLE}\n"))
     }
-    fn fw_has(&self, elem: &FwElem) -> DpResult<bool> {
-        match nft::apply(&format!("get element inet {TABLE} {} {{ {} }}", elem.set, elem.key)) {
-            Ok(()) => Ok(true),
+    fn fw_has_address(&self, set: &'static str, ip: IpAddr) -> DpResult<bool> {
+        match nft::has_address(TABLE, set, ip) {
             Err(e) if e.kind() == cnet_dataplane::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(e),
+            other => other,
         }
     }
     fn fw_listing(&self) -> DpResult<Option<String>> {

@@ -92,8 +92,9 @@ pub trait Dataplane: Send + Sync {
     fn fw_update(&self, gone: &[FwElem], new: &[FwElem]) -> DpResult<()>;
     /// Deletes the table; succeeds when it is already gone.
     fn fw_delete(&self) -> DpResult<()>;
-    /// Whether one element is in the table (a cheap lookup, no listing).
-    fn fw_has(&self, elem: &FwElem) -> DpResult<bool>;
+    /// Whether address `ip` is in set `set` of the table (one lookup in the
+    /// kernel, no listing); false when the table is missing.
+    fn fw_has_address(&self, set: &'static str, ip: IpAddr) -> DpResult<bool>;
     /// The table's chains and rules without elements, or `None` when it is missing.
     fn fw_listing(&self) -> DpResult<Option<String>>;
     /// The elements of every set and map (as [`FwElem::text`] writes them),

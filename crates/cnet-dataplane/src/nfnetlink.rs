@@ -1,0 +1,118 @@
+//! nfnetlink framing (`NETLINK_NETFILTER`): messages with a `nfgenmsg`
+//! header and attributes, and a socket that sends one request and reads its
+//! answer. Shared by [`crate::conntrack`] (ctnetlink) and the nftables
+//! element lookup in [`crate::nft`].
+//!
+//! Invariants: a socket lives in the namespace of the thread that opened it;
+//! every request asks for an acknowledgement, so an answer always ends with
+//! it (or with an error, or the end of a dump).
+
+use std::io;
+
+use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr as NetlinkAddr};
+
+pub const NLMSG_HDRLEN: usize = 16;
+pub const NFGENMSG_LEN: usize = 4;
+pub const NLMSG_ERROR: u16 = 2;
+pub const NLMSG_DONE: u16 = 3;
+pub const NLM_F_REQUEST: u16 = 0x1;
+pub const NLM_F_ACK: u16 = 0x4;
+pub const NLM_F_DUMP: u16 = 0x300;
+pub const NLA_F_NESTED: u16 = 1 << 15;
+const NFNETLINK_V0: u8 = 0;
+
+/// Appends one attribute, padded to 4 bytes.
+pub fn put(buf: &mut Vec<u8>, kind: u16, value: &[u8]) {
+    let len = u16::try_from(4 + value.len()).expect("a netlink attribute fits in 64 KiB");
+    buf.extend_from_slice(&len.to_ne_bytes());
+    buf.extend_from_slice(&kind.to_ne_bytes());
+    buf.extend_from_slice(value);
+    buf.resize(buf.len().next_multiple_of(4), 0);
+}
+
+/// Appends one nested attribute whose contents `f` appends.
+pub fn nest(buf: &mut Vec<u8>, kind: u16, f: impl FnOnce(&mut Vec<u8>)) {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; 4]);
+    f(buf);
+    let len = u16::try_from(buf.len() - start).expect("a netlink attribute fits in 64 KiB");
+    buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
+    buf[start + 2..start + 4].copy_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
+}
+
+/// A message of subsystem `subsys`: netlink header, `nfgenmsg`, attributes.
+pub fn message(subsys: u16, msg_type: u8, flags: u16, seq: u32, family: u8, attrs: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(NLMSG_HDRLEN + NFGENMSG_LEN + attrs.len()).expect("a netfilter request is small");
+    let mut buf = Vec::with_capacity(len as usize);
+    buf.extend_from_slice(&len.to_ne_bytes());
+    buf.extend_from_slice(&(subsys << 8 | u16::from(msg_type)).to_ne_bytes());
+    buf.extend_from_slice(&flags.to_ne_bytes());
+    buf.extend_from_slice(&seq.to_ne_bytes());
+    buf.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it in
+    buf.extend_from_slice(&[family, NFNETLINK_V0, 0, 0]); // res_id 0
+    buf.extend_from_slice(attrs);
+    buf
+}
+
+/// A netfilter netlink socket in the calling thread's namespace.
+pub struct Nfnl {
+    socket: Socket,
+    seq: u32,
+}
+
+impl Nfnl {
+    pub fn open() -> io::Result<Nfnl> {
+        let mut socket = Socket::new(NETLINK_NETFILTER)?;
+        socket.bind_auto()?;
+        socket.connect(&NetlinkAddr::new(0, 0))?;
+        // Acknowledgements without a copy of the request.
+        socket.set_cap_ack(true)?;
+        Ok(Nfnl { socket, seq: 0 })
+    }
+
+    pub fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1);
+        self.seq
+    }
+
+    /// Sends `request` and hands the payload of every answer message of type
+    /// `answer` to `each`, until the acknowledgement, the end of a dump or an
+    /// error (as the errno).
+    pub fn exchange(
+        &mut self,
+        request: &[u8],
+        answer: u16,
+        mut each: impl FnMut(&[u8]) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let seq = u32::from_ne_bytes(request[8..12].try_into().expect("a netlink header"));
+        self.socket.send(request, 0)?;
+        let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
+        loop {
+            let (data, _) = self.socket.recv_from_full()?;
+            let mut at = 0;
+            while at + NLMSG_HDRLEN <= data.len() {
+                let h = &data[at..];
+                let len = u32::from_ne_bytes(h[0..4].try_into().expect("4 bytes")) as usize;
+                let kind = u16::from_ne_bytes(h[4..6].try_into().expect("2 bytes"));
+                let reply_seq = u32::from_ne_bytes(h[8..12].try_into().expect("4 bytes"));
+                if len < NLMSG_HDRLEN || len > h.len() {
+                    return Err(invalid("a netlink message longer than what was received"));
+                }
+                let payload = &h[NLMSG_HDRLEN..len];
+                at += len.next_multiple_of(4);
+                if reply_seq != seq {
+                    continue;
+                }
+                match kind {
+                    NLMSG_ERROR | NLMSG_DONE => {
+                        // Both carry an error code first: 0 for success, else -errno.
+                        let code = payload.get(..4).map_or(0, |c| i32::from_ne_bytes(c.try_into().expect("4 bytes")));
+                        return if code == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(-code)) };
+                    }
+                    k if k == answer => each(payload)?,
+                    _ => {}
+                }
+            }
+        }
+    }
+}
