@@ -233,7 +233,13 @@ impl Network {
     }
     /// The bridge's MAC, fixed so that endpoints never see the gateway move.
     pub fn bridge_mac(&self) -> MacAddr {
-        let h = stable_hash(self.id.as_bytes()).to_be_bytes();
-        MacAddr([0x0a, 0x58, 0xfe, h[0], h[1], h[2]])
+        bridge_mac_of(&self.id)
     }
+}
+
+/// The MAC of the bridge of network `id`: fixed, so that endpoints never
+/// see the gateway move.
+pub fn bridge_mac_of(id: &Uuid) -> MacAddr {
+    let h = stable_hash(id.as_bytes()).to_be_bytes();
+    MacAddr([0x0a, 0x58, 0xfe, h[0], h[1], h[2]])
 }

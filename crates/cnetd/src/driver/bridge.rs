@@ -12,7 +12,7 @@ use cnet_dataplane::{Addr, IfName, Mac, Route};
 use cnet_model::NetworkType;
 
 use super::{Links, NetworkDriver, Repair};
-use crate::dataplane::{BridgeSpec, Dataplane, DataplaneError, DpResult, FwElem, VethSpec};
+use crate::dataplane::{BridgeSpec, Dataplane, DpResult, FwElem, VethSpec};
 use crate::firewall;
 use crate::state::{EndpointRecord, NamespaceRecord, NetworkRecord};
 use cnet_model::findings::{Finding, FindingKind, Subject, SubjectKind};
@@ -287,11 +287,7 @@ impl NetworkDriver for Bridge {
         // link from someone else might: leave it and report it.
         match self.attach(dp, net, ep, &ns.netns_path) {
             Ok(()) => Ok(Repair::Repaired(format!("veth of endpoint {}", ep.display_name()))),
-            Err(e) => Ok(Repair::Degraded(describe(&e))),
+            Err(e) => Ok(Repair::Degraded(e.to_string())),
         }
     }
-}
-
-fn describe(e: &DataplaneError) -> String {
-    e.to_string()
 }

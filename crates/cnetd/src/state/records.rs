@@ -172,7 +172,7 @@ impl NetworkRecord {
 
     /// The bridge's MAC, fixed so that endpoints never see the gateway move.
     pub fn bridge_mac(&self) -> MacAddr {
-        self.to_wire().bridge_mac()
+        cnet_model::network::bridge_mac_of(&self.id)
     }
 
     /// Each subnet with its gateway, if the network type has one.
