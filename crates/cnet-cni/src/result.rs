@@ -7,10 +7,11 @@ use serde_json::{json, Value};
 /// The result of an ADD for `ep`, attached in `netns`, in `version`'s encoding.
 pub fn add_result(version: &str, ep: &Endpoint, netns: &str, conf_dns: Option<&Value>) -> Value {
     let legacy = version.starts_with("0.");
-    let interfaces = json!([
-        {"name": ep.host_interface_name.clone().unwrap_or_default()},
-        {"name": ep.interface_name().to_string(), "mac": ep.mac_address.map(|m| m.to_string()).unwrap_or_default(), "sandbox": netns},
-    ]);
+    // A macvlan endpoint (Transparent) has no host side: only its inside.
+    let mut interfaces: Vec<Value> =
+        ep.host_interface_name.iter().filter(|h| !h.is_empty()).map(|h| json!({"name": h})).collect();
+    let inside = interfaces.len();
+    interfaces.push(json!({"name": ep.interface_name().to_string(), "mac": ep.mac_address.map(|m| m.to_string()).unwrap_or_default(), "sandbox": netns}));
     let ips: Vec<Value> = ep
         .ip_configurations
         .iter()
@@ -21,7 +22,7 @@ pub fn add_result(version: &str, ep: &Endpoint, netns: &str, conf_dns: Option<&V
                 .filter(|r| r.destination_prefix.prefix_len() == 0)
                 .filter_map(|r| r.next_hop)
                 .find(|gw| gw.is_ipv4() == c.ip_address.is_ipv4());
-            let mut ip = json!({"address": format!("{}/{}", c.ip_address, c.prefix_length), "interface": 1});
+            let mut ip = json!({"address": format!("{}/{}", c.ip_address, c.prefix_length), "interface": inside});
             if let Some(gw) = gateway {
                 ip["gateway"] = json!(gw.to_string());
             }

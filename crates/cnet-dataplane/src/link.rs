@@ -13,7 +13,10 @@
 use std::fs::File;
 
 use crate::netlink::Rtnl;
-use crate::{Addr, BridgeSpec, DataplaneError, ErrorKind, IfName, Inside, LinkInfo, Result, VethSpec};
+use crate::{
+    Addr, BridgeSpec, DataplaneError, ErrorKind, HostRoute, IfName, Inside, LinkInfo, Mac, MacvlanSpec, PortFlags,
+    Result, Route, Rule, VethSpec,
+};
 
 /// The namespace of the calling thread: the host side of every veth.
 fn own_netns() -> Result<File> {
@@ -63,26 +66,9 @@ pub fn create_veth(spec: &VethSpec) -> Result<()> {
     let inside = || -> Result<()> {
         let mut nl = Rtnl::open_in(&spec.netns_path)?;
         nl.add_veth(ifname, spec.mac, spec.mtu, host_name, &host_ns)?;
-        if spec.addrs.iter().all(|a| a.ip.is_ipv4()) {
-            // No IPv6 on the endpoint, so no IPv6 chatter from it either (as
-            // Docker does): with a thousand containers on one bridge, every
-            // new one's link-local detection and multicast reports were
-            // flooded to all the others.
-            nl.no_link_local(ifname)?;
-        }
-        for a in &spec.addrs {
-            nl.add_address(ifname, a, false)?;
-        }
-        nl.set_up("lo", true)?;
-        nl.set_up(ifname, true)?;
-        // Appended: a second endpoint in the same namespace keeps its own
-        // default route next to the first one's (the first attached stays in use).
-        for r in &spec.routes {
-            nl.append_route(ifname, r)?;
-        }
-        Ok(())
+        configure(&mut nl, ifname, &spec.addrs, &spec.routes, spec.addrs.iter().all(|a| a.ip.is_ipv4()))
     };
-    let result = inside().and_then(|_| enslave(&spec.host_name, &spec.bridge, spec.hairpin));
+    let result = inside().and_then(|_| enslave(&spec.host_name, &spec.bridge, spec.port));
     if let Err(e) = result {
         if e.kind() != ErrorKind::Exists {
             let _ = delete_link(None, host_name);
@@ -92,16 +78,148 @@ pub fn create_veth(spec: &VethSpec) -> Result<()> {
     Ok(())
 }
 
+/// Configures the (down) adapter `ifname` inside a namespace: addresses,
+/// up (and loopback), then routes. With `no_v6`, the adapter makes no IPv6
+/// link-local address.
+fn configure(nl: &mut Rtnl, ifname: &str, addrs: &[Addr], routes: &[Route], no_v6: bool) -> Result<()> {
+    if no_v6 {
+        // No IPv6 on the endpoint, so no IPv6 chatter from it either (as
+        // Docker does): with a thousand containers on one bridge, every
+        // new one's link-local detection and multicast reports were
+        // flooded to all the others.
+        nl.no_link_local(ifname)?;
+    }
+    for a in addrs {
+        nl.add_address(ifname, a, false)?;
+    }
+    nl.set_up("lo", true)?;
+    nl.set_up(ifname, true)?;
+    // Appended: a second endpoint in the same namespace keeps its own
+    // default route next to the first one's (the first attached stays in use).
+    for r in routes {
+        nl.append_route(ifname, r)?;
+    }
+    Ok(())
+}
+
+/// Creates the endpoint's macvlan inside its namespace, on the host link
+/// `parent`, and configures it. On failure nothing is left, unless the
+/// failure is that a link of that name already existed there.
+pub fn create_macvlan(spec: &MacvlanSpec) -> Result<()> {
+    let ifname = spec.ifname.as_str();
+    let target = File::open(&spec.netns_path)
+        .map_err(|source| DataplaneError::Netns { path: spec.netns_path.clone(), source })?;
+    Rtnl::open()?.add_macvlan(ifname, spec.parent.as_str(), spec.mac, spec.mtu, Some(&target))?;
+    let result = Rtnl::open_in(&spec.netns_path).and_then(|mut nl| {
+        // A DHCP endpoint has no address yet; IPv4-only endpoints get no IPv6.
+        let no_v6 = !spec.addrs.iter().any(|a| a.ip.is_ipv6());
+        configure(&mut nl, ifname, &spec.addrs, &spec.routes, no_v6)
+    });
+    if let Err(e) = result {
+        let _ = delete_link(Some(&spec.netns_path), ifname);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Adds addresses and routes to an adapter inside a namespace (a DHCP
+/// lease arriving); ones already there are kept.
+pub fn configure_inside(netns_path: &str, ifname: &str, addrs: &[Addr], routes: &[Route]) -> Result<()> {
+    let mut nl = Rtnl::open_in(netns_path)?;
+    for a in addrs {
+        nl.add_address(ifname, a, true)?;
+    }
+    for r in routes {
+        match nl.append_route(ifname, r) {
+            Err(e) if e.kind() == ErrorKind::Exists => {}
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
+/// Creates the host's own bridge-mode macvlan `name` on `parent` if it is
+/// missing, and sets it up (how the host reaches the macvlans of its
+/// endpoints, which the parent itself cannot).
+pub fn ensure_macvlan(name: &IfName, parent: &IfName, mac: Mac, mtu: u32) -> Result<()> {
+    let mut nl = Rtnl::open()?;
+    if nl.index(name.as_str())?.is_none() {
+        match nl.add_macvlan(name.as_str(), parent.as_str(), mac, mtu, None) {
+            Err(e) if e.kind() != ErrorKind::Exists => return Err(e),
+            _ => {}
+        }
+    }
+    nl.set_up(name.as_str(), true)
+}
+
+/// Creates the 802.1Q link `name` (VLAN `id` on `parent`) if it is missing,
+/// and sets it up.
+pub fn ensure_vlan(name: &IfName, parent: &IfName, id: u16, mtu: u32) -> Result<()> {
+    let mut nl = Rtnl::open()?;
+    if nl.index(name.as_str())?.is_none() {
+        match nl.add_vlan(name.as_str(), parent.as_str(), id, mtu) {
+            Err(e) if e.kind() != ErrorKind::Exists => return Err(e),
+            _ => {}
+        }
+    }
+    nl.set_up(name.as_str(), true)
+}
+
+/// Adds or replaces a host route.
+pub fn replace_route(r: &HostRoute) -> Result<()> {
+    Rtnl::open()?.replace_route(r)
+}
+
+/// Deletes a host route; succeeds when it is gone.
+pub fn delete_route(r: &HostRoute) -> Result<()> {
+    Rtnl::open()?.delete_route(r)
+}
+
+/// The host routes through `dev` in `table`.
+pub fn routes_in(dev: &IfName, table: u32) -> Result<Vec<HostRoute>> {
+    Rtnl::open()?.routes_in(dev, table)
+}
+
+/// Makes the host answer ARP/ND for `ip` on `dev`.
+pub fn add_proxy_neighbour(dev: &str, ip: std::net::IpAddr) -> Result<()> {
+    Rtnl::open()?.add_proxy_neighbour(dev, ip)
+}
+
+/// Removes a proxy neighbour entry; succeeds when it is gone.
+pub fn delete_proxy_neighbour(dev: &str, ip: std::net::IpAddr) -> Result<()> {
+    Rtnl::open()?.delete_proxy_neighbour(dev, ip)
+}
+
+/// The proxy neighbour entries on `dev`.
+pub fn proxy_neighbours(dev: &str) -> Result<Vec<std::net::IpAddr>> {
+    Rtnl::open()?.proxy_neighbours(dev)
+}
+
+/// Adds the IPv4 policy rule unless it is there.
+pub fn ensure_rule(rule: &Rule) -> Result<()> {
+    Rtnl::open()?.ensure_rule(rule, false)
+}
+
+/// Deletes the IPv4 policy rule; succeeds when it is gone.
+pub fn delete_rule(rule: &Rule) -> Result<()> {
+    Rtnl::open()?.delete_rule(rule, false)
+}
+
+/// The IPv4 policy rules that match on an input interface.
+pub fn rules() -> Result<Vec<Rule>> {
+    Rtnl::open()?.rules(false)
+}
+
 /// Puts an existing host-side link (back) on its bridge, up.
 ///
 /// A bridge port needs no IPv6 of its own, so it gets none: otherwise every
 /// port adds routes (ff00::/8, fe80::/64) to one node of the host's IPv6 FIB,
 /// which every IPv6 lookup then walks, plus address detection and multicast
 /// reports. With 10,000 ports that walk took a quarter of the CPU here.
-pub fn enslave(name: &IfName, bridge: &IfName, hairpin: bool) -> Result<()> {
+pub fn enslave(name: &IfName, bridge: &IfName, port: PortFlags) -> Result<()> {
     // An IfName holds no '/' and is not "." or "..": the key stays in the link's directory.
     crate::sysctl::set(&format!("net/ipv6/conf/{name}/disable_ipv6"), "1")?;
-    Rtnl::open()?.enslave(name.as_str(), bridge.as_str(), hairpin)
+    Rtnl::open()?.enslave(name.as_str(), bridge.as_str(), port)
 }
 
 /// All links of a namespace (one dump).
@@ -182,7 +300,7 @@ mod tests {
             mtu: 1400,
             addrs: vec![addr("10.9.0.2/24")],
             routes: vec![default_route(), Route { destination: addr("10.10.0.0/16"), via: None, metric: 50 }],
-            hairpin: true,
+            port: PortFlags { hairpin: true, isolated: false },
         }
     }
 

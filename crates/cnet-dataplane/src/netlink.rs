@@ -28,8 +28,9 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressMessage, AddressScope};
 use netlink_packet_route::link::{
-    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind,
-    InfoVeth, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridgePort, InfoData, InfoKind, InfoMacVlan, InfoPortData,
+    InfoPortKind, InfoVeth, InfoVlan, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
+    MacVlanMode,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -37,7 +38,9 @@ use netlink_packet_route::route::{
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
-use crate::{Addr, DataplaneError, ErrorKind, LinkInfo, Mac, Result, Route};
+use crate::{Addr, DataplaneError, ErrorKind, LinkInfo, Mac, PortFlags, Result, Route};
+
+mod routing;
 
 /// A route netlink socket bound to one network namespace.
 pub struct Rtnl {
@@ -253,25 +256,71 @@ impl Rtnl {
         self.request(|| format!("turning off IPv6 link-local on {name}"), RouteNetlinkMessage::SetLink(m), 0)
     }
 
-    /// Puts `name` on `bridge` and sets it up; with `hairpin`, the bridge may
-    /// send frames back out the port they came in on.
-    pub fn enslave(&mut self, name: &str, bridge: &str, hairpin: bool) -> Result<()> {
+    /// Puts `name` on `bridge` and sets it up, with the port flags `port`.
+    pub fn enslave(&mut self, name: &str, bridge: &str, port: PortFlags) -> Result<()> {
         let master = self.require_index(bridge)?;
         let mut m = by_name(name);
         m.attributes.push(LinkAttribute::Controller(master));
         set_up(&mut m, true);
         self.request(|| format!("putting {name} on bridge {bridge}"), RouteNetlinkMessage::SetLink(m), 0)?;
-        if hairpin {
+        let mut opts = Vec::new();
+        if port.hairpin {
+            opts.push(InfoBridgePort::HairpinMode(true));
+        }
+        if port.isolated {
+            opts.push(InfoBridgePort::Isolated(true));
+        }
+        if !opts.is_empty() {
             // Port options go through RTM_NEWLINK on the existing link, as
             // `ip link set dev X type bridge_slave hairpin on` does.
             let mut m = by_name(name);
             m.attributes.push(LinkAttribute::LinkInfo(vec![
                 NlLinkInfo::PortKind(InfoPortKind::Bridge),
-                NlLinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(true)])),
+                NlLinkInfo::PortData(InfoPortData::BridgePort(opts)),
             ]));
-            self.request(|| format!("setting hairpin mode on {name}"), RouteNetlinkMessage::NewLink(m), 0)?;
+            self.request(|| format!("setting bridge port flags of {name}"), RouteNetlinkMessage::NewLink(m), 0)?;
         }
         Ok(())
+    }
+
+    /// Creates a bridge-mode macvlan `name` on host link `parent` (down):
+    /// in the namespace `netns` when given (the name need only be free
+    /// there), else here.
+    pub fn add_macvlan(&mut self, name: &str, parent: &str, mac: Mac, mtu: u32, netns: Option<&File>) -> Result<()> {
+        let link = self.require_index(parent)?;
+        let mut m = by_name(name);
+        m.attributes.push(LinkAttribute::Link(link));
+        m.attributes.push(LinkAttribute::Address(mac.0.to_vec()));
+        m.attributes.push(LinkAttribute::Mtu(mtu));
+        if let Some(ns) = netns {
+            m.attributes.push(LinkAttribute::NetNsFd(ns.as_raw_fd()));
+        }
+        m.attributes.push(LinkAttribute::LinkInfo(vec![
+            NlLinkInfo::Kind(InfoKind::MacVlan),
+            NlLinkInfo::Data(InfoData::MacVlan(vec![InfoMacVlan::Mode(MacVlanMode::Bridge)])),
+        ]));
+        self.request(
+            || format!("creating macvlan {name} on {parent}"),
+            RouteNetlinkMessage::NewLink(m),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+    }
+
+    /// Creates the 802.1Q link `name` for VLAN `id` on `parent` (down).
+    pub fn add_vlan(&mut self, name: &str, parent: &str, id: u16, mtu: u32) -> Result<()> {
+        let link = self.require_index(parent)?;
+        let mut m = by_name(name);
+        m.attributes.push(LinkAttribute::Link(link));
+        m.attributes.push(LinkAttribute::Mtu(mtu));
+        m.attributes.push(LinkAttribute::LinkInfo(vec![
+            NlLinkInfo::Kind(InfoKind::Vlan),
+            NlLinkInfo::Data(InfoData::Vlan(vec![InfoVlan::Id(id)])),
+        ]));
+        self.request(
+            || format!("creating VLAN {id} link {name} on {parent}"),
+            RouteNetlinkMessage::NewLink(m),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
     }
 
     /// Takes `name` down, off its bridge, and into link group `group`.

@@ -71,7 +71,7 @@ impl AsRef<str> for IfName {
 }
 
 /// An address with its prefix length. Displays as `ip/len`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Addr {
     pub ip: IpAddr,
     pub prefix_len: u8,
@@ -115,10 +115,69 @@ pub struct VethSpec {
     pub mtu: u32,
     pub addrs: Vec<Addr>,
     pub routes: Vec<Route>,
-    /// Let the bridge send frames back out the port they came in on: needed
-    /// when a container reaches its own published port (NAT loopback) and
-    /// br_netfilter bridges the DNAT'd frame.
+    /// The host side's bridge port flags.
+    pub port: PortFlags,
+}
+
+/// An endpoint's macvlan: `ifname` inside the namespace at `netns_path`,
+/// on the host link `parent` (the uplink, or a VLAN of it), bridge mode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MacvlanSpec {
+    pub netns_path: String,
+    pub ifname: IfName,
+    pub parent: IfName,
+    pub mac: Mac,
+    pub mtu: u32,
+    /// Empty when a DHCP lease brings them later.
+    pub addrs: Vec<Addr>,
+    pub routes: Vec<Route>,
+}
+
+/// A host route: `destination` through `dev` (via a gateway or on-link),
+/// in routing table `table` (254 is the main table).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HostRoute {
+    pub dev: IfName,
+    pub destination: Addr,
+    pub via: Option<IpAddr>,
+    /// The preferred source address for the host's own packets.
+    pub src: Option<IpAddr>,
+    pub table: u32,
+}
+
+impl HostRoute {
+    pub const MAIN: u32 = 254;
+}
+
+impl fmt::Display for HostRoute {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.destination)?;
+        if let Some(via) = self.via {
+            write!(f, " via {via}")?;
+        }
+        write!(f, " dev {}", self.dev)?;
+        if self.table != Self::MAIN {
+            write!(f, " table {}", self.table)?;
+        }
+        Ok(())
+    }
+}
+
+/// A policy routing rule: packets that came in on `iif` look up `table`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Rule {
+    pub iif: IfName,
+    pub table: u32,
+    pub priority: u32,
+}
+
+/// How a port sits on its bridge.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortFlags {
+    /// Frames may go back out the port they came in on (NAT loopback).
     pub hairpin: bool,
+    /// The port talks only to the bridge, never to other isolated ports.
+    pub isolated: bool,
 }
 
 /// What the kernel says about one link.

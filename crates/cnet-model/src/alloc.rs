@@ -71,6 +71,13 @@ pub fn mac_for_ip(ip: IpAddr) -> MacAddr {
     MacAddr([0x0a, 0x58, b[0], b[1], b[2], b[3]])
 }
 
+/// The MAC of an endpoint whose address comes later (from a DHCP lease):
+/// `0a:59:` + four bytes of a hash of its ID, stable across restarts.
+pub fn mac_for_id(id: &uuid::Uuid) -> MacAddr {
+    let h = crate::names::stable_hash(id.as_bytes()).to_be_bytes();
+    MacAddr([0x0a, 0x59, h[0], h[1], h[2], h[3]])
+}
+
 /// The first MAC of the pool that is not taken.
 pub fn mac_from_pool(pool: &MacPool, taken: &HashSet<MacAddr>) -> Option<MacAddr> {
     pool.ranges.iter().find_map(|r| {

@@ -130,11 +130,14 @@ pub struct InterfaceParameters {
 pub enum EndpointPolicy {
     PortMapping(PortMapping),
     InterfaceParameters(InterfaceParameters),
+    /// The endpoint is an access port of that VLAN on the uplink.
+    #[serde(rename = "VLAN")]
+    Vlan(crate::network::Isolation),
 }
 
 impl EndpointPolicy {
     /// Policy types this build understands.
-    pub const SUPPORTED: [&'static str; 2] = ["PortMapping", "InterfaceParameters"];
+    pub const SUPPORTED: [&'static str; 3] = ["PortMapping", "InterfaceParameters", "VLAN"];
 }
 
 /// `HostComputeEndpoint`.
@@ -207,6 +210,14 @@ impl Endpoint {
 pub fn port_mappings_in(policies: &[EndpointPolicy]) -> impl Iterator<Item = &PortMapping> {
     policies.iter().filter_map(|p| match p {
         EndpointPolicy::PortMapping(m) => Some(m),
+        _ => None,
+    })
+}
+
+/// The VLAN a `VLAN` policy among `policies` puts the endpoint on.
+pub fn vlan_in(policies: &[EndpointPolicy]) -> Option<crate::network::Isolation> {
+    policies.iter().find_map(|p| match p {
+        EndpointPolicy::Vlan(v) => Some(*v),
         _ => None,
     })
 }

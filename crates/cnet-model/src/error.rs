@@ -29,6 +29,8 @@ pub enum ErrorCode {
     RequestTooLarge,
     DegradedOperation,
     ManagerStopped,
+    /// The LAN's DHCP server did not grant an address.
+    DhcpFailed,
     InternalError,
 }
 
@@ -56,6 +58,7 @@ impl ErrorCode {
             MappingNotSupported => 501,
             RequestTooLarge => 413,
             ManagerStopped => 503,
+            DhcpFailed => 502,
             DegradedOperation | InternalError => 500,
         }
     }

@@ -54,9 +54,26 @@ impl NetworkType {
             NetworkType::Ics => "ICS",
         }
     }
-    /// Whether the host has an address on the network's bridge.
+    /// Whether the network's subnets have a gateway: an address endpoints
+    /// route through, reserved from allocation. On NAT and Internal networks
+    /// it is the host's address on the bridge; on the physical types it is
+    /// the LAN's router.
     pub fn has_gateway(self) -> bool {
-        matches!(self, NetworkType::Nat | NetworkType::Internal)
+        matches!(
+            self,
+            NetworkType::Nat | NetworkType::Internal | NetworkType::Transparent | NetworkType::L2Bridge | NetworkType::L2Tunnel
+        )
+    }
+    /// Whether the network is on the physical network through an uplink
+    /// (`NetAdapterName`).
+    pub fn needs_uplink(self) -> bool {
+        matches!(self, NetworkType::Transparent | NetworkType::L2Bridge | NetworkType::L2Tunnel)
+    }
+    /// Whether endpoints of this type may publish ports on the host's
+    /// addresses: the host routes to them (NAT, L2Bridge, L2Tunnel). A
+    /// Transparent endpoint is reached at its own LAN address instead.
+    pub fn publishes_ports(self) -> bool {
+        matches!(self, NetworkType::Nat | NetworkType::L2Bridge | NetworkType::L2Tunnel)
     }
 }
 
@@ -124,13 +141,64 @@ pub struct Subnet {
     /// A route to `0.0.0.0/0` (or `::/0`) names the gateway in `NextHop`.
     #[serde(default)]
     pub routes: Vec<Route>,
-    /// Subnet policies (VSID, VLAN): not supported by this build; must be empty.
-    #[serde(default)]
-    #[schema(value_type = Vec<Object>)]
-    pub policies: Vec<serde_json::Value>,
+    /// Subnet policies: `VLAN` (the subnet's endpoints are access ports of
+    /// that VLAN on the uplink).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<SubnetPolicy>,
+}
+
+/// `{"IsolationId": N}`: a VLAN ID (1 to 4094).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct Isolation {
+    pub isolation_id: u32,
+}
+
+impl Isolation {
+    /// The VLAN ID, or what to fix.
+    pub fn vlan_id(&self) -> Result<u16, ApiError> {
+        match self.isolation_id {
+            id @ 1..=4094 => Ok(id as u16),
+            id => Err(ApiError::invalid_param(format!("VLAN IsolationId {id} is out of range: use 1 to 4094"))),
+        }
+    }
+}
+
+/// A subnet policy `{"Type": ..., "Settings": {...}}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "Type", content = "Settings")]
+pub enum SubnetPolicy {
+    #[serde(rename = "VLAN")]
+    Vlan(Isolation),
+}
+
+/// `NetAdapterName` settings: the host interface a physical network uses.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetAdapterName {
+    #[serde(rename = "NetworkAdapterName")]
+    pub network_adapter_name: String,
+}
+
+/// A network policy `{"Type": ..., "Settings": {...}}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "Type", content = "Settings")]
+pub enum NetworkPolicy {
+    NetAdapterName(NetAdapterName),
+}
+
+impl NetworkPolicy {
+    /// Policy types this build understands.
+    pub const SUPPORTED: [&'static str; 1] = ["NetAdapterName"];
 }
 
 impl Subnet {
+    /// The VLAN of the subnet's endpoints, from its `VLAN` policy.
+    pub fn vlan(&self) -> Option<Isolation> {
+        self.policies.iter().map(|p| match p {
+            SubnetPolicy::Vlan(v) => *v,
+        }).next()
+    }
     /// The gateway: `NextHop` of the default route, else the first address.
     pub fn gateway(&self) -> IpAddr {
         self.routes
@@ -145,7 +213,8 @@ impl Subnet {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct Ipam {
-    /// `Static` (cnetd allocates from the subnets). `Dhcp` is not supported yet.
+    /// `Static` (cnetd allocates from the subnets) or `Dhcp` (cnetd leases
+    /// each endpoint's address from the LAN's DHCP server; Transparent only).
     #[serde(default = "static_ipam")]
     pub r#type: String,
     #[serde(default)]
@@ -205,10 +274,9 @@ pub struct Network {
     pub mac_pool: Option<MacPool>,
     #[serde(default)]
     pub flags: u32,
-    /// Network policies: none is supported by this build yet.
+    /// Network policies: `NetAdapterName` (the uplink of a physical network).
     #[serde(default)]
-    #[schema(value_type = Vec<Object>)]
-    pub policies: Vec<serde_json::Value>,
+    pub policies: Vec<NetworkPolicy>,
     #[serde(default)]
     pub schema_version: SchemaVersion,
     /// Linux extension: MTU of the bridge and of new endpoints (default 1500).
@@ -226,6 +294,16 @@ impl Network {
     }
     pub fn mtu(&self) -> u32 {
         self.mtu.unwrap_or(1500)
+    }
+    /// The uplink named by the `NetAdapterName` policy.
+    pub fn adapter_name(&self) -> Option<&str> {
+        self.policies.iter().map(|p| match p {
+            NetworkPolicy::NetAdapterName(n) => n.network_adapter_name.as_str(),
+        }).next()
+    }
+    /// Whether the (first) IPAM is `Dhcp`.
+    pub fn is_dhcp(&self) -> bool {
+        self.ipams.first().is_some_and(|i| i.r#type.eq_ignore_ascii_case("Dhcp"))
     }
     /// The bridge's name, derived from the ID: `cnb` + 10 hex digits.
     pub fn derived_bridge_name(&self) -> String {

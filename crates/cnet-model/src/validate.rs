@@ -50,10 +50,11 @@ fn check_subnet(s: &Subnet) -> Result<()> {
             "subnet {p} has no room for endpoints or is too large: use a prefix length between /8 and /{max}"
         )));
     }
-    if !s.policies.is_empty() {
-        return Err(ApiError::unsupported(
-            "subnet policies (VSID, VLAN) are not supported by this build: remove Subnets[].Policies",
-        ));
+    if s.policies.len() > 1 {
+        return Err(ApiError::invalid_param(format!("subnet {p} has more than one VLAN policy: keep one")));
+    }
+    if let Some(v) = s.vlan() {
+        v.vlan_id()?;
     }
     for r in &s.routes {
         if let Some(hop) = r.next_hop {
@@ -74,8 +75,29 @@ fn check_subnet(s: &Subnet) -> Result<()> {
 
 /// Checks a network request against the rules and the networks that exist.
 pub fn validate_network(net: &Network, existing: &[&Network]) -> Result<()> {
-    if !net.policies.is_empty() {
-        return Err(ApiError::unsupported("network policies are not supported by this build yet: remove Policies"));
+    match (net.r#type.needs_uplink(), net.adapter_name()) {
+        (true, None) => {
+            return Err(ApiError::invalid_param(format!(
+                "a {} network needs its uplink: add Policies: [{{\"Type\": \"NetAdapterName\", \"Settings\": {{\"NetworkAdapterName\": \"eth0\"}}}}]",
+                net.r#type
+            )))
+        }
+        (false, Some(_)) => {
+            return Err(ApiError::invalid_param(format!(
+                "a {} network has no uplink: remove the NetAdapterName policy (it is for Transparent, L2Bridge and L2Tunnel)",
+                net.r#type
+            )))
+        }
+        _ => {}
+    }
+    if net.policies.len() > 1 {
+        return Err(ApiError::invalid_param("a network takes one NetAdapterName policy: keep one"));
+    }
+    if net.subnets().any(|s| s.vlan().is_some()) && net.r#type != crate::NetworkType::Transparent {
+        return Err(ApiError::unsupported(format!(
+            "VLAN subnet policies need a Transparent network in this build; {} is {}",
+            net.name, net.r#type
+        )));
     }
     if let Some(mtu) = net.mtu {
         if !(576..=65535).contains(&mtu) {
@@ -83,15 +105,31 @@ pub fn validate_network(net: &Network, existing: &[&Network]) -> Result<()> {
         }
     }
     for ipam in &net.ipams {
-        if !ipam.r#type.eq_ignore_ascii_case("Static") {
-            return Err(ApiError::unsupported(format!(
-                "IPAM type {:?} is not supported by this build: use Static (cnetd allocates addresses)",
+        let dhcp = ipam.r#type.eq_ignore_ascii_case("Dhcp");
+        if !ipam.r#type.eq_ignore_ascii_case("Static") && !dhcp {
+            return Err(ApiError::invalid_param(format!(
+                "IPAM type {:?} is unknown: use Static (cnetd allocates addresses) or Dhcp (the LAN's DHCP server leases them)",
                 ipam.r#type
             )));
         }
+        if dhcp && net.r#type != crate::NetworkType::Transparent {
+            return Err(ApiError::unsupported(format!(
+                "Dhcp IPAM needs a Transparent network (its endpoints are on the LAN with their own MAC); {} is {}: use Static",
+                net.name, net.r#type
+            )));
+        }
+    }
+    if net.ipams.len() > 1 && net.ipams.iter().any(|i| !i.r#type.eq_ignore_ascii_case(&net.ipams[0].r#type)) {
+        return Err(ApiError::invalid_param("all Ipams of a network take the same Type"));
     }
     let subnets: Vec<&Subnet> = net.subnets().collect();
-    if subnets.is_empty() {
+    if net.is_dhcp() {
+        // The lease decides the address, prefix and gateway; a subnet, if
+        // given, only documents the LAN and is checked for overlaps.
+        for s in &subnets {
+            check_subnet(s)?;
+        }
+    } else if subnets.is_empty() {
         return Err(ApiError::invalid_subnet(
             "the network has no subnet: add Ipams: [{\"Subnets\": [{\"IpAddressPrefix\": \"10.79.0.0/24\"}]}]",
         ));
@@ -112,6 +150,14 @@ pub fn validate_network(net: &Network, existing: &[&Network]) -> Result<()> {
                 ErrorCode::NetworkAlreadyExists,
                 format!("a network named {} already exists ({}): pick another name or delete it", net.name, other.id),
             ));
+        }
+        if let (Some(a), Some(b)) = (net.adapter_name(), other.adapter_name()) {
+            if a == b && other.r#type != net.r#type {
+                return Err(ApiError::invalid_param(format!(
+                    "uplink {a} is already the {} network {}'s: a {} network needs an uplink of its own (or make it {} too)",
+                    other.r#type, other.name, net.r#type, other.r#type
+                )));
+            }
         }
         for s in &subnets {
             if let Some(o) = other.subnets().find(|o| overlaps(&o.ip_address_prefix, &s.ip_address_prefix)) {
@@ -143,6 +189,9 @@ impl Publisher<'_> {
 pub struct Usage<'a> {
     /// Addresses of the network's endpoints.
     pub ips: HashSet<IpAddr>,
+    /// Addresses that are not the network's to hand out: the host's own on
+    /// the LAN of a physical network.
+    pub reserved: HashSet<IpAddr>,
     /// MACs of the network's endpoints.
     pub macs: HashSet<MacAddr>,
     /// Every port mapping on the host, with its endpoint.
@@ -220,8 +269,46 @@ pub fn prepare_endpoint(ep: &mut Endpoint, net: &Network, usage: &Usage, sctp: b
         }
     }
     let mappings: Vec<&PortMapping> = ep.port_mappings().collect();
-    if !mappings.is_empty() && net.r#type != crate::NetworkType::Nat {
-        return Err(ApiError::unsupported(format!("port mappings need a NAT network; {} is {}", net.name, net.r#type)));
+    if !mappings.is_empty() && !net.r#type.publishes_ports() {
+        return Err(ApiError::unsupported(port_mappings_refused(net)));
+    }
+    if let Some(v) = crate::endpoint::vlan_in(&ep.policies) {
+        v.vlan_id()?;
+        if net.r#type != crate::NetworkType::Transparent {
+            return Err(ApiError::unsupported(format!(
+                "VLAN endpoint policies need a Transparent network in this build; {} is {}",
+                net.name, net.r#type
+            )));
+        }
+    }
+    if net.is_dhcp() {
+        if !ep.ip_configurations.is_empty() {
+            return Err(ApiError::invalid_ip(format!(
+                "network {} leases addresses from the LAN's DHCP server: omit IpConfigurations",
+                net.name
+            )));
+        }
+        if !ep.routes.is_empty() {
+            return Err(ApiError::invalid_param(format!(
+                "network {} takes routes from the DHCP lease: omit Routes",
+                net.name
+            )));
+        }
+        let mac = match ep.mac_address {
+            Some(mac) if usage.macs.contains(&mac) => {
+                return Err(ApiError::invalid_param(format!(
+                    "MAC address {mac} is already used on network {}: pick another or omit it",
+                    net.name
+                )))
+            }
+            Some(mac) => mac,
+            None => alloc::mac_for_id(&ep.id),
+        };
+        ep.mac_address = Some(mac);
+        if ep.dns.is_none() {
+            ep.dns = net.dns.clone();
+        }
+        return Ok(());
     }
     check_port_mappings(&mappings, &usage.port_mappings, sctp)?;
 
@@ -242,6 +329,12 @@ pub fn prepare_endpoint(ep: &mut Endpoint, net: &Network, usage: &Usage, sctp: b
                     "address {} is reserved in {} (network address, gateway or broadcast): pick another",
                     c.ip_address, s.ip_address_prefix
                 ),
+            ));
+        }
+        if usage.reserved.contains(&c.ip_address) {
+            return Err(ApiError::new(
+                ErrorCode::AddrInvalidOrReserved,
+                format!("address {} is the host's own on network {}: pick another", c.ip_address, net.name),
             ));
         }
         if usage.ips.contains(&c.ip_address) {
@@ -267,7 +360,12 @@ pub fn prepare_endpoint(ep: &mut Endpoint, net: &Network, usage: &Usage, sctp: b
             continue;
         }
         let after = usage.last_allocated.iter().copied().find(|ip| s.ip_address_prefix.contains(ip));
-        let ip = alloc::first_free(s, gateway_of(net, s), &usage.ips, after).ok_or_else(|| {
+        let taken: std::borrow::Cow<HashSet<IpAddr>> = if usage.reserved.is_empty() {
+            std::borrow::Cow::Borrowed(&usage.ips)
+        } else {
+            std::borrow::Cow::Owned(usage.ips.union(&usage.reserved).copied().collect())
+        };
+        let ip = alloc::first_free(s, gateway_of(net, s), &taken, after).ok_or_else(|| {
             ApiError::new(
                 ErrorCode::AddressPoolExhausted,
                 format!(
@@ -323,6 +421,17 @@ pub fn prepare_endpoint(ep: &mut Endpoint, net: &Network, usage: &Usage, sctp: b
         ep.dns = net.dns.clone();
     }
     Ok(())
+}
+
+/// Why `net` refuses port mappings, and what to do instead.
+pub fn port_mappings_refused(net: &Network) -> String {
+    match net.r#type {
+        crate::NetworkType::Transparent => format!(
+            "network {} is Transparent: its endpoints are on the LAN at their own addresses, reach them there (port mappings are for NAT, L2Bridge and L2Tunnel networks)",
+            net.name
+        ),
+        t => format!("port mappings need a NAT, L2Bridge or L2Tunnel network; {} is {t}", net.name),
+    }
 }
 
 /// Supported endpoint policy types, for [`check_policy_types`].

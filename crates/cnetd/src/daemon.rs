@@ -45,6 +45,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let report = tokio::task::spawn_blocking(move || crate::reconcile::startup(&s)).await??;
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, ?report, "start-up reconcile done");
 
+    // DHCP leases of endpoints are renewed from their records.
+    let leases = Arc::downgrade(&svc);
+    std::thread::Builder::new().name("cnet-dhcp".into()).spawn(move || crate::dhcp::run(leases))?;
+
     // Restores our nftables table within a second of someone flushing it.
     let watch = svc.clone();
     tokio::spawn(async move {

@@ -12,6 +12,7 @@
 pub mod api;
 pub mod daemon;
 pub mod dataplane;
+pub mod dhcp;
 pub mod diag;
 pub mod driver;
 pub mod error;

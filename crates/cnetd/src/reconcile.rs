@@ -29,7 +29,7 @@ pub struct StartupReport {
 }
 
 /// Prefixes of the links cnet owns in the host namespace.
-const OWN_PREFIXES: [&str; 2] = ["cnb", "cnv"];
+const OWN_PREFIXES: [&str; 4] = ["cnb", "cnv", "cnh", "cnq"];
 
 fn kernel(what: &str) -> impl FnOnce(cnet_dataplane::DataplaneError) -> ServiceError + '_ {
     move |e| ServiceError::kernel(what, e)
@@ -148,7 +148,12 @@ fn resolve_intents(svc: &Service, report: &mut StartupReport) -> Result<()> {
             // Undo the kernel half of the change. The firewall model is still
             // empty here: the full load below removes stale elements.
             let net = o.networks.get(&ep.network).map(|n| &n.record);
-            let _ = svc.detach_kernel(ep, net);
+            let ns = match intent {
+                Intent::Attach(ns) => Some(ns),
+                _ => ep.namespace,
+            };
+            let path = ns.and_then(|n| o.namespaces.get(&n)).map(|n| n.record.netns_path.as_str());
+            let _ = svc.detach_kernel(ep, net, path);
         }
         svc.state.write(|ch| match intent {
             Intent::Create | Intent::Delete => ch.delete_endpoint(ep.id),

@@ -112,7 +112,7 @@ async fn diag(State(svc): Svc) -> Answer<DiagReport> {
     responses((status = 201, body = Network), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)))]
 async fn create_network(State(svc): Svc, body: Result<Bytes, BytesRejection>) -> Answer<Network> {
     let v = body_value(body)?;
-    check_policy_types(&v, &[], "network")?;
+    check_policy_types(&v, &cnet_model::NetworkPolicy::SUPPORTED, "network")?;
     let net: Network = parse(v)?;
     created(blocking(svc, move |s| s.create_network(net)).await?.to_wire())
 }

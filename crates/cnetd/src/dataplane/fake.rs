@@ -13,11 +13,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
+use std::net::IpAddr;
 use std::sync::Mutex;
 
 use cnet_dataplane::{Mac, Route};
 
-use super::{Addr, BridgeSpec, Dataplane, DataplaneError, DpResult, FlowMatch, FwElem, Inside, LinkInfo, VethSpec};
+use super::{
+    Addr, BridgeSpec, Dataplane, DataplaneError, DpResult, FlowMatch, FwElem, HostRoute, Inside, LinkInfo, MacvlanSpec,
+    PortFlags, Rule, VethSpec,
+};
 
 /// A link in cnetd's namespace.
 #[derive(Clone, Debug, PartialEq)]
@@ -30,16 +34,28 @@ pub struct FakeLink {
     pub addrs: Vec<Addr>,
     /// For a veth: the namespace path and name of its other end.
     pub peer: Option<(String, String)>,
+    /// For a macvlan or VLAN: the link it is on.
+    pub parent: Option<String>,
 }
 
-/// The inside end of a veth.
+impl FakeLink {
+    fn new(kind: &'static str, mac: Option<Mac>, mtu: u32) -> Self {
+        FakeLink { kind, master: None, up: false, mac, mtu, addrs: vec![], peer: None, parent: None }
+    }
+}
+
+/// An adapter inside a namespace: the inside end of a veth, or a macvlan.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FakeInside {
+    pub kind: &'static str,
     pub mac: Option<Mac>,
     pub mtu: u32,
     pub addrs: Vec<Addr>,
     pub routes: Vec<Route>,
-    pub host_peer: String,
+    /// A veth's host side.
+    pub host_peer: Option<String>,
+    /// A macvlan's parent link.
+    pub parent: Option<String>,
 }
 
 /// Every kernel object the fake holds.
@@ -51,6 +67,10 @@ pub struct Objects {
     pub inside: BTreeMap<(String, String), FakeInside>,
     /// cnet's table: `None` when it is not loaded.
     pub table: Option<BTreeSet<FwElem>>,
+    pub routes: BTreeSet<HostRoute>,
+    /// Proxy neighbour entries, by (link, address).
+    pub proxies: BTreeSet<(String, IpAddr)>,
+    pub rules: BTreeSet<Rule>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -165,6 +185,16 @@ fn remove_link(k: &mut Inner, name: &str) {
         if let Some(peer) = l.peer {
             k.objects.inside.remove(&peer);
         }
+        // What hangs off the link goes with it: macvlans on it, VLANs of it,
+        // its routes and proxy entries.
+        k.objects.inside.retain(|_, i| i.parent.as_deref() != Some(name));
+        let children: Vec<String> =
+            k.objects.links.iter().filter(|(_, l)| l.parent.as_deref() == Some(name)).map(|(n, _)| n.clone()).collect();
+        for c in children {
+            remove_link(k, &c);
+        }
+        k.objects.routes.retain(|r| r.dev.as_str() != name);
+        k.objects.proxies.retain(|(dev, _)| dev != name);
         for other in k.objects.links.values_mut() {
             if other.master.as_deref() == Some(name) {
                 other.master = None;
@@ -173,6 +203,20 @@ fn remove_link(k: &mut Inner, name: &str) {
         let part = format!("/conf/{name}/");
         k.sysctls.retain(|key, _| !key.contains(&part));
     }
+}
+
+/// A macvlan or VLAN link on `parent`, made if missing, up.
+fn ensure_child(k: &mut Inner, kind: &'static str, name: &str, parent: &str, mac: Option<Mac>, mtu: u32) -> DpResult<()> {
+    if !k.objects.links.contains_key(parent) {
+        return Err(errno(format!("looking up link {parent}"), libc::ENODEV));
+    }
+    let l = k
+        .objects
+        .links
+        .entry(name.to_string())
+        .or_insert_with(|| FakeLink { parent: Some(parent.to_string()), ..FakeLink::new(kind, mac, mtu) });
+    l.up = true;
+    Ok(())
 }
 
 fn info(name: &str, l: &FakeLink) -> LinkInfo {
@@ -205,8 +249,8 @@ impl Dataplane for FakeDataplane {
             let inside: Vec<(String, String)> =
                 k.objects.inside.keys().filter(|(ns, _)| *ns == path).cloned().collect();
             for key in inside {
-                if let Some(i) = k.objects.inside.remove(&key) {
-                    remove_link(k, &i.host_peer);
+                if let Some(FakeInside { host_peer: Some(peer), .. }) = k.objects.inside.remove(&key) {
+                    remove_link(k, &peer);
                 }
             }
             Ok(())
@@ -215,15 +259,11 @@ impl Dataplane for FakeDataplane {
 
     fn ensure_bridge(&self, spec: &BridgeSpec) -> DpResult<()> {
         self.step(format!("ensure_bridge {}", spec.name), |k| {
-            let l = k.objects.links.entry(spec.name.to_string()).or_insert_with(|| FakeLink {
-                kind: "bridge",
-                master: None,
-                up: false,
-                mac: Some(spec.mac),
-                mtu: spec.mtu,
-                addrs: vec![],
-                peer: None,
-            });
+            let l = k
+                .objects
+                .links
+                .entry(spec.name.to_string())
+                .or_insert_with(|| FakeLink::new("bridge", Some(spec.mac), spec.mtu));
             for a in &spec.addrs {
                 if !l.addrs.contains(a) {
                     l.addrs.push(*a);
@@ -254,29 +294,143 @@ impl Dataplane for FakeDataplane {
             k.objects.inside.insert(
                 key.clone(),
                 FakeInside {
+                    kind: "veth",
                     mac: spec.mac,
                     mtu: spec.mtu,
                     addrs: spec.addrs.clone(),
                     routes: spec.routes.clone(),
-                    host_peer: spec.host_name.to_string(),
+                    host_peer: Some(spec.host_name.to_string()),
+                    parent: None,
                 },
             );
-            k.objects.links.insert(
-                spec.host_name.to_string(),
-                FakeLink {
-                    kind: "veth",
-                    master: Some(spec.bridge.to_string()),
-                    up: true,
-                    mac: None,
-                    mtu: spec.mtu,
-                    addrs: vec![],
-                    peer: Some(key),
-                },
-            );
+            let host = FakeLink {
+                master: Some(spec.bridge.to_string()),
+                up: true,
+                peer: Some(key),
+                ..FakeLink::new("veth", None, spec.mtu)
+            };
+            k.objects.links.insert(spec.host_name.to_string(), host);
             Ok(())
         })
     }
-    fn enslave(&self, name: &str, bridge: &str, _hairpin: bool) -> DpResult<()> {
+    fn create_macvlan(&self, spec: &MacvlanSpec) -> DpResult<()> {
+        self.step(format!("create_macvlan {} {} {}", spec.parent, spec.netns_path, spec.ifname), |k| {
+            let key = (spec.netns_path.clone(), spec.ifname.to_string());
+            if !k.objects.namespaces.contains(&spec.netns_path) {
+                return Err(errno(format!("opening {}", spec.netns_path), libc::ENOENT));
+            }
+            if k.objects.inside.contains_key(&key) {
+                return Err(errno(format!("creating macvlan {}", spec.ifname), libc::EEXIST));
+            }
+            if !k.objects.links.contains_key(spec.parent.as_str()) {
+                return Err(errno(format!("looking up link {}", spec.parent), libc::ENODEV));
+            }
+            let inside = FakeInside {
+                kind: "macvlan",
+                mac: Some(spec.mac),
+                mtu: spec.mtu,
+                addrs: spec.addrs.clone(),
+                routes: spec.routes.clone(),
+                host_peer: None,
+                parent: Some(spec.parent.to_string()),
+            };
+            k.objects.inside.insert(key, inside);
+            Ok(())
+        })
+    }
+    fn ensure_macvlan(&self, name: &str, parent: &str, mac: Mac, mtu: u32) -> DpResult<()> {
+        self.step(format!("ensure_macvlan {name} {parent}"), |k| ensure_child(k, "macvlan", name, parent, Some(mac), mtu))
+    }
+    fn ensure_vlan(&self, name: &str, parent: &str, id: u16, mtu: u32) -> DpResult<()> {
+        self.step(format!("ensure_vlan {name} {parent} {id}"), |k| ensure_child(k, "vlan", name, parent, None, mtu))
+    }
+    fn delete_inside(&self, netns_path: &str, ifname: &str) -> DpResult<()> {
+        self.step(format!("delete_inside {netns_path} {ifname}"), |k| {
+            if let Some(FakeInside { host_peer: Some(peer), .. }) =
+                k.objects.inside.remove(&(netns_path.to_string(), ifname.to_string()))
+            {
+                remove_link(k, &peer);
+            }
+            Ok(())
+        })
+    }
+    fn configure_inside(&self, netns_path: &str, ifname: &str, addrs: &[Addr], routes: &[Route]) -> DpResult<()> {
+        self.step(format!("configure_inside {netns_path} {ifname}"), |k| {
+            let i = k
+                .objects
+                .inside
+                .get_mut(&(netns_path.to_string(), ifname.to_string()))
+                .ok_or_else(|| errno(format!("looking up link {ifname} in {netns_path}"), libc::ENODEV))?;
+            for a in addrs {
+                if !i.addrs.contains(a) {
+                    i.addrs.push(*a);
+                }
+            }
+            for r in routes {
+                if !i.routes.contains(r) {
+                    i.routes.push(r.clone());
+                }
+            }
+            Ok(())
+        })
+    }
+    fn route_replace(&self, r: &HostRoute) -> DpResult<()> {
+        self.step(format!("route_replace {r}"), |k| {
+            if !k.objects.links.contains_key(r.dev.as_str()) {
+                return Err(errno(format!("looking up link {}", r.dev), libc::ENODEV));
+            }
+            k.objects.routes.retain(|x| !(x.destination == r.destination && x.table == r.table));
+            k.objects.routes.insert(r.clone());
+            Ok(())
+        })
+    }
+    fn route_delete(&self, r: &HostRoute) -> DpResult<()> {
+        self.step(format!("route_delete {r}"), |k| {
+            k.objects.routes.remove(r);
+            Ok(())
+        })
+    }
+    fn routes(&self, dev: &str, table: u32) -> DpResult<Vec<HostRoute>> {
+        self.read(format!("routes {dev} {table}"), |k| {
+            Ok(k.objects.routes.iter().filter(|r| r.dev.as_str() == dev && r.table == table).cloned().collect())
+        })
+    }
+    fn proxy_add(&self, dev: &str, ip: IpAddr) -> DpResult<()> {
+        self.step(format!("proxy_add {dev} {ip}"), |k| {
+            if !k.objects.links.contains_key(dev) {
+                return Err(errno(format!("looking up link {dev}"), libc::ENODEV));
+            }
+            k.objects.proxies.insert((dev.to_string(), ip));
+            Ok(())
+        })
+    }
+    fn proxy_delete(&self, dev: &str, ip: IpAddr) -> DpResult<()> {
+        self.step(format!("proxy_delete {dev} {ip}"), |k| {
+            k.objects.proxies.remove(&(dev.to_string(), ip));
+            Ok(())
+        })
+    }
+    fn proxies(&self, dev: &str) -> DpResult<Vec<IpAddr>> {
+        self.read(format!("proxies {dev}"), |k| {
+            Ok(k.objects.proxies.iter().filter(|(d, _)| d == dev).map(|(_, ip)| *ip).collect())
+        })
+    }
+    fn rule_ensure(&self, rule: &Rule) -> DpResult<()> {
+        self.step(format!("rule_ensure iif {} table {}", rule.iif, rule.table), |k| {
+            k.objects.rules.insert(rule.clone());
+            Ok(())
+        })
+    }
+    fn rule_delete(&self, rule: &Rule) -> DpResult<()> {
+        self.step(format!("rule_delete iif {} table {}", rule.iif, rule.table), |k| {
+            k.objects.rules.remove(rule);
+            Ok(())
+        })
+    }
+    fn rules(&self) -> DpResult<Vec<Rule>> {
+        self.read("rules".into(), |k| Ok(k.objects.rules.iter().cloned().collect()))
+    }
+    fn enslave(&self, name: &str, bridge: &str, _port: PortFlags) -> DpResult<()> {
         self.step(format!("enslave {name} {bridge}"), |k| {
             if !k.objects.links.contains_key(bridge) {
                 return Err(errno(format!("looking up link {bridge}"), libc::ENODEV));
@@ -332,7 +486,7 @@ impl Dataplane for FakeDataplane {
                 link: LinkInfo {
                     name: ifname.to_string(),
                     index: 0,
-                    kind: Some("veth".into()),
+                    kind: Some(i.kind.into()),
                     master: None,
                     up: true,
                     mac: i.mac,

@@ -16,7 +16,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use cnet_dataplane::reaper::Reaper;
 use cnet_dataplane::{conntrack, link, netns, nft, sysctl, IfName};
 
-use super::{Addr, BridgeSpec, Dataplane, DpResult, FlowMatch, FwElem, Inside, LinkInfo, VethSpec};
+use super::{
+    Addr, BridgeSpec, Dataplane, DpResult, FlowMatch, FwElem, HostRoute, Inside, LinkInfo, Mac, MacvlanSpec, PortFlags,
+    Route, Rule, VethSpec,
+};
 
 /// cnet's nftables table (`inet cnet`).
 const TABLE: &str = "cnet";
@@ -119,8 +122,53 @@ impl Dataplane for Kernel {
     fn create_veth(&self, spec: &VethSpec) -> DpResult<()> {
         link::create_veth(spec)
     }
-    fn enslave(&self, name: &str, bridge: &str, hairpin: bool) -> DpResult<()> {
-        link::enslave(&ifname(name)?, &ifname(bridge)?, hairpin)
+    fn enslave(&self, name: &str, bridge: &str, port: PortFlags) -> DpResult<()> {
+        link::enslave(&ifname(name)?, &ifname(bridge)?, port)
+    }
+    fn create_macvlan(&self, spec: &MacvlanSpec) -> DpResult<()> {
+        link::create_macvlan(spec)
+    }
+    fn ensure_macvlan(&self, name: &str, parent: &str, mac: Mac, mtu: u32) -> DpResult<()> {
+        link::ensure_macvlan(&ifname(name)?, &ifname(parent)?, mac, mtu)
+    }
+    fn ensure_vlan(&self, name: &str, parent: &str, id: u16, mtu: u32) -> DpResult<()> {
+        link::ensure_vlan(&ifname(name)?, &ifname(parent)?, id, mtu)
+    }
+    fn delete_inside(&self, netns_path: &str, ifname: &str) -> DpResult<()> {
+        if !netns::exists(netns_path) {
+            return Ok(());
+        }
+        link::delete_link(Some(netns_path), ifname)
+    }
+    fn configure_inside(&self, netns_path: &str, ifname: &str, addrs: &[Addr], routes: &[Route]) -> DpResult<()> {
+        link::configure_inside(netns_path, ifname, addrs, routes)
+    }
+    fn route_replace(&self, r: &HostRoute) -> DpResult<()> {
+        link::replace_route(r)
+    }
+    fn route_delete(&self, r: &HostRoute) -> DpResult<()> {
+        link::delete_route(r)
+    }
+    fn routes(&self, dev: &str, table: u32) -> DpResult<Vec<HostRoute>> {
+        link::routes_in(&ifname(dev)?, table)
+    }
+    fn proxy_add(&self, dev: &str, ip: IpAddr) -> DpResult<()> {
+        link::add_proxy_neighbour(dev, ip)
+    }
+    fn proxy_delete(&self, dev: &str, ip: IpAddr) -> DpResult<()> {
+        link::delete_proxy_neighbour(dev, ip)
+    }
+    fn proxies(&self, dev: &str) -> DpResult<Vec<IpAddr>> {
+        link::proxy_neighbours(dev)
+    }
+    fn rule_ensure(&self, rule: &Rule) -> DpResult<()> {
+        link::ensure_rule(rule)
+    }
+    fn rule_delete(&self, rule: &Rule) -> DpResult<()> {
+        link::delete_rule(rule)
+    }
+    fn rules(&self) -> DpResult<Vec<Rule>> {
+        link::rules()
     }
     fn release_link(&self, name: &str) -> DpResult<()> {
         self.reaper.delete(name)

@@ -22,7 +22,9 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 pub use cnet_dataplane::conntrack::FlowMatch;
-pub use cnet_dataplane::{Addr, BridgeSpec, DataplaneError, Inside, LinkInfo, VethSpec};
+pub use cnet_dataplane::{
+    Addr, BridgeSpec, DataplaneError, HostRoute, Inside, LinkInfo, Mac, MacvlanSpec, PortFlags, Route, Rule, VethSpec,
+};
 pub use kernel::Kernel;
 
 pub type DpResult<T> = Result<T, DataplaneError>;
@@ -64,7 +66,35 @@ pub trait Dataplane: Send + Sync {
     /// Creates a veth pair: configured inside the namespace, host side on the bridge.
     fn create_veth(&self, spec: &VethSpec) -> DpResult<()>;
     /// Puts an existing host link (back) on a bridge, up.
-    fn enslave(&self, name: &str, bridge: &str, hairpin: bool) -> DpResult<()>;
+    fn enslave(&self, name: &str, bridge: &str, port: PortFlags) -> DpResult<()>;
+    /// Creates an endpoint's macvlan inside its namespace, configured.
+    fn create_macvlan(&self, spec: &MacvlanSpec) -> DpResult<()>;
+    /// Creates the host macvlan `name` (bridge mode) on `parent` if missing; up.
+    fn ensure_macvlan(&self, name: &str, parent: &str, mac: Mac, mtu: u32) -> DpResult<()>;
+    /// Creates the 802.1Q link `name` (VLAN `id` of `parent`) if missing; up.
+    fn ensure_vlan(&self, name: &str, parent: &str, id: u16, mtu: u32) -> DpResult<()>;
+    /// Deletes a link inside a namespace; succeeds when it or the namespace is gone.
+    fn delete_inside(&self, netns_path: &str, ifname: &str) -> DpResult<()>;
+    /// Adds addresses and routes to an adapter inside a namespace.
+    fn configure_inside(&self, netns_path: &str, ifname: &str, addrs: &[Addr], routes: &[Route]) -> DpResult<()>;
+    /// Adds or replaces a host route.
+    fn route_replace(&self, r: &HostRoute) -> DpResult<()>;
+    /// Deletes a host route; succeeds when it is gone.
+    fn route_delete(&self, r: &HostRoute) -> DpResult<()>;
+    /// The host routes through `dev` in `table`.
+    fn routes(&self, dev: &str, table: u32) -> DpResult<Vec<HostRoute>>;
+    /// Makes the host answer ARP/ND for `ip` on `dev`.
+    fn proxy_add(&self, dev: &str, ip: IpAddr) -> DpResult<()>;
+    /// Removes a proxy neighbour entry; succeeds when it is gone.
+    fn proxy_delete(&self, dev: &str, ip: IpAddr) -> DpResult<()>;
+    /// The proxy neighbour entries on `dev`.
+    fn proxies(&self, dev: &str) -> DpResult<Vec<IpAddr>>;
+    /// Adds an IPv4 policy rule unless it is there.
+    fn rule_ensure(&self, rule: &Rule) -> DpResult<()>;
+    /// Deletes an IPv4 policy rule; succeeds when it is gone.
+    fn rule_delete(&self, rule: &Rule) -> DpResult<()>;
+    /// The IPv4 policy rules that match on an input interface.
+    fn rules(&self) -> DpResult<Vec<Rule>>;
     /// Cuts a host link off at once (down, off its bridge) and deletes it in
     /// the background.
     fn release_link(&self, name: &str) -> DpResult<()>;

@@ -12,22 +12,23 @@ use cnet_dataplane::{Addr, IfName, Mac, Route};
 use cnet_model::NetworkType;
 
 use super::{Links, NetworkDriver, Repair};
-use crate::dataplane::{BridgeSpec, Dataplane, DpResult, FwElem, VethSpec};
+use crate::dataplane::{BridgeSpec, Dataplane, DpResult, FwElem, PortFlags, VethSpec};
 use crate::firewall;
 use crate::state::{EndpointRecord, NamespaceRecord, NetworkRecord};
-use cnet_model::findings::{Finding, FindingKind, Subject, SubjectKind};
+use super::{endpoint_subject, network_subject};
+use cnet_model::findings::{Finding, FindingKind};
 
 pub struct Bridge;
 
-fn name(s: &str) -> DpResult<IfName> {
+pub(super) fn name(s: &str) -> DpResult<IfName> {
     IfName::new(s)
 }
 
-fn addr(ip: std::net::IpAddr, prefix_len: u8) -> Addr {
+pub(super) fn addr(ip: std::net::IpAddr, prefix_len: u8) -> Addr {
     Addr { ip, prefix_len }
 }
 
-fn bridge_spec(net: &NetworkRecord) -> DpResult<BridgeSpec> {
+pub(super) fn bridge_spec(net: &NetworkRecord) -> DpResult<BridgeSpec> {
     Ok(BridgeSpec {
         name: name(&net.bridge)?,
         mac: Mac(net.bridge_mac().0),
@@ -36,7 +37,7 @@ fn bridge_spec(net: &NetworkRecord) -> DpResult<BridgeSpec> {
     })
 }
 
-fn veth_spec(ep: &EndpointRecord, net: &NetworkRecord, netns_path: &str) -> DpResult<VethSpec> {
+pub(super) fn veth_spec(ep: &EndpointRecord, net: &NetworkRecord, netns_path: &str) -> DpResult<VethSpec> {
     Ok(VethSpec {
         netns_path: netns_path.to_string(),
         ifname: name(ep.interface_name.as_str())?,
@@ -54,24 +55,18 @@ fn veth_spec(ep: &EndpointRecord, net: &NetworkRecord, netns_path: &str) -> DpRe
                 metric: r.metric,
             })
             .collect(),
-        hairpin: hairpin(net),
+        port: port_flags(net),
     })
 }
 
 /// NAT bridge ports may send frames back out the port they came in on: a
 /// container reaching its own published port (NAT loopback) with
-/// br_netfilter bridging the DNAT'd frame.
-fn hairpin(net: &NetworkRecord) -> bool {
-    net.kind == NetworkType::Nat
+/// br_netfilter bridging the DNAT'd frame. L2Tunnel ports are isolated from
+/// each other: every frame goes through the host (and on to the LAN).
+pub(super) fn port_flags(net: &NetworkRecord) -> PortFlags {
+    PortFlags { hairpin: net.kind == NetworkType::Nat, isolated: net.kind == NetworkType::L2Tunnel }
 }
 
-fn network_subject(net: &NetworkRecord) -> Subject {
-    Subject::new(SubjectKind::Network, Some(net.id), net.name.to_string())
-}
-
-fn endpoint_subject(ep: &EndpointRecord) -> Subject {
-    Subject::new(SubjectKind::Endpoint, Some(ep.id), ep.display_name())
-}
 
 impl NetworkDriver for Bridge {
     fn types(&self) -> &'static [NetworkType] {
@@ -133,7 +128,7 @@ impl NetworkDriver for Bridge {
     }
 
     /// Deleting the host side removes both ends.
-    fn detach(&self, dp: &dyn Dataplane, ep: &EndpointRecord) -> DpResult<()> {
+    fn detach(&self, dp: &dyn Dataplane, _net: &NetworkRecord, ep: &EndpointRecord, _netns: Option<&str>) -> DpResult<()> {
         dp.release_link(&ep.host_interface_name)
     }
 
@@ -220,46 +215,7 @@ impl NetworkDriver for Bridge {
             }
             Some(_) => {}
         }
-        let path = &ns.netns_path;
-        if !dp.netns_exists(path) {
-            return Ok(out);
-        }
-        let ifname = ep.interface_name.as_str();
-        let Some(inside) = dp.inside(path, ifname)? else {
-            out.push(Finding::new(
-                who,
-                FindingKind::Missing,
-                format!("endpoint {name}: interface {ifname} is missing in {path}"),
-            ));
-            return Ok(out);
-        };
-        if inside.link.mac != Some(Mac(ep.mac.0)) {
-            let has = inside.link.mac.map(|m| m.to_string()).unwrap_or_else(|| "none".into());
-            out.push(Finding::new(
-                who.clone(),
-                FindingKind::Mismatch,
-                format!("endpoint {name}: {ifname} has MAC {has}, expected {}", ep.mac),
-            ));
-        }
-        for c in &ep.ip_configurations {
-            if !inside.addrs.contains(&addr(c.ip_address, c.prefix_length)) {
-                out.push(Finding::new(
-                    who.clone(),
-                    FindingKind::Missing,
-                    format!("endpoint {name}: address {}/{} is missing on {ifname}", c.ip_address, c.prefix_length),
-                ));
-            }
-        }
-        for want in &ep.routes {
-            let dst = addr(want.destination_prefix.addr(), want.destination_prefix.prefix_len());
-            if !inside.routes.iter().any(|r| r.destination == dst && r.via == want.next_hop) {
-                out.push(Finding::new(
-                    who.clone(),
-                    FindingKind::Missing,
-                    format!("endpoint {name}: route {} via {:?} is missing", want.destination_prefix, want.next_hop),
-                ));
-            }
-        }
+        out.extend(super::check_adapter(dp, ep, ns)?);
         Ok(out)
     }
 
@@ -275,7 +231,7 @@ impl NetworkDriver for Bridge {
         if let Some(l) = links.get(host) {
             // A bridge deleted by hand leaves its ports without a master.
             if l.master.as_deref() != Some(net.bridge.as_str()) || !l.up {
-                dp.enslave(host, &net.bridge, hairpin(net))?;
+                dp.enslave(host, &net.bridge, port_flags(net))?;
                 return Ok(Repair::Repaired(format!("bridge port {host} of endpoint {}", ep.display_name())));
             }
             return Ok(Repair::Intact);

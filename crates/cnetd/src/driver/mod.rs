@@ -15,15 +15,19 @@
 //!   driver: [`crate::firewall`] owns the table.
 
 pub mod bridge;
+pub mod l2bridge;
+pub mod transparent;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 
 use cnet_model::{Network, NetworkType};
 
 use crate::dataplane::{Dataplane, DpResult, FwElem, LinkInfo};
 use crate::error::{Result, ServiceError};
 use crate::state::{EndpointRecord, NamespaceRecord, NetworkRecord};
-use cnet_model::findings::Finding;
+use cnet_dataplane::Mac;
+use cnet_model::findings::{Finding, FindingKind, Subject, SubjectKind};
 
 /// cnetd's host links by name, listed once per diagnosis or start.
 pub type Links = HashMap<String, LinkInfo>;
@@ -42,6 +46,12 @@ pub enum Repair {
 pub trait NetworkDriver: Send + Sync {
     /// The network types this driver builds.
     fn types(&self) -> &'static [NetworkType];
+
+    /// Whether its endpoints have a host-side link (a veth's host end);
+    /// a macvlan endpoint lives in its namespace only.
+    fn has_host_link(&self) -> bool {
+        true
+    }
 
     /// Checks of a network request that only this type has.
     fn validate(&self, _net: &Network) -> Result<()> {
@@ -63,8 +73,22 @@ pub trait NetworkDriver: Send + Sync {
     /// Gives the endpoint its adapter inside the namespace at `netns_path`.
     fn attach(&self, dp: &dyn Dataplane, net: &NetworkRecord, ep: &EndpointRecord, netns_path: &str) -> DpResult<()>;
 
-    /// Cuts the endpoint off at once and removes its adapter.
-    fn detach(&self, dp: &dyn Dataplane, ep: &EndpointRecord) -> DpResult<()>;
+    /// The endpoint's addresses arrived after `attach` (a DHCP lease, now in
+    /// `ep`): programs what depends on them.
+    fn addresses_added(&self, _dp: &dyn Dataplane, _net: &NetworkRecord, _ep: &EndpointRecord) -> DpResult<()> {
+        Ok(())
+    }
+
+    /// Addresses of the network's subnets that are not its to hand out:
+    /// the host's own on a LAN.
+    fn reserved(&self, _dp: &dyn Dataplane, _net: &NetworkRecord) -> DpResult<Vec<IpAddr>> {
+        Ok(vec![])
+    }
+
+    /// Cuts the endpoint off at once and removes its adapter (`netns`: the
+    /// path of its namespace, when that is still known).
+    fn detach(&self, dp: &dyn Dataplane, net: &NetworkRecord, ep: &EndpointRecord, netns: Option<&str>)
+        -> DpResult<()>;
 
     /// The host links the network owns (its switch).
     fn network_links(&self, net: &NetworkRecord) -> Vec<String>;
@@ -106,7 +130,9 @@ impl Registry {
     /// Every driver this build has: one line per driver.
     pub fn builtin() -> Self {
         Registry::of(vec![
-            Box::new(bridge::Bridge), // NAT, Internal, Private
+            Box::new(bridge::Bridge),           // NAT, Internal, Private
+            Box::new(transparent::Transparent), // Transparent (macvlan, DHCP, VLAN)
+            Box::new(l2bridge::L2Bridge),       // L2Bridge, L2Tunnel
         ])
     }
 
@@ -129,4 +155,91 @@ impl Registry {
     pub fn supported(&self) -> Vec<NetworkType> {
         NetworkType::ALL.into_iter().filter(|t| self.drivers.iter().any(|d| d.types().contains(t))).collect()
     }
+}
+
+pub(crate) fn network_subject(net: &NetworkRecord) -> Subject {
+    Subject::new(SubjectKind::Network, Some(net.id), net.name.to_string())
+}
+
+pub(crate) fn endpoint_subject(ep: &EndpointRecord) -> Subject {
+    Subject::new(SubjectKind::Endpoint, Some(ep.id), ep.display_name())
+}
+
+/// Differences between an endpoint's adapter inside its namespace and its
+/// record: the link, its MAC, addresses and routes.
+pub(crate) fn check_adapter(dp: &dyn Dataplane, ep: &EndpointRecord, ns: &NamespaceRecord) -> DpResult<Vec<Finding>> {
+    let mut out = Vec::new();
+    let who = endpoint_subject(ep);
+    let name = ep.display_name();
+    let addr = bridge::addr;
+    let path = &ns.netns_path;
+        if !dp.netns_exists(path) {
+            return Ok(out);
+        }
+        let ifname = ep.interface_name.as_str();
+        let Some(inside) = dp.inside(path, ifname)? else {
+            out.push(Finding::new(
+                who,
+                FindingKind::Missing,
+                format!("endpoint {name}: interface {ifname} is missing in {path}"),
+            ));
+            return Ok(out);
+        };
+        if inside.link.mac != Some(Mac(ep.mac.0)) {
+            let has = inside.link.mac.map(|m| m.to_string()).unwrap_or_else(|| "none".into());
+            out.push(Finding::new(
+                who.clone(),
+                FindingKind::Mismatch,
+                format!("endpoint {name}: {ifname} has MAC {has}, expected {}", ep.mac),
+            ));
+        }
+        for c in &ep.ip_configurations {
+            if !inside.addrs.contains(&addr(c.ip_address, c.prefix_length)) {
+                out.push(Finding::new(
+                    who.clone(),
+                    FindingKind::Missing,
+                    format!("endpoint {name}: address {}/{} is missing on {ifname}", c.ip_address, c.prefix_length),
+                ));
+            }
+        }
+        for want in &ep.routes {
+            let dst = addr(want.destination_prefix.addr(), want.destination_prefix.prefix_len());
+            if !inside.routes.iter().any(|r| r.destination == dst && r.via == want.next_hop) {
+                out.push(Finding::new(
+                    who.clone(),
+                    FindingKind::Missing,
+                    format!("endpoint {name}: route {} via {:?} is missing", want.destination_prefix, want.next_hop),
+                ));
+            }
+        }
+        Ok(out)
+}
+
+/// A finding that the uplink of a physical network is missing, if it is.
+pub(crate) fn check_uplink(net: &NetworkRecord, links: &Links) -> Option<Finding> {
+    let up = net.uplink();
+    (!links.contains_key(up)).then(|| {
+        Finding::new(
+            network_subject(net),
+            FindingKind::Missing,
+            format!("network {}: uplink {up} is missing", net.name),
+        )
+    })
+}
+
+/// The host's IPv4 address for traffic to endpoints of `net`: the uplink's
+/// address inside one of the network's subnets, else its first one.
+pub(crate) fn host_ipv4(dp: &dyn Dataplane, net: &NetworkRecord) -> DpResult<Option<IpAddr>> {
+    let addrs = dp.addresses(net.uplink())?;
+    let v4: Vec<IpAddr> = addrs.iter().map(|a| a.ip).filter(|ip| ip.is_ipv4()).collect();
+    Ok(v4
+        .iter()
+        .copied()
+        .find(|ip| net.subnets.iter().any(|s| s.ip_address_prefix.contains(ip)))
+        .or_else(|| v4.first().copied()))
+}
+
+/// The fixed MAC of a host-side link cnet makes for network `net`.
+pub(crate) fn host_mac(net: &NetworkRecord) -> Mac {
+    Mac(net.bridge_mac().0)
 }

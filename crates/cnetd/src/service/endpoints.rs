@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use cnet_model::validate;
-use cnet_model::{Endpoint, EndpointPolicy, EndpointState, ErrorCode, NetworkType, PortMapping};
+use cnet_model::{Endpoint, EndpointPolicy, EndpointState, ErrorCode, PortMapping};
 
 use super::{flows_of_removed, not_busy, same_policy, udp_to_host_ports, usage, EndpointFilter, Service};
 use crate::error::{Result, ServiceError};
 use crate::firewall;
-use crate::state::{EndpointRecord, Intent, NamespaceRecord, NetworkRecord, Objects, Stored};
+use crate::state::{EndpointRecord, Intent, NamespaceRecord, Objects, Stored};
 
 /// A change to an endpoint's policies (the typed form of an HCN modify request).
 #[derive(Clone, Debug, PartialEq)]
@@ -32,16 +32,6 @@ fn check_ifname_free(o: &Objects, ep_id: Uuid, ifname: &cnet_model::IfName, ns: 
                 other.display_name()
             ),
         ));
-    }
-    Ok(())
-}
-
-fn check_mappings_allowed(net: &NetworkRecord, mappings: &[&PortMapping]) -> Result<()> {
-    if !mappings.is_empty() && net.kind != NetworkType::Nat {
-        return Err(ServiceError::unsupported(format!(
-            "port mappings need a NAT network; {} is {}",
-            net.name, net.kind
-        )));
     }
     Ok(())
 }
@@ -66,6 +56,23 @@ impl Service {
             .collect())
     }
 
+    /// Addresses of the network's subnets that its driver keeps out of
+    /// allocation (the host's own on a LAN); none when the network is unknown.
+    fn reserved_addresses(&self, key: &str) -> Result<std::collections::HashSet<std::net::IpAddr>> {
+        let net = {
+            let o = self.state.read();
+            match o.network_id(key) {
+                Ok(id) => o.network(id)?.record.clone(),
+                Err(_) => return Ok(Default::default()),
+            }
+        };
+        let driver = self.driver(&net)?;
+        let ips = driver
+            .reserved(self.dp.as_ref(), &net)
+            .map_err(|e| ServiceError::kernel(&format!("reading the addresses of uplink {}", net.uplink()), e))?;
+        Ok(ips.into_iter().collect())
+    }
+
     /// Waits (briefly) while a network is being created or modified, so that
     /// endpoints asked for in the same moment as their network just queue.
     fn network_settled(&self, key: &str) {
@@ -85,6 +92,7 @@ impl Service {
 
     pub fn create_endpoint(&self, mut ep: Endpoint) -> Result<EndpointRecord> {
         self.network_settled(&ep.host_compute_network);
+        let reserved = self.reserved_addresses(&ep.host_compute_network)?;
         let (rec, net, ns) = self.state.change(|o, ch| {
             if ep.id.is_nil() {
                 ep.id = Uuid::new_v4();
@@ -106,7 +114,7 @@ impl Service {
             let s = o.network(net_id)?;
             not_busy(s.intent, || format!("network {}", s.record.name))?;
             let mut net = s.record.clone();
-            self.drivers.get(net.kind)?;
+            let driver = self.drivers.get(net.kind)?;
             let ns = match ep.host_compute_namespace.take() {
                 Some(key) => {
                     let ns_id = o.namespace_id(&key)?;
@@ -115,11 +123,13 @@ impl Service {
                 }
                 None => None,
             };
-            validate::prepare_endpoint(&mut ep, &net.to_wire(), &usage(o, &net, None), self.caps.sctp)?;
-            let host = ep.derived_host_name();
+            let mut used = usage(o, &net, None);
+            used.reserved.clone_from(&reserved);
+            validate::prepare_endpoint(&mut ep, &net.to_wire(), &used, self.caps.sctp)?;
+            let host = if driver.has_host_link() { ep.derived_host_name() } else { String::new() };
             // The stored names, not re-derived: formatting 10,000 names per
             // create cost milliseconds.
-            if o.endpoints.values().any(|s| s.record.host_interface_name == host) {
+            if !host.is_empty() && o.endpoints.values().any(|s| s.record.host_interface_name == host) {
                 return Err(ServiceError::invalid(
                     "the endpoint ID collides with another endpoint's interface name: omit ID",
                 ));
@@ -135,15 +145,17 @@ impl Service {
                 net.last_allocated = cursor;
                 ch.put_network(Stored::done(net.clone()));
             }
-            ch.put_endpoint(match ns {
-                Some(_) => Stored::with(rec.clone(), Intent::Create),
+            // While being attached, the record names its namespace: a crash
+            // in between leaves start-up repair where to clean up.
+            ch.put_endpoint(match &ns {
+                Some(ns) => Stored::with(EndpointRecord { namespace: Some(ns.id), ..rec.clone() }, Intent::Create),
                 None => Stored::done(rec.clone()),
             });
             Ok((rec, net, ns))
         })?;
         let Some(ns) = ns else { return Ok(rec) };
         match self.attach_kernel(&rec, &net, &ns) {
-            Ok(()) => {
+            Ok(rec) => {
                 let attached = attached(rec, &ns);
                 self.state.write(|ch| ch.put_endpoint(Stored::done(attached.clone())))?;
                 Ok(attached)
@@ -167,7 +179,7 @@ impl Service {
         })?;
         let Some((ep, net)) = found else { return Ok(()) };
         if ep.namespace.is_some() {
-            self.detach_kernel(&ep, net.as_ref())?;
+            self.detach_kernel(&ep, net.as_ref(), self.netns_path(ep.namespace).as_deref())?;
         }
         self.state.write(|ch| ch.delete_endpoint(ep.id))
     }
@@ -197,7 +209,9 @@ impl Service {
             }
             let net = &o.network(new.network)?.record;
             let mappings: Vec<_> = new.port_mappings().collect();
-            check_mappings_allowed(net, &mappings)?;
+            if !mappings.is_empty() && !net.kind.publishes_ports() {
+                return Err(ServiceError::unsupported(validate::port_mappings_refused(&net.to_wire())));
+            }
             validate::check_port_mappings(&mappings, &usage(o, net, Some(id)).port_mappings, self.caps.sctp)?;
             if new.mtu() != old.mtu() && new.namespace.is_some() {
                 return Err(ServiceError::unsupported(
@@ -252,10 +266,13 @@ impl Service {
             Ok(Some((ep.clone(), net, ns)))
         })?;
         let Some((ep, net, ns)) = found else { return Ok(()) };
-        let result = self.attach_kernel(&ep, &net, &ns);
-        let outcome = if result.is_ok() { attached(ep, &ns) } else { ep };
-        self.put_endpoint_done(&outcome)?;
-        result
+        match self.attach_kernel(&ep, &net, &ns) {
+            Ok(rec) => self.put_endpoint_done(&attached(rec, &ns)),
+            Err(e) => {
+                self.put_endpoint_done(&ep)?;
+                Err(e)
+            }
+        }
     }
 
     pub fn detach(&self, ns_key: &str, ep_key: &str) -> Result<()> {
@@ -281,7 +298,7 @@ impl Service {
             Ok(Some((ep.clone(), o.networks.get(&ep.network).map(|n| n.record.clone()))))
         })?;
         let Some((ep, net)) = found else { return Ok(()) };
-        self.detach_kernel(&ep, net.as_ref())?;
+        self.detach_kernel(&ep, net.as_ref(), self.netns_path(ep.namespace).as_deref())?;
         self.put_endpoint_done(&detached(ep))
     }
 }
@@ -292,8 +309,13 @@ pub(crate) fn attached(mut ep: EndpointRecord, ns: &NamespaceRecord) -> Endpoint
     ep
 }
 
+/// `ep` detached; a leased address goes with the lease.
 pub(crate) fn detached(mut ep: EndpointRecord) -> EndpointRecord {
     ep.namespace = None;
     ep.state = EndpointState::Created;
+    if ep.lease.take().is_some() {
+        ep.ip_configurations.clear();
+        ep.routes.clear();
+    }
     ep
 }

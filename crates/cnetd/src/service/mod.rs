@@ -15,6 +15,7 @@
 //! `OperationInProgress` rather than interleaved.
 
 mod endpoints;
+mod leases;
 mod namespaces;
 mod networks;
 
@@ -42,11 +43,40 @@ pub use networks::NetworkChange;
 #[serde(rename_all = "PascalCase")]
 pub struct Capabilities {
     pub sctp: bool,
+    /// macvlan links (Transparent networks).
+    pub macvlan: bool,
+    /// 802.1Q links (VLAN policies).
+    pub vlan: bool,
+    /// Isolated bridge ports (L2Tunnel).
+    pub bridge_port_isolation: bool,
 }
 
 impl Capabilities {
     pub fn probe() -> Self {
-        Capabilities { sctp: cnet_dataplane::probe::sctp() }
+        let p = cnet_dataplane::probe::links();
+        Capabilities {
+            sctp: cnet_dataplane::probe::sctp(),
+            macvlan: p.macvlan,
+            vlan: p.vlan,
+            bridge_port_isolation: p.bridge_port_isolation,
+        }
+    }
+
+    /// Everything on, for unit tests with the fake.
+    pub fn all() -> Self {
+        Capabilities { sctp: true, macvlan: true, vlan: true, bridge_port_isolation: true }
+    }
+
+    /// Why this host cannot build a network of `net`'s type (and VLANs), if it cannot.
+    pub fn missing_for(&self, net: &cnet_model::Network) -> Option<String> {
+        use cnet_model::NetworkType as T;
+        let vlans = net.subnets().any(|s| s.vlan().is_some());
+        match net.r#type {
+            T::Transparent if !self.macvlan => Some("Transparent networks need the kernel's macvlan support (modprobe macvlan)".into()),
+            T::Transparent if vlans && !self.vlan => Some("VLAN policies need the kernel's 802.1Q support (modprobe 8021q)".into()),
+            T::L2Tunnel if !self.bridge_port_isolation => Some("L2Tunnel networks need isolated bridge ports (Linux 4.18 or later)".into()),
+            _ => None,
+        }
     }
 }
 
@@ -71,20 +101,29 @@ pub struct Service {
     pub firewall: Firewall,
     pub drivers: Registry,
     pub caps: Capabilities,
+    /// The DHCP renewal schedule (the leases themselves are in the records).
+    pub renewals: crate::dhcp::Renewals,
 }
 
 impl Service {
     pub fn new(state: State, dp: Arc<dyn Dataplane>, drivers: Registry, caps: Capabilities) -> Self {
-        Service { state, firewall: Firewall::new(dp.clone()), dp, drivers, caps }
+        Service { state, firewall: Firewall::new(dp.clone()), dp, drivers, caps, renewals: Default::default() }
+    }
+
+    /// The path of namespace `id`, if it is known.
+    pub(crate) fn netns_path(&self, id: Option<Uuid>) -> Option<String> {
+        let o = self.state.read();
+        id.and_then(|id| o.namespaces.get(&id)).map(|n| n.record.netns_path.clone())
     }
 
     pub fn driver(&self, net: &NetworkRecord) -> Result<&dyn NetworkDriver> {
         self.drivers.get(net.kind)
     }
 
-    /// Gives an endpoint its adapter and its firewall elements; undoes the
-    /// adapter again when the firewall refuses.
-    fn attach_kernel(&self, ep: &EndpointRecord, net: &NetworkRecord, ns: &NamespaceRecord) -> Result<()> {
+    /// Gives an endpoint its adapter (and, on a `Dhcp` network, its leased
+    /// address) and its firewall elements; undoes the adapter again when a
+    /// later step fails. Answers the endpoint as attached.
+    fn attach_kernel(&self, ep: &EndpointRecord, net: &NetworkRecord, ns: &NamespaceRecord) -> Result<EndpointRecord> {
         let path = &ns.netns_path;
         if !self.dp.netns_exists(path) {
             return Err(ServiceError::new(
@@ -93,34 +132,52 @@ impl Service {
             ));
         }
         let driver = self.driver(net)?;
+        let dp = self.dp.as_ref();
         driver
-            .attach(self.dp.as_ref(), net, ep, path)
+            .attach(dp, net, ep, path)
             .map_err(|e| ServiceError::kernel(&format!("attaching endpoint {}", ep.display_name()), e))?;
-        if let Err(e) = self.firewall.set(ep.id, firewall::port_mapping_elems(ep)) {
-            let _ = driver.detach(self.dp.as_ref(), ep);
+        let mut ep = ep.clone();
+        if net.ipam == crate::state::records::IpamType::Dhcp && ep.lease.is_none() {
+            match self.lease(&ep, net, path) {
+                Ok(leased) => ep = leased,
+                Err(e) => {
+                    let _ = driver.detach(dp, net, &ep, Some(path));
+                    return Err(e);
+                }
+            }
+        }
+        if let Err(e) = self.firewall.set(ep.id, firewall::port_mapping_elems(&ep)) {
+            self.release_lease(&ep, Some(path));
+            let _ = driver.detach(dp, net, &ep, Some(path));
             return Err(ServiceError::kernel("publishing ports", e));
         }
         // As CNI portmap does: a UDP flow to a host port that was someone
         // else's would otherwise stay DNAT'd to the old owner.
         self.forget(&udp_to_host_ports(ep.port_mappings()));
-        Ok(())
+        Ok(ep)
     }
 
     /// Removes an endpoint's kernel state: firewall elements first (no new
     /// flow is DNAT'd to it), then its adapter, then the conntrack entries of
     /// flows that lead to it. Goes on after an error and reports them all.
-    pub(crate) fn detach_kernel(&self, ep: &EndpointRecord, net: Option<&NetworkRecord>) -> Result<()> {
+    pub(crate) fn detach_kernel(
+        &self,
+        ep: &EndpointRecord,
+        net: Option<&NetworkRecord>,
+        netns: Option<&str>,
+    ) -> Result<()> {
         let mut errors = Vec::new();
         if let Err(e) = self.firewall.remove(ep.id) {
             errors.push(e.to_string());
         }
-        match net.map(|n| self.driver(n)) {
-            Some(Ok(driver)) => {
-                if let Err(e) = driver.detach(self.dp.as_ref(), ep) {
+        self.release_lease(ep, netns);
+        match net.map(|n| (n, self.driver(n))) {
+            Some((net, Ok(driver))) => {
+                if let Err(e) = driver.detach(self.dp.as_ref(), net, ep, netns) {
                     errors.push(e.to_string());
                 }
             }
-            Some(Err(e)) => errors.push(e.message),
+            Some((_, Err(e))) => errors.push(e.message),
             None => errors.push(format!("its network {} is gone", ep.network)),
         }
         // Flows that outlive an endpoint come in through its published
@@ -205,6 +262,8 @@ fn flows_of_removed(
 /// addresses and MACs, and every port mapping on the host.
 fn usage<'a>(o: &'a Objects, net: &NetworkRecord, except: Option<Uuid>) -> Usage<'a> {
     let mut usage = Usage { last_allocated: net.last_allocated.clone(), ..Usage::default() };
+    // The host's own links of the network (bridge, shim) have this MAC.
+    usage.macs.insert(net.bridge_mac());
     for e in o.endpoints.values().map(|s| &s.record).filter(|e| Some(e.id) != except) {
         for m in e.port_mappings() {
             usage.port_mappings.push((m, Publisher { id: e.id, name: e.name.as_ref() }));

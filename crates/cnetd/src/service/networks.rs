@@ -26,6 +26,26 @@ fn others(o: &Objects, except: Uuid) -> Vec<Network> {
 }
 
 impl Service {
+    /// A physical network's uplink must be a link of this host that is not
+    /// one of cnet's own.
+    fn check_uplink(&self, net: &Network) -> Result<()> {
+        let Some(up) = net.adapter_name() else { return Ok(()) };
+        let link = self.dp.link(up).map_err(|e| ServiceError::kernel("looking up the uplink", e))?;
+        let Some(link) = link else {
+            return Err(ServiceError::invalid(format!(
+                "uplink {up} (NetAdapterName) does not exist on this host: name an existing interface (ip link lists them)"
+            )));
+        };
+        let ours = ["cnb", "cnv", "cnh", "cnq"].iter().any(|p| up.starts_with(p)) && up.len() >= 13;
+        if ours || link.master.is_some() {
+            return Err(ServiceError::invalid(format!(
+                "uplink {up} (NetAdapterName) is {}: name the host's LAN interface",
+                if ours { "one of cnet's own links".to_string() } else { format!("a port of {}", link.master.unwrap_or_default()) }
+            )));
+        }
+        Ok(())
+    }
+
     pub fn get_network(&self, key: &str) -> Result<NetworkRecord> {
         let o = self.state.read();
         Ok(o.network(o.network_id(key)?)?.record.clone())
@@ -46,6 +66,10 @@ impl Service {
     pub fn create_network(&self, mut net: Network) -> Result<NetworkRecord> {
         let driver = self.drivers.get(net.r#type)?;
         driver.validate(&net)?;
+        if let Some(why) = self.caps.missing_for(&net) {
+            return Err(ServiceError::unsupported(format!("this host cannot build network {}: {why}", net.name)));
+        }
+        self.check_uplink(&net)?;
         let rec = self.state.change(|o, ch| {
             if net.id.is_nil() {
                 net.id = Uuid::new_v4();

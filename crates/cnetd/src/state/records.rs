@@ -13,9 +13,10 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use cnet_model::namespace::ResourceData;
+use cnet_model::network::NetAdapterName;
 use cnet_model::{
     Dns, Endpoint, EndpointPolicy, EndpointState, IfName, IpConfig, Ipam, MacAddr, Namespace, NamespaceResource,
-    Network, NetworkType, ObjectName, PortMapping, Route, Subnet,
+    Network, NetworkPolicy, NetworkType, ObjectName, PortMapping, Route, Subnet,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -56,21 +57,26 @@ pub enum IpamType {
     /// cnetd allocates addresses from the subnets.
     #[default]
     Static,
+    /// cnetd leases each endpoint's address from the LAN's DHCP server.
+    Dhcp,
 }
 
 impl IpamType {
     pub fn parse(s: &str) -> Result<Self> {
         if s.eq_ignore_ascii_case("Static") {
             Ok(IpamType::Static)
+        } else if s.eq_ignore_ascii_case("Dhcp") {
+            Ok(IpamType::Dhcp)
         } else {
-            Err(ServiceError::unsupported(format!(
-                "IPAM type {s:?} is not supported by this build: use Static (cnetd allocates addresses)"
+            Err(ServiceError::invalid(format!(
+                "IPAM type {s:?} is unknown: use Static (cnetd allocates addresses) or Dhcp"
             )))
         }
     }
     pub fn as_str(self) -> &'static str {
         match self {
             IpamType::Static => "Static",
+            IpamType::Dhcp => "Dhcp",
         }
     }
 }
@@ -121,6 +127,9 @@ pub struct NetworkRecord {
     pub mtu: Option<u32>,
     /// The network's switch (derived from the ID, checked unique at create).
     pub bridge: String,
+    /// The host interface a physical network is on (`NetAdapterName`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<IfName>,
     /// The address handed out last in each address family: the next
     /// allocation goes on after it (and wraps around), so a freed address
     /// is not handed out again at once.
@@ -146,6 +155,9 @@ impl NetworkRecord {
             flags: net.flags,
             mtu: net.mtu,
             bridge,
+            uplink: net.adapter_name().map(IfName::new).transpose().map_err(|e| {
+                ServiceError::invalid(format!("NetAdapterName: {e}"))
+            })?,
             last_allocated: vec![],
         })
     }
@@ -159,7 +171,13 @@ impl NetworkRecord {
             dns: self.dns.clone(),
             mac_pool: self.mac_pool.clone(),
             flags: self.flags,
-            policies: vec![],
+            policies: self
+                .uplink
+                .iter()
+                .map(|u| {
+                    NetworkPolicy::NetAdapterName(NetAdapterName { network_adapter_name: u.as_str().to_string() })
+                })
+                .collect(),
             schema_version: Default::default(),
             mtu: self.mtu,
             bridge_name: Some(self.bridge.clone()),
@@ -173,6 +191,18 @@ impl NetworkRecord {
     /// The bridge's MAC, fixed so that endpoints never see the gateway move.
     pub fn bridge_mac(&self) -> MacAddr {
         cnet_model::network::bridge_mac_of(&self.id)
+    }
+
+    /// The uplink's name; a physical network always has one.
+    pub fn uplink(&self) -> &str {
+        self.uplink.as_ref().map(|u| u.as_str()).unwrap_or("")
+    }
+
+    /// The VLAN of an endpoint: its own `VLAN` policy, else its subnet's.
+    pub fn vlan_of(&self, ep: &EndpointRecord) -> Option<u16> {
+        cnet_model::endpoint::vlan_in(&ep.policies)
+            .or_else(|| self.subnets.iter().find_map(|s| s.vlan()))
+            .and_then(|v| v.vlan_id().ok())
     }
 
     /// Each subnet with its gateway, if the network type has one.
@@ -205,6 +235,9 @@ pub struct EndpointRecord {
     pub state: EndpointState,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// The DHCP lease behind its address (endpoints of `Dhcp` networks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<crate::dhcp::Lease>,
 }
 
 impl EndpointRecord {
@@ -226,6 +259,7 @@ impl EndpointRecord {
             host_interface_name,
             state: EndpointState::Created,
             annotations: ep.annotations,
+            lease: None,
         })
     }
 
@@ -243,7 +277,7 @@ impl EndpointRecord {
             policies: self.policies.clone(),
             schema_version: Default::default(),
             interface_name: Some(self.interface_name.clone()),
-            host_interface_name: Some(self.host_interface_name.clone()),
+            host_interface_name: Some(self.host_interface_name.clone()).filter(|h| !h.is_empty()),
             state: self.state,
             annotations: self.annotations.clone(),
         }

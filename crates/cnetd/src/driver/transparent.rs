@@ -1,0 +1,291 @@
+//! Transparent networks: every endpoint is on the LAN with its own MAC, as
+//! a macvlan (bridge mode) of the uplink, created straight inside the
+//! endpoint's namespace. Addresses are static (from the subnet) or leased
+//! from the LAN's DHCP server ([`crate::dhcp`]).
+//!
+//! Why macvlan and not a bridge that enslaves the uplink: enslaving takes
+//! the uplink's addresses out of use (they would have to move to the
+//! bridge: the host's own networking changes under it), while a macvlan
+//! leaves the uplink exactly as it was. It is also what the VM NIC's
+//! macvtap builds on.
+//!
+//! A macvlan's parent cannot talk to its macvlans, so the host reaches its
+//! endpoints through a macvlan of its own, the *shim* `cnh…`: no address,
+//! a /32 (/128) route per endpoint address through it with the host's LAN
+//! address as source, and `arp_filter` on, so the shim answers ARP only
+//! for senders routed through it (the endpoints), never the LAN's queries
+//! for the host's address (which stay the uplink's).
+//!
+//! VLANs: an endpoint of VLAN N (its `VLAN` policy, else its subnet's) is a
+//! macvlan of the 802.1Q link `cnq…` (VLAN N of the uplink): its frames
+//! leave tagged N, and it sees only VLAN N. The shim is untagged, so the
+//! host reaches only untagged endpoints.
+//!
+//! Invariants:
+//! - The uplink is never changed; the shim and VLAN links are cnet's and
+//!   are named from the network ID (and the VLAN ID).
+//! - An endpoint's kernel state is its macvlan (inside its namespace) plus
+//!   one host route per address through the shim (untagged endpoints).
+
+use std::net::IpAddr;
+
+use cnet_dataplane::{Addr, HostRoute, IfName, Mac, MacvlanSpec};
+use cnet_model::findings::{Finding, FindingKind};
+use cnet_model::names::stable_hash;
+use cnet_model::NetworkType;
+
+use super::bridge::{addr, name};
+use super::{check_adapter, check_uplink, endpoint_subject, host_ipv4, host_mac, Links, NetworkDriver, Repair};
+use crate::dataplane::{Dataplane, DpResult, FwElem};
+use crate::state::{EndpointRecord, NamespaceRecord, NetworkRecord};
+
+pub struct Transparent;
+
+/// The host's macvlan on the uplink.
+pub fn shim(net: &NetworkRecord) -> String {
+    format!("cnh{}", &net.bridge[3..])
+}
+
+/// The 802.1Q link of VLAN `vid` of the network's uplink.
+pub fn vlan_link(net: &NetworkRecord, vid: u16) -> String {
+    format!("cnq{:07x}{:03x}", stable_hash(net.id.as_bytes()) & 0xfff_ffff, vid)
+}
+
+/// Whether some endpoint may be untagged (no subnet puts all on a VLAN).
+fn has_untagged(net: &NetworkRecord) -> bool {
+    net.subnets.is_empty() || net.subnets.iter().any(|s| s.vlan().is_none())
+}
+
+fn subnet_vlans(net: &NetworkRecord) -> impl Iterator<Item = u16> + '_ {
+    net.subnets.iter().filter_map(|s| s.vlan()).filter_map(|v| v.vlan_id().ok())
+}
+
+/// The link an endpoint's macvlan sits on.
+fn parent_of(net: &NetworkRecord, ep: &EndpointRecord) -> String {
+    match net.vlan_of(ep) {
+        Some(vid) => vlan_link(net, vid),
+        None => net.uplink().to_string(),
+    }
+}
+
+/// The host routes to an untagged endpoint through the shim.
+fn host_routes(net: &NetworkRecord, ep: &EndpointRecord, src: Option<IpAddr>) -> DpResult<Vec<HostRoute>> {
+    if net.vlan_of(ep).is_some() {
+        return Ok(vec![]);
+    }
+    let dev = name(&shim(net))?;
+    Ok(ep
+        .ips()
+        .map(|ip| HostRoute {
+            dev: dev.clone(),
+            destination: Addr { ip, prefix_len: if ip.is_ipv4() { 32 } else { 128 } },
+            via: None,
+            src: src.filter(|s| s.is_ipv4() == ip.is_ipv4()),
+            table: HostRoute::MAIN,
+        })
+        .collect())
+}
+
+fn add_host_routes(dp: &dyn Dataplane, net: &NetworkRecord, ep: &EndpointRecord) -> DpResult<()> {
+    let src = host_ipv4(dp, net)?;
+    for r in host_routes(net, ep, src)? {
+        dp.route_replace(&r)?;
+    }
+    Ok(())
+}
+
+fn spec(net: &NetworkRecord, ep: &EndpointRecord, netns_path: &str) -> DpResult<MacvlanSpec> {
+    let v = super::bridge::veth_spec(ep, net, netns_path)?;
+    Ok(MacvlanSpec {
+        netns_path: v.netns_path,
+        ifname: v.ifname,
+        parent: IfName::new(parent_of(net, ep))?,
+        mac: Mac(ep.mac.0),
+        mtu: v.mtu,
+        addrs: v.addrs,
+        routes: v.routes,
+    })
+}
+
+impl NetworkDriver for Transparent {
+    fn types(&self) -> &'static [NetworkType] {
+        &[NetworkType::Transparent]
+    }
+
+    fn has_host_link(&self) -> bool {
+        false
+    }
+
+    fn setup(&self, dp: &dyn Dataplane, net: &NetworkRecord) -> DpResult<()> {
+        let uplink = net.uplink();
+        if has_untagged(net) {
+            let shim = shim(net);
+            dp.ensure_macvlan(&shim, uplink, host_mac(net), net.mtu())?;
+            dp.sysctl_set(&format!("net/ipv4/conf/{shim}/arp_filter"), "1")?;
+            if !net.subnets.iter().any(|s| s.ip_address_prefix.addr().is_ipv6()) {
+                dp.sysctl_set(&format!("net/ipv6/conf/{shim}/disable_ipv6"), "1")?;
+            }
+        }
+        for vid in subnet_vlans(net) {
+            dp.ensure_vlan(&vlan_link(net, vid), uplink, vid, net.mtu())?;
+        }
+        Ok(())
+    }
+
+    fn update(&self, dp: &dyn Dataplane, _old: &NetworkRecord, new: &NetworkRecord) -> DpResult<()> {
+        self.setup(dp, new)
+    }
+
+    fn teardown(&self, dp: &dyn Dataplane, net: &NetworkRecord) -> DpResult<()> {
+        let vlans = vlan_link(net, 0);
+        let prefix = &vlans[..10];
+        for l in dp.links()?.into_iter().filter(|l| l.name.starts_with(prefix) && l.name.len() == 13) {
+            dp.delete_link(&l.name)?;
+        }
+        dp.delete_link(&shim(net))
+    }
+
+    /// Nothing is forwarded into the shim: other networks reach the LAN
+    /// (and these endpoints) through the uplink, not through the host.
+    fn firewall(&self, net: &NetworkRecord) -> Vec<FwElem> {
+        if !has_untagged(net) {
+            return vec![];
+        }
+        vec![FwElem { set: "bridges", key: format!("\"{}\"", shim(net)), value: None }]
+    }
+
+    fn attach(&self, dp: &dyn Dataplane, net: &NetworkRecord, ep: &EndpointRecord, netns_path: &str) -> DpResult<()> {
+        let spec = spec(net, ep, netns_path)?;
+        if let Some(vid) = net.vlan_of(ep) {
+            dp.ensure_vlan(spec.parent.as_str(), net.uplink(), vid, net.mtu())?;
+        }
+        dp.create_macvlan(&spec)?;
+        if let Err(e) = add_host_routes(dp, net, ep) {
+            let _ = self.detach(dp, net, ep, Some(netns_path));
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn addresses_added(&self, dp: &dyn Dataplane, net: &NetworkRecord, ep: &EndpointRecord) -> DpResult<()> {
+        add_host_routes(dp, net, ep)
+    }
+
+    fn reserved(&self, dp: &dyn Dataplane, net: &NetworkRecord) -> DpResult<Vec<IpAddr>> {
+        Ok(dp.addresses(net.uplink())?.into_iter().map(|a| a.ip).collect())
+    }
+
+    fn detach(&self, dp: &dyn Dataplane, net: &NetworkRecord, ep: &EndpointRecord, netns: Option<&str>) -> DpResult<()> {
+        if let Some(path) = netns {
+            dp.delete_inside(path, ep.interface_name.as_str())?;
+        }
+        for r in host_routes(net, ep, None)? {
+            dp.route_delete(&r)?;
+        }
+        Ok(())
+    }
+
+    fn network_links(&self, net: &NetworkRecord) -> Vec<String> {
+        let mut out: Vec<String> = subnet_vlans(net).map(|v| vlan_link(net, v)).collect();
+        if has_untagged(net) {
+            out.push(shim(net));
+        }
+        out
+    }
+
+    /// None on the host: the macvlan is inside the namespace. (A VLAN link
+    /// an endpoint's own `VLAN` policy made stays until the network goes.)
+    fn endpoint_links(&self, _ep: &EndpointRecord) -> Vec<String> {
+        vec![]
+    }
+
+    fn check_network(&self, _dp: &dyn Dataplane, net: &NetworkRecord, links: &Links) -> DpResult<Vec<Finding>> {
+        let mut out: Vec<Finding> = check_uplink(net, links).into_iter().collect();
+        for l in self.network_links(net) {
+            match links.get(&l) {
+                None => out.push(Finding::new(
+                    super::network_subject(net),
+                    FindingKind::Missing,
+                    format!("network {}: {l} is missing", net.name),
+                )),
+                Some(info) if !info.up => out.push(Finding::new(
+                    super::network_subject(net),
+                    FindingKind::Down,
+                    format!("network {}: {l} is down", net.name),
+                )),
+                Some(_) => {}
+            }
+        }
+        Ok(out)
+    }
+
+    fn check_endpoint(
+        &self,
+        dp: &dyn Dataplane,
+        net: &NetworkRecord,
+        ep: &EndpointRecord,
+        ns: &NamespaceRecord,
+        _links: &Links,
+    ) -> DpResult<Vec<Finding>> {
+        let mut out = check_adapter(dp, ep, ns)?;
+        let want = host_routes(net, ep, None)?;
+        if let Some(first) = want.first() {
+            let have = dp.routes(first.dev.as_str(), HostRoute::MAIN)?;
+            for r in &want {
+                if !have.iter().any(|h| h.destination == r.destination) {
+                    out.push(Finding::new(
+                        endpoint_subject(ep),
+                        FindingKind::Missing,
+                        format!("endpoint {}: host route {} is missing", ep.display_name(), r),
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn repair_endpoint(
+        &self,
+        dp: &dyn Dataplane,
+        net: &NetworkRecord,
+        ep: &EndpointRecord,
+        ns: &NamespaceRecord,
+        _links: &Links,
+    ) -> DpResult<Repair> {
+        let path = &ns.netns_path;
+        if !dp.netns_exists(path) {
+            return Ok(Repair::Degraded(format!("namespace {path} is gone")));
+        }
+        let name = ep.display_name();
+        match dp.inside(path, ep.interface_name.as_str())? {
+            Some(i) if i.link.kind.as_deref() == Some("macvlan") => {
+                let missing: Vec<Addr> = ep
+                    .ip_configurations
+                    .iter()
+                    .map(|c| addr(c.ip_address, c.prefix_length))
+                    .filter(|a| !i.addrs.contains(a))
+                    .collect();
+                let want = host_routes(net, ep, None)?;
+                let have = match want.first() {
+                    Some(r) => dp.routes(r.dev.as_str(), HostRoute::MAIN)?,
+                    None => vec![],
+                };
+                let routes_ok = want.iter().all(|r| have.iter().any(|h| h.destination == r.destination));
+                if missing.is_empty() && routes_ok {
+                    return Ok(Repair::Intact);
+                }
+                dp.configure_inside(path, ep.interface_name.as_str(), &missing, &[])?;
+                add_host_routes(dp, net, ep)?;
+                Ok(Repair::Repaired(format!("addresses and host routes of endpoint {name}")))
+            }
+            Some(_) => Ok(Repair::Degraded(format!(
+                "{} in {path} is not cnet's macvlan: remove it and attach again",
+                ep.interface_name
+            ))),
+            None => match self.attach(dp, net, ep, path) {
+                Ok(()) => Ok(Repair::Repaired(format!("macvlan of endpoint {name}"))),
+                Err(e) => Ok(Repair::Degraded(e.to_string())),
+            },
+        }
+    }
+}
