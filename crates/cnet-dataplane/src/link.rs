@@ -113,6 +113,10 @@ pub fn create_macvlan(spec: &MacvlanSpec) -> Result<()> {
     let result = Rtnl::open_in(&spec.netns_path).and_then(|mut nl| {
         // A DHCP endpoint has no address yet; IPv4-only endpoints get no IPv6.
         let no_v6 = !spec.addrs.iter().any(|a| a.ip.is_ipv6());
+        if let Some(vid) = spec.vlan {
+            // Tagged before it ever comes up: no untagged frame leaves it.
+            nl.set_vlan(ifname, vid)?;
+        }
         configure(&mut nl, ifname, &spec.addrs, &spec.routes, no_v6)
     });
     if let Err(e) = result {
@@ -152,17 +156,9 @@ pub fn ensure_macvlan(name: &IfName, parent: &IfName, mac: Mac, mtu: u32) -> Res
     nl.set_up(name.as_str(), true)
 }
 
-/// Creates the 802.1Q link `name` (VLAN `id` on `parent`) if it is missing,
-/// and sets it up.
-pub fn ensure_vlan(name: &IfName, parent: &IfName, id: u16, mtu: u32) -> Result<()> {
-    let mut nl = Rtnl::open()?;
-    if nl.index(name.as_str())?.is_none() {
-        match nl.add_vlan(name.as_str(), parent.as_str(), id, mtu) {
-            Err(e) if e.kind() != ErrorKind::Exists => return Err(e),
-            _ => {}
-        }
-    }
-    nl.set_up(name.as_str(), true)
+/// The VLAN an adapter inside a namespace is an access port of, if any.
+pub fn vlan_inside(netns_path: &str, ifname: &str) -> Result<Option<u16>> {
+    Rtnl::open_in(netns_path)?.vlan(ifname)
 }
 
 /// Adds or replaces a host route.
@@ -389,7 +385,7 @@ mod tests {
             assert_eq!(link(None, "cnt-h0").unwrap(), None);
             assert_eq!(inside(&ns.path, "eth0").unwrap(), None);
 
-            let e = enslave(&name("cnt-none"), &name("cnt-br0"), false).unwrap_err();
+            let e = enslave(&name("cnt-none"), &name("cnt-br0"), PortFlags::default()).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
         });
     }

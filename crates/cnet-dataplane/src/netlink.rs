@@ -29,8 +29,7 @@ use netlink_packet_core::{
 use netlink_packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressMessage, AddressScope};
 use netlink_packet_route::link::{
     AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridgePort, InfoData, InfoKind, InfoMacVlan, InfoPortData,
-    InfoPortKind, InfoVeth, InfoVlan, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
-    MacVlanMode,
+    InfoPortKind, InfoVeth, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage, MacVlanMode,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -41,6 +40,7 @@ use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use crate::{Addr, DataplaneError, ErrorKind, LinkInfo, Mac, PortFlags, Result, Route};
 
 mod routing;
+pub mod vlan;
 
 /// A route netlink socket bound to one network namespace.
 pub struct Rtnl {
@@ -301,23 +301,6 @@ impl Rtnl {
         ]));
         self.request(
             || format!("creating macvlan {name} on {parent}"),
-            RouteNetlinkMessage::NewLink(m),
-            NLM_F_CREATE | NLM_F_EXCL,
-        )
-    }
-
-    /// Creates the 802.1Q link `name` for VLAN `id` on `parent` (down).
-    pub fn add_vlan(&mut self, name: &str, parent: &str, id: u16, mtu: u32) -> Result<()> {
-        let link = self.require_index(parent)?;
-        let mut m = by_name(name);
-        m.attributes.push(LinkAttribute::Link(link));
-        m.attributes.push(LinkAttribute::Mtu(mtu));
-        m.attributes.push(LinkAttribute::LinkInfo(vec![
-            NlLinkInfo::Kind(InfoKind::Vlan),
-            NlLinkInfo::Data(InfoData::Vlan(vec![InfoVlan::Id(id)])),
-        ]));
-        self.request(
-            || format!("creating VLAN {id} link {name} on {parent}"),
             RouteNetlinkMessage::NewLink(m),
             NLM_F_CREATE | NLM_F_EXCL,
         )

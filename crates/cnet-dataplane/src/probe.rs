@@ -32,14 +32,15 @@ pub fn links() -> LinkSupport {
         let Ok(mut nl) = crate::netlink::Rtnl::open() else { return LinkSupport::default() };
         let Ok(own) = std::fs::File::open("/proc/thread-self/ns/net") else { return LinkSupport::default() };
         let mac = crate::Mac([2, 0, 0, 0, 0, 1]);
-        let base = nl.add_bridge("probe0", mac, 1500).is_ok() && nl.add_veth("probe1", None, 1500, "probe2", &own).is_ok();
+        let base =
+            nl.add_bridge("probe0", mac, 1500).is_ok() && nl.add_veth("probe1", None, 1500, "probe2", &own).is_ok();
         if !base {
             return LinkSupport::default();
         }
         let port = crate::PortFlags { hairpin: false, isolated: true };
         LinkSupport {
             macvlan: nl.add_macvlan("probe3", "probe1", crate::Mac([2, 0, 0, 0, 0, 3]), 1500, None).is_ok(),
-            vlan: nl.add_vlan("probe4", "probe1", 10, 1500).is_ok(),
+            vlan: nl.set_vlan("probe1", 10).is_ok(),
             bridge_port_isolation: nl.enslave("probe2", "probe0", port).is_ok(),
         }
     })

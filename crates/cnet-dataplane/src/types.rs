@@ -120,12 +120,14 @@ pub struct VethSpec {
 }
 
 /// An endpoint's macvlan: `ifname` inside the namespace at `netns_path`,
-/// on the host link `parent` (the uplink, or a VLAN of it), bridge mode.
+/// on the host link `parent` (the uplink), bridge mode; with `vlan`, an
+/// access port of that VLAN ([`crate::netlink::vlan`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MacvlanSpec {
     pub netns_path: String,
     pub ifname: IfName,
     pub parent: IfName,
+    pub vlan: Option<u16>,
     pub mac: Mac,
     pub mtu: u32,
     /// Empty when a DHCP lease brings them later.

@@ -61,7 +61,11 @@ impl NetworkType {
     pub fn has_gateway(self) -> bool {
         matches!(
             self,
-            NetworkType::Nat | NetworkType::Internal | NetworkType::Transparent | NetworkType::L2Bridge | NetworkType::L2Tunnel
+            NetworkType::Nat
+                | NetworkType::Internal
+                | NetworkType::Transparent
+                | NetworkType::L2Bridge
+                | NetworkType::L2Tunnel
         )
     }
     /// Whether the network is on the physical network through an uplink
@@ -195,9 +199,12 @@ impl NetworkPolicy {
 impl Subnet {
     /// The VLAN of the subnet's endpoints, from its `VLAN` policy.
     pub fn vlan(&self) -> Option<Isolation> {
-        self.policies.iter().map(|p| match p {
-            SubnetPolicy::Vlan(v) => *v,
-        }).next()
+        self.policies
+            .iter()
+            .map(|p| match p {
+                SubnetPolicy::Vlan(v) => *v,
+            })
+            .next()
     }
     /// The gateway: `NextHop` of the default route, else the first address.
     pub fn gateway(&self) -> IpAddr {
@@ -297,9 +304,12 @@ impl Network {
     }
     /// The uplink named by the `NetAdapterName` policy.
     pub fn adapter_name(&self) -> Option<&str> {
-        self.policies.iter().map(|p| match p {
-            NetworkPolicy::NetAdapterName(n) => n.network_adapter_name.as_str(),
-        }).next()
+        self.policies
+            .iter()
+            .map(|p| match p {
+                NetworkPolicy::NetAdapterName(n) => n.network_adapter_name.as_str(),
+            })
+            .next()
     }
     /// Whether the (first) IPAM is `Dhcp`.
     pub fn is_dhcp(&self) -> bool {

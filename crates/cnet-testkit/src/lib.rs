@@ -9,6 +9,7 @@
 //!
 //! [`probe`] sends real TCP, UDP and ICMP and reports what arrived.
 
+pub mod lan;
 pub mod probe;
 
 use std::path::PathBuf;
@@ -81,7 +82,7 @@ fn sh(args: &[&str]) {
     assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-fn random_tag() -> String {
+pub(crate) fn random_tag() -> String {
     let mut b = [0u8; 4];
     // SAFETY: getrandom into a local buffer of the given length.
     unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };

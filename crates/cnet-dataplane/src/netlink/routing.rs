@@ -62,7 +62,8 @@ fn neighbour_message(index: u32, ip: IpAddr) -> NeighbourMessage {
 
 fn rule_message(iif: &str, table: u32, priority: u32, v6: bool) -> RuleMessage {
     let mut m = RuleMessage::default();
-    m.header.family = if v6 { netlink_packet_route::AddressFamily::Inet6 } else { netlink_packet_route::AddressFamily::Inet };
+    m.header.family =
+        if v6 { netlink_packet_route::AddressFamily::Inet6 } else { netlink_packet_route::AddressFamily::Inet };
     m.header.action = RuleAction::ToTable;
     if table < 256 {
         m.header.table = table as u8;

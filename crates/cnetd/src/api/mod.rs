@@ -81,6 +81,14 @@ pub struct Capabilities {
     pub sctp: bool,
     pub local_routed_vip: bool,
     pub nat_loopback: bool,
+    /// macvlan links: Transparent networks.
+    pub macvlan: bool,
+    /// 802.1Q links: `VLAN` policies on Transparent networks.
+    pub vlan: bool,
+    /// Isolated bridge ports: L2Tunnel networks.
+    pub bridge_port_isolation: bool,
+    /// IPAM types: Static, and Dhcp (Transparent networks).
+    pub ipam_types: Vec<String>,
 }
 
 #[utoipa::path(get, path = "/globals/version", responses((status = 200, body = Version)))]
@@ -93,12 +101,16 @@ async fn capabilities(State(svc): Svc) -> Json<Capabilities> {
     Json(Capabilities {
         network_types: svc.drivers.supported().iter().map(|t| t.to_string()).collect(),
         endpoint_policies: endpoint_policy_types().iter().map(|s| s.to_string()).collect(),
-        network_policies: vec![],
+        network_policies: cnet_model::NetworkPolicy::SUPPORTED.iter().map(|s| s.to_string()).collect(),
         dual_stack: true,
         port_ranges: true,
         sctp: svc.caps.sctp,
         local_routed_vip: true,
         nat_loopback: true,
+        macvlan: svc.caps.macvlan,
+        vlan: svc.caps.vlan,
+        bridge_port_isolation: svc.caps.bridge_port_isolation,
+        ipam_types: vec!["Static".into(), "Dhcp".into()],
     })
 }
 

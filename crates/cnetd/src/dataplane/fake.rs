@@ -56,6 +56,8 @@ pub struct FakeInside {
     pub host_peer: Option<String>,
     /// A macvlan's parent link.
     pub parent: Option<String>,
+    /// The VLAN it is an access port of.
+    pub vlan: Option<u16>,
 }
 
 /// Every kernel object the fake holds.
@@ -206,7 +208,14 @@ fn remove_link(k: &mut Inner, name: &str) {
 }
 
 /// A macvlan or VLAN link on `parent`, made if missing, up.
-fn ensure_child(k: &mut Inner, kind: &'static str, name: &str, parent: &str, mac: Option<Mac>, mtu: u32) -> DpResult<()> {
+fn ensure_child(
+    k: &mut Inner,
+    kind: &'static str,
+    name: &str,
+    parent: &str,
+    mac: Option<Mac>,
+    mtu: u32,
+) -> DpResult<()> {
     if !k.objects.links.contains_key(parent) {
         return Err(errno(format!("looking up link {parent}"), libc::ENODEV));
     }
@@ -301,6 +310,7 @@ impl Dataplane for FakeDataplane {
                     routes: spec.routes.clone(),
                     host_peer: Some(spec.host_name.to_string()),
                     parent: None,
+                    vlan: None,
                 },
             );
             let host = FakeLink {
@@ -333,16 +343,21 @@ impl Dataplane for FakeDataplane {
                 routes: spec.routes.clone(),
                 host_peer: None,
                 parent: Some(spec.parent.to_string()),
+                vlan: spec.vlan,
             };
             k.objects.inside.insert(key, inside);
             Ok(())
         })
     }
     fn ensure_macvlan(&self, name: &str, parent: &str, mac: Mac, mtu: u32) -> DpResult<()> {
-        self.step(format!("ensure_macvlan {name} {parent}"), |k| ensure_child(k, "macvlan", name, parent, Some(mac), mtu))
+        self.step(format!("ensure_macvlan {name} {parent}"), |k| {
+            ensure_child(k, "macvlan", name, parent, Some(mac), mtu)
+        })
     }
-    fn ensure_vlan(&self, name: &str, parent: &str, id: u16, mtu: u32) -> DpResult<()> {
-        self.step(format!("ensure_vlan {name} {parent} {id}"), |k| ensure_child(k, "vlan", name, parent, None, mtu))
+    fn vlan_inside(&self, netns_path: &str, ifname: &str) -> DpResult<Option<u16>> {
+        self.read(format!("vlan_inside {netns_path} {ifname}"), |k| {
+            Ok(k.objects.inside.get(&(netns_path.to_string(), ifname.to_string())).and_then(|i| i.vlan))
+        })
     }
     fn delete_inside(&self, netns_path: &str, ifname: &str) -> DpResult<()> {
         self.step(format!("delete_inside {netns_path} {ifname}"), |k| {

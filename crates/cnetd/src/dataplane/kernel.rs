@@ -131,8 +131,8 @@ impl Dataplane for Kernel {
     fn ensure_macvlan(&self, name: &str, parent: &str, mac: Mac, mtu: u32) -> DpResult<()> {
         link::ensure_macvlan(&ifname(name)?, &ifname(parent)?, mac, mtu)
     }
-    fn ensure_vlan(&self, name: &str, parent: &str, id: u16, mtu: u32) -> DpResult<()> {
-        link::ensure_vlan(&ifname(name)?, &ifname(parent)?, id, mtu)
+    fn vlan_inside(&self, netns_path: &str, ifname: &str) -> DpResult<Option<u16>> {
+        link::vlan_inside(netns_path, ifname)
     }
     fn delete_inside(&self, netns_path: &str, ifname: &str) -> DpResult<()> {
         if !netns::exists(netns_path) {

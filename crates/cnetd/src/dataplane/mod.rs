@@ -71,8 +71,8 @@ pub trait Dataplane: Send + Sync {
     fn create_macvlan(&self, spec: &MacvlanSpec) -> DpResult<()>;
     /// Creates the host macvlan `name` (bridge mode) on `parent` if missing; up.
     fn ensure_macvlan(&self, name: &str, parent: &str, mac: Mac, mtu: u32) -> DpResult<()>;
-    /// Creates the 802.1Q link `name` (VLAN `id` of `parent`) if missing; up.
-    fn ensure_vlan(&self, name: &str, parent: &str, id: u16, mtu: u32) -> DpResult<()>;
+    /// The VLAN an adapter inside a namespace is an access port of.
+    fn vlan_inside(&self, netns_path: &str, ifname: &str) -> DpResult<Option<u16>>;
     /// Deletes a link inside a namespace; succeeds when it or the namespace is gone.
     fn delete_inside(&self, netns_path: &str, ifname: &str) -> DpResult<()>;
     /// Adds addresses and routes to an adapter inside a namespace.

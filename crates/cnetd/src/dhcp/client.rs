@@ -269,7 +269,12 @@ mod tests {
     use super::*;
 
     fn who() -> Who {
-        Who { netns_path: String::new(), ifname: "eth0".into(), mac: [0x0a, 0x59, 1, 2, 3, 4], hostname: Some("web".into()) }
+        Who {
+            netns_path: String::new(),
+            ifname: "eth0".into(),
+            mac: [0x0a, 0x59, 1, 2, 3, 4],
+            hostname: Some("web".into()),
+        }
     }
 
     #[test]
@@ -304,7 +309,10 @@ mod tests {
         o.insert(DhcpOption::Router(vec!["192.0.2.1".parse().unwrap()]));
         o.insert(DhcpOption::AddressLeaseTime(120));
         let l = lease_of(&ack, None).unwrap();
-        assert_eq!((l.address, l.prefix_len, l.lease_secs, l.renew_secs, l.rebind_secs), (ack.yiaddr(), 24, 120, 60, 105));
+        assert_eq!(
+            (l.address, l.prefix_len, l.lease_secs, l.renew_secs, l.rebind_secs),
+            (ack.yiaddr(), 24, 120, 60, 105)
+        );
         assert_eq!(l.router, Some("192.0.2.1".parse().unwrap()));
     }
 }

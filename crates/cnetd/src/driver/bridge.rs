@@ -11,11 +11,11 @@
 use cnet_dataplane::{Addr, IfName, Mac, Route};
 use cnet_model::NetworkType;
 
+use super::{endpoint_subject, network_subject};
 use super::{Links, NetworkDriver, Repair};
 use crate::dataplane::{BridgeSpec, Dataplane, DpResult, FwElem, PortFlags, VethSpec};
 use crate::firewall;
 use crate::state::{EndpointRecord, NamespaceRecord, NetworkRecord};
-use super::{endpoint_subject, network_subject};
 use cnet_model::findings::{Finding, FindingKind};
 
 pub struct Bridge;
@@ -26,6 +26,14 @@ pub(super) fn name(s: &str) -> DpResult<IfName> {
 
 pub(super) fn addr(ip: std::net::IpAddr, prefix_len: u8) -> Addr {
     Addr { ip, prefix_len }
+}
+
+pub(super) fn route(r: &cnet_model::Route) -> Route {
+    Route {
+        destination: addr(r.destination_prefix.addr(), r.destination_prefix.prefix_len()),
+        via: r.next_hop,
+        metric: r.metric,
+    }
 }
 
 pub(super) fn bridge_spec(net: &NetworkRecord) -> DpResult<BridgeSpec> {
@@ -46,15 +54,7 @@ pub(super) fn veth_spec(ep: &EndpointRecord, net: &NetworkRecord, netns_path: &s
         mac: Some(Mac(ep.mac.0)),
         mtu: ep.mtu().unwrap_or(net.mtu()),
         addrs: ep.ip_configurations.iter().map(|c| addr(c.ip_address, c.prefix_length)).collect(),
-        routes: ep
-            .routes
-            .iter()
-            .map(|r| Route {
-                destination: addr(r.destination_prefix.addr(), r.destination_prefix.prefix_len()),
-                via: r.next_hop,
-                metric: r.metric,
-            })
-            .collect(),
+        routes: ep.routes.iter().map(route).collect(),
         port: port_flags(net),
     })
 }
@@ -66,7 +66,6 @@ pub(super) fn veth_spec(ep: &EndpointRecord, net: &NetworkRecord, netns_path: &s
 pub(super) fn port_flags(net: &NetworkRecord) -> PortFlags {
     PortFlags { hairpin: net.kind == NetworkType::Nat, isolated: net.kind == NetworkType::L2Tunnel }
 }
-
 
 impl NetworkDriver for Bridge {
     fn types(&self) -> &'static [NetworkType] {
@@ -128,7 +127,13 @@ impl NetworkDriver for Bridge {
     }
 
     /// Deleting the host side removes both ends.
-    fn detach(&self, dp: &dyn Dataplane, _net: &NetworkRecord, ep: &EndpointRecord, _netns: Option<&str>) -> DpResult<()> {
+    fn detach(
+        &self,
+        dp: &dyn Dataplane,
+        _net: &NetworkRecord,
+        ep: &EndpointRecord,
+        _netns: Option<&str>,
+    ) -> DpResult<()> {
         dp.release_link(&ep.host_interface_name)
     }
 

@@ -79,7 +79,13 @@ fn endpoint_routes(net: &NetworkRecord, ep: &EndpointRecord, src: Option<IpAddr>
     Ok(ep
         .ips()
         .filter(|ip| ip.is_ipv4())
-        .map(|ip| HostRoute { dev: dev.clone(), destination: Addr { ip, prefix_len: 32 }, via: None, src, table: HostRoute::MAIN })
+        .map(|ip| HostRoute {
+            dev: dev.clone(),
+            destination: Addr { ip, prefix_len: 32 },
+            via: None,
+            src,
+            table: HostRoute::MAIN,
+        })
         .collect())
 }
 
@@ -192,7 +198,13 @@ impl NetworkDriver for L2Bridge {
 
     /// The veth goes first (the endpoint is cut off at once), then its
     /// routes and proxy entries.
-    fn detach(&self, dp: &dyn Dataplane, net: &NetworkRecord, ep: &EndpointRecord, netns: Option<&str>) -> DpResult<()> {
+    fn detach(
+        &self,
+        dp: &dyn Dataplane,
+        net: &NetworkRecord,
+        ep: &EndpointRecord,
+        netns: Option<&str>,
+    ) -> DpResult<()> {
         Bridge.detach(dp, net, ep, netns)?;
         unprogram(dp, net, ep)
     }

@@ -173,46 +173,46 @@ pub(crate) fn check_adapter(dp: &dyn Dataplane, ep: &EndpointRecord, ns: &Namesp
     let name = ep.display_name();
     let addr = bridge::addr;
     let path = &ns.netns_path;
-        if !dp.netns_exists(path) {
-            return Ok(out);
-        }
-        let ifname = ep.interface_name.as_str();
-        let Some(inside) = dp.inside(path, ifname)? else {
-            out.push(Finding::new(
-                who,
-                FindingKind::Missing,
-                format!("endpoint {name}: interface {ifname} is missing in {path}"),
-            ));
-            return Ok(out);
-        };
-        if inside.link.mac != Some(Mac(ep.mac.0)) {
-            let has = inside.link.mac.map(|m| m.to_string()).unwrap_or_else(|| "none".into());
+    if !dp.netns_exists(path) {
+        return Ok(out);
+    }
+    let ifname = ep.interface_name.as_str();
+    let Some(inside) = dp.inside(path, ifname)? else {
+        out.push(Finding::new(
+            who,
+            FindingKind::Missing,
+            format!("endpoint {name}: interface {ifname} is missing in {path}"),
+        ));
+        return Ok(out);
+    };
+    if inside.link.mac != Some(Mac(ep.mac.0)) {
+        let has = inside.link.mac.map(|m| m.to_string()).unwrap_or_else(|| "none".into());
+        out.push(Finding::new(
+            who.clone(),
+            FindingKind::Mismatch,
+            format!("endpoint {name}: {ifname} has MAC {has}, expected {}", ep.mac),
+        ));
+    }
+    for c in &ep.ip_configurations {
+        if !inside.addrs.contains(&addr(c.ip_address, c.prefix_length)) {
             out.push(Finding::new(
                 who.clone(),
-                FindingKind::Mismatch,
-                format!("endpoint {name}: {ifname} has MAC {has}, expected {}", ep.mac),
+                FindingKind::Missing,
+                format!("endpoint {name}: address {}/{} is missing on {ifname}", c.ip_address, c.prefix_length),
             ));
         }
-        for c in &ep.ip_configurations {
-            if !inside.addrs.contains(&addr(c.ip_address, c.prefix_length)) {
-                out.push(Finding::new(
-                    who.clone(),
-                    FindingKind::Missing,
-                    format!("endpoint {name}: address {}/{} is missing on {ifname}", c.ip_address, c.prefix_length),
-                ));
-            }
+    }
+    for want in &ep.routes {
+        let dst = addr(want.destination_prefix.addr(), want.destination_prefix.prefix_len());
+        if !inside.routes.iter().any(|r| r.destination == dst && r.via == want.next_hop) {
+            out.push(Finding::new(
+                who.clone(),
+                FindingKind::Missing,
+                format!("endpoint {name}: route {} via {:?} is missing", want.destination_prefix, want.next_hop),
+            ));
         }
-        for want in &ep.routes {
-            let dst = addr(want.destination_prefix.addr(), want.destination_prefix.prefix_len());
-            if !inside.routes.iter().any(|r| r.destination == dst && r.via == want.next_hop) {
-                out.push(Finding::new(
-                    who.clone(),
-                    FindingKind::Missing,
-                    format!("endpoint {name}: route {} via {:?} is missing", want.destination_prefix, want.next_hop),
-                ));
-            }
-        }
-        Ok(out)
+    }
+    Ok(out)
 }
 
 /// A finding that the uplink of a physical network is missing, if it is.

@@ -16,22 +16,26 @@
 //! for senders routed through it (the endpoints), never the LAN's queries
 //! for the host's address (which stay the uplink's).
 //!
-//! VLANs: an endpoint of VLAN N (its `VLAN` policy, else its subnet's) is a
-//! macvlan of the 802.1Q link `cnq…` (VLAN N of the uplink): its frames
-//! leave tagged N, and it sees only VLAN N. The shim is untagged, so the
-//! host reaches only untagged endpoints.
+//! VLANs: an endpoint of VLAN N (its `VLAN` policy, else its subnet's) is
+//! an access port of VLAN N: eBPF programs on its macvlan tag every frame
+//! it sends with N and let in only frames tagged N, untagged
+//! (`cnet_dataplane::netlink::vlan`; no 802.1Q module or bridge VLAN
+//! filtering needed, which many kernels lack). The uplink is the trunk.
+//! Macvlans of different VLANs share the uplink but never see each other's
+//! frames. The shim is untagged, so the host reaches only untagged
+//! endpoints.
 //!
 //! Invariants:
-//! - The uplink is never changed; the shim and VLAN links are cnet's and
-//!   are named from the network ID (and the VLAN ID).
-//! - An endpoint's kernel state is its macvlan (inside its namespace) plus
-//!   one host route per address through the shim (untagged endpoints).
+//! - The uplink is never changed; the shim is cnet's, named from the
+//!   network ID.
+//! - An endpoint's kernel state is its macvlan (inside its namespace, with
+//!   its VLAN's programs) plus one host route per address through the
+//!   shim (untagged endpoints).
 
 use std::net::IpAddr;
 
 use cnet_dataplane::{Addr, HostRoute, IfName, Mac, MacvlanSpec};
 use cnet_model::findings::{Finding, FindingKind};
-use cnet_model::names::stable_hash;
 use cnet_model::NetworkType;
 
 use super::bridge::{addr, name};
@@ -46,26 +50,9 @@ pub fn shim(net: &NetworkRecord) -> String {
     format!("cnh{}", &net.bridge[3..])
 }
 
-/// The 802.1Q link of VLAN `vid` of the network's uplink.
-pub fn vlan_link(net: &NetworkRecord, vid: u16) -> String {
-    format!("cnq{:07x}{:03x}", stable_hash(net.id.as_bytes()) & 0xfff_ffff, vid)
-}
-
 /// Whether some endpoint may be untagged (no subnet puts all on a VLAN).
 fn has_untagged(net: &NetworkRecord) -> bool {
     net.subnets.is_empty() || net.subnets.iter().any(|s| s.vlan().is_none())
-}
-
-fn subnet_vlans(net: &NetworkRecord) -> impl Iterator<Item = u16> + '_ {
-    net.subnets.iter().filter_map(|s| s.vlan()).filter_map(|v| v.vlan_id().ok())
-}
-
-/// The link an endpoint's macvlan sits on.
-fn parent_of(net: &NetworkRecord, ep: &EndpointRecord) -> String {
-    match net.vlan_of(ep) {
-        Some(vid) => vlan_link(net, vid),
-        None => net.uplink().to_string(),
-    }
 }
 
 /// The host routes to an untagged endpoint through the shim.
@@ -95,15 +82,15 @@ fn add_host_routes(dp: &dyn Dataplane, net: &NetworkRecord, ep: &EndpointRecord)
 }
 
 fn spec(net: &NetworkRecord, ep: &EndpointRecord, netns_path: &str) -> DpResult<MacvlanSpec> {
-    let v = super::bridge::veth_spec(ep, net, netns_path)?;
     Ok(MacvlanSpec {
-        netns_path: v.netns_path,
-        ifname: v.ifname,
-        parent: IfName::new(parent_of(net, ep))?,
+        netns_path: netns_path.to_string(),
+        ifname: name(ep.interface_name.as_str())?,
+        parent: IfName::new(net.uplink())?,
+        vlan: net.vlan_of(ep),
         mac: Mac(ep.mac.0),
-        mtu: v.mtu,
-        addrs: v.addrs,
-        routes: v.routes,
+        mtu: ep.mtu().unwrap_or(net.mtu()),
+        addrs: ep.ip_configurations.iter().map(|c| addr(c.ip_address, c.prefix_length)).collect(),
+        routes: ep.routes.iter().map(super::bridge::route).collect(),
     })
 }
 
@@ -126,9 +113,6 @@ impl NetworkDriver for Transparent {
                 dp.sysctl_set(&format!("net/ipv6/conf/{shim}/disable_ipv6"), "1")?;
             }
         }
-        for vid in subnet_vlans(net) {
-            dp.ensure_vlan(&vlan_link(net, vid), uplink, vid, net.mtu())?;
-        }
         Ok(())
     }
 
@@ -137,11 +121,6 @@ impl NetworkDriver for Transparent {
     }
 
     fn teardown(&self, dp: &dyn Dataplane, net: &NetworkRecord) -> DpResult<()> {
-        let vlans = vlan_link(net, 0);
-        let prefix = &vlans[..10];
-        for l in dp.links()?.into_iter().filter(|l| l.name.starts_with(prefix) && l.name.len() == 13) {
-            dp.delete_link(&l.name)?;
-        }
         dp.delete_link(&shim(net))
     }
 
@@ -155,11 +134,7 @@ impl NetworkDriver for Transparent {
     }
 
     fn attach(&self, dp: &dyn Dataplane, net: &NetworkRecord, ep: &EndpointRecord, netns_path: &str) -> DpResult<()> {
-        let spec = spec(net, ep, netns_path)?;
-        if let Some(vid) = net.vlan_of(ep) {
-            dp.ensure_vlan(spec.parent.as_str(), net.uplink(), vid, net.mtu())?;
-        }
-        dp.create_macvlan(&spec)?;
+        dp.create_macvlan(&spec(net, ep, netns_path)?)?;
         if let Err(e) = add_host_routes(dp, net, ep) {
             let _ = self.detach(dp, net, ep, Some(netns_path));
             return Err(e);
@@ -175,7 +150,13 @@ impl NetworkDriver for Transparent {
         Ok(dp.addresses(net.uplink())?.into_iter().map(|a| a.ip).collect())
     }
 
-    fn detach(&self, dp: &dyn Dataplane, net: &NetworkRecord, ep: &EndpointRecord, netns: Option<&str>) -> DpResult<()> {
+    fn detach(
+        &self,
+        dp: &dyn Dataplane,
+        net: &NetworkRecord,
+        ep: &EndpointRecord,
+        netns: Option<&str>,
+    ) -> DpResult<()> {
         if let Some(path) = netns {
             dp.delete_inside(path, ep.interface_name.as_str())?;
         }
@@ -186,15 +167,14 @@ impl NetworkDriver for Transparent {
     }
 
     fn network_links(&self, net: &NetworkRecord) -> Vec<String> {
-        let mut out: Vec<String> = subnet_vlans(net).map(|v| vlan_link(net, v)).collect();
         if has_untagged(net) {
-            out.push(shim(net));
+            vec![shim(net)]
+        } else {
+            vec![]
         }
-        out
     }
 
-    /// None on the host: the macvlan is inside the namespace. (A VLAN link
-    /// an endpoint's own `VLAN` policy made stays until the network goes.)
+    /// None on the host: the macvlan is inside the namespace.
     fn endpoint_links(&self, _ep: &EndpointRecord) -> Vec<String> {
         vec![]
     }
@@ -228,6 +208,21 @@ impl NetworkDriver for Transparent {
         _links: &Links,
     ) -> DpResult<Vec<Finding>> {
         let mut out = check_adapter(dp, ep, ns)?;
+        if let Some(vid) = net.vlan_of(ep) {
+            if dp.netns_exists(&ns.netns_path)
+                && dp.vlan_inside(&ns.netns_path, ep.interface_name.as_str())? != Some(vid)
+            {
+                out.push(Finding::new(
+                    endpoint_subject(ep),
+                    FindingKind::Missing,
+                    format!(
+                        "endpoint {}: the VLAN {vid} programs are missing on {}",
+                        ep.display_name(),
+                        ep.interface_name
+                    ),
+                ));
+            }
+        }
         let want = host_routes(net, ep, None)?;
         if let Some(first) = want.first() {
             let have = dp.routes(first.dev.as_str(), HostRoute::MAIN)?;

@@ -35,10 +35,7 @@ impl Service {
     /// address and routes inside, then what the driver hangs on them.
     pub(super) fn lease(&self, ep: &EndpointRecord, net: &NetworkRecord, netns_path: &str) -> Result<EndpointRecord> {
         let lease = client::acquire(&who(ep, netns_path), dhcp::ACQUIRE_TIMEOUT).map_err(|e| {
-            ServiceError::new(
-                cnet_model::ErrorCode::DhcpFailed,
-                format!("endpoint {}: {e}", ep.display_name()),
-            )
+            ServiceError::new(cnet_model::ErrorCode::DhcpFailed, format!("endpoint {}: {e}", ep.display_name()))
         })?;
         let leased = with_lease(ep.clone(), lease, net);
         let addrs: Vec<Addr> =

@@ -72,9 +72,15 @@ impl Capabilities {
         use cnet_model::NetworkType as T;
         let vlans = net.subnets().any(|s| s.vlan().is_some());
         match net.r#type {
-            T::Transparent if !self.macvlan => Some("Transparent networks need the kernel's macvlan support (modprobe macvlan)".into()),
-            T::Transparent if vlans && !self.vlan => Some("VLAN policies need the kernel's 802.1Q support (modprobe 8021q)".into()),
-            T::L2Tunnel if !self.bridge_port_isolation => Some("L2Tunnel networks need isolated bridge ports (Linux 4.18 or later)".into()),
+            T::Transparent if !self.macvlan => {
+                Some("Transparent networks need the kernel's macvlan support (modprobe macvlan)".into())
+            }
+            T::Transparent if vlans && !self.vlan => {
+                Some("VLAN policies need the kernel's 802.1Q support (modprobe 8021q)".into())
+            }
+            T::L2Tunnel if !self.bridge_port_isolation => {
+                Some("L2Tunnel networks need isolated bridge ports (Linux 4.18 or later)".into())
+            }
             _ => None,
         }
     }

@@ -36,11 +36,15 @@ impl Service {
                 "uplink {up} (NetAdapterName) does not exist on this host: name an existing interface (ip link lists them)"
             )));
         };
-        let ours = ["cnb", "cnv", "cnh", "cnq"].iter().any(|p| up.starts_with(p)) && up.len() >= 13;
+        let ours = ["cnb", "cnv", "cnh"].iter().any(|p| up.starts_with(p)) && up.len() >= 13;
         if ours || link.master.is_some() {
             return Err(ServiceError::invalid(format!(
                 "uplink {up} (NetAdapterName) is {}: name the host's LAN interface",
-                if ours { "one of cnet's own links".to_string() } else { format!("a port of {}", link.master.unwrap_or_default()) }
+                if ours {
+                    "one of cnet's own links".to_string()
+                } else {
+                    format!("a port of {}", link.master.unwrap_or_default())
+                }
             )));
         }
         Ok(())

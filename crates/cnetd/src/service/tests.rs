@@ -30,7 +30,12 @@ struct Bed {
 
 fn service(dir: &tempfile::TempDir, fake: &Arc<FakeDataplane>) -> Service {
     let store = cnet_store::Store::open(&dir.path().join("cnet.redb")).unwrap();
-    Service::new(State::open(store).unwrap(), fake.clone(), Registry::builtin(), Capabilities { sctp: false })
+    Service::new(
+        State::open(store).unwrap(),
+        fake.clone(),
+        Registry::builtin(),
+        Capabilities { sctp: false, ..Capabilities::all() },
+    )
 }
 
 impl Bed {
@@ -410,6 +415,7 @@ fn a_bridge_with_as_many_ports_as_the_backlog_is_reported() {
         mtu: 1500,
         addrs: vec![],
         peer: None,
+        parent: None,
     };
     b.fake.tamper(|k| {
         for i in 0..999 {

@@ -155,9 +155,11 @@ impl NetworkRecord {
             flags: net.flags,
             mtu: net.mtu,
             bridge,
-            uplink: net.adapter_name().map(IfName::new).transpose().map_err(|e| {
-                ServiceError::invalid(format!("NetAdapterName: {e}"))
-            })?,
+            uplink: net
+                .adapter_name()
+                .map(IfName::new)
+                .transpose()
+                .map_err(|e| ServiceError::invalid(format!("NetAdapterName: {e}")))?,
             last_allocated: vec![],
         })
     }
@@ -174,9 +176,7 @@ impl NetworkRecord {
             policies: self
                 .uplink
                 .iter()
-                .map(|u| {
-                    NetworkPolicy::NetAdapterName(NetAdapterName { network_adapter_name: u.as_str().to_string() })
-                })
+                .map(|u| NetworkPolicy::NetAdapterName(NetAdapterName { network_adapter_name: u.as_str().to_string() }))
                 .collect(),
             schema_version: Default::default(),
             mtu: self.mtu,
