@@ -39,7 +39,7 @@ pub struct FakeLink {
 }
 
 impl FakeLink {
-    fn new(kind: &'static str, mac: Option<Mac>, mtu: u32) -> Self {
+    pub fn new(kind: &'static str, mac: Option<Mac>, mtu: u32) -> Self {
         FakeLink { kind, master: None, up: false, mac, mtu, addrs: vec![], peer: None, parent: None }
     }
 }
@@ -400,8 +400,15 @@ impl Dataplane for FakeDataplane {
         })
     }
     fn route_delete(&self, r: &HostRoute) -> DpResult<()> {
+        // As the kernel: what the request leaves out (source, gateway) matches anything.
         self.step(format!("route_delete {r}"), |k| {
-            k.objects.routes.remove(r);
+            k.objects.routes.retain(|x| {
+                !(x.dev == r.dev
+                    && x.destination == r.destination
+                    && x.table == r.table
+                    && r.via.is_none_or(|v| x.via == Some(v))
+                    && r.src.is_none_or(|s| x.src == Some(s)))
+            });
             Ok(())
         })
     }
