@@ -386,3 +386,38 @@ fn sixty_four_parallel_adds_get_distinct_addresses_and_64_dels_leave_nothing() {
     assert!(nss.is_empty(), "{nss:?}");
     assert!(w.drift().is_empty(), "{:?}", w.drift());
 }
+
+#[test]
+fn a_container_goes_on_the_lan_with_a_dhcp_lease_and_del_releases_it() {
+    cnet_testkit::require_root!();
+    let w = World::new();
+    let dhcp = cnet_testkit::lan::DhcpServer::start(&w, "198.18.0.100", "198.18.0.150", 60);
+    let c = json!({
+        "cniVersion": "1.0.0", "name": "lan", "type": "cnet-cni", "socket": w.socket,
+        "network": {"Type": "Transparent", "Ipams": [{"Type": "Dhcp"}],
+                    "Policies": [{"Type": "NetAdapterName", "Settings": {"NetworkAdapterName": "uplink0"}}]}
+    });
+    let ns = netns(&w, "dhcp");
+    let (ok, result) = cni(&Call::new("ADD", "dhcp1", &ns), &c);
+    assert!(ok, "ADD: {result}");
+    let ip = result["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap().to_string();
+    assert!(ip.starts_with("198.18.0.1"), "leased from the server's range: {result}");
+    assert_eq!(result["ips"][0]["gateway"], LAN_IP);
+    assert_eq!(result["ips"][0]["interface"], 0, "a macvlan has only its inside: {result}");
+    assert_eq!(result["dns"]["nameservers"][0], LAN_IP, "{result}");
+    assert!(probe::ping(&w.lan_path(), &ip), "the LAN reaches the container");
+    let mut with_prev = c.clone();
+    with_prev["prevResult"] = result.clone();
+    let (ok, out) = cni(&Call::new("CHECK", "dhcp1", &ns), &with_prev);
+    assert!(ok, "CHECK: {out}");
+    let mac = result["interfaces"][0]["mac"].as_str().unwrap().to_string();
+    let (ok, out) = cni(&Call::new("DEL", "dhcp1", &ns), &with_prev);
+    assert!(ok, "DEL: {out}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while dhcp.count("DHCPRELEASE", &mac) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no release: {}", dhcp.log_text());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!addr_in(&w, &ns, "eth0").contains(&ip));
+    assert!(w.drift().is_empty(), "{:?}", w.drift());
+}

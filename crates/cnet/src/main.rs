@@ -53,9 +53,18 @@ enum NetworkCmd {
     /// Create a network from flags or from a HostComputeNetwork JSON file.
     Create {
         name: Option<String>,
-        /// NAT, Internal or Private.
+        /// NAT, Internal, Private, Transparent, L2Bridge or L2Tunnel.
         #[arg(long = "type", default_value = "NAT")]
         ty: String,
+        /// The host interface a Transparent, L2Bridge or L2Tunnel network is on.
+        #[arg(long)]
+        uplink: Option<String>,
+        /// Lease endpoint addresses from the LAN's DHCP server (Transparent).
+        #[arg(long, conflicts_with = "gateway")]
+        dhcp: bool,
+        /// Put the subnets' endpoints on this VLAN (Transparent).
+        #[arg(long)]
+        vlan: Option<u32>,
         /// A subnet (repeat for dual stack), e.g. 10.79.0.0/24.
         #[arg(long)]
         subnet: Vec<String>,
@@ -119,6 +128,9 @@ enum EndpointCmd {
         interface_name: Option<String>,
         #[arg(long)]
         mtu: Option<u32>,
+        /// Make it an access port of this VLAN (Transparent networks).
+        #[arg(long)]
+        vlan: Option<u32>,
         /// A HostComputeEndpoint JSON document (`-` for stdin) instead of flags.
         #[arg(long, short = 'f')]
         file: Option<PathBuf>,
@@ -300,7 +312,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Cmd::Network(cmd) => match cmd {
-            NetworkCmd::Create { name, ty, subnet, gateway, mtu, dns_server, file } => {
+            NetworkCmd::Create { name, ty, uplink, dhcp, vlan, subnet, gateway, mtu, dns_server, file } => {
                 let mut body = match file {
                     Some(f) => read_json(&f)?,
                     None => {
@@ -313,10 +325,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
                                     .filter(|g| g.is_ipv6() == v6)
                                     .map(|g| json!({"NextHop": g, "DestinationPrefix": if v6 { "::/0" } else { "0.0.0.0/0" }}))
                                     .collect();
-                                json!({"IpAddressPrefix": s, "Routes": routes})
+                                let mut sub = json!({"IpAddressPrefix": s, "Routes": routes});
+                                if let Some(id) = vlan {
+                                    sub["Policies"] = json!([{"Type": "VLAN", "Settings": {"IsolationId": id}}]);
+                                }
+                                sub
                             })
                             .collect();
-                        let mut b = json!({"Type": ty, "Ipams": [{"Type": "Static", "Subnets": subnets}]});
+                        let ipam = if dhcp { "Dhcp" } else { "Static" };
+                        let mut b = json!({"Type": ty, "Ipams": [{"Type": ipam, "Subnets": subnets}]});
+                        if let Some(u) = uplink {
+                            b["Policies"] = json!([{"Type": "NetAdapterName", "Settings": {"NetworkAdapterName": u}}]);
+                        }
                         if let Some(m) = mtu {
                             b["Mtu"] = json!(m);
                         }
@@ -356,7 +376,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             NetworkCmd::RemoveSubnet { network, subnet } => subnet_change(&c, out, "Remove", &network, &subnet)?,
         },
         Cmd::Endpoint(cmd) => match cmd {
-            EndpointCmd::Create { network, name, ip, mac, publish, namespace, interface_name, mtu, file } => {
+            EndpointCmd::Create { network, name, ip, mac, publish, namespace, interface_name, mtu, vlan, file } => {
                 let mut body = match file {
                     Some(f) => read_json(&f)?,
                     None => json!({}),
@@ -389,6 +409,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 if let Some(m) = mtu {
                     policies.push(json!({"Type": "InterfaceParameters", "Settings": {"Mtu": m}}));
+                }
+                if let Some(id) = vlan {
+                    policies.push(json!({"Type": "VLAN", "Settings": {"IsolationId": id}}));
                 }
                 if !policies.is_empty() {
                     body["Policies"] = json!(policies);

@@ -48,10 +48,14 @@ fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
 fn a_transparent_endpoint_is_on_the_lan_with_its_own_mac_and_the_host_reaches_it() {
     cnet_testkit::require_root!();
     let mut w = World::new();
-    let net = physical(&w, "lan", "Transparent", "Static", lan_subnet());
+    let subnets = json!([{"IpAddressPrefix": SUBNET}, {"IpAddressPrefix": "fd00:18::/64"}]);
+    let net = physical(&w, "lan", "Transparent", "Static", subnets);
     let c = container(&w, &net, "web", json!([]));
     let (ip, mac) = (c.ip(), c.ep.mac_address.unwrap().to_string());
     assert_ne!(ip, HOST_IP, "the host's own address is never handed out");
+    assert_ne!(c.ip6(), HOST_IP6);
+    assert!(probe::ping(&w.lan_path(), &c.ip6()), "LAN -> endpoint over IPv6");
+    assert!(probe::ping(&c.path(), LAN_IP6), "endpoint -> LAN over IPv6");
     assert!(c.ep.host_interface_name.is_none(), "a macvlan endpoint has no host side");
 
     assert!(probe::ping(&w.lan_path(), &ip), "LAN -> endpoint");
@@ -206,7 +210,12 @@ fn l2tunnel_traffic_between_two_local_endpoints_crosses_the_lan() {
     cnet_testkit::require_root!();
     let w = World::new();
     exec_ok(&w, &w.lan_path(), &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-    let net = physical(&w, "tun", "L2Tunnel", "Static", lan_subnet());
+    // As docs/networks.md shows it, with the CLI.
+    let out = w.cnet(&[
+        "-o", "json", "network", "create", "tun", "--type", "L2Tunnel", "--uplink", "uplink0", "--subnet", SUBNET,
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let net: Network = serde_json::from_slice(&out.stdout).unwrap();
     let a = container(&w, &net, "a", json!([]));
     let b = container(&w, &net, "b", json!([]));
     let cap = Capture::start(&w, &w.lan_path(), "lan0", "icmp");

@@ -96,39 +96,55 @@ pub fn now_unix() -> u64 {
 }
 
 /// The renewal schedule's in-memory part: when to retry a lease whose
-/// renewal failed, and a wake-up for new leases.
+/// renewal failed, and a wake-up for new leases (kept as a flag under the
+/// lock, so a notification that comes while the thread is busy renewing is
+/// not lost).
 #[derive(Default)]
 pub struct Renewals {
-    retry: Mutex<HashMap<Uuid, u64>>,
+    inner: Mutex<Schedule>,
     wake: Condvar,
 }
 
+#[derive(Default)]
+struct Schedule {
+    retry: HashMap<Uuid, u64>,
+    changed: bool,
+}
+
 impl Renewals {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Schedule> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// A lease was added or changed: look at the schedule again.
     pub fn notify(&self) {
+        self.lock().changed = true;
         self.wake.notify_all();
     }
 
     /// When the lease of `ep` is next due, counting a pending retry.
     pub fn due(&self, ep: Uuid, lease: &Lease) -> u64 {
-        let retry = self.retry.lock().unwrap_or_else(|e| e.into_inner()).get(&ep).copied();
-        retry.unwrap_or_else(|| lease.renew_at())
+        self.lock().retry.get(&ep).copied().unwrap_or_else(|| lease.renew_at())
     }
 
     /// Tries `ep` again at `at` (after a failed renewal); `None` clears it.
     pub fn retry_at(&self, ep: Uuid, at: Option<u64>) {
-        let mut r = self.retry.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = self.lock();
         match at {
-            Some(t) => r.insert(ep, t),
-            None => r.remove(&ep),
+            Some(t) => s.retry.insert(ep, t),
+            None => s.retry.remove(&ep),
         };
     }
 
     /// Sleeps until `until` (seconds since 1970) or a notification.
     fn sleep_until(&self, until: u64) {
-        let g = self.retry.lock().unwrap_or_else(|e| e.into_inner());
         let secs = until.saturating_sub(now_unix()).clamp(1, 60);
-        let _ = self.wake.wait_timeout(g, Duration::from_secs(secs));
+        let g = self.lock();
+        let (mut g, _) = self
+            .wake
+            .wait_timeout_while(g, Duration::from_secs(secs), |s| !s.changed)
+            .unwrap_or_else(|e| e.into_inner());
+        g.changed = false;
     }
 }
 

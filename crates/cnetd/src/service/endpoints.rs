@@ -158,6 +158,7 @@ impl Service {
             Ok(rec) => {
                 let attached = attached(rec, &ns);
                 self.state.write(|ch| ch.put_endpoint(Stored::done(attached.clone())))?;
+                self.lease_stored(&attached);
                 Ok(attached)
             }
             Err(err) => {
@@ -267,7 +268,12 @@ impl Service {
         })?;
         let Some((ep, net, ns)) = found else { return Ok(()) };
         match self.attach_kernel(&ep, &net, &ns) {
-            Ok(rec) => self.put_endpoint_done(&attached(rec, &ns)),
+            Ok(rec) => {
+                let rec = attached(rec, &ns);
+                self.put_endpoint_done(&rec)?;
+                self.lease_stored(&rec);
+                Ok(())
+            }
             Err(e) => {
                 self.put_endpoint_done(&ep)?;
                 Err(e)

@@ -58,8 +58,15 @@ impl Service {
             self.release_lease(&leased, Some(netns_path));
             return Err(ServiceError::kernel("configuring the leased address", e));
         }
-        self.renewals.notify();
         Ok(leased)
+    }
+
+    /// The endpoint was committed with its lease: the renewal thread (which
+    /// reads leases from the store) looks at the schedule again.
+    pub(super) fn lease_stored(&self, ep: &EndpointRecord) {
+        if ep.lease.is_some() {
+            self.renewals.notify();
+        }
     }
 
     /// Gives the lease of `ep` back to its server, if it has one and its
