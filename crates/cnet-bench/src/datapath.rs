@@ -107,14 +107,14 @@ impl Datapath {
         Ok(stats(times))
     }
 
-    fn measure(&self, name: &str, server_ns: &str, client_ns: &str, target: &str, port: u16) -> Result<PathResult> {
+    pub(crate) fn measure(&self, name: &str, server_ns: &str, client_ns: &str, target: &str, port: u16) -> Result<PathResult> {
         let rr = self.request_response(server_ns, client_ns, format!("{target}:{port}"))?;
         let gbit_per_s = self.iperf(server_ns, client_ns, target, port)?;
         Ok(PathResult { name: name.to_string(), gbit_per_s, rr })
     }
 
     /// A bare veth pair between two fresh namespaces: the baseline.
-    fn baseline(&self) -> Result<PathResult> {
+    pub(crate) fn baseline(&self) -> Result<PathResult> {
         let (a, b) = (format!("{}-dpa", self.tag), format!("{}-dpb", self.tag));
         let (pa, pb) = (crate::netns_add(&a)?, crate::netns_add(&b)?);
         let batch = |netns: &str, script: String| {

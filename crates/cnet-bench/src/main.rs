@@ -12,6 +12,7 @@
 mod churn;
 mod daemon_cost;
 mod datapath;
+mod physical;
 mod rules;
 mod systems;
 
@@ -58,6 +59,10 @@ struct Args {
     /// Publish this many port mappings and measure the scale of rules.
     #[arg(long)]
     rule_scale: Option<usize>,
+    /// Measure the physical-network types (Transparent static/DHCP/VLAN,
+    /// L2Bridge) and the CNI macvlan plugins, this many reps per row.
+    #[arg(long)]
+    physical_reps: Option<usize>,
 }
 
 /// Fillers one network holds (a Linux bridge takes at most 1,024 ports).
@@ -70,6 +75,8 @@ struct Measured {
     churns: Vec<churn::Churn>,
     paths: Vec<datapath::PathResult>,
     rules: Option<rules::RuleScale>,
+    physical: Vec<physical::Row>,
+    physical_paths: Vec<datapath::PathResult>,
 }
 
 struct Stats {
@@ -219,12 +226,7 @@ fn main() -> Result<()> {
     for s in &args.systems {
         systems.push(match s.as_str() {
             "cnet-api" => Box::new(CnetApi { client: w.client(), network: "bench".into() }),
-            "cnet-cni" => Box::new(CnetCni {
-                plugin: bin("cnet-cni"),
-                socket: w.socket.clone(),
-                network: "bench".into(),
-                subnet: "10.128.0.0/16".into(),
-            }),
+            "cnet-cni" => Box::new(CnetCni::nat(bin("cnet-cni"), w.socket.clone(), "bench", "10.128.0.0/16")),
             "netavark" => {
                 std::fs::create_dir_all(work.path().join("netavark"))?;
                 Box::new(Netavark {
@@ -281,13 +283,20 @@ fn main() -> Result<()> {
         )
         .context("create the churn network")?;
     }
-    let churn_plugin = CnetCni {
-        plugin: bin("cnet-cni"),
-        socket: w.socket.clone(),
-        network: "churn".into(),
-        subnet: "10.140.0.0/16".into(),
-    };
+    let churn_plugin = CnetCni::nat(bin("cnet-cni"), w.socket.clone(), "churn", "10.140.0.0/16");
     let (datapath_seconds, rule_scale, lan) = (args.datapath_seconds, args.rule_scale, w.lan_path());
+    // The physical types' DHCP rows lease from dnsmasq on the LAN.
+    let _dhcp = args.physical_reps.map(|_| cnet_testkit::lan::DhcpServer::start(&w, "198.18.0.150", "198.18.0.250", 60));
+    let phys = args.physical_reps.map(|reps| physical::Physical {
+        client: w.client(),
+        socket: w.socket.clone(),
+        plugin: bin("cnet-cni"),
+        tag: w.tag.clone(),
+        lan: w.lan_path(),
+        work: work.path().to_path_buf(),
+        reps,
+        datapath_seconds,
+    });
     let m = cnet_dataplane::netns::run_in(&host, move || -> Result<Measured> {
         let mut m = Measured::default();
         if let (true, Some(pid)) = (daemon_costs_wanted, daemon_pid) {
@@ -300,6 +309,9 @@ fn main() -> Result<()> {
             let dp = datapath::Datapath { seconds, round_trips: 2000, tag: tag.clone(), lan: lan.clone() };
             m.paths = dp.run(&bench.client, &mut bench.systems)?;
         }
+        if let Some(p) = &phys {
+            (m.physical, m.physical_paths) = p.run()?;
+        }
         if let Some(total) = rule_scale {
             m.rules = Some(rules::run(&bench.client, &tag, &lan, total, reps.clamp(5, 100))?);
         }
@@ -308,7 +320,7 @@ fn main() -> Result<()> {
                 plugin: churn_plugin.plugin.clone(),
                 socket: churn_plugin.socket.clone(),
                 network: churn_plugin.network.clone(),
-                subnet: churn_plugin.subnet.clone(),
+                block: churn_plugin.block.clone(),
             })
         };
         let through_api = || -> Box<dyn System + Send> {
@@ -359,11 +371,17 @@ fn main() -> Result<()> {
         }
         Ok(m)
     })??;
-    let Measured { medians, costs, churns, paths, rules } = m;
+    let Measured { medians, costs, churns, paths, rules, physical, physical_paths } = m;
     let diag = diag_clean(&w, "after the benchmark")?;
     println!("\n(times in ms; {reps} reps per row; {diag})");
     if !paths.is_empty() {
         datapath::print(&paths, datapath_seconds.unwrap_or_default(), 2000);
+    }
+    if let Some(reps) = args.physical_reps {
+        physical::print(&physical, reps);
+        if !physical_paths.is_empty() {
+            datapath::print(&physical_paths, datapath_seconds.unwrap_or_default(), 2000);
+        }
     }
     if let Some(r) = &rules {
         rules::print(r, reps.clamp(5, 100));

@@ -98,16 +98,21 @@ pub struct CnetCni {
     pub plugin: PathBuf,
     pub socket: PathBuf,
     pub network: String,
-    pub subnet: String,
+    /// The configuration's `network` block (a HostComputeNetwork).
+    pub block: Value,
 }
 
 impl CnetCni {
+    /// On the NAT network `network` with `subnet`.
+    pub fn nat(plugin: PathBuf, socket: PathBuf, network: &str, subnet: &str) -> Self {
+        let block = json!({"Type": "NAT", "Ipams": [{"Subnets": [{"IpAddressPrefix": subnet}]}]});
+        CnetCni { plugin, socket, network: network.into(), block }
+    }
     fn conf(&self, a: &Attachment) -> Value {
         let pm: Vec<Value> =
             a.host_ports.iter().map(|p| json!({"hostPort": p, "containerPort": 80, "protocol": "tcp"})).collect();
         json!({"cniVersion": "1.0.0", "name": self.network, "type": "cnet-cni", "socket": self.socket,
-               "network": {"Type": "NAT", "Ipams": [{"Subnets": [{"IpAddressPrefix": self.subnet}]}]},
-               "runtimeConfig": {"portMappings": pm}})
+               "network": self.block, "runtimeConfig": {"portMappings": pm}})
     }
     fn call(&self, cmd: &str, a: &Attachment) -> Result<Vec<u8>> {
         let env = [
@@ -257,5 +262,51 @@ impl System for CniChain {
             Ok(())
         })?
         .0)
+    }
+}
+
+/// The CNI reference `macvlan` plugin (bridge mode) with an IPAM plugin
+/// (`static`, or `dhcp` with its daemon), run as a runtime runs it.
+pub struct CniMacvlan {
+    pub plugin_dir: PathBuf,
+    pub master: String,
+    pub label: &'static str,
+    /// The IPAM block; for `static`, `{ADDRESS}` is replaced per attachment.
+    pub ipam: Value,
+    pub next: u32,
+    pub confs: std::collections::HashMap<String, Value>,
+}
+
+impl CniMacvlan {
+    fn invoke(&self, cmd: &str, a: &Attachment, conf: &Value) -> Result<Vec<u8>> {
+        let path = self.plugin_dir.display().to_string();
+        let env = [
+            ("CNI_COMMAND", cmd),
+            ("CNI_CONTAINERID", a.id.as_str()),
+            ("CNI_NETNS", a.netns.as_str()),
+            ("CNI_IFNAME", a.ifname.as_str()),
+            ("CNI_PATH", path.as_str()),
+        ];
+        run(&self.plugin_dir.join("macvlan"), &[], &env, conf.to_string().as_bytes())
+    }
+}
+
+impl System for CniMacvlan {
+    fn name(&self) -> &'static str {
+        self.label
+    }
+    fn setup(&mut self, a: &Attachment) -> Result<Duration> {
+        self.next += 1;
+        let address = format!("198.18.0.{}/24", 10 + self.next % 80);
+        let ipam = serde_json::to_string(&self.ipam)?.replace("{ADDRESS}", &address);
+        let conf = json!({"cniVersion": "1.0.0", "name": "refmacvlan", "type": "macvlan", "master": self.master,
+                          "mode": "bridge", "ipam": serde_json::from_str::<Value>(&ipam)?});
+        let d = timed(|| self.invoke("ADD", a, &conf))?.0;
+        self.confs.insert(a.id.clone(), conf);
+        Ok(d)
+    }
+    fn teardown(&mut self, a: &Attachment) -> Result<Duration> {
+        let conf = self.confs.remove(&a.id).context("no such attachment")?;
+        Ok(timed(|| self.invoke("DEL", a, &conf))?.0)
     }
 }
