@@ -107,7 +107,14 @@ impl Datapath {
         Ok(stats(times))
     }
 
-    pub(crate) fn measure(&self, name: &str, server_ns: &str, client_ns: &str, target: &str, port: u16) -> Result<PathResult> {
+    pub(crate) fn measure(
+        &self,
+        name: &str,
+        server_ns: &str,
+        client_ns: &str,
+        target: &str,
+        port: u16,
+    ) -> Result<PathResult> {
         let rr = self.request_response(server_ns, client_ns, format!("{target}:{port}"))?;
         let gbit_per_s = self.iperf(server_ns, client_ns, target, port)?;
         Ok(PathResult { name: name.to_string(), gbit_per_s, rr })

@@ -286,7 +286,8 @@ fn main() -> Result<()> {
     let churn_plugin = CnetCni::nat(bin("cnet-cni"), w.socket.clone(), "churn", "10.140.0.0/16");
     let (datapath_seconds, rule_scale, lan) = (args.datapath_seconds, args.rule_scale, w.lan_path());
     // The physical types' DHCP rows lease from dnsmasq on the LAN.
-    let _dhcp = args.physical_reps.map(|_| cnet_testkit::lan::DhcpServer::start(&w, "198.18.0.150", "198.18.0.250", 60));
+    let _dhcp =
+        args.physical_reps.map(|_| cnet_testkit::lan::DhcpServer::start(&w, "198.18.0.150", "198.18.0.250", 60));
     let phys = args.physical_reps.map(|reps| physical::Physical {
         client: w.client(),
         socket: w.socket.clone(),

@@ -18,7 +18,7 @@ use cnet_dataplane::cmd::Cmd;
 use serde_json::{json, Value};
 
 use crate::datapath::{Datapath, PathResult};
-use crate::systems::{Attachment, CniMacvlan, CnetApi, CnetCni, System};
+use crate::systems::{Attachment, CnetApi, CnetCni, CniMacvlan, System};
 use crate::{ms, stats, Stats};
 
 pub struct Row {
@@ -72,7 +72,10 @@ impl Physical {
 
     /// The second uplink, for L2Bridge: the host's `bup1` to the LAN's `blan1`.
     fn second_uplink(&self) -> Result<()> {
-        let host = format!("link add bup1 type veth peer name blan1\nlink set blan1 netns {}\n", self.lan.trim_start_matches("/run/netns/"));
+        let host = format!(
+            "link add bup1 type veth peer name blan1\nlink set blan1 netns {}\n",
+            self.lan.trim_start_matches("/run/netns/")
+        );
         Cmd::new("ip").args(["-batch", "-"]).stdin(host).run().context("second uplink")?;
         Cmd::new("ip")
             .args(["-batch", "-"])
@@ -90,7 +93,8 @@ impl Physical {
         let (mut up, mut down) = (Vec::new(), Vec::new());
         for rep in 0..self.reps {
             let netns = crate::netns_add(&format!("{}-ph{rep}", self.tag))?;
-            let a = Attachment { id: format!("ph{rep}"), netns: netns.clone(), ifname: "eth0".into(), host_ports: vec![] };
+            let a =
+                Attachment { id: format!("ph{rep}"), netns: netns.clone(), ifname: "eth0".into(), host_ports: vec![] };
             up.push(sys.setup(&a).with_context(|| format!("{name}: setup {rep}"))?);
             down.push(sys.teardown(&a).with_context(|| format!("{name}: teardown {rep}"))?);
             crate::netns_del(&format!("{}-ph{rep}", self.tag));

@@ -315,6 +315,15 @@ impl Rtnl {
         self.request(|| format!("parking link {name}"), RouteNetlinkMessage::SetLink(m), 0)
     }
 
+    /// Renames the (down) link `name` to `new`.
+    pub fn rename(&mut self, name: &str, new: &str) -> Result<()> {
+        let index = self.require_index(name)?;
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.attributes.push(LinkAttribute::IfName(new.to_string()));
+        self.request(|| format!("renaming link {name} to {new}"), RouteNetlinkMessage::SetLink(m), 0)
+    }
+
     /// Deletes link `name`; `Ok(false)` when there was no such link.
     pub fn delete(&mut self, name: &str) -> Result<bool> {
         match self.exchange(RouteNetlinkMessage::DelLink(by_name(name)), 0) {

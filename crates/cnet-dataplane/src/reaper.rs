@@ -15,6 +15,10 @@
 //!   is gone (or its deletion failed and was logged; it stays in the group
 //!   and goes with the next round, or with the start-up reconcile).
 //! - Only links in [`GROUP`] are ever deleted by the reaper.
+//! - A link inside another namespace (an endpoint's macvlan) is parked
+//!   there ([`Reaper::delete_inside`]: down, into the group, renamed so its
+//!   name is free at once) and that namespace's group is deleted in the
+//!   background too; a namespace that is gone by then took the link with it.
 
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -30,6 +34,8 @@ struct Rounds {
     asked: u64,
     /// Tickets whose group delete has run.
     done: u64,
+    /// Namespaces (by path) with parked links of their own.
+    inside: Vec<String>,
 }
 
 #[derive(Default)]
@@ -68,6 +74,26 @@ impl Reaper {
         Ok(())
     }
 
+    /// Cuts link `ifname` inside the namespace at `netns_path` off — down,
+    /// into the reaper's group, renamed `cnz<index>` so that `ifname` is free
+    /// at once — and hands it over for deletion; succeeds when the link or
+    /// the namespace is already gone.
+    pub fn delete_inside(&self, netns_path: &str, ifname: &str) -> Result<()> {
+        if !crate::netns::exists(netns_path) {
+            return Ok(());
+        }
+        let mut nl = Rtnl::open_in(netns_path)?;
+        let Some(index) = nl.index(ifname)? else { return Ok(()) };
+        nl.park(ifname, GROUP)?;
+        nl.rename(ifname, &format!("cnz{index:x}"))?;
+        let mut rounds = self.shared.rounds.lock().unwrap();
+        rounds.asked += 1;
+        rounds.inside.push(netns_path.to_string());
+        drop(rounds);
+        self.shared.changed.notify_all();
+        Ok(())
+    }
+
     /// Waits until every link handed over so far has been deleted.
     pub fn settle(&self) {
         let mut rounds = self.shared.rounds.lock().unwrap();
@@ -87,13 +113,21 @@ impl Reaper {
 fn reap(shared: &Shared) {
     let mut nl = None;
     loop {
-        let target = {
+        let (target, inside) = {
             let mut rounds = shared.rounds.lock().unwrap();
             while rounds.done == rounds.asked {
                 rounds = shared.changed.wait(rounds).unwrap();
             }
-            rounds.asked
+            (rounds.asked, std::mem::take(&mut rounds.inside))
         };
+        for path in inside {
+            let deleted = Rtnl::open_in(&path).and_then(|mut nl| nl.delete_group(GROUP));
+            if let Err(e) = deleted {
+                if crate::netns::exists(&path) {
+                    tracing::warn!("reaper: {e} (in {path}); the link stays parked there");
+                }
+            }
+        }
         if nl.is_none() {
             nl = Rtnl::open().map_err(|e| tracing::warn!("reaper: {e}")).ok();
         }

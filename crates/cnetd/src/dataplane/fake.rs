@@ -359,8 +359,8 @@ impl Dataplane for FakeDataplane {
             Ok(k.objects.inside.get(&(netns_path.to_string(), ifname.to_string())).and_then(|i| i.vlan))
         })
     }
-    fn delete_inside(&self, netns_path: &str, ifname: &str) -> DpResult<()> {
-        self.step(format!("delete_inside {netns_path} {ifname}"), |k| {
+    fn release_inside(&self, netns_path: &str, ifname: &str) -> DpResult<()> {
+        self.step(format!("release_inside {netns_path} {ifname}"), |k| {
             if let Some(FakeInside { host_peer: Some(peer), .. }) =
                 k.objects.inside.remove(&(netns_path.to_string(), ifname.to_string()))
             {

@@ -134,11 +134,8 @@ impl Dataplane for Kernel {
     fn vlan_inside(&self, netns_path: &str, ifname: &str) -> DpResult<Option<u16>> {
         link::vlan_inside(netns_path, ifname)
     }
-    fn delete_inside(&self, netns_path: &str, ifname: &str) -> DpResult<()> {
-        if !netns::exists(netns_path) {
-            return Ok(());
-        }
-        link::delete_link(Some(netns_path), ifname)
+    fn release_inside(&self, netns_path: &str, ifname: &str) -> DpResult<()> {
+        self.reaper.delete_inside(netns_path, ifname)
     }
     fn configure_inside(&self, netns_path: &str, ifname: &str, addrs: &[Addr], routes: &[Route]) -> DpResult<()> {
         link::configure_inside(netns_path, ifname, addrs, routes)

@@ -73,8 +73,10 @@ pub trait Dataplane: Send + Sync {
     fn ensure_macvlan(&self, name: &str, parent: &str, mac: Mac, mtu: u32) -> DpResult<()>;
     /// The VLAN an adapter inside a namespace is an access port of.
     fn vlan_inside(&self, netns_path: &str, ifname: &str) -> DpResult<Option<u16>>;
-    /// Deletes a link inside a namespace; succeeds when it or the namespace is gone.
-    fn delete_inside(&self, netns_path: &str, ifname: &str) -> DpResult<()>;
+    /// Cuts a link inside a namespace off at once (down, renamed, so its
+    /// name is free) and deletes it in the background; succeeds when it or
+    /// the namespace is gone. [`Dataplane::settle`] waits for the deletion.
+    fn release_inside(&self, netns_path: &str, ifname: &str) -> DpResult<()>;
     /// Adds addresses and routes to an adapter inside a namespace.
     fn configure_inside(&self, netns_path: &str, ifname: &str, addrs: &[Addr], routes: &[Route]) -> DpResult<()>;
     /// Adds or replaces a host route.

@@ -158,7 +158,7 @@ impl NetworkDriver for Transparent {
         netns: Option<&str>,
     ) -> DpResult<()> {
         if let Some(path) = netns {
-            dp.delete_inside(path, ep.interface_name.as_str())?;
+            dp.release_inside(path, ep.interface_name.as_str())?;
         }
         for r in host_routes(net, ep, None)? {
             dp.route_delete(&r)?;
