@@ -110,7 +110,11 @@ fn a_dhcp_endpoint_leases_renews_survives_a_crash_and_releases() {
     cnet_testkit::require_root!();
     let mut w = World::new();
     let dhcp = DhcpServer::start(&w, "198.18.0.100", "198.18.0.150", 4);
-    let net = physical(&w, "lan", "Transparent", "Dhcp", json!([]));
+    // As docs/networks.md shows it, with the CLI.
+    let out =
+        w.cnet(&["-o", "json", "network", "create", "lan", "--type", "Transparent", "--uplink", "uplink0", "--dhcp"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let net: Network = serde_json::from_slice(&out.stdout).unwrap();
     let c = container(&w, &net, "db", json!([]));
     let (ip, mac) = (c.ip(), c.ep.mac_address.unwrap().to_string());
     let last: u8 = ip.rsplit('.').next().unwrap().parse().unwrap();
@@ -236,7 +240,14 @@ fn vlans_keep_endpoints_apart_and_the_trunk_carries_the_tag() {
     let net = physical(&w, "vl", "Transparent", "Static", json!([{"IpAddressPrefix": "192.0.2.0/24"}]));
     let vlan = |id: u32| json!([{"Type": "VLAN", "Settings": {"IsolationId": id}}]);
     let ten = container(&w, &net, "ten", vlan(10));
-    let twenty = container(&w, &net, "twenty", vlan(20));
+    let twenty = {
+        let ns: cnet_model::Namespace = w.client().post("/namespaces", &json!({"Name": w.name("twenty")})).unwrap();
+        let ns_id = ns.id.to_string();
+        let args = ["-o", "json", "endpoint", "create", "--network", "vl", "--namespace", &ns_id, "--vlan", "20"];
+        let out = w.cnet(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        Container { ns, ep: serde_json::from_slice(&out.stdout).unwrap() }
+    };
 
     let cap = Capture::start(&w, &w.lan_path(), "lan0", "vlan");
     assert!(probe::ping(&ten.path(), "192.0.2.1"), "VLAN 10 endpoint -> the LAN's VLAN 10");

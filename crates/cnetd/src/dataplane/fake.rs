@@ -354,6 +354,17 @@ impl Dataplane for FakeDataplane {
             ensure_child(k, "macvlan", name, parent, Some(mac), mtu)
         })
     }
+    fn set_vlan_inside(&self, netns_path: &str, ifname: &str, vid: u16) -> DpResult<()> {
+        self.step(format!("set_vlan_inside {netns_path} {ifname} {vid}"), |k| {
+            let i = k
+                .objects
+                .inside
+                .get_mut(&(netns_path.to_string(), ifname.to_string()))
+                .ok_or_else(|| errno(format!("looking up link {ifname} in {netns_path}"), libc::ENODEV))?;
+            i.vlan = Some(vid);
+            Ok(())
+        })
+    }
     fn vlan_inside(&self, netns_path: &str, ifname: &str) -> DpResult<Option<u16>> {
         self.read(format!("vlan_inside {netns_path} {ifname}"), |k| {
             Ok(k.objects.inside.get(&(netns_path.to_string(), ifname.to_string())).and_then(|i| i.vlan))

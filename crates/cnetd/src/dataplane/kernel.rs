@@ -134,6 +134,9 @@ impl Dataplane for Kernel {
     fn vlan_inside(&self, netns_path: &str, ifname: &str) -> DpResult<Option<u16>> {
         link::vlan_inside(netns_path, ifname)
     }
+    fn set_vlan_inside(&self, netns_path: &str, ifname: &str, vid: u16) -> DpResult<()> {
+        cnet_dataplane::netlink::Rtnl::open_in(netns_path)?.set_vlan(ifname, vid)
+    }
     fn release_inside(&self, netns_path: &str, ifname: &str) -> DpResult<()> {
         self.reaper.delete_inside(netns_path, ifname)
     }

@@ -73,6 +73,8 @@ pub trait Dataplane: Send + Sync {
     fn ensure_macvlan(&self, name: &str, parent: &str, mac: Mac, mtu: u32) -> DpResult<()>;
     /// The VLAN an adapter inside a namespace is an access port of.
     fn vlan_inside(&self, netns_path: &str, ifname: &str) -> DpResult<Option<u16>>;
+    /// Makes an adapter inside a namespace an access port of VLAN `vid`.
+    fn set_vlan_inside(&self, netns_path: &str, ifname: &str, vid: u16) -> DpResult<()>;
     /// Cuts a link inside a namespace off at once (down, renamed, so its
     /// name is free) and deletes it in the background; succeeds when it or
     /// the namespace is gone. [`Dataplane::settle`] waits for the deletion.

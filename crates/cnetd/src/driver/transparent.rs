@@ -94,6 +94,11 @@ fn spec(net: &NetworkRecord, ep: &EndpointRecord, netns_path: &str) -> DpResult<
     })
 }
 
+/// Whether the adapter carries the programs of VLAN `vid`.
+fn vlan_ok(dp: &dyn Dataplane, path: &str, ifname: &str, vid: u16) -> bool {
+    dp.vlan_inside(path, ifname).ok().flatten() == Some(vid)
+}
+
 impl NetworkDriver for Transparent {
     fn types(&self) -> &'static [NetworkType] {
         &[NetworkType::Transparent]
@@ -208,6 +213,19 @@ impl NetworkDriver for Transparent {
         _links: &Links,
     ) -> DpResult<Vec<Finding>> {
         let mut out = check_adapter(dp, ep, ns)?;
+        if let Some(lease) = &ep.lease {
+            if crate::dhcp::now_unix() >= lease.expires_at() {
+                out.push(Finding::new(
+                    endpoint_subject(ep),
+                    FindingKind::Mismatch,
+                    format!(
+                        "endpoint {}: its DHCP lease of {} has expired (the server did not renew it): detach and attach it again",
+                        ep.display_name(),
+                        lease.address
+                    ),
+                ));
+            }
+        }
         if let Some(vid) = net.vlan_of(ep) {
             if dp.netns_exists(&ns.netns_path)
                 && dp.vlan_inside(&ns.netns_path, ep.interface_name.as_str())? != Some(vid)
@@ -266,12 +284,17 @@ impl NetworkDriver for Transparent {
                     None => vec![],
                 };
                 let routes_ok = want.iter().all(|r| have.iter().any(|h| h.destination == r.destination));
-                if missing.is_empty() && routes_ok {
+                let ifname = ep.interface_name.as_str();
+                let vlan = net.vlan_of(ep).filter(|vid| !vlan_ok(dp, path, ifname, *vid));
+                if missing.is_empty() && routes_ok && vlan.is_none() {
                     return Ok(Repair::Intact);
                 }
-                dp.configure_inside(path, ep.interface_name.as_str(), &missing, &[])?;
+                if let Some(vid) = vlan {
+                    dp.set_vlan_inside(path, ifname, vid)?;
+                }
+                dp.configure_inside(path, ifname, &missing, &[])?;
                 add_host_routes(dp, net, ep)?;
-                Ok(Repair::Repaired(format!("addresses and host routes of endpoint {name}")))
+                Ok(Repair::Repaired(format!("addresses, host routes and VLAN of endpoint {name}")))
             }
             Some(_) => Ok(Repair::Degraded(format!(
                 "{} in {path} is not cnet's macvlan: remove it and attach again",

@@ -535,6 +535,25 @@ fn physical_endpoints_never_get_the_hosts_address_and_l2_endpoints_are_routed_an
 }
 
 #[test]
+fn a_vlan_endpoint_whose_programs_are_gone_is_found_and_repaired() {
+    on("Transparent", || {
+        let mut b = with_network(true);
+        let mut req = ep_req(Some(NS));
+        req.policies = vec![serde_json::from_value(json!({"Type": "VLAN", "Settings": {"IsolationId": 10}})).unwrap()];
+        b.svc().create_endpoint(req).unwrap();
+        assert!(b.fake.objects().inside.values().all(|i| i.vlan == Some(10)));
+        assert!(b.drift().is_empty(), "{:?}", b.drift());
+        // A VLAN endpoint has no host route (the shim is untagged).
+        assert!(b.fake.objects().routes.is_empty());
+        b.fake.tamper(|k| k.inside.values_mut().for_each(|i| i.vlan = None));
+        assert!(b.drift().iter().any(|d| d.contains("VLAN 10")), "{:?}", b.drift());
+        b.restart();
+        assert!(b.drift().is_empty(), "{:?}", b.drift());
+        assert!(b.fake.objects().inside.values().all(|i| i.vlan == Some(10)));
+    });
+}
+
+#[test]
 fn a_missing_uplink_and_port_mappings_on_transparent_are_refused_with_the_fix() {
     on("Transparent", || {
         let b = Bed::new();
