@@ -38,10 +38,14 @@ fn busybox_tar(dir: &Path) -> PathBuf {
     tar
 }
 
-fn conflist(w: &World, name: &str, subnet: &str) -> String {
+fn nat(subnet: &str) -> serde_json::Value {
+    json!({"Type": "NAT", "Ipams": [{"Type": "Static", "Subnets": [{"IpAddressPrefix": subnet}]}]})
+}
+
+fn conflist(w: &World, name: &str, network: &serde_json::Value) -> String {
     json!({"cniVersion": "0.4.0", "name": name, "plugins": [{
         "type": "cnet-cni", "socket": w.socket,
-        "network": {"Type": "NAT", "Ipams": [{"Type": "Static", "Subnets": [{"IpAddressPrefix": subnet}]}]},
+        "network": network,
         "capabilities": {"portMappings": true, "ips": true, "mac": true, "bandwidth": true, "dns": true, "aliases": true}
     }]})
     .to_string()
@@ -54,14 +58,16 @@ struct Podman {
 }
 
 impl Podman {
-    fn new(w: &World, network: &str, subnet: &str) -> Podman {
+    /// Podman with one CNI network `network` on cnet, made from the
+    /// HostComputeNetwork `block`.
+    fn new(w: &World, network: &str, block: &serde_json::Value) -> Podman {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().display().to_string();
         for sub in ["cni/net.d", "cni/bin", "tmp"] {
             std::fs::create_dir_all(dir.path().join(sub)).unwrap();
         }
         std::fs::copy(bin("cnet-cni"), dir.path().join("cni/bin/cnet-cni")).unwrap();
-        std::fs::write(dir.path().join(format!("cni/net.d/{network}.conflist")), conflist(w, network, subnet)).unwrap();
+        std::fs::write(dir.path().join(format!("cni/net.d/{network}.conflist")), conflist(w, network, block)).unwrap();
         std::fs::write(
             dir.path().join("containers.conf"),
             format!(
@@ -110,7 +116,7 @@ impl Drop for Podman {
 fn podman_containers_on_a_cnet_network_talk_reach_the_lan_and_publish_ports() {
     cnet_testkit::require_root!();
     let w = World::new();
-    let podman = Podman::new(&w, "cnetpod", "10.151.0.0/24");
+    let podman = Podman::new(&w, "cnetpod", &nat("10.151.0.0/24"));
     let _lan = probe::tcp_greeter(&w.lan_path(), "0.0.0.0:7070");
 
     // A web server with a published port.
@@ -187,6 +193,46 @@ fn podman_containers_on_a_cnet_network_talk_reach_the_lan_and_publish_ports() {
     assert!(w.drift().is_empty(), "{:?}", w.drift());
 }
 
+#[test]
+fn a_podman_container_goes_on_the_lan_with_a_dhcp_lease_through_cnet() {
+    cnet_testkit::require_root!();
+    let w = World::new();
+    let dhcp = cnet_testkit::lan::DhcpServer::start(&w, "198.18.0.100", "198.18.0.150", 60);
+    let lan = json!({"Type": "Transparent", "Ipams": [{"Type": "Dhcp"}],
+                     "Policies": [{"Type": "NetAdapterName", "Settings": {"NetworkAdapterName": "uplink0"}}]});
+    let podman = Podman::new(&w, "cnetlan", &lan);
+    podman.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "onlan",
+        "--network",
+        "cnetlan",
+        "localhost/bb",
+        "httpd",
+        "-f",
+        "-p",
+        "8080",
+        "-h",
+        "/www",
+    ]);
+    let eps: Vec<Endpoint> = w.client().get("/endpoints?network=cnetlan").unwrap();
+    assert_eq!(eps.len(), 1);
+    let ip = eps[0].ip_configurations[0].ip_address.to_string();
+    let mac = eps[0].mac_address.unwrap().to_string();
+    assert!(dhcp.leases().iter().any(|l| l.contains(&ip) && l.contains(&mac)), "{:?}", dhcp.leases());
+    let answer =
+        probe::http_get(&w.lan_path(), &format!("{ip}:8080")).expect("the LAN reaches the container at its lease");
+    assert!(answer.contains("hello-from-cnet"), "{answer}");
+    let resolv = podman.ok(&["exec", "onlan", "cat", "/etc/resolv.conf"]);
+    assert!(resolv.contains(LAN_IP), "the lease's DNS server: {resolv}");
+    podman.ok(&["rm", "-f", "-t", "0", "onlan"]);
+    assert_eq!(dhcp.count("DHCPRELEASE", &mac), 1, "{}", dhcp.log_text());
+    let eps: Vec<Endpoint> = w.client().get("/endpoints").unwrap();
+    assert!(eps.is_empty(), "{eps:?}");
+    assert!(w.drift().is_empty(), "{:?}", w.drift());
+}
+
 /// containerd with private root, state and socket, for `ctr`.
 struct Containerd {
     dir: tempfile::TempDir,
@@ -250,7 +296,7 @@ fn containerd_ctr_runs_a_container_on_a_cnet_network_and_cleans_up() {
     let w = World::new();
     let cd = Containerd::start(&w);
     // The image: the busybox root filesystem, through podman save.
-    let podman = Podman::new(&w, "unused", "10.152.0.0/24");
+    let podman = Podman::new(&w, "unused", &nat("10.152.0.0/24"));
     let archive = cd.dir.path().join("bb.tar");
     podman.ok(&["save", "--format", "docker-archive", "-o", archive.to_str().unwrap(), "localhost/bb"]);
     ok(cd.ctr(&["images", "import", archive.to_str().unwrap()]), "ctr images import");
@@ -259,7 +305,7 @@ fn containerd_ctr_runs_a_container_on_a_cnet_network_and_cleans_up() {
     // private mount namespace, never the machine's.
     let netd = cd.dir.path().join("net.d");
     std::fs::create_dir_all(&netd).unwrap();
-    std::fs::write(netd.join("10-cnetctr.conflist"), conflist(&w, "cnetctr", "10.153.0.0/24")).unwrap();
+    std::fs::write(netd.join("10-cnetctr.conflist"), conflist(&w, "cnetctr", &nat("10.153.0.0/24"))).unwrap();
     let _lan = probe::tcp_greeter(&w.lan_path(), "0.0.0.0:7071");
     let script = format!(
         "set -e; mount --make-rprivate /; mkdir -p /etc/cni/net.d; mount --bind {netd} /etc/cni/net.d; \
