@@ -193,7 +193,7 @@ impl NetworkDriver for L2Bridge {
     }
 
     fn reserved(&self, dp: &dyn Dataplane, net: &NetworkRecord) -> DpResult<Vec<IpAddr>> {
-        Ok(dp.addresses(net.uplink())?.into_iter().map(|a| a.ip).collect())
+        super::uplink_addresses(dp, net)
     }
 
     /// The veth goes first (the endpoint is cut off at once), then its
@@ -219,19 +219,7 @@ impl NetworkDriver for L2Bridge {
 
     fn check_network(&self, dp: &dyn Dataplane, net: &NetworkRecord, links: &Links) -> DpResult<Vec<Finding>> {
         let mut out: Vec<Finding> = check_uplink(net, links).into_iter().collect();
-        match links.get(&net.bridge) {
-            None => out.push(Finding::new(
-                network_subject(net),
-                FindingKind::Missing,
-                format!("network {}: bridge {} is missing", net.name, net.bridge),
-            )),
-            Some(l) if !l.up => out.push(Finding::new(
-                network_subject(net),
-                FindingKind::Down,
-                format!("network {}: bridge {} is down", net.name, net.bridge),
-            )),
-            Some(_) => {}
-        }
+        out.extend(super::check_link(net, links, "bridge", &net.bridge));
         if dp.sysctl_get("net/ipv4/ip_forward").as_deref() != Some("1") {
             out.push(Finding::new(
                 network_subject(net),

@@ -215,16 +215,25 @@ pub(crate) fn check_adapter(dp: &dyn Dataplane, ep: &EndpointRecord, ns: &Namesp
     Ok(out)
 }
 
-/// A finding that the uplink of a physical network is missing, if it is.
+/// A finding that the uplink of a physical network is missing or down, if it is.
 pub(crate) fn check_uplink(net: &NetworkRecord, links: &Links) -> Option<Finding> {
-    let up = net.uplink();
-    (!links.contains_key(up)).then(|| {
-        Finding::new(
-            network_subject(net),
-            FindingKind::Missing,
-            format!("network {}: uplink {up} is missing", net.name),
-        )
-    })
+    check_link(net, links, "uplink", net.uplink())
+}
+
+/// A finding that the network's host link `name` (`what`: "bridge", "shim",
+/// …) is missing or down, if it is.
+pub(crate) fn check_link(net: &NetworkRecord, links: &Links, what: &str, name: &str) -> Option<Finding> {
+    let (kind, state) = match links.get(name) {
+        None => (FindingKind::Missing, "missing"),
+        Some(l) if !l.up => (FindingKind::Down, "down"),
+        Some(_) => return None,
+    };
+    Some(Finding::new(network_subject(net), kind, format!("network {}: {what} {name} is {state}", net.name)))
+}
+
+/// The uplink's addresses: the host's own on the LAN, never an endpoint's.
+pub(crate) fn uplink_addresses(dp: &dyn Dataplane, net: &NetworkRecord) -> DpResult<Vec<IpAddr>> {
+    Ok(dp.addresses(net.uplink())?.into_iter().map(|a| a.ip).collect())
 }
 
 /// The host's IPv4 address for traffic to endpoints of `net`: the uplink's

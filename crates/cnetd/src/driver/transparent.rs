@@ -152,7 +152,7 @@ impl NetworkDriver for Transparent {
     }
 
     fn reserved(&self, dp: &dyn Dataplane, net: &NetworkRecord) -> DpResult<Vec<IpAddr>> {
-        Ok(dp.addresses(net.uplink())?.into_iter().map(|a| a.ip).collect())
+        super::uplink_addresses(dp, net)
     }
 
     fn detach(
@@ -186,21 +186,7 @@ impl NetworkDriver for Transparent {
 
     fn check_network(&self, _dp: &dyn Dataplane, net: &NetworkRecord, links: &Links) -> DpResult<Vec<Finding>> {
         let mut out: Vec<Finding> = check_uplink(net, links).into_iter().collect();
-        for l in self.network_links(net) {
-            match links.get(&l) {
-                None => out.push(Finding::new(
-                    super::network_subject(net),
-                    FindingKind::Missing,
-                    format!("network {}: {l} is missing", net.name),
-                )),
-                Some(info) if !info.up => out.push(Finding::new(
-                    super::network_subject(net),
-                    FindingKind::Down,
-                    format!("network {}: {l} is down", net.name),
-                )),
-                Some(_) => {}
-            }
-        }
+        out.extend(self.network_links(net).iter().filter_map(|l| super::check_link(net, links, "shim", l)));
         Ok(out)
     }
 
