@@ -40,21 +40,49 @@ fn offset_of(net: &IpNet, ip: IpAddr) -> u128 {
 /// as CNI host-local does, so an address just freed is the last to be
 /// handed out again (its old flows, neighbour entries and the traffic still
 /// aimed at it do not reach a new owner). Without `after`, from the start.
+///
+/// With `IpSubnets`, only their blocks are searched, in their order, as
+/// one range.
 pub fn first_free(
     subnet: &Subnet,
     gateway: Option<IpAddr>,
     taken: &HashSet<IpAddr>,
     after: Option<IpAddr>,
 ) -> Option<IpAddr> {
-    let net = subnet.ip_address_prefix;
-    let host_bits = (net.max_prefix_len() - net.prefix_len()) as u32;
-    // Cap the search for huge IPv6 subnets: 2^20 candidates is plenty.
-    let size: u128 = if host_bits >= 20 { 1 << 20 } else { 1u128 << host_bits };
-    let start = after.filter(|a| net.contains(a)).map(|a| offset_of(&net, a) + 1).unwrap_or(0);
-    (0..size)
-        .map(|i| (start + i) % size)
-        .map(|off| nth_host(&net, off))
-        .find(|ip| is_assignable(subnet, gateway, *ip) && !taken.contains(ip))
+    let blocks: Vec<IpNet> = if subnet.ip_subnets.is_empty() {
+        vec![subnet.ip_address_prefix]
+    } else {
+        subnet.ip_subnets.iter().map(|b| b.ip_address_prefix).collect()
+    };
+    // Cap the search for huge IPv6 blocks: 2^20 candidates each is plenty.
+    let size = |net: &IpNet| -> u128 {
+        let host_bits = (net.max_prefix_len() - net.prefix_len()) as u32;
+        if host_bits >= 20 {
+            1 << 20
+        } else {
+            1u128 << host_bits
+        }
+    };
+    let total: u128 = blocks.iter().map(size).sum();
+    // Where the block containing `after` starts in the joined range.
+    let mut start = 0;
+    let mut base = 0;
+    for b in &blocks {
+        if let Some(a) = after.filter(|a| b.contains(a)) {
+            start = base + offset_of(b, a) + 1;
+        }
+        base += size(b);
+    }
+    let at = |mut i: u128| -> IpAddr {
+        for b in &blocks {
+            if i < size(b) {
+                return nth_host(b, i);
+            }
+            i -= size(b);
+        }
+        nth_host(&blocks[0], 0)
+    };
+    (0..total).map(|i| at((start + i) % total)).find(|ip| is_assignable(subnet, gateway, *ip) && !taken.contains(ip))
 }
 
 /// The MAC for an endpoint without one: `0a:58:` + its IPv4 address (so a
@@ -92,7 +120,30 @@ mod tests {
     use super::*;
 
     fn subnet(p: &str) -> Subnet {
-        Subnet { ip_address_prefix: p.parse().unwrap(), routes: vec![], policies: vec![] }
+        Subnet { ip_address_prefix: p.parse().unwrap(), routes: vec![], policies: vec![], ip_subnets: vec![] }
+    }
+
+    #[test]
+    fn ip_subnets_restrict_allocation_to_their_blocks_in_order_and_wrap() {
+        let mut s = subnet("192.168.1.0/24");
+        for b in ["192.168.1.200/30", "192.168.1.100/31"] {
+            s.ip_subnets.push(crate::network::IpSubnet { ip_address_prefix: b.parse().unwrap(), flags: 0 });
+        }
+        let ip = |x: &str| -> IpAddr { x.parse().unwrap() };
+        let mut taken = HashSet::new();
+        let mut got = Vec::new();
+        let mut after = None;
+        while let Some(a) = first_free(&s, Some(ip("192.168.1.1")), &taken, after) {
+            taken.insert(a);
+            got.push(a.to_string());
+            after = Some(a);
+        }
+        assert_eq!(
+            got,
+            ["192.168.1.200", "192.168.1.201", "192.168.1.202", "192.168.1.203", "192.168.1.100", "192.168.1.101"]
+        );
+        taken.remove(&ip("192.168.1.201"));
+        assert_eq!(first_free(&s, None, &taken, Some(ip("192.168.1.101"))), Some(ip("192.168.1.201")), "wraps");
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub use modify::{ModifyRequest, RequestType};
 pub use names::{IfName, ObjectName};
 pub use namespace::{Namespace, NamespaceResource};
 pub use net::{MacAddr, Protocol};
-pub use network::{Dns, Ipam, Isolation, Network, NetworkPolicy, NetworkType, Route, Subnet, SubnetPolicy};
+pub use network::{Dns, IpSubnet, Ipam, Isolation, Network, NetworkPolicy, NetworkType, Route, Subnet, SubnetPolicy};
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

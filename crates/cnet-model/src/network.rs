@@ -149,6 +149,22 @@ pub struct Subnet {
     /// that VLAN on the uplink).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub policies: Vec<SubnetPolicy>,
+    /// Sub-blocks of the subnet that endpoint addresses come from (all of
+    /// it when empty): on a LAN's subnet, the part the LAN leaves to
+    /// containers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ip_subnets: Vec<IpSubnet>,
+}
+
+/// `{"IpAddressPrefix": "192.168.1.64/26"}`: a block of a subnet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct IpSubnet {
+    #[schema(value_type = String, example = "192.168.1.64/26")]
+    #[serde(deserialize_with = "prefix")]
+    pub ip_address_prefix: IpNet,
+    #[serde(default)]
+    pub flags: u32,
 }
 
 /// `{"IsolationId": N}`: a VLAN ID (1 to 4094).

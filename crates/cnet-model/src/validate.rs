@@ -56,6 +56,20 @@ fn check_subnet(s: &Subnet) -> Result<()> {
     if let Some(v) = s.vlan() {
         v.vlan_id()?;
     }
+    for (i, b) in s.ip_subnets.iter().enumerate() {
+        let bp = b.ip_address_prefix;
+        if bp.trunc() != bp || !p.contains(&bp.network()) || bp.prefix_len() < p.prefix_len() {
+            return Err(ApiError::invalid_subnet(format!(
+                "IpSubnet {bp} is not a block of subnet {p}: give a prefix inside it, without host bits"
+            )));
+        }
+        if let Some(o) = s.ip_subnets[..i].iter().find(|o| overlaps(&o.ip_address_prefix, &bp)) {
+            return Err(ApiError::invalid_subnet(format!(
+                "IpSubnets {bp} and {} of subnet {p} overlap: give each address once",
+                o.ip_address_prefix
+            )));
+        }
+    }
     for r in &s.routes {
         if let Some(hop) = r.next_hop {
             if !p.contains(&hop) || hop == p.network() {
@@ -351,6 +365,15 @@ pub fn prepare_endpoint(ep: &mut Endpoint, net: &Network, usage: &Usage, sctp: b
                 "PrefixLength {} does not match subnet {}: omit it",
                 c.prefix_length, s.ip_address_prefix
             )));
+        }
+        if !s.ip_subnets.is_empty() && !s.ip_subnets.iter().any(|b| b.ip_address_prefix.contains(&c.ip_address)) {
+            return Err(ApiError::new(
+                ErrorCode::AddrInvalidOrReserved,
+                format!(
+                    "address {} is outside the IpSubnets of {} (the blocks endpoints take addresses from): pick one inside them",
+                    c.ip_address, s.ip_address_prefix
+                ),
+            ));
         }
         configs.push(IpConfig { ip_address: c.ip_address, prefix_length: s.ip_address_prefix.prefix_len() });
     }

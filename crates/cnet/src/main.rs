@@ -65,6 +65,10 @@ enum NetworkCmd {
         /// Put the subnets' endpoints on this VLAN (Transparent).
         #[arg(long)]
         vlan: Option<u32>,
+        /// Hand out addresses only from this block of the subnet of its
+        /// family (repeatable), e.g. 192.168.1.64/26 of a LAN's /24.
+        #[arg(long)]
+        ip_range: Vec<String>,
         /// A subnet (repeat for dual stack), e.g. 10.79.0.0/24.
         #[arg(long)]
         subnet: Vec<String>,
@@ -312,7 +316,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Cmd::Network(cmd) => match cmd {
-            NetworkCmd::Create { name, ty, uplink, dhcp, vlan, subnet, gateway, mtu, dns_server, file } => {
+            NetworkCmd::Create { name, ty, uplink, dhcp, vlan, ip_range, subnet, gateway, mtu, dns_server, file } => {
                 let mut body = match file {
                     Some(f) => read_json(&f)?,
                     None => {
@@ -326,6 +330,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                                     .map(|g| json!({"NextHop": g, "DestinationPrefix": if v6 { "::/0" } else { "0.0.0.0/0" }}))
                                     .collect();
                                 let mut sub = json!({"IpAddressPrefix": s, "Routes": routes});
+                                let blocks: Vec<Value> = ip_range
+                                    .iter()
+                                    .filter(|r| r.contains(':') == v6)
+                                    .map(|r| json!({"IpAddressPrefix": r}))
+                                    .collect();
+                                if !blocks.is_empty() {
+                                    sub["IpSubnets"] = json!(blocks);
+                                }
                                 if let Some(id) = vlan {
                                     sub["Policies"] = json!([{"Type": "VLAN", "Settings": {"IsolationId": id}}]);
                                 }

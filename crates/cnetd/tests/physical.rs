@@ -171,9 +171,12 @@ fn without_a_dhcp_server_the_attach_fails_cleanly() {
 fn l2bridge_frames_carry_the_host_mac_both_ways() {
     cnet_testkit::require_root!();
     let w = World::new();
-    let net = physical(&w, "l2", "L2Bridge", "Static", lan_subnet());
+    // The LAN leaves .64–.127 to containers.
+    let subnet = json!([{"IpAddressPrefix": SUBNET, "IpSubnets": [{"IpAddressPrefix": "198.18.0.64/26"}]}]);
+    let net = physical(&w, "l2", "L2Bridge", "Static", subnet);
     let c = container(&w, &net, "app", json!([port_map(6, 8081, 80)]));
     let (ip, mac) = (c.ip(), c.ep.mac_address.unwrap().to_string());
+    assert_eq!(ip, "198.18.0.64", "the first address of the IpSubnets block");
     let host_mac = mac_of(&w, &w.host_path(), "uplink0");
 
     let cap = Capture::start(&w, &w.lan_path(), "lan0", "icmp or arp");
