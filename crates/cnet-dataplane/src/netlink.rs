@@ -261,7 +261,10 @@ impl Rtnl {
         let master = self.require_index(bridge)?;
         let mut m = by_name(name);
         m.attributes.push(LinkAttribute::Controller(master));
-        set_up(&mut m, true);
+        // Up only once the port flags are set: an isolated port never
+        // forwards a frame to another port, not even its first ones.
+        let flags_follow = port.hairpin || port.isolated;
+        set_up(&mut m, !flags_follow);
         self.request(|| format!("putting {name} on bridge {bridge}"), RouteNetlinkMessage::SetLink(m), 0)?;
         let mut opts = Vec::new();
         if port.hairpin {
@@ -279,6 +282,7 @@ impl Rtnl {
                 NlLinkInfo::PortData(InfoPortData::BridgePort(opts)),
             ]));
             self.request(|| format!("setting bridge port flags of {name}"), RouteNetlinkMessage::NewLink(m), 0)?;
+            self.set_up(name, true)?;
         }
         Ok(())
     }

@@ -78,12 +78,18 @@ impl Reaper {
     /// into the reaper's group, renamed `cnz<index>` so that `ifname` is free
     /// at once — and hands it over for deletion; succeeds when the link or
     /// the namespace is already gone.
-    pub fn delete_inside(&self, netns_path: &str, ifname: &str) -> Result<()> {
+    /// Only a link with `mac` is taken: a same-named link that someone else
+    /// made there is left alone.
+    pub fn delete_inside(&self, netns_path: &str, ifname: &str, mac: crate::Mac) -> Result<()> {
         if !crate::netns::exists(netns_path) {
             return Ok(());
         }
         let mut nl = Rtnl::open_in(netns_path)?;
-        let Some(index) = nl.index(ifname)? else { return Ok(()) };
+        let Some(link) = nl.link(ifname)? else { return Ok(()) };
+        if link.mac != Some(mac) {
+            return Ok(());
+        }
+        let index = link.index;
         nl.park(ifname, GROUP)?;
         nl.rename(ifname, &format!("cnz{index:x}"))?;
         let mut rounds = self.shared.rounds.lock().unwrap();

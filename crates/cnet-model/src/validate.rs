@@ -286,15 +286,7 @@ pub fn prepare_endpoint(ep: &mut Endpoint, net: &Network, usage: &Usage, sctp: b
     if !mappings.is_empty() && !net.r#type.publishes_ports() {
         return Err(ApiError::unsupported(port_mappings_refused(net)));
     }
-    if let Some(v) = crate::endpoint::vlan_in(&ep.policies) {
-        v.vlan_id()?;
-        if net.r#type != crate::NetworkType::Transparent {
-            return Err(ApiError::unsupported(format!(
-                "VLAN endpoint policies need a Transparent network in this build; {} is {}",
-                net.name, net.r#type
-            )));
-        }
-    }
+    check_vlan_policies(&ep.policies, net)?;
     if net.is_dhcp() {
         if !ep.ip_configurations.is_empty() {
             return Err(ApiError::invalid_ip(format!(
@@ -442,6 +434,24 @@ pub fn prepare_endpoint(ep: &mut Endpoint, net: &Network, usage: &Usage, sctp: b
     }
     if ep.dns.is_none() {
         ep.dns = net.dns.clone();
+    }
+    Ok(())
+}
+
+/// An endpoint's `VLAN` policies: at most one, a valid ID, on a Transparent network.
+pub fn check_vlan_policies(policies: &[EndpointPolicy], net: &Network) -> Result<()> {
+    let vlans: Vec<_> = policies.iter().filter(|p| matches!(p, EndpointPolicy::Vlan(_))).collect();
+    if vlans.len() > 1 {
+        return Err(ApiError::invalid_param("an endpoint takes one VLAN policy: keep one"));
+    }
+    if let Some(v) = crate::endpoint::vlan_in(policies) {
+        v.vlan_id()?;
+        if net.r#type != crate::NetworkType::Transparent {
+            return Err(ApiError::unsupported(format!(
+                "VLAN endpoint policies need a Transparent network in this build; {} is {}",
+                net.name, net.r#type
+            )));
+        }
     }
     Ok(())
 }

@@ -57,7 +57,7 @@ pub fn diag(svc: &Service) -> Result<DiagReport> {
             ));
         }
     }
-    for ep in o.endpoints.values().map(|s| &s.record) {
+    for ep in o.endpoints.values().filter(|s| s.intent.is_none()).map(|s| &s.record) {
         let Some(ns_id) = ep.namespace else { continue };
         let (Some(ns), Some(net)) = (o.namespaces.get(&ns_id), o.networks.get(&ep.network)) else { continue };
         r.drift

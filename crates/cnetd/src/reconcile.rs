@@ -62,7 +62,12 @@ pub fn startup(svc: &Service) -> Result<StartupReport> {
         for name in driver.network_links(net).iter().filter(|n| !links.contains_key(*n)) {
             report.recreated.push(format!("{name} of network {}", net.name));
         }
-        driver.setup(dp, net).map_err(kernel(&format!("setting up network {}", net.name)))?;
+        // One network that cannot be built (its uplink unplugged or
+        // renamed) must not keep the others from starting: it is reported,
+        // its endpoints are marked degraded below, and the next start tries again.
+        if let Err(e) = driver.setup(dp, net) {
+            report.degraded.push(format!("network {}: {e}", net.name));
+        }
     }
     for ns in o.namespaces.values().map(|s| &s.record).filter(|n| n.managed) {
         if !dp.netns_exists(&ns.netns_path) {

@@ -200,6 +200,14 @@ fn l2bridge_frames_carry_the_host_mac_both_ways() {
     // A port mapping publishes it on the host's address too.
     assert_eq!(probe::tcp_seen_as(&w.lan_path(), &format!("{HOST_IP}:8081")).as_deref(), Some(LAN_IP), "mapped");
 
+    // A forged source address does not get out.
+    exec_ok(&w, &c.path(), &["ip", "address", "add", "198.18.0.99/32", "dev", "eth0"]);
+    let cap = Capture::start(&w, &w.lan_path(), "lan0", "icmp and src host 198.18.0.99");
+    let _ = w.exec_in(&c.path(), &["ping", "-c", "2", "-i", "0.2", "-W", "1", "-I", "198.18.0.99", LAN_IP]);
+    let frames: Vec<String> = cap.stop().into_iter().filter(|f| !f.is_empty()).collect();
+    assert!(frames.is_empty(), "a forged source must not reach the LAN: {frames:?}");
+    exec_ok(&w, &c.path(), &["ip", "address", "del", "198.18.0.99/32", "dev", "eth0"]);
+
     // Isolated from the host's other networks, as NAT networks are.
     let nat = network(&w, "nat", "NAT", &["10.88.0.0/24"]);
     let other = container(&w, &nat, "other", json!([]));

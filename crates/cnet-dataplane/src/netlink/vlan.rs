@@ -151,6 +151,9 @@ impl Rtnl {
             let fd = load(&prog, &filter_name(vid))?;
             let mut f = TcMessage::with_index(index);
             f.header.parent = TcHandle { major: 0xffff, minor: min };
+            // An explicit handle, so that re-applying replaces the filter
+            // instead of stacking a second one.
+            f.header.handle = TcHandle { major: 0, minor: 1 };
             // Priority 1, all protocols (htons(ETH_P_ALL)).
             f.header.info = (1 << 16) | u32::from(0x0003u16.to_be());
             f.attributes.push(TcAttribute::Kind("bpf".into()));

@@ -36,11 +36,23 @@ pub struct FakeLink {
     pub peer: Option<(String, String)>,
     /// For a macvlan or VLAN: the link it is on.
     pub parent: Option<String>,
+    /// A bridge port's flags.
+    pub port: PortFlags,
 }
 
 impl FakeLink {
     pub fn new(kind: &'static str, mac: Option<Mac>, mtu: u32) -> Self {
-        FakeLink { kind, master: None, up: false, mac, mtu, addrs: vec![], peer: None, parent: None }
+        FakeLink {
+            kind,
+            master: None,
+            up: false,
+            mac,
+            mtu,
+            addrs: vec![],
+            peer: None,
+            parent: None,
+            port: PortFlags::default(),
+        }
     }
 }
 
@@ -317,6 +329,7 @@ impl Dataplane for FakeDataplane {
                 master: Some(spec.bridge.to_string()),
                 up: true,
                 peer: Some(key),
+                port: spec.port,
                 ..FakeLink::new("veth", None, spec.mtu)
             };
             k.objects.links.insert(spec.host_name.to_string(), host);
@@ -370,12 +383,13 @@ impl Dataplane for FakeDataplane {
             Ok(k.objects.inside.get(&(netns_path.to_string(), ifname.to_string())).and_then(|i| i.vlan))
         })
     }
-    fn release_inside(&self, netns_path: &str, ifname: &str) -> DpResult<()> {
+    fn release_inside(&self, netns_path: &str, ifname: &str, mac: Mac) -> DpResult<()> {
         self.step(format!("release_inside {netns_path} {ifname}"), |k| {
-            if let Some(FakeInside { host_peer: Some(peer), .. }) =
-                k.objects.inside.remove(&(netns_path.to_string(), ifname.to_string()))
-            {
-                remove_link(k, &peer);
+            let key = (netns_path.to_string(), ifname.to_string());
+            if k.objects.inside.get(&key).is_some_and(|i| i.mac == Some(mac)) {
+                if let Some(FakeInside { host_peer: Some(peer), .. }) = k.objects.inside.remove(&key) {
+                    remove_link(k, &peer);
+                }
             }
             Ok(())
         })
@@ -396,6 +410,14 @@ impl Dataplane for FakeDataplane {
                 if !i.routes.contains(r) {
                     i.routes.push(r.clone());
                 }
+            }
+            Ok(())
+        })
+    }
+    fn unconfigure_inside(&self, netns_path: &str, ifname: &str, addrs: &[Addr]) -> DpResult<()> {
+        self.step(format!("unconfigure_inside {netns_path} {ifname}"), |k| {
+            if let Some(i) = k.objects.inside.get_mut(&(netns_path.to_string(), ifname.to_string())) {
+                i.addrs.retain(|a| !addrs.contains(a));
             }
             Ok(())
         })
@@ -463,7 +485,7 @@ impl Dataplane for FakeDataplane {
     fn rules(&self) -> DpResult<Vec<Rule>> {
         self.read("rules".into(), |k| Ok(k.objects.rules.iter().cloned().collect()))
     }
-    fn enslave(&self, name: &str, bridge: &str, _port: PortFlags) -> DpResult<()> {
+    fn enslave(&self, name: &str, bridge: &str, port: PortFlags) -> DpResult<()> {
         self.step(format!("enslave {name} {bridge}"), |k| {
             if !k.objects.links.contains_key(bridge) {
                 return Err(errno(format!("looking up link {bridge}"), libc::ENODEV));
@@ -475,6 +497,7 @@ impl Dataplane for FakeDataplane {
                 .ok_or_else(|| errno(format!("putting {name} on {bridge}"), libc::ENODEV))?;
             l.master = Some(bridge.to_string());
             l.up = true;
+            l.port = port;
             Ok(())
         })
     }

@@ -137,11 +137,17 @@ impl Dataplane for Kernel {
     fn set_vlan_inside(&self, netns_path: &str, ifname: &str, vid: u16) -> DpResult<()> {
         cnet_dataplane::netlink::Rtnl::open_in(netns_path)?.set_vlan(ifname, vid)
     }
-    fn release_inside(&self, netns_path: &str, ifname: &str) -> DpResult<()> {
-        self.reaper.delete_inside(netns_path, ifname)
+    fn release_inside(&self, netns_path: &str, ifname: &str, mac: Mac) -> DpResult<()> {
+        self.reaper.delete_inside(netns_path, ifname, mac)
     }
     fn configure_inside(&self, netns_path: &str, ifname: &str, addrs: &[Addr], routes: &[Route]) -> DpResult<()> {
         link::configure_inside(netns_path, ifname, addrs, routes)
+    }
+    fn unconfigure_inside(&self, netns_path: &str, ifname: &str, addrs: &[Addr]) -> DpResult<()> {
+        for a in addrs {
+            link::delete_address(Some(netns_path), ifname, *a)?;
+        }
+        Ok(())
     }
     fn route_replace(&self, r: &HostRoute) -> DpResult<()> {
         link::replace_route(r)

@@ -78,9 +78,13 @@ pub trait Dataplane: Send + Sync {
     /// Cuts a link inside a namespace off at once (down, renamed, so its
     /// name is free) and deletes it in the background; succeeds when it or
     /// the namespace is gone. [`Dataplane::settle`] waits for the deletion.
-    fn release_inside(&self, netns_path: &str, ifname: &str) -> DpResult<()>;
+    /// Only a link with `mac` is taken (a same-named link someone else
+    /// made is left alone).
+    fn release_inside(&self, netns_path: &str, ifname: &str, mac: Mac) -> DpResult<()>;
     /// Adds addresses and routes to an adapter inside a namespace.
     fn configure_inside(&self, netns_path: &str, ifname: &str, addrs: &[Addr], routes: &[Route]) -> DpResult<()>;
+    /// Removes addresses (and the routes through them) from an adapter inside a namespace.
+    fn unconfigure_inside(&self, netns_path: &str, ifname: &str, addrs: &[Addr]) -> DpResult<()>;
     /// Adds or replaces a host route.
     fn route_replace(&self, r: &HostRoute) -> DpResult<()>;
     /// Deletes a host route; succeeds when it is gone.

@@ -75,10 +75,11 @@ fn message(who: &Who, xid: u32, kind: MessageType, ciaddr: Ipv4Addr) -> Message 
     let mut id = vec![1u8];
     id.extend_from_slice(&who.mac);
     opts.insert(DhcpOption::ClientIdentifier(id));
-    if let Some(h) = &who.hostname {
-        opts.insert(DhcpOption::Hostname(h.clone()));
-    }
+    // RFC 2131 table 5: a RELEASE carries no host name or parameter list.
     if kind != MessageType::Release {
+        if let Some(h) = &who.hostname {
+            opts.insert(DhcpOption::Hostname(h.clone()));
+        }
         opts.insert(DhcpOption::ParameterRequestList(vec![
             OptionCode::SubnetMask,
             OptionCode::Router,
@@ -99,8 +100,15 @@ fn send(sock: &UdpSocket, m: &Message, to: Ipv4Addr) -> Result<(), DhcpError> {
     Ok(())
 }
 
-/// Waits until `deadline` for a reply to `xid` of one of `kinds`.
-fn receive(sock: &UdpSocket, who: &Who, xid: u32, deadline: Instant) -> Result<Option<Message>, DhcpError> {
+/// Waits until `deadline` for a reply to `xid` that `wanted` accepts
+/// (others — a second server's OFFER, a late duplicate — are skipped).
+fn receive(
+    sock: &UdpSocket,
+    who: &Who,
+    xid: u32,
+    deadline: Instant,
+    wanted: &dyn Fn(&Message) -> bool,
+) -> Result<Option<Message>, DhcpError> {
     let mut buf = [0u8; 1500];
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -115,21 +123,29 @@ fn receive(sock: &UdpSocket, who: &Who, xid: u32, deadline: Instant) -> Result<O
             Err(source) => return Err(DhcpError::Socket { path: "receive".into(), source }),
         };
         let Ok(m) = Message::decode(&mut Decoder::new(&buf[..n])) else { continue };
-        if m.opcode() == Opcode::BootReply && m.xid() == xid && m.chaddr().get(..6) == Some(&who.mac[..]) {
+        if m.opcode() == Opcode::BootReply && m.xid() == xid && m.chaddr().get(..6) == Some(&who.mac[..]) && wanted(&m)
+        {
             return Ok(Some(m));
         }
     }
 }
 
-/// Sends `m` to `to` and waits for an answer, resending with backoff
-/// (0.5 s, 1 s, 2 s, …) until `total` has passed.
-fn ask(sock: &UdpSocket, who: &Who, m: &Message, to: Ipv4Addr, total: Duration) -> Result<Option<Message>, DhcpError> {
+/// Sends `m` to `to` and waits for an answer that `wanted` accepts,
+/// resending with backoff (0.5 s, 1 s, 2 s, …) until `total` has passed.
+fn ask(
+    sock: &UdpSocket,
+    who: &Who,
+    m: &Message,
+    to: Ipv4Addr,
+    total: Duration,
+    wanted: &dyn Fn(&Message) -> bool,
+) -> Result<Option<Message>, DhcpError> {
     let end = Instant::now() + total;
     let mut wait = Duration::from_millis(500);
     while Instant::now() < end {
         send(sock, m, to)?;
         let deadline = (Instant::now() + wait).min(end);
-        if let Some(reply) = receive(sock, who, m.xid(), deadline)? {
+        if let Some(reply) = receive(sock, who, m.xid(), deadline, wanted)? {
             return Ok(Some(reply));
         }
         wait = (wait * 2).min(Duration::from_secs(4));
@@ -214,20 +230,20 @@ pub fn acquire(who: &Who, timeout: Duration) -> Result<Lease, DhcpError> {
     let none = || DhcpError::NoAnswer { ifname: who.ifname.clone(), secs: timeout.as_secs() };
     let xid: u32 = rand_xid();
     let discover = message(who, xid, MessageType::Discover, Ipv4Addr::UNSPECIFIED);
-    let offer = loop {
-        let left = end.saturating_duration_since(Instant::now());
-        match ask(&sock, who, &discover, Ipv4Addr::BROADCAST, left)? {
-            Some(m) if m.opts().has_msg_type(MessageType::Offer) => break m,
-            Some(_) => continue,
-            None => return Err(none()),
-        }
-    };
+    let is_offer = |m: &Message| m.opts().has_msg_type(MessageType::Offer) && !m.yiaddr().is_unspecified();
+    let left = end.saturating_duration_since(Instant::now());
+    let offer = ask(&sock, who, &discover, Ipv4Addr::BROADCAST, left, &is_offer)?.ok_or_else(none)?;
     let server = server_of(&offer).ok_or_else(|| DhcpError::Protocol("the OFFER names no server".into()))?;
     let mut request = message(who, xid, MessageType::Request, Ipv4Addr::UNSPECIFIED);
     request.opts_mut().insert(DhcpOption::RequestedIpAddress(offer.yiaddr()));
     request.opts_mut().insert(DhcpOption::ServerIdentifier(server));
     let left = end.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
-    match ask(&sock, who, &request, Ipv4Addr::BROADCAST, left)? {
+    // Only the chosen server's ACK or NAK: other servers' OFFERs may still come in.
+    let from_chosen = |m: &Message| {
+        (m.opts().has_msg_type(MessageType::Ack) || m.opts().has_msg_type(MessageType::Nak))
+            && server_of(m).is_none_or(|s| s == server)
+    };
+    match ask(&sock, who, &request, Ipv4Addr::BROADCAST, left, &from_chosen)? {
         Some(m) if m.opts().has_msg_type(MessageType::Ack) => lease_of(&m, Some(server)),
         Some(m) if m.opts().has_msg_type(MessageType::Nak) => Err(DhcpError::Refused(nak_text(&m))),
         _ => Err(none()),
@@ -240,7 +256,8 @@ pub fn renew(who: &Who, lease: &Lease, rebinding: bool, timeout: Duration) -> Re
     let sock = open(who)?;
     let m = message(who, rand_xid(), MessageType::Request, lease.address);
     let to = if rebinding { Ipv4Addr::BROADCAST } else { lease.server };
-    match ask(&sock, who, &m, to, timeout)? {
+    let answer = |m: &Message| m.opts().has_msg_type(MessageType::Ack) || m.opts().has_msg_type(MessageType::Nak);
+    match ask(&sock, who, &m, to, timeout, &answer)? {
         Some(r) if r.opts().has_msg_type(MessageType::Ack) => lease_of(&r, Some(lease.server)),
         Some(r) if r.opts().has_msg_type(MessageType::Nak) => Err(DhcpError::Refused(nak_text(&r))),
         _ => Err(DhcpError::NoAnswer { ifname: who.ifname.clone(), secs: timeout.as_secs() }),

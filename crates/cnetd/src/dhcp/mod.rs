@@ -103,6 +103,9 @@ pub fn now_unix() -> u64 {
 pub struct Renewals {
     inner: Mutex<Schedule>,
     wake: Condvar,
+    /// Held across every DHCP exchange that changes a lease (renewal,
+    /// release), so that they never overlap.
+    exchange: Mutex<()>,
 }
 
 #[derive(Default)]
@@ -114,6 +117,11 @@ struct Schedule {
 impl Renewals {
     fn lock(&self) -> std::sync::MutexGuard<'_, Schedule> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The right to talk to a DHCP server about an existing lease.
+    pub fn exchange(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.exchange.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A lease was added or changed: look at the schedule again.

@@ -100,11 +100,8 @@ fn program(dp: &dyn Dataplane, net: &NetworkRecord, ep: &EndpointRecord) -> DpRe
 }
 
 fn unprogram(dp: &dyn Dataplane, net: &NetworkRecord, ep: &EndpointRecord) -> DpResult<()> {
-    for r in endpoint_routes(net, ep, None)? {
-        dp.proxy_delete(net.uplink(), r.destination.ip)?;
-        dp.route_delete(&r)?;
-    }
-    Ok(())
+    let routes = endpoint_routes(net, ep, None)?;
+    super::all_steps(routes.iter().flat_map(|r| [dp.proxy_delete(net.uplink(), r.destination.ip), dp.route_delete(r)]))
 }
 
 /// What is missing of an endpoint's routes and proxy entries, in words.
@@ -146,6 +143,8 @@ impl NetworkDriver for L2Bridge {
         dp.sysctl_set("net/ipv4/ip_forward", "1")?;
         dp.sysctl_set(&format!("net/ipv6/conf/{br}/disable_ipv6"), "1")?;
         dp.sysctl_set(&format!("net/ipv4/conf/{br}/proxy_arp"), "1")?;
+        // Only the endpoints' own addresses (the /32 routes) come in from the bridge.
+        dp.sysctl_set(&format!("net/ipv4/conf/{br}/rp_filter"), "1")?;
         dp.sysctl_set(&format!("net/ipv4/neigh/{br}/proxy_delay"), "0")?;
         dp.sysctl_set(&format!("net/ipv4/neigh/{up}/proxy_delay"), "0")?;
         if net.kind == NetworkType::L2Tunnel {
@@ -205,8 +204,7 @@ impl NetworkDriver for L2Bridge {
         ep: &EndpointRecord,
         netns: Option<&str>,
     ) -> DpResult<()> {
-        Bridge.detach(dp, net, ep, netns)?;
-        unprogram(dp, net, ep)
+        super::all_steps([Bridge.detach(dp, net, ep, netns), unprogram(dp, net, ep)])
     }
 
     fn network_links(&self, net: &NetworkRecord) -> Vec<String> {

@@ -73,9 +73,16 @@ pub trait NetworkDriver: Send + Sync {
     /// Gives the endpoint its adapter inside the namespace at `netns_path`.
     fn attach(&self, dp: &dyn Dataplane, net: &NetworkRecord, ep: &EndpointRecord, netns_path: &str) -> DpResult<()>;
 
-    /// The endpoint's addresses arrived after `attach` (a DHCP lease, now in
-    /// `ep`): programs what depends on them.
-    fn addresses_added(&self, _dp: &dyn Dataplane, _net: &NetworkRecord, _ep: &EndpointRecord) -> DpResult<()> {
+    /// The endpoint's addresses changed after `attach` (a DHCP lease came,
+    /// or a new one replaced it): from `old`'s to `new`'s, programs what
+    /// depends on them.
+    fn addresses_changed(
+        &self,
+        _dp: &dyn Dataplane,
+        _net: &NetworkRecord,
+        _old: &EndpointRecord,
+        _new: &EndpointRecord,
+    ) -> DpResult<()> {
         Ok(())
     }
 
@@ -213,6 +220,20 @@ pub(crate) fn check_adapter(dp: &dyn Dataplane, ep: &EndpointRecord, ns: &Namesp
         }
     }
     Ok(out)
+}
+
+/// Runs every step, even after one fails; answers the first error (a
+/// detach goes on after an error, and a retry finishes it).
+pub(crate) fn all_steps(steps: impl IntoIterator<Item = DpResult<()>>) -> DpResult<()> {
+    let mut first = Ok(());
+    for r in steps {
+        if let Err(e) = r {
+            if first.is_ok() {
+                first = Err(e);
+            }
+        }
+    }
+    first
 }
 
 /// A finding that the uplink of a physical network is missing or down, if it is.

@@ -55,7 +55,8 @@ fn has_untagged(net: &NetworkRecord) -> bool {
     net.subnets.is_empty() || net.subnets.iter().any(|s| s.vlan().is_none())
 }
 
-/// The host routes to an untagged endpoint through the shim.
+/// The host routes to an untagged endpoint through the shim (IPv4: over
+/// IPv6 the endpoint could not resolve the host's address through the shim).
 fn host_routes(net: &NetworkRecord, ep: &EndpointRecord, src: Option<IpAddr>) -> DpResult<Vec<HostRoute>> {
     if net.vlan_of(ep).is_some() {
         return Ok(vec![]);
@@ -63,11 +64,12 @@ fn host_routes(net: &NetworkRecord, ep: &EndpointRecord, src: Option<IpAddr>) ->
     let dev = name(&shim(net))?;
     Ok(ep
         .ips()
+        .filter(|ip| ip.is_ipv4())
         .map(|ip| HostRoute {
             dev: dev.clone(),
-            destination: Addr { ip, prefix_len: if ip.is_ipv4() { 32 } else { 128 } },
+            destination: Addr { ip, prefix_len: 32 },
             via: None,
-            src: src.filter(|s| s.is_ipv4() == ip.is_ipv4()),
+            src: src.filter(|s| s.is_ipv4()),
             table: HostRoute::MAIN,
         })
         .collect())
@@ -147,8 +149,21 @@ impl NetworkDriver for Transparent {
         Ok(())
     }
 
-    fn addresses_added(&self, dp: &dyn Dataplane, net: &NetworkRecord, ep: &EndpointRecord) -> DpResult<()> {
-        add_host_routes(dp, net, ep)
+    fn addresses_changed(
+        &self,
+        dp: &dyn Dataplane,
+        net: &NetworkRecord,
+        old: &EndpointRecord,
+        new: &EndpointRecord,
+    ) -> DpResult<()> {
+        add_host_routes(dp, net, new)?;
+        let kept = host_routes(net, new, None)?;
+        for r in
+            host_routes(net, old, None)?.into_iter().filter(|r| !kept.iter().any(|k| k.destination == r.destination))
+        {
+            dp.route_delete(&r)?;
+        }
+        Ok(())
     }
 
     fn reserved(&self, dp: &dyn Dataplane, net: &NetworkRecord) -> DpResult<Vec<IpAddr>> {
@@ -162,13 +177,12 @@ impl NetworkDriver for Transparent {
         ep: &EndpointRecord,
         netns: Option<&str>,
     ) -> DpResult<()> {
-        if let Some(path) = netns {
-            dp.release_inside(path, ep.interface_name.as_str())?;
-        }
-        for r in host_routes(net, ep, None)? {
-            dp.route_delete(&r)?;
-        }
-        Ok(())
+        let adapter = match netns {
+            Some(path) => dp.release_inside(path, ep.interface_name.as_str(), Mac(ep.mac.0)),
+            None => Ok(()),
+        };
+        let routes = host_routes(net, ep, None)?;
+        super::all_steps(std::iter::once(adapter).chain(routes.iter().map(|r| dp.route_delete(r))))
     }
 
     fn network_links(&self, net: &NetworkRecord) -> Vec<String> {

@@ -214,6 +214,14 @@ impl Service {
                 return Err(ServiceError::unsupported(validate::port_mappings_refused(&net.to_wire())));
             }
             validate::check_port_mappings(&mappings, &usage(o, net, Some(id)).port_mappings, self.caps.sctp)?;
+            validate::check_vlan_policies(&new.policies, &net.to_wire())?;
+            if cnet_model::endpoint::vlan_in(&new.policies) != cnet_model::endpoint::vlan_in(&old.policies)
+                && new.namespace.is_some()
+            {
+                return Err(ServiceError::unsupported(
+                    "changing the VLAN of an attached endpoint is not supported: detach it first",
+                ));
+            }
             if new.mtu() != old.mtu() && new.namespace.is_some() {
                 return Err(ServiceError::unsupported(
                     "changing InterfaceParameters of an attached endpoint is not supported: detach it first",

@@ -205,6 +205,21 @@ impl Service {
             }
             let others = others(o, id);
             validate::validate_network(&net, &others.iter().collect::<Vec<_>>())?;
+            let vlans = |subnets: &mut dyn Iterator<Item = &Subnet>| -> Vec<Option<cnet_model::Isolation>> {
+                subnets.map(|s| s.vlan()).collect()
+            };
+            let has_endpoints = o.endpoints.values().any(|e| e.record.network == id);
+            if has_endpoints && vlans(&mut old.subnets.iter()).iter().chain(vlans(&mut net.subnets()).iter()).any(|v| v.is_some())
+                && old.subnets.len() != net.subnets().count()
+            {
+                return Err(ServiceError::new(
+                    ErrorCode::EntityHasReferences,
+                    format!(
+                        "network {} has endpoints: subnets with VLAN policies are added or removed only without them (their VLANs would change)",
+                        net.name
+                    ),
+                ));
+            }
             let mut new = NetworkRecord::from_wire(&net, old.bridge.clone())?;
             new.last_allocated.clone_from(&old.last_allocated);
             ch.put_network(Stored::with(new.clone(), Intent::Modify));

@@ -460,6 +460,7 @@ fn a_bridge_with_as_many_ports_as_the_backlog_is_reported() {
         addrs: vec![],
         peer: None,
         parent: None,
+        port: Default::default(),
     };
     b.fake.tamper(|k| {
         for i in 0..999 {
@@ -522,6 +523,11 @@ fn physical_endpoints_never_get_the_hosts_address_and_l2_endpoints_are_routed_an
             assert_eq!(proxied, t != "Transparent", "{t}: {:?}", k.proxies);
             if t == "L2Tunnel" {
                 assert_eq!(k.rules.len(), 1, "{:?}", k.rules);
+            }
+            let port = k.links.values().find(|l| l.kind == "veth" && l.master.is_some()).map(|l| l.port);
+            if t != "Transparent" {
+                let isolated = port.expect("a bridge port").isolated;
+                assert_eq!(isolated, t == "L2Tunnel", "{t}: only L2Tunnel ports are isolated");
             }
             assert!(b.drift().is_empty(), "{t}: {:?}", b.drift());
             // Deleted behind cnet's back: diag finds it, start-up puts it back.

@@ -198,11 +198,21 @@ impl NetworkRecord {
         self.uplink.as_ref().map(|u| u.as_str()).unwrap_or("")
     }
 
-    /// The VLAN of an endpoint: its own `VLAN` policy, else its subnet's.
+    /// The VLAN of an endpoint: its own `VLAN` policy, else that of the
+    /// subnet its address is in (an endpoint without one yet, waiting for
+    /// a DHCP lease: the first subnet's). Validated IDs only.
     pub fn vlan_of(&self, ep: &EndpointRecord) -> Option<u16> {
-        cnet_model::endpoint::vlan_in(&ep.policies)
-            .or_else(|| self.subnets.iter().find_map(|s| s.vlan()))
-            .and_then(|v| v.vlan_id().ok())
+        let subnet = || {
+            let own = self.subnets.iter().find(|s| ep.ips().any(|ip| s.ip_address_prefix.contains(&ip)));
+            match own {
+                Some(s) => s.vlan(),
+                None if ep.ip_configurations.is_empty() || ep.lease.is_some() => {
+                    self.subnets.first().and_then(|s| s.vlan())
+                }
+                None => None,
+            }
+        };
+        cnet_model::endpoint::vlan_in(&ep.policies).or_else(subnet).and_then(|v| v.vlan_id().ok())
     }
 
     /// Each subnet with its gateway, if the network type has one.
