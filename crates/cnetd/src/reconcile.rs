@@ -16,7 +16,7 @@ use crate::driver::{Links, Repair};
 use crate::error::{Result, ServiceError};
 use crate::firewall;
 use crate::service::Service;
-use crate::state::{Intent, Objects, Stored};
+use crate::state::{EndpointRecord, Intent, Objects, Stored};
 
 /// What start-up found and did.
 #[derive(Debug, Default, Serialize)]
@@ -95,6 +95,14 @@ pub fn startup(svc: &Service) -> Result<StartupReport> {
             }
         };
         mark(svc, ep.id, state)?;
+    }
+    for net in o.networks.values().map(|s| &s.record) {
+        let eps: Vec<&EndpointRecord> =
+            o.endpoints.values().map(|s| &s.record).filter(|e| e.network == net.id && e.namespace.is_some()).collect();
+        match svc.driver(net)?.sweep(dp, net, &eps) {
+            Ok(gone) => report.removed_orphans.extend(gone.into_iter().map(|g| format!("{g} of network {}", net.name))),
+            Err(e) => report.degraded.push(format!("network {}: cleaning up: {e}", net.name)),
+        }
     }
     for name in orphans(svc, &o, &links) {
         dp.release_link(&name).map_err(kernel("removing an orphan link"))?;

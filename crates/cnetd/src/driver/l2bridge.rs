@@ -170,6 +170,25 @@ impl NetworkDriver for L2Bridge {
         dp.delete_link(&net.bridge)
     }
 
+    /// Routes on the bridge and proxy entries on the uplink for addresses
+    /// of the network's subnets that no endpoint has.
+    fn sweep(&self, dp: &dyn Dataplane, net: &NetworkRecord, eps: &[&EndpointRecord]) -> DpResult<Vec<String>> {
+        let owned: Vec<IpAddr> = eps.iter().flat_map(|e| e.ips()).collect();
+        let ours = |ip: &IpAddr| net.subnets.iter().any(|s| s.ip_address_prefix.contains(ip)) && !owned.contains(ip);
+        let mut out = Vec::new();
+        for r in dp.routes(&net.bridge, HostRoute::MAIN)? {
+            if r.destination.prefix_len == 32 && ours(&r.destination.ip) {
+                dp.route_delete(&r)?;
+                out.push(format!("host route {r}"));
+            }
+        }
+        for ip in dp.proxies(net.uplink())?.into_iter().filter(|ip| ours(ip)) {
+            dp.proxy_delete(net.uplink(), ip)?;
+            out.push(format!("proxy ARP entry {ip} on {}", net.uplink()));
+        }
+        Ok(out)
+    }
+
     /// The bridge is isolated from other networks like a NAT bridge, and
     /// open to the LAN: forwarding between it and the uplink passes.
     fn firewall(&self, net: &NetworkRecord) -> Vec<FwElem> {

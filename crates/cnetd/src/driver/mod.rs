@@ -116,6 +116,14 @@ pub trait NetworkDriver: Send + Sync {
         links: &Links,
     ) -> DpResult<Vec<Finding>>;
 
+    /// Start-up, after repair: removes the per-endpoint state of `net` in
+    /// the host's tables (routes, proxy entries) that none of its attached
+    /// endpoints `eps` owns any more — a detach interrupted before it
+    /// finished. Answers what it removed, in words.
+    fn sweep(&self, _dp: &dyn Dataplane, _net: &NetworkRecord, _eps: &[&EndpointRecord]) -> DpResult<Vec<String>> {
+        Ok(vec![])
+    }
+
     /// Start-up: makes an attached endpoint's objects whole again without
     /// touching what works.
     fn repair_endpoint(

@@ -131,6 +131,21 @@ impl NetworkDriver for Transparent {
         dp.delete_link(&shim(net))
     }
 
+    fn sweep(&self, dp: &dyn Dataplane, net: &NetworkRecord, eps: &[&EndpointRecord]) -> DpResult<Vec<String>> {
+        if !has_untagged(net) {
+            return Ok(vec![]);
+        }
+        let owned: Vec<IpAddr> = eps.iter().flat_map(|e| e.ips()).collect();
+        let mut out = Vec::new();
+        for r in dp.routes(&shim(net), HostRoute::MAIN)? {
+            if r.destination.prefix_len == 32 && !owned.contains(&r.destination.ip) {
+                dp.route_delete(&r)?;
+                out.push(format!("host route {r}"));
+            }
+        }
+        Ok(out)
+    }
+
     /// Nothing is forwarded into the shim: other networks reach the LAN
     /// (and these endpoints) through the uplink, not through the host.
     fn firewall(&self, net: &NetworkRecord) -> Vec<FwElem> {

@@ -541,6 +541,42 @@ fn physical_endpoints_never_get_the_hosts_address_and_l2_endpoints_are_routed_an
 }
 
 #[test]
+fn start_up_removes_routes_and_proxy_entries_no_endpoint_owns() {
+    for t in PHYSICAL {
+        on(t, || {
+            let mut b = attached();
+            let stale: std::net::IpAddr = "198.18.0.77".parse().unwrap();
+            let dev = if t == "Transparent" {
+                crate::driver::transparent::shim(&b.svc().get_network(NET).unwrap())
+            } else {
+                b.svc().get_network(NET).unwrap().bridge
+            };
+            b.fake.tamper(|k| {
+                k.routes.insert(cnet_dataplane::HostRoute {
+                    dev: cnet_dataplane::IfName::new(dev.clone()).unwrap(),
+                    destination: cnet_dataplane::Addr { ip: stale, prefix_len: 32 },
+                    via: None,
+                    src: None,
+                    table: cnet_dataplane::HostRoute::MAIN,
+                });
+                k.proxies.insert(("uplink0".into(), stale));
+                // Someone else's proxy entry outside the network's subnets stays.
+                k.proxies.insert(("uplink0".into(), "203.0.113.9".parse().unwrap()));
+            });
+            b.restart();
+            let k = b.fake.objects();
+            assert!(!k.routes.iter().any(|r| r.destination.ip == stale), "{t}: {:?}", k.routes);
+            let ep_ip = b.svc().get_endpoint(EP).unwrap().ips().next().unwrap();
+            assert!(k.routes.iter().any(|r| r.destination.ip == ep_ip), "{t}: the live endpoint's route stays");
+            assert!(k.proxies.contains(&("uplink0".into(), "203.0.113.9".parse().unwrap())));
+            if t != "Transparent" {
+                assert!(!k.proxies.contains(&("uplink0".into(), stale)), "{t}: {:?}", k.proxies);
+            }
+        });
+    }
+}
+
+#[test]
 fn a_vlan_endpoint_whose_programs_are_gone_is_found_and_repaired() {
     on("Transparent", || {
         let mut b = with_network(true);
