@@ -28,8 +28,9 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressMessage, AddressScope};
 use netlink_packet_route::link::{
-    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridgePort, InfoData, InfoKind, InfoMacVlan, InfoPortData,
-    InfoPortKind, InfoVeth, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage, MacVlanMode,
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridge, InfoBridgePort, InfoData, InfoKind, InfoMacVlan,
+    InfoPortData, InfoPortKind, InfoVeth, InfoVlan, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo as NlLinkInfo,
+    LinkMessage, MacVlanMode,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -214,6 +215,27 @@ impl Rtnl {
         m.attributes.push(LinkAttribute::Mtu(mtu));
         m.attributes.push(LinkAttribute::LinkInfo(vec![NlLinkInfo::Kind(InfoKind::Bridge)]));
         self.request(|| format!("creating bridge {name}"), RouteNetlinkMessage::NewLink(m), NLM_F_CREATE | NLM_F_EXCL)
+    }
+
+    /// Creates a link only to see whether the kernel can: an 802.1Q link of
+    /// `parent` (`vlan`), or a bridge with VLAN filtering. For [`crate::probe`].
+    pub(crate) fn add_probe_link(&mut self, name: &str, parent: Option<&str>) -> Result<()> {
+        let mut m = by_name(name);
+        match parent {
+            Some(p) => {
+                let link = self.require_index(p)?;
+                m.attributes.push(LinkAttribute::Link(link));
+                m.attributes.push(LinkAttribute::LinkInfo(vec![
+                    NlLinkInfo::Kind(InfoKind::Vlan),
+                    NlLinkInfo::Data(InfoData::Vlan(vec![InfoVlan::Id(10)])),
+                ]));
+            }
+            None => m.attributes.push(LinkAttribute::LinkInfo(vec![
+                NlLinkInfo::Kind(InfoKind::Bridge),
+                NlLinkInfo::Data(InfoData::Bridge(vec![InfoBridge::VlanFiltering(true)])),
+            ])),
+        }
+        self.request(|| format!("probing link {name}"), RouteNetlinkMessage::NewLink(m), NLM_F_CREATE | NLM_F_EXCL)
     }
 
     /// Creates a veth pair: `name` here (down, with `mac` and `mtu`) and

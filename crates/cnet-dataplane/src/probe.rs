@@ -17,8 +17,13 @@ pub fn sctp() -> bool {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LinkSupport {
     pub macvlan: bool,
+    /// VLAN access ports by eBPF (what cnet uses).
     pub vlan: bool,
     pub bridge_port_isolation: bool,
+    /// The kernel's 802.1Q links (not used by cnet; reported).
+    pub vlan_8021q: bool,
+    /// Bridge VLAN filtering (not used by cnet; reported).
+    pub bridge_vlan_filtering: bool,
 }
 
 /// Tries each link kind in a namespace of its own (a thread that unshares
@@ -42,6 +47,8 @@ pub fn links() -> LinkSupport {
             macvlan: nl.add_macvlan("probe3", "probe1", crate::Mac([2, 0, 0, 0, 0, 3]), 1500, None).is_ok(),
             vlan: nl.set_vlan("probe1", 10).is_ok(),
             bridge_port_isolation: nl.enslave("probe2", "probe0", port).is_ok(),
+            vlan_8021q: nl.add_probe_link("probe5", Some("probe1")).is_ok(),
+            bridge_vlan_filtering: nl.add_probe_link("probe6", None).is_ok(),
         }
     })
     .join()

@@ -301,4 +301,9 @@ fn physical_networks_refuse_bad_uplinks_with_what_to_fix() {
     assert!(err.contains("Dhcp IPAM needs a Transparent network"), "{err}");
     let caps: Value = w.client().get("/capabilities").unwrap();
     assert_eq!(caps["Macvlan"], true, "{caps}");
+    assert_eq!(caps["Vlan"], true, "VLANs by eBPF work on every kernel with cls_bpf: {caps}");
+    assert_eq!(caps["BridgePortIsolation"], true, "{caps}");
+    assert!(caps["Vlan8021q"].is_boolean() && caps["BridgeVlanFiltering"].is_boolean(), "probed, reported: {caps}");
+    assert!(caps["IpamTypes"].as_array().unwrap().iter().any(|t| t == "Dhcp"), "{caps}");
+    assert!(caps["NetworkTypes"].as_array().unwrap().iter().any(|t| t == "L2Tunnel"), "{caps}");
 }

@@ -87,6 +87,10 @@ pub struct Capabilities {
     pub vlan: bool,
     /// Isolated bridge ports: L2Tunnel networks.
     pub bridge_port_isolation: bool,
+    /// The kernel's 802.1Q links and bridge VLAN filtering (cnet needs
+    /// neither: it tags VLANs by eBPF), for operators.
+    pub vlan_8021q: bool,
+    pub bridge_vlan_filtering: bool,
     /// IPAM types: Static, and Dhcp (Transparent networks).
     pub ipam_types: Vec<String>,
 }
@@ -110,6 +114,8 @@ async fn capabilities(State(svc): Svc) -> Json<Capabilities> {
         macvlan: svc.caps.macvlan,
         vlan: svc.caps.vlan,
         bridge_port_isolation: svc.caps.bridge_port_isolation,
+        vlan_8021q: svc.caps.vlan_8021q,
+        bridge_vlan_filtering: svc.caps.bridge_vlan_filtering,
         ipam_types: vec!["Static".into(), "Dhcp".into()],
     })
 }

@@ -49,6 +49,10 @@ pub struct Capabilities {
     pub vlan: bool,
     /// Isolated bridge ports (L2Tunnel).
     pub bridge_port_isolation: bool,
+    /// The kernel's 802.1Q links and bridge VLAN filtering: not needed
+    /// (VLANs are tagged by eBPF), reported for operators.
+    pub vlan_8021q: bool,
+    pub bridge_vlan_filtering: bool,
 }
 
 impl Capabilities {
@@ -59,12 +63,21 @@ impl Capabilities {
             macvlan: p.macvlan,
             vlan: p.vlan,
             bridge_port_isolation: p.bridge_port_isolation,
+            vlan_8021q: p.vlan_8021q,
+            bridge_vlan_filtering: p.bridge_vlan_filtering,
         }
     }
 
     /// Everything on, for unit tests with the fake.
     pub fn all() -> Self {
-        Capabilities { sctp: true, macvlan: true, vlan: true, bridge_port_isolation: true }
+        Capabilities {
+            sctp: true,
+            macvlan: true,
+            vlan: true,
+            bridge_port_isolation: true,
+            vlan_8021q: true,
+            bridge_vlan_filtering: true,
+        }
     }
 
     /// Why this host cannot build a network of `net`'s type (and VLANs), if it cannot.
