@@ -32,6 +32,7 @@ pub mod nft;
 pub mod probe;
 pub mod reaper;
 pub mod sysctl;
+pub mod tap;
 pub mod types;
 
 pub use error::{DataplaneError, ErrorKind, Result};
