@@ -13,6 +13,7 @@ pub struct DhcpServer {
     child: Child,
     pub log: PathBuf,
     pub leases: PathBuf,
+    dev: String,
 }
 
 impl DhcpServer {
@@ -20,22 +21,31 @@ impl DhcpServer {
     /// DNS server, leases of 2 minutes (dnsmasq's least) renewed after
     /// `t1` seconds.
     pub fn start(w: &World, first: &str, last: &str, t1: u32) -> DhcpServer {
+        DhcpServer::start_on(w, &w.lan_path(), "lan0", crate::LAN_IP, first, last, t1)
+    }
+
+    /// The same on interface `dev` of the namespace at `netns_path`, with
+    /// `router` as router and DNS server.
+    pub fn start_on(
+        w: &World,
+        netns_path: &str,
+        dev: &str,
+        router: &str,
+        first: &str,
+        last: &str,
+        t1: u32,
+    ) -> DhcpServer {
         let dir = w.dir.path();
-        let (log, leases) = (dir.join("dnsmasq.log"), dir.join("dnsmasq.leases"));
+        let tag = crate::random_tag();
+        let (log, leases) = (dir.join(format!("dnsmasq-{tag}.log")), dir.join(format!("dnsmasq-{tag}.leases")));
         let child = Command::new("nsenter")
-            .arg(format!("--net={}", w.lan_path()))
-            .args([
-                "dnsmasq",
-                "--no-daemon",
-                "--conf-file=/dev/null",
-                "--port=0",
-                "--interface=lan0",
-                "--bind-interfaces",
-            ])
+            .arg(format!("--net={netns_path}"))
+            .args(["dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0", "--bind-interfaces"])
+            .arg(format!("--interface={dev}"))
             .args(["--no-ping", "--log-dhcp", "--user=root", "--pid-file"])
             .arg(format!("--dhcp-range={first},{last},255.255.255.0,2m"))
-            .arg(format!("--dhcp-option=option:router,{}", crate::LAN_IP))
-            .arg(format!("--dhcp-option=option:dns-server,{}", crate::LAN_IP))
+            .arg(format!("--dhcp-option=option:router,{router}"))
+            .arg(format!("--dhcp-option=option:dns-server,{router}"))
             .arg("--dhcp-option=option:domain-name,lan.test")
             .arg(format!("--dhcp-option=option:T1,{t1}"))
             .arg(format!("--dhcp-option=option:T2,{}", t1 * 3 / 2))
@@ -45,7 +55,7 @@ impl DhcpServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("start dnsmasq (apt-get install dnsmasq-base)");
-        let s = DhcpServer { child, log, leases };
+        let s = DhcpServer { child, log, leases, dev: dev.to_string() };
         let deadline = Instant::now() + Duration::from_secs(5);
         while !s.log_text().contains("DHCP, IP range") {
             assert!(Instant::now() < deadline, "dnsmasq did not start: {}", s.log_text());
@@ -61,7 +71,8 @@ impl DhcpServer {
     /// How many of dnsmasq's log lines start message `kind` (DHCPDISCOVER,
     /// DHCPREQUEST, DHCPACK, DHCPRELEASE, …) for `mac`.
     pub fn count(&self, kind: &str, mac: &str) -> usize {
-        self.log_text().lines().filter(|l| l.contains(&format!("{kind}(lan0)")) && l.contains(mac)).count()
+        let tag = format!("{kind}({})", self.dev);
+        self.log_text().lines().filter(|l| l.contains(&tag) && l.contains(mac)).count()
     }
 
     /// The leases file's lines (expiry, MAC, address, name, client ID).

@@ -1,0 +1,170 @@
+//! `cnet-guest`: a stand-in for a VM in cnet's tests. It opens a TAP by
+//! name (as QEMU or Firecracker would), runs smoltcp's TCP/IP stack on it
+//! with the MAC it is given, configures itself by DHCP (or a static
+//! address), and serves TCP: each connection gets a line with the peer's
+//! address, then its lines echoed (as `cnet-testkit`'s probe servers do).
+//!
+//! Output, one JSON object per line on stdout: `{"event":"configured",
+//! "address":"10.79.0.5/24","router":"10.79.0.1","dns":["10.79.0.1"]}` when
+//! a lease arrives (or the static address is set), `{"event":"deconfigured"}`
+//! when it is lost, `{"event":"device-error","error":"…"}` and exit code 3
+//! when the TAP stops working (its endpoint was deleted).
+//!
+//! Usage: `cnet-guest TAP MAC [--port N] [--static ADDR/LEN [--gateway IP]]`
+
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::process::ExitCode;
+
+use smoltcp::iface::{Config, Interface, SocketSet};
+use smoltcp::phy::{wait as phy_wait, Medium, TunTapInterface};
+use smoltcp::socket::{dhcpv4, tcp};
+use smoltcp::time::Instant;
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, IpListenEndpoint, Ipv4Address, Ipv4Cidr};
+
+struct Args {
+    tap: String,
+    mac: [u8; 6],
+    port: u16,
+    static_addr: Option<Ipv4Cidr>,
+    gateway: Option<Ipv4Address>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut it = std::env::args().skip(1);
+    let usage = "usage: cnet-guest TAP MAC [--port N] [--static ADDR/LEN [--gateway IP]]";
+    let tap = it.next().ok_or(usage)?;
+    let mac_text = it.next().ok_or(usage)?;
+    let parts: Vec<u8> = mac_text.split(':').filter_map(|b| u8::from_str_radix(b, 16).ok()).collect();
+    let mac: [u8; 6] = parts.try_into().map_err(|_| format!("MAC {mac_text:?} is not aa:bb:cc:dd:ee:ff"))?;
+    let mut a = Args { tap, mac, port: 80, static_addr: None, gateway: None };
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--port" => a.port = value.parse().map_err(|_| format!("--port {value:?}"))?,
+            "--static" => a.static_addr = Some(value.parse().map_err(|_| format!("--static {value:?}"))?),
+            "--gateway" => a.gateway = Some(value.parse().map_err(|_| format!("--gateway {value:?}"))?),
+            _ => return Err(format!("unknown flag {flag}: {usage}")),
+        }
+    }
+    Ok(a)
+}
+
+fn say(line: String) {
+    let mut out = io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn configure(iface: &mut Interface, address: Ipv4Cidr, router: Option<Ipv4Address>, dns: &[Ipv4Address]) {
+    iface.update_ip_addrs(|addrs| {
+        addrs.clear();
+        let _ = addrs.push(IpCidr::Ipv4(address));
+    });
+    iface.routes_mut().remove_default_ipv4_route();
+    if let Some(r) = router {
+        let _ = iface.routes_mut().add_default_ipv4_route(r);
+    }
+    let dns: Vec<String> = dns.iter().map(|d| format!("\"{d}\"")).collect();
+    let router = router.map(|r| format!("\"{r}\"")).unwrap_or_else(|| "null".into());
+    say(format!(
+        "{{\"event\":\"configured\",\"address\":\"{address}\",\"router\":{router},\"dns\":[{}]}}",
+        dns.join(",")
+    ));
+}
+
+/// One TCP connection's state: greeted yet, and a partial line.
+#[derive(Default)]
+struct Conn {
+    greeted: bool,
+}
+
+fn run(a: Args) -> Result<(), String> {
+    let mut device =
+        TunTapInterface::new(&a.tap, Medium::Ethernet).map_err(|e| format!("opening TAP {}: {e}", a.tap))?;
+    let fd = device.as_raw_fd();
+    let config = Config::new(HardwareAddress::Ethernet(EthernetAddress(a.mac)));
+    let mut iface = Interface::new(config, &mut device, Instant::now());
+    let mut sockets = SocketSet::new(vec![]);
+    let dhcp = a.static_addr.is_none().then(|| sockets.add(dhcpv4::Socket::new()));
+    if let Some(addr) = a.static_addr {
+        configure(&mut iface, addr, a.gateway, &[]);
+    }
+    // A few listening sockets, so that several clients may connect at once.
+    let mut servers = Vec::new();
+    for _ in 0..4 {
+        let rx = tcp::SocketBuffer::new(vec![0; 16384]);
+        let tx = tcp::SocketBuffer::new(vec![0; 16384]);
+        servers.push((sockets.add(tcp::Socket::new(rx, tx)), Conn::default()));
+    }
+    loop {
+        let now = Instant::now();
+        iface.poll(now, &mut device, &mut sockets);
+        if let Some(h) = dhcp {
+            match sockets.get_mut::<dhcpv4::Socket>(h).poll() {
+                Some(dhcpv4::Event::Configured(c)) => configure(&mut iface, c.address, c.router, &c.dns_servers),
+                Some(dhcpv4::Event::Deconfigured) => {
+                    iface.update_ip_addrs(|addrs| addrs.clear());
+                    iface.routes_mut().remove_default_ipv4_route();
+                    say("{\"event\":\"deconfigured\"}".into());
+                }
+                None => {}
+            }
+        }
+        for (h, conn) in servers.iter_mut() {
+            let s = sockets.get_mut::<tcp::Socket>(*h);
+            if !s.is_open() {
+                *conn = Conn::default();
+                let _ = s.listen(IpListenEndpoint { addr: None, port: a.port });
+            }
+            if s.is_active() && !conn.greeted && s.can_send() {
+                let peer = s.remote_endpoint().map(|e| e.addr.to_string()).unwrap_or_default();
+                let _ = s.send_slice(format!("{peer}\n").as_bytes());
+                conn.greeted = true;
+            }
+            if s.can_recv() && s.can_send() {
+                let mut buf = [0u8; 4096];
+                if let Ok(n) = s.recv_slice(&mut buf) {
+                    let _ = s.send_slice(&buf[..n]);
+                }
+            } else if s.state() == tcp::State::CloseWait {
+                // The peer is done: so are we.
+                s.close();
+            }
+        }
+        // Send what the sockets queued now, not after the next frame arrives.
+        iface.poll(Instant::now(), &mut device, &mut sockets);
+        let delay = iface.poll_delay(Instant::now(), &sockets);
+        phy_wait(fd, delay).map_err(|e| format!("waiting on TAP {}: {e}", a.tap))?;
+        // A deleted device: the descriptor reports an error, not frames.
+        if device_gone(&mut device) {
+            return Err(format!("TAP {} is gone", a.tap));
+        }
+    }
+}
+
+/// Whether the TAP's descriptor reports an error (the device was deleted):
+/// checked before every poll, since smoltcp gives up on a failed read.
+fn device_gone(device: &mut TunTapInterface) -> bool {
+    let mut p = libc::pollfd { fd: device.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: poll(2) on one valid pollfd, without waiting.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n > 0 && (p.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL)) != 0
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("cnet-guest: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            say(format!("{{\"event\":\"device-error\",\"error\":{:?}}}", e));
+            ExitCode::from(3)
+        }
+    }
+}
