@@ -126,6 +126,29 @@ pub fn create_macvlan(spec: &MacvlanSpec) -> Result<()> {
     Ok(())
 }
 
+/// Creates a VM endpoint's TAP (persistent, for the VMM to open by name)
+/// with `mtu`, on `bridge` with `port` flags, up. On failure the TAP is
+/// removed again, unless a link of that name already existed.
+pub fn create_tap(spec: &crate::tap::TapSpec, mtu: u32, bridge: &IfName, port: PortFlags) -> Result<()> {
+    crate::tap::create(spec)?;
+    let name = spec.name.as_str();
+    let result = Rtnl::open().and_then(|mut nl| {
+        let mut m = netlink_packet_route::link::LinkMessage::default();
+        m.header.index = nl.index(name)?.unwrap_or(0);
+        m.attributes.push(netlink_packet_route::link::LinkAttribute::Mtu(mtu));
+        nl.set_link(m, &format!("setting the MTU of TAP {name}"))?;
+        Ok(())
+    });
+    let result = result.and_then(|_| enslave(&spec.name, bridge, port));
+    if let Err(e) = result {
+        if e.kind() != ErrorKind::Exists {
+            let _ = delete_link(None, name);
+        }
+        return Err(e);
+    }
+    Ok(())
+}
+
 /// Adds addresses and routes to an adapter inside a namespace (a DHCP
 /// lease arriving); ones already there are kept.
 pub fn configure_inside(netns_path: &str, ifname: &str, addrs: &[Addr], routes: &[Route]) -> Result<()> {
@@ -298,6 +321,36 @@ mod tests {
             routes: vec![default_route(), Route { destination: addr("10.10.0.0/16"), via: None, metric: 50 }],
             port: PortFlags { hairpin: true, isolated: false },
         }
+    }
+
+    #[test]
+    fn a_tap_is_made_on_the_bridge_up_with_its_mtu_and_waits_for_its_vmm() {
+        in_private_netns(|| {
+            ensure_bridge(&bridge()).unwrap();
+            let spec = crate::tap::TapSpec {
+                name: name("cnt-vm0"),
+                vnet_hdr: true,
+                multi_queue: false,
+                owner: None,
+                group: None,
+            };
+            create_tap(&spec, 1400, &name("cnt-br0"), PortFlags::default()).unwrap();
+            let l = link(None, "cnt-vm0").unwrap().expect("the TAP");
+            assert_eq!(
+                (l.kind.as_deref(), l.master.as_deref(), l.up, l.mtu),
+                (Some("tun"), Some("cnt-br0"), true, 1400)
+            );
+            // Creating it again attaches to the existing TAP (TUNSETIFF with
+            // the same flags): idempotent, still on its bridge.
+            create_tap(&spec, 1400, &name("cnt-br0"), PortFlags::default()).unwrap();
+            assert_eq!(link(None, "cnt-vm0").unwrap().and_then(|l| l.master).as_deref(), Some("cnt-br0"));
+            // The VMM attaches by name.
+            let _vmm =
+                crate::tap::open("cnt-vm0", crate::tap::IFF_TAP | crate::tap::IFF_NO_PI | crate::tap::IFF_VNET_HDR)
+                    .unwrap();
+            delete_link(None, "cnt-vm0").unwrap();
+            assert_eq!(link(None, "cnt-vm0").unwrap(), None);
+        });
     }
 
     #[test]

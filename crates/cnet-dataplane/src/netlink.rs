@@ -341,6 +341,11 @@ impl Rtnl {
         self.request(|| format!("parking link {name}"), RouteNetlinkMessage::SetLink(m), 0)
     }
 
+    /// Sends a prepared RTM_SETLINK.
+    pub fn set_link(&mut self, m: LinkMessage, what: &str) -> Result<()> {
+        self.request(|| what.to_string(), RouteNetlinkMessage::SetLink(m), 0)
+    }
+
     /// Renames the (down) link `name` to `new`.
     pub fn rename(&mut self, name: &str, new: &str) -> Result<()> {
         let index = self.require_index(name)?;

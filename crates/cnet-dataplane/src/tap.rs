@@ -117,11 +117,11 @@ mod tests {
         TapSpec { name: IfName::new(name).unwrap(), vnet_hdr: true, multi_queue: false, owner: Some(0), group: None }
     }
 
-    /// Reads one frame, waiting at most 3 s (a test must not hang).
-    fn read_frame(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    /// Reads one frame, waiting at most `ms` (a test must not hang).
+    fn read_frame(f: &mut File, buf: &mut [u8], ms: i32) -> std::io::Result<usize> {
         let mut p = libc::pollfd { fd: f.as_raw_fd(), events: libc::POLLIN, revents: 0 };
         // SAFETY: poll(2) on one valid pollfd.
-        if unsafe { libc::poll(&mut p, 1, 3000) } == 0 {
+        if unsafe { libc::poll(&mut p, 1, ms) } == 0 {
             return Err(std::io::Error::from(std::io::ErrorKind::TimedOut));
         }
         f.read(buf)
@@ -154,13 +154,20 @@ mod tests {
             // guest would), asks who has the host side's address.
             let mut guest = open("cnt-tap0", IFF_TAP | IFF_NO_PI).unwrap();
             let mac = [0x0a, 0x58, 0, 0, 0, 9];
-            guest.write_all(&arp_request(mac, [10, 9, 9, 2], [10, 9, 9, 1])).unwrap();
+            // Asked again every half second: the first frame may race the
+            // carrier coming up as the guest attaches.
             let mut buf = [0u8; 2048];
-            let reply = loop {
-                let n = read_frame(&mut guest, &mut buf).expect("the host answers ARP within 3 s");
-                // Skip IPv6 chatter; the ARP reply is addressed to the guest's MAC.
-                if n >= 42 && buf[12..14] == [0x08, 0x06] && buf[0..6] == mac {
-                    break buf[..n].to_vec();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            let reply = 'asking: loop {
+                assert!(std::time::Instant::now() < deadline, "the host answers ARP within 5 s");
+                guest.write_all(&arp_request(mac, [10, 9, 9, 2], [10, 9, 9, 1])).unwrap();
+                let asked = std::time::Instant::now();
+                while asked.elapsed() < std::time::Duration::from_millis(500) {
+                    let Ok(n) = read_frame(&mut guest, &mut buf, 100) else { continue };
+                    // Skip IPv6 chatter; the ARP reply is addressed to the guest's MAC.
+                    if n >= 42 && buf[12..14] == [0x08, 0x06] && buf[0..6] == mac {
+                        break 'asking buf[..n].to_vec();
+                    }
                 }
             };
             assert_eq!(reply[20..22], [0, 2], "an ARP reply");
@@ -168,7 +175,7 @@ mod tests {
 
             // Deleting the device under the guest: its next read fails, cleanly.
             assert!(nl.delete("cnt-tap0").unwrap());
-            let err = read_frame(&mut guest, &mut buf).expect_err("reading a deleted TAP");
+            let err = read_frame(&mut guest, &mut buf, 3000).expect_err("reading a deleted TAP");
             assert!(err.raw_os_error().is_some(), "a clean error, not a hang: {err}");
             assert_eq!(nl.link("cnt-tap0").unwrap(), None, "nothing left");
         });

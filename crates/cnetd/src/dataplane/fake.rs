@@ -20,7 +20,7 @@ use cnet_dataplane::{Mac, Route};
 
 use super::{
     Addr, BridgeSpec, Dataplane, DataplaneError, DpResult, FlowMatch, FwElem, HostRoute, Inside, LinkInfo, MacvlanSpec,
-    PortFlags, Rule, VethSpec,
+    PortFlags, Rule, TapSpec, VethSpec,
 };
 
 /// A link in cnetd's namespace.
@@ -333,6 +333,19 @@ impl Dataplane for FakeDataplane {
                 ..FakeLink::new("veth", None, spec.mtu)
             };
             k.objects.links.insert(spec.host_name.to_string(), host);
+            Ok(())
+        })
+    }
+    fn create_tap(&self, spec: &TapSpec, mtu: u32, bridge: &str, port: PortFlags) -> DpResult<()> {
+        self.step(format!("create_tap {} {bridge}", spec.name), |k| {
+            if k.objects.links.contains_key(spec.name.as_str()) {
+                return Err(errno(format!("creating TAP {}", spec.name), libc::EEXIST));
+            }
+            if !k.objects.links.contains_key(bridge) {
+                return Err(errno(format!("looking up link {bridge}"), libc::ENODEV));
+            }
+            let tap = FakeLink { master: Some(bridge.to_string()), up: true, port, ..FakeLink::new("tun", None, mtu) };
+            k.objects.links.insert(spec.name.to_string(), tap);
             Ok(())
         })
     }

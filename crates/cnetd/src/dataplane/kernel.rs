@@ -18,7 +18,7 @@ use cnet_dataplane::{conntrack, link, netns, nft, sysctl, IfName};
 
 use super::{
     Addr, BridgeSpec, Dataplane, DpResult, FlowMatch, FwElem, HostRoute, Inside, LinkInfo, Mac, MacvlanSpec, PortFlags,
-    Route, Rule, VethSpec,
+    Route, Rule, TapSpec, VethSpec,
 };
 
 /// cnet's nftables table (`inet cnet`).
@@ -118,6 +118,9 @@ impl Dataplane for Kernel {
     }
     fn delete_link(&self, name: &str) -> DpResult<()> {
         link::delete_link(None, name)
+    }
+    fn create_tap(&self, spec: &TapSpec, mtu: u32, bridge: &str, port: PortFlags) -> DpResult<()> {
+        link::create_tap(spec, mtu, &ifname(bridge)?, port)
     }
     fn create_veth(&self, spec: &VethSpec) -> DpResult<()> {
         link::create_veth(spec)

@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 pub use cnet_dataplane::conntrack::FlowMatch;
+pub use cnet_dataplane::tap::TapSpec;
 pub use cnet_dataplane::{
     Addr, BridgeSpec, DataplaneError, HostRoute, Inside, LinkInfo, Mac, MacvlanSpec, PortFlags, Route, Rule, VethSpec,
 };
@@ -65,6 +66,8 @@ pub trait Dataplane: Send + Sync {
     fn delete_link(&self, name: &str) -> DpResult<()>;
     /// Creates a veth pair: configured inside the namespace, host side on the bridge.
     fn create_veth(&self, spec: &VethSpec) -> DpResult<()>;
+    /// Creates a VM endpoint's persistent TAP on `bridge`, up, for a VMM to open.
+    fn create_tap(&self, spec: &TapSpec, mtu: u32, bridge: &str, port: PortFlags) -> DpResult<()>;
     /// Puts an existing host link (back) on a bridge, up.
     fn enslave(&self, name: &str, bridge: &str, port: PortFlags) -> DpResult<()>;
     /// Creates an endpoint's macvlan inside its namespace, configured.
