@@ -48,8 +48,8 @@ pub fn diag(svc: &Service) -> Result<DiagReport> {
     for net in o.networks.values().map(|s| &s.record) {
         r.drift.extend(svc.driver(net)?.check_network(dp, net, &links).map_err(kernel)?);
     }
-    for ns in o.namespaces.values().map(|s| &s.record) {
-        if !dp.netns_exists(&ns.netns_path) {
+    for ns in o.namespaces.values().map(|s| &s.record).filter(|n| !n.kind.is_guest()) {
+        if !ns.kind.is_guest() && !dp.netns_exists(&ns.netns_path) {
             r.drift.push(Finding::new(
                 Subject::new(SubjectKind::Namespace, Some(ns.id), ns.display_name()),
                 FindingKind::Missing,

@@ -165,7 +165,8 @@ fn resolve_intents(svc: &Service, report: &mut StartupReport) -> Result<()> {
                 Intent::Attach(ns) => Some(ns),
                 _ => ep.namespace,
             };
-            let path = ns.and_then(|n| o.namespaces.get(&n)).map(|n| n.record.netns_path.as_str());
+            let path =
+                ns.and_then(|n| o.namespaces.get(&n)).map(|n| n.record.netns_path.as_str()).filter(|p| !p.is_empty());
             let _ = svc.detach_kernel(ep, net, path);
         }
         svc.state.write(|ch| match intent {

@@ -13,7 +13,7 @@ use cnet_model::NetworkType;
 
 use super::{endpoint_subject, network_subject};
 use super::{Links, NetworkDriver, Repair};
-use crate::dataplane::{BridgeSpec, Dataplane, DpResult, FwElem, PortFlags, VethSpec};
+use crate::dataplane::{BridgeSpec, Dataplane, DpResult, FwElem, PortFlags, TapSpec, VethSpec};
 use crate::firewall;
 use crate::state::{EndpointRecord, NamespaceRecord, NetworkRecord};
 use cnet_model::findings::{Finding, FindingKind};
@@ -126,7 +126,31 @@ impl NetworkDriver for Bridge {
         }
     }
 
-    /// Deleting the host side removes both ends.
+    fn vm_nics(&self) -> bool {
+        true
+    }
+
+    /// A persistent TAP named like a veth's host side, with vnet headers,
+    /// on the bridge with the same port flags.
+    fn attach_vm(&self, dp: &dyn Dataplane, net: &NetworkRecord, ep: &EndpointRecord) -> DpResult<()> {
+        let spec = TapSpec {
+            name: name(&ep.host_interface_name)?,
+            vnet_hdr: true,
+            multi_queue: false,
+            owner: None,
+            group: None,
+        };
+        let mtu = ep.mtu().unwrap_or(net.mtu());
+        match dp.create_tap(&spec, mtu, &net.bridge, port_flags(net)) {
+            Err(e) if e.kind() == cnet_dataplane::ErrorKind::Exists && dp.releasing() => {
+                dp.settle();
+                dp.create_tap(&spec, mtu, &net.bridge, port_flags(net))
+            }
+            result => result,
+        }
+    }
+
+    /// Deleting the host side removes both ends (and a TAP, with its VMM's hold on it).
     fn detach(
         &self,
         dp: &dyn Dataplane,
@@ -240,6 +264,12 @@ impl NetworkDriver for Bridge {
                 return Ok(Repair::Repaired(format!("bridge port {host} of endpoint {}", ep.display_name())));
             }
             return Ok(Repair::Intact);
+        }
+        if ns.kind.is_guest() {
+            return match self.attach_vm(dp, net, ep) {
+                Ok(()) => Ok(Repair::Repaired(format!("TAP of VM endpoint {}", ep.display_name()))),
+                Err(e) => Ok(Repair::Degraded(e.to_string())),
+            };
         }
         if !dp.netns_exists(&ns.netns_path) {
             return Ok(Repair::Degraded(format!("namespace {} is gone", ns.netns_path)));

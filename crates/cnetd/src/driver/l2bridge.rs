@@ -210,6 +210,19 @@ impl NetworkDriver for L2Bridge {
         Ok(())
     }
 
+    fn vm_nics(&self) -> bool {
+        true
+    }
+
+    fn attach_vm(&self, dp: &dyn Dataplane, net: &NetworkRecord, ep: &EndpointRecord) -> DpResult<()> {
+        Bridge.attach_vm(dp, net, ep)?;
+        if let Err(e) = program(dp, net, ep) {
+            let _ = self.detach(dp, net, ep, None);
+            return Err(e);
+        }
+        Ok(())
+    }
+
     fn reserved(&self, dp: &dyn Dataplane, net: &NetworkRecord) -> DpResult<Vec<IpAddr>> {
         super::uplink_addresses(dp, net)
     }

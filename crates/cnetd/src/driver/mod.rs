@@ -47,6 +47,17 @@ pub trait NetworkDriver: Send + Sync {
     /// The network types this driver builds.
     fn types(&self) -> &'static [NetworkType];
 
+    /// Whether it gives VM endpoints (of `Guest` namespaces) a VM NIC.
+    fn vm_nics(&self) -> bool {
+        false
+    }
+
+    /// Gives a VM endpoint its VM NIC: a TAP on the network's switch for
+    /// a VMM to open by `ep.host_interface_name`. Completes or leaves nothing.
+    fn attach_vm(&self, _dp: &dyn Dataplane, _net: &NetworkRecord, _ep: &EndpointRecord) -> DpResult<()> {
+        unreachable!("attach_vm is called only on drivers with vm_nics()")
+    }
+
     /// Whether its endpoints have a host-side link (a veth's host end);
     /// a macvlan endpoint lives in its namespace only.
     fn has_host_link(&self) -> bool {

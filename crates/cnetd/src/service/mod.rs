@@ -132,7 +132,8 @@ impl Service {
     /// The path of namespace `id`, if it is known.
     pub(crate) fn netns_path(&self, id: Option<Uuid>) -> Option<String> {
         let o = self.state.read();
-        id.and_then(|id| o.namespaces.get(&id)).map(|n| n.record.netns_path.clone())
+        // A Guest namespace (a VM's) has no path.
+        id.and_then(|id| o.namespaces.get(&id)).map(|n| n.record.netns_path.clone()).filter(|p| !p.is_empty())
     }
 
     pub fn driver(&self, net: &NetworkRecord) -> Result<&dyn NetworkDriver> {
@@ -144,14 +145,36 @@ impl Service {
     /// later step fails. Answers the endpoint as attached.
     fn attach_kernel(&self, ep: &EndpointRecord, net: &NetworkRecord, ns: &NamespaceRecord) -> Result<EndpointRecord> {
         let path = &ns.netns_path;
+        let driver = self.driver(net)?;
+        let dp = self.dp.as_ref();
+        if ns.kind.is_guest() {
+            if !driver.vm_nics() {
+                return Err(ServiceError::unsupported(format!(
+                    "network {} ({}) has no VM NICs in this build: attach VM endpoints to NAT, Internal, Private, L2Bridge or L2Tunnel networks",
+                    net.name, net.kind
+                )));
+            }
+            if net.ipam == crate::state::records::IpamType::Dhcp {
+                return Err(ServiceError::unsupported(
+                    "a VM endpoint on a Dhcp network leases its address itself (the guest runs DHCP): not supported yet",
+                ));
+            }
+            driver
+                .attach_vm(dp, net, ep)
+                .map_err(|e| ServiceError::kernel(&format!("attaching VM endpoint {}", ep.display_name()), e))?;
+            if let Err(e) = self.firewall.set(ep.id, firewall::port_mapping_elems(ep)) {
+                let _ = driver.detach(dp, net, ep, None);
+                return Err(ServiceError::kernel("publishing ports", e));
+            }
+            self.forget(&udp_to_host_ports(ep.port_mappings()));
+            return Ok(ep.clone());
+        }
         if !self.dp.netns_exists(path) {
             return Err(ServiceError::new(
                 cnet_model::ErrorCode::NamespaceNotFound,
                 format!("the network namespace of {} ({path}) is gone: create the namespace again", ns.display_name()),
             ));
         }
-        let driver = self.driver(net)?;
-        let dp = self.dp.as_ref();
         driver
             .attach(dp, net, ep, path)
             .map_err(|e| ServiceError::kernel(&format!("attaching endpoint {}", ep.display_name()), e))?;

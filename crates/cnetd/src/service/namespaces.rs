@@ -74,6 +74,17 @@ impl Service {
                 ));
             }
             let rec = match (&ns.name, &ns.netns_path) {
+                (_, Some(_)) if kind.is_guest() => {
+                    return Err(ServiceError::invalid(
+                        "a Guest namespace is a VM's: it has no NetnsPath (its endpoints are TAPs the VMM opens); remove NetnsPath",
+                    ))
+                }
+                (name, None) if kind.is_guest() => {
+                    if let Some(name) = name {
+                        name_taken(o, name)?;
+                    }
+                    NamespaceRecord { id, name: name.clone(), kind, netns_path: String::new(), managed: false }
+                }
                 (Some(name), None) => {
                     name_taken(o, name)?;
                     let path = cnet_dataplane::netns::path_of(name.as_str());

@@ -102,6 +102,11 @@ impl NamespaceType {
             NamespaceType::GuestDefault => "GuestDefault",
         }
     }
+    /// A VM's compartment: its endpoints are VM NICs (TAPs) that a VMM
+    /// opens; there is no network namespace on the host.
+    pub fn is_guest(self) -> bool {
+        matches!(self, NamespaceType::Guest | NamespaceType::GuestDefault)
+    }
     pub fn parse(s: &str) -> Result<Self> {
         Self::ALL.into_iter().find(|t| t.as_str().eq_ignore_ascii_case(s)).ok_or_else(|| {
             ServiceError::invalid(format!(

@@ -1,0 +1,108 @@
+//! VM endpoints with real frames: a Guest namespace's endpoint is a TAP on
+//! the network's bridge, opened by the test guest (`cnet-guest`, smoltcp)
+//! as a VMM would, configured from what the API answers.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use cnet_model::{Endpoint, Namespace};
+use cnet_testkit::bin;
+use common::*;
+use serde_json::json;
+
+struct Guest(Child);
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn guest(w: &World, ep: &Endpoint) -> (Guest, mpsc::Receiver<String>) {
+    let tap = ep.host_interface_name.clone().expect("the TAP's name");
+    let c = &ep.ip_configurations[0];
+    let gw = ep.routes[0].next_hop.expect("a gateway").to_string();
+    let mut child = Command::new("nsenter")
+        .arg(format!("--net={}", w.host_path()))
+        .arg(bin("cnet-guest"))
+        .arg(&tap)
+        .arg(ep.mac_address.unwrap().to_string())
+        .args(["--port", "80", "--static", &format!("{}/{}", c.ip_address, c.prefix_length), "--gateway", &gw])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run cnet-guest");
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (Guest(child), rx)
+}
+
+fn next_event(lines: &mpsc::Receiver<String>, event: &str, secs: u64) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = lines.recv_timeout(left).unwrap_or_else(|_| panic!("no {event} event within {secs} s"));
+        if line.contains(&format!("\"{event}\"")) {
+            return line;
+        }
+    }
+}
+
+/// Retries `f` for a few seconds: a guest's first frames can race its TAP's carrier.
+fn soon(mut f: impl FnMut() -> bool) -> bool {
+    (0..10).any(|_| {
+        f() || {
+            std::thread::sleep(Duration::from_millis(300));
+            false
+        }
+    })
+}
+
+#[test]
+fn a_vm_endpoint_is_a_tap_a_guest_opens_reachable_through_its_port_mapping_and_its_delete_is_clean() {
+    cnet_testkit::require_root!();
+    let mut w = World::new();
+    let net = network(&w, "vms", "NAT", &["10.160.0.0/24"]);
+    let vm: Namespace = w.client().post("/namespaces", &json!({"Name": w.name("vm1"), "Type": "Guest"})).unwrap();
+    assert!(vm.netns_path.as_deref().unwrap_or_default().is_empty(), "a VM has no netns on the host: {vm:?}");
+    let ep: Endpoint = w
+        .client()
+        .post(
+            "/endpoints",
+            &json!({"Name": "vm1", "HostComputeNetwork": net.id, "HostComputeNamespace": vm.id,
+                    "Policies": [port_map(6, 8088, 80)]}),
+        )
+        .unwrap();
+    let (mut g, lines) = guest(&w, &ep);
+    next_event(&lines, "configured", 5);
+    let ip = ep.ip_configurations[0].ip_address.to_string();
+
+    assert!(soon(|| probe::ping(&w.host_path(), &ip)), "the host reaches the guest");
+    let c = container(&w, &net, "peer", json!([]));
+    assert!(soon(|| probe::tcp_seen_as(&c.path(), &format!("{ip}:80")).is_some()), "a veth endpoint reaches the guest");
+    let seen = probe::tcp_seen_as(&w.lan_path(), &format!("{HOST_IP}:8088"));
+    assert_eq!(seen.as_deref(), Some(LAN_IP), "the LAN reaches the guest through its port mapping");
+    assert!(w.drift().is_empty(), "{:?}", w.drift());
+
+    // A restart of cnetd keeps the guest's traffic.
+    w.kill_daemon();
+    w.start_daemon();
+    assert!(probe::ping(&w.host_path(), &ip), "after a restart");
+
+    // Deleted while the guest holds the TAP: the guest gets a clean error, nothing leaks.
+    w.client().delete(&format!("/endpoints/{}", ep.id)).unwrap();
+    next_event(&lines, "device-error", 5);
+    assert_eq!(g.0.wait().unwrap().code(), Some(3));
+    assert!(w.drift().is_empty(), "{:?}", w.drift());
+    assert!(probe::tcp_seen_as(&w.lan_path(), &format!("{HOST_IP}:8088")).is_none(), "the mapping is gone");
+}
