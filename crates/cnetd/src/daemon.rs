@@ -49,6 +49,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let leases = Arc::downgrade(&svc);
     std::thread::Builder::new().name("cnet-dhcp".into()).spawn(move || crate::dhcp::run(leases))?;
 
+    // DHCP for VM endpoints on networks with EnableDhcpServer.
+    let served = Arc::downgrade(&svc);
+    std::thread::Builder::new().name("cnet-dhcpd".into()).spawn(move || crate::dhcp::server::serve(served))?;
+
     // Restores our nftables table within a second of someone flushing it.
     let watch = svc.clone();
     tokio::spawn(async move {

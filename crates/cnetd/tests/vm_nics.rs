@@ -23,16 +23,24 @@ impl Drop for Guest {
     }
 }
 
+/// The guest on `ep`'s TAP, configured from the API's answer.
 fn guest(w: &World, ep: &Endpoint) -> (Guest, mpsc::Receiver<String>) {
-    let tap = ep.host_interface_name.clone().expect("the TAP's name");
     let c = &ep.ip_configurations[0];
     let gw = ep.routes[0].next_hop.expect("a gateway").to_string();
+    let addr = format!("{}/{}", c.ip_address, c.prefix_length);
+    run_guest(w, ep, &ep.mac_address.unwrap().to_string(), &["--static", &addr, "--gateway", &gw])
+}
+
+/// The guest on `ep`'s TAP with `mac` and `extra` arguments (none: DHCP).
+fn run_guest(w: &World, ep: &Endpoint, mac: &str, extra: &[&str]) -> (Guest, mpsc::Receiver<String>) {
+    let tap = ep.host_interface_name.clone().expect("the TAP's name");
     let mut child = Command::new("nsenter")
         .arg(format!("--net={}", w.host_path()))
         .arg(bin("cnet-guest"))
         .arg(&tap)
-        .arg(ep.mac_address.unwrap().to_string())
-        .args(["--port", "80", "--static", &format!("{}/{}", c.ip_address, c.prefix_length), "--gateway", &gw])
+        .arg(mac)
+        .args(["--port", "80"])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -105,4 +113,56 @@ fn a_vm_endpoint_is_a_tap_a_guest_opens_reachable_through_its_port_mapping_and_i
     assert_eq!(g.0.wait().unwrap().code(), Some(3));
     assert!(w.drift().is_empty(), "{:?}", w.drift());
     assert!(probe::tcp_seen_as(&w.lan_path(), &format!("{HOST_IP}:8088")).is_none(), "the mapping is gone");
+}
+
+#[test]
+fn an_unmodified_guest_configures_itself_by_dhcp_from_cnetd_and_a_spoofed_mac_gets_nothing() {
+    cnet_testkit::require_root!();
+    let w = World::new();
+    let net: cnet_model::Network = w
+        .client()
+        .post(
+            "/networks",
+            &json!({"Name": "vmdhcp", "Type": "NAT", "Flags": 2,
+                    "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.161.0.0/24"}]}],
+                    "Dns": {"ServerList": ["10.161.0.1"], "Domain": "vms.test"}}),
+        )
+        .unwrap();
+    let mut eps = Vec::new();
+    for k in 1..=2 {
+        let vm: Namespace =
+            w.client().post("/namespaces", &json!({"Name": w.name(&format!("vm{k}")), "Type": "Guest"})).unwrap();
+        let ep: Endpoint = w
+            .client()
+            .post(
+                "/endpoints",
+                &json!({"Name": format!("vm{k}"), "HostComputeNetwork": net.id, "HostComputeNamespace": vm.id}),
+            )
+            .unwrap();
+        eps.push(ep);
+    }
+    let (_g, lines) = run_guest(&w, &eps[0], &eps[0].mac_address.unwrap().to_string(), &[]);
+    let configured = next_event(&lines, "configured", 15);
+    let ip = eps[0].ip_configurations[0].ip_address.to_string();
+    assert!(configured.contains(&format!("\"address\":\"{ip}/24\"")), "the reserved address: {configured}");
+    assert!(configured.contains("\"router\":\"10.161.0.1\""), "{configured}");
+    assert!(configured.contains("\"dns\":[\"10.161.0.1\"]"), "{configured}");
+    assert!(soon(|| probe::ping(&w.host_path(), &ip)), "the host reaches the guest it configured");
+
+    // A guest on the second VM's TAP that claims another MAC gets no lease.
+    let (_spoof, lines) = run_guest(&w, &eps[1], "0a:58:de:ad:be:ef", &[]);
+    let until = std::time::Instant::now() + Duration::from_secs(4);
+    while let Ok(l) = lines.recv_timeout(until.saturating_duration_since(std::time::Instant::now())) {
+        assert!(!l.contains("\"configured\""), "a spoofed MAC must get nothing: {l}");
+    }
+
+    // Refused where the host has no address to answer from.
+    let err = w
+        .client()
+        .post::<cnet_model::Network>(
+            "/networks",
+            &json!({"Name": "priv", "Type": "Private", "Flags": 2, "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.162.0.0/24"}]}]}),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("EnableDhcpServer"), "{err}");
 }

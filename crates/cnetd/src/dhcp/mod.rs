@@ -16,6 +16,7 @@
 //!   detached or deleted, before the interface goes.
 
 pub mod client;
+pub mod server;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};

@@ -74,6 +74,13 @@ impl Service {
             return Err(ServiceError::unsupported(format!("this host cannot build network {}: {why}", net.name)));
         }
         self.check_uplink(&net)?;
+        let dhcp_server = net.flags & crate::dhcp::server::ENABLE_DHCP_SERVER != 0;
+        if dhcp_server && !matches!(net.r#type, NetworkType::Nat | NetworkType::Internal) {
+            return Err(ServiceError::unsupported(format!(
+                "EnableDhcpServer (flag 2) needs a NAT or Internal network, where the host has the gateway address to answer from; {} is {}",
+                net.name, net.r#type
+            )));
+        }
         let rec = self.state.change(|o, ch| {
             if net.id.is_nil() {
                 net.id = Uuid::new_v4();
