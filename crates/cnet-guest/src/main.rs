@@ -28,6 +28,8 @@ struct Args {
     port: u16,
     static_addr: Option<Ipv4Cidr>,
     gateway: Option<Ipv4Address>,
+    /// Once configured, connect here and report the greeting line.
+    connect: Option<(Ipv4Address, u16)>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -37,13 +39,18 @@ fn parse_args() -> Result<Args, String> {
     let mac_text = it.next().ok_or(usage)?;
     let parts: Vec<u8> = mac_text.split(':').filter_map(|b| u8::from_str_radix(b, 16).ok()).collect();
     let mac: [u8; 6] = parts.try_into().map_err(|_| format!("MAC {mac_text:?} is not aa:bb:cc:dd:ee:ff"))?;
-    let mut a = Args { tap, mac, port: 80, static_addr: None, gateway: None };
+    let mut a = Args { tap, mac, port: 80, static_addr: None, gateway: None, connect: None };
     while let Some(flag) = it.next() {
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--port" => a.port = value.parse().map_err(|_| format!("--port {value:?}"))?,
             "--static" => a.static_addr = Some(value.parse().map_err(|_| format!("--static {value:?}"))?),
             "--gateway" => a.gateway = Some(value.parse().map_err(|_| format!("--gateway {value:?}"))?),
+            "--connect" => {
+                let (ip, port) = value.rsplit_once(':').ok_or_else(|| format!("--connect {value:?}: IP:PORT"))?;
+                let ip = ip.parse().map_err(|_| format!("--connect {value:?}"))?;
+                a.connect = Some((ip, port.parse().map_err(|_| format!("--connect {value:?}"))?));
+            }
             _ => return Err(format!("unknown flag {flag}: {usage}")),
         }
     }
@@ -91,6 +98,13 @@ fn run(a: Args) -> Result<(), String> {
         configure(&mut iface, addr, a.gateway, &[]);
     }
     // A few listening sockets, so that several clients may connect at once.
+    let client = a.connect.map(|_| {
+        let rx = tcp::SocketBuffer::new(vec![0; 4096]);
+        let tx = tcp::SocketBuffer::new(vec![0; 4096]);
+        sockets.add(tcp::Socket::new(rx, tx))
+    });
+    let mut client_state = 0u8; // 0: not yet, 1: connecting, 2: reported
+    let mut configured = a.static_addr.is_some();
     let mut servers = Vec::new();
     for _ in 0..4 {
         let rx = tcp::SocketBuffer::new(vec![0; 16384]);
@@ -102,13 +116,34 @@ fn run(a: Args) -> Result<(), String> {
         iface.poll(now, &mut device, &mut sockets);
         if let Some(h) = dhcp {
             match sockets.get_mut::<dhcpv4::Socket>(h).poll() {
-                Some(dhcpv4::Event::Configured(c)) => configure(&mut iface, c.address, c.router, &c.dns_servers),
+                Some(dhcpv4::Event::Configured(c)) => {
+                    configure(&mut iface, c.address, c.router, &c.dns_servers);
+                    configured = true;
+                }
                 Some(dhcpv4::Event::Deconfigured) => {
                     iface.update_ip_addrs(|addrs| addrs.clear());
                     iface.routes_mut().remove_default_ipv4_route();
                     say("{\"event\":\"deconfigured\"}".into());
                 }
                 None => {}
+            }
+        }
+        if let (Some(h), Some((ip, port)), true) = (client, a.connect, configured) {
+            let s = sockets.get_mut::<tcp::Socket>(h);
+            if client_state == 0 {
+                let local = 49152 + (now.total_millis() % 16000) as u16;
+                match s.connect(iface.context(), (ip, port), local) {
+                    Ok(()) => client_state = 1,
+                    Err(e) => say(format!("{{\"event\":\"connect-error\",\"error\":\"{e}\"}}")),
+                }
+            } else if client_state == 1 && s.can_recv() {
+                let mut buf = [0u8; 256];
+                if let Ok(n) = s.recv_slice(&mut buf) {
+                    let line = String::from_utf8_lossy(&buf[..n]).trim().to_string();
+                    say(format!("{{\"event\":\"connected\",\"greeting\":\"{line}\"}}"));
+                    s.close();
+                    client_state = 2;
+                }
             }
         }
         for (h, conn) in servers.iter_mut() {

@@ -24,11 +24,13 @@ impl Drop for Guest {
 }
 
 /// The guest on `ep`'s TAP, configured from the API's answer.
-fn guest(w: &World, ep: &Endpoint) -> (Guest, mpsc::Receiver<String>) {
+fn guest(w: &World, ep: &Endpoint, extra: &[&str]) -> (Guest, mpsc::Receiver<String>) {
     let c = &ep.ip_configurations[0];
     let gw = ep.routes[0].next_hop.expect("a gateway").to_string();
     let addr = format!("{}/{}", c.ip_address, c.prefix_length);
-    run_guest(w, ep, &ep.mac_address.unwrap().to_string(), &["--static", &addr, "--gateway", &gw])
+    let mut args = vec!["--static", &addr, "--gateway", &gw];
+    args.extend_from_slice(extra);
+    run_guest(w, ep, &ep.mac_address.unwrap().to_string(), &args)
 }
 
 /// The guest on `ep`'s TAP with `mac` and `extra` arguments (none: DHCP).
@@ -91,8 +93,14 @@ fn a_vm_endpoint_is_a_tap_a_guest_opens_reachable_through_its_port_mapping_and_i
                     "Policies": [port_map(6, 8088, 80)]}),
         )
         .unwrap();
-    let (mut g, lines) = guest(&w, &ep);
+    let _lan = probe::tcp_greeter(&w.lan_path(), "0.0.0.0:7171");
+    let (mut g, lines) = guest(&w, &ep, &["--connect", &format!("{LAN_IP}:7171")]);
     next_event(&lines, "configured", 5);
+    let connected = next_event(&lines, "connected", 10);
+    assert!(
+        connected.contains(&format!("\"greeting\":\"{HOST_IP}\"")),
+        "the guest reaches the LAN through NAT: {connected}"
+    );
     let ip = ep.ip_configurations[0].ip_address.to_string();
 
     assert!(soon(|| probe::ping(&w.host_path(), &ip)), "the host reaches the guest");
