@@ -126,6 +126,26 @@ pub fn create_macvlan(spec: &MacvlanSpec) -> Result<()> {
     Ok(())
 }
 
+/// Creates a VM endpoint's macvtap on `parent` with the guest's `mac`, up;
+/// answers the character device the VMM opens (`/dev/tap<index>`). On
+/// failure nothing is left.
+pub fn create_macvtap(name: &IfName, parent: &IfName, mac: Mac, mtu: u32) -> Result<String> {
+    let mut nl = Rtnl::open()?;
+    nl.add_macvtap(name.as_str(), parent.as_str(), mac, mtu)?;
+    let up = nl.set_up(name.as_str(), true).and_then(|_| nl.index(name.as_str()));
+    match up {
+        Ok(Some(index)) => Ok(format!("/dev/tap{index}")),
+        Ok(None) => Err(DataplaneError::Netlink {
+            what: format!("looking up macvtap {name}"),
+            source: std::io::Error::from_raw_os_error(libc::ENODEV),
+        }),
+        Err(e) => {
+            let _ = nl.delete(name.as_str());
+            Err(e)
+        }
+    }
+}
+
 /// Creates a VM endpoint's TAP (persistent, for the VMM to open by name)
 /// with `mtu`, on `bridge` with `port` flags, up. On failure the TAP is
 /// removed again, unless a link of that name already existed.

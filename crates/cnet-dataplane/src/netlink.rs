@@ -29,8 +29,8 @@ use netlink_packet_core::{
 use netlink_packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressMessage, AddressScope};
 use netlink_packet_route::link::{
     AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridge, InfoBridgePort, InfoData, InfoKind, InfoMacVlan,
-    InfoPortData, InfoPortKind, InfoVeth, InfoVlan, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo as NlLinkInfo,
-    LinkMessage, MacVlanMode,
+    InfoMacVtap, InfoPortData, InfoPortKind, InfoVeth, InfoVlan, LinkAttribute, LinkExtentMask, LinkFlags,
+    LinkInfo as NlLinkInfo, LinkMessage, MacVlanMode,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -215,6 +215,25 @@ impl Rtnl {
         m.attributes.push(LinkAttribute::Mtu(mtu));
         m.attributes.push(LinkAttribute::LinkInfo(vec![NlLinkInfo::Kind(InfoKind::Bridge)]));
         self.request(|| format!("creating bridge {name}"), RouteNetlinkMessage::NewLink(m), NLM_F_CREATE | NLM_F_EXCL)
+    }
+
+    /// Creates a bridge-mode macvtap `name` with `mac` on host link `parent`
+    /// (down): a VM NIC on the LAN, opened by the VMM as `/dev/tap<index>`.
+    pub fn add_macvtap(&mut self, name: &str, parent: &str, mac: Mac, mtu: u32) -> Result<()> {
+        let link = self.require_index(parent)?;
+        let mut m = by_name(name);
+        m.attributes.push(LinkAttribute::Link(link));
+        m.attributes.push(LinkAttribute::Address(mac.0.to_vec()));
+        m.attributes.push(LinkAttribute::Mtu(mtu));
+        m.attributes.push(LinkAttribute::LinkInfo(vec![
+            NlLinkInfo::Kind(InfoKind::MacVtap),
+            NlLinkInfo::Data(InfoData::MacVtap(vec![InfoMacVtap::Mode(MacVlanMode::Bridge)])),
+        ]));
+        self.request(
+            || format!("creating macvtap {name} on {parent}"),
+            RouteNetlinkMessage::NewLink(m),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
     }
 
     /// Creates a link only to see whether the kernel can: an 802.1Q link of

@@ -80,6 +80,30 @@ fn configure(iface: &mut Interface, address: Ipv4Cidr, router: Option<Ipv4Addres
     ));
 }
 
+/// A macvtap's character device (`/dev/tapN`), switched to plain frames
+/// (no vnet header, no packet information), as a smoltcp device.
+fn open_device(path: &str) -> io::Result<TunTapInterface> {
+    use std::os::fd::IntoRawFd;
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
+    #[repr(C)]
+    struct IfReq {
+        name: [u8; 16],
+        flags: i16,
+        _pad: [u8; 22],
+    }
+    const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+    let mut req = IfReq { name: [0; 16], flags: 0x0002 | 0x1000, _pad: [0; 22] };
+    // SAFETY: TUNSETIFF on an open macvtap descriptor reads a `struct ifreq`
+    // (40 bytes, laid out as `req`), which outlives the call.
+    if unsafe { libc::ioctl(f.as_raw_fd(), TUNSETIFF, &mut req as *mut IfReq) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // Non-blocking, as smoltcp's own TAP is: it reads until "would block".
+    // SAFETY: fcntl(2) on a descriptor we own.
+    unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETFL, libc::fcntl(f.as_raw_fd(), libc::F_GETFL) | libc::O_NONBLOCK) };
+    TunTapInterface::from_fd(f.into_raw_fd(), Medium::Ethernet, 1500)
+}
+
 /// One TCP connection's state: greeted yet, and a partial line.
 #[derive(Default)]
 struct Conn {
@@ -87,8 +111,11 @@ struct Conn {
 }
 
 fn run(a: Args) -> Result<(), String> {
-    let mut device =
-        TunTapInterface::new(&a.tap, Medium::Ethernet).map_err(|e| format!("opening TAP {}: {e}", a.tap))?;
+    let mut device = if a.tap.starts_with("/dev/") {
+        open_device(&a.tap).map_err(|e| format!("opening {}: {e}", a.tap))?
+    } else {
+        TunTapInterface::new(&a.tap, Medium::Ethernet).map_err(|e| format!("opening TAP {}: {e}", a.tap))?
+    };
     let fd = device.as_raw_fd();
     let config = Config::new(HardwareAddress::Ethernet(EthernetAddress(a.mac)));
     let mut iface = Interface::new(config, &mut device, Instant::now());
@@ -104,6 +131,7 @@ fn run(a: Args) -> Result<(), String> {
         sockets.add(tcp::Socket::new(rx, tx))
     });
     let mut client_state = 0u8; // 0: not yet, 1: connecting, 2: reported
+    let mut greeting = String::new();
     let mut configured = a.static_addr.is_some();
     let mut servers = Vec::new();
     for _ in 0..4 {
@@ -139,8 +167,11 @@ fn run(a: Args) -> Result<(), String> {
             } else if client_state == 1 && s.can_recv() {
                 let mut buf = [0u8; 256];
                 if let Ok(n) = s.recv_slice(&mut buf) {
-                    let line = String::from_utf8_lossy(&buf[..n]).trim().to_string();
-                    say(format!("{{\"event\":\"connected\",\"greeting\":\"{line}\"}}"));
+                    greeting.push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+                // The greeting is a whole line; it may come in pieces.
+                if let Some(line) = greeting.lines().next().filter(|_| greeting.contains('\n')) {
+                    say(format!("{{\"event\":\"connected\",\"greeting\":\"{}\"}}", line.trim()));
                     s.close();
                     client_state = 2;
                 }
@@ -170,10 +201,16 @@ fn run(a: Args) -> Result<(), String> {
         // Send what the sockets queued now, not after the next frame arrives.
         iface.poll(Instant::now(), &mut device, &mut sockets);
         let delay = iface.poll_delay(Instant::now(), &sockets);
+        // At most 200 ms, so that a device that went away is noticed.
+        let most = smoltcp::time::Duration::from_millis(200);
+        let delay = Some(delay.map_or(most, |d| d.min(most)));
         phy_wait(fd, delay).map_err(|e| format!("waiting on TAP {}: {e}", a.tap))?;
-        // A deleted device: the descriptor reports an error, not frames.
-        if device_gone(&mut device) {
-            return Err(format!("TAP {} is gone", a.tap));
+        // A deleted device: a TAP's descriptor reports an error; a
+        // macvtap's does not (the kernel just drops what it is given), but
+        // its device node goes.
+        let node_gone = a.tap.starts_with("/dev/") && !std::path::Path::new(&a.tap).exists();
+        if node_gone || device_gone(&mut device) {
+            return Err(format!("{} is gone", a.tap));
         }
     }
 }

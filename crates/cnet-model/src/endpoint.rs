@@ -181,6 +181,11 @@ pub struct Endpoint {
     /// Read-only.
     #[serde(default)]
     pub state: EndpointState,
+    /// Linux extension, read-only: the device a VMM opens for a VM endpoint
+    /// on a Transparent network (its macvtap, `/dev/tapN`); a TAP endpoint is
+    /// opened by `HostInterfaceName`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_device: Option<String>,
     /// Linux extension: free-form key/value pairs a client stores with the
     /// endpoint (the CNI plugin keeps the container ID and interface here).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

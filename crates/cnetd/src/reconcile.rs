@@ -29,7 +29,7 @@ pub struct StartupReport {
 }
 
 /// Prefixes of the links cnet owns in the host namespace.
-const OWN_PREFIXES: [&str; 3] = ["cnb", "cnv", "cnh"];
+const OWN_PREFIXES: [&str; 4] = ["cnb", "cnv", "cnh", "cnm"];
 
 fn kernel(what: &str) -> impl FnOnce(cnet_dataplane::DataplaneError) -> ServiceError + '_ {
     move |e| ServiceError::kernel(what, e)

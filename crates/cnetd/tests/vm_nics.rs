@@ -33,9 +33,10 @@ fn guest(w: &World, ep: &Endpoint, extra: &[&str]) -> (Guest, mpsc::Receiver<Str
     run_guest(w, ep, &ep.mac_address.unwrap().to_string(), &args)
 }
 
-/// The guest on `ep`'s TAP with `mac` and `extra` arguments (none: DHCP).
+/// The guest on `ep`'s VM NIC (its TAP by name, or its device path) with
+/// `mac` and `extra` arguments (none: DHCP).
 fn run_guest(w: &World, ep: &Endpoint, mac: &str, extra: &[&str]) -> (Guest, mpsc::Receiver<String>) {
-    let tap = ep.host_interface_name.clone().expect("the TAP's name");
+    let tap = ep.vm_device.clone().or_else(|| ep.host_interface_name.clone()).expect("the VM NIC");
     let mut child = Command::new("nsenter")
         .arg(format!("--net={}", w.host_path()))
         .arg(bin("cnet-guest"))
@@ -173,4 +174,37 @@ fn an_unmodified_guest_configures_itself_by_dhcp_from_cnetd_and_a_spoofed_mac_ge
         )
         .unwrap_err();
     assert!(err.to_string().contains("EnableDhcpServer"), "{err}");
+}
+
+#[test]
+fn on_a_transparent_network_a_vm_endpoint_is_a_macvtap_and_the_lan_sees_the_guests_own_mac() {
+    cnet_testkit::require_root!();
+    let w = World::new();
+    let net: cnet_model::Network = w
+        .client()
+        .post(
+            "/networks",
+            &json!({"Name": "lanvm", "Type": "Transparent",
+                    "Policies": [{"Type": "NetAdapterName", "Settings": {"NetworkAdapterName": "uplink0"}}],
+                    "Ipams": [{"Subnets": [{"IpAddressPrefix": "198.18.0.0/24"}]}]}),
+        )
+        .unwrap();
+    let vm: Namespace = w.client().post("/namespaces", &json!({"Name": w.name("vm"), "Type": "Guest"})).unwrap();
+    let ep: Endpoint = w
+        .client()
+        .post("/endpoints", &json!({"Name": "lanvm", "HostComputeNetwork": net.id, "HostComputeNamespace": vm.id}))
+        .unwrap();
+    let device = ep.vm_device.clone().expect("the macvtap's device");
+    assert!(device.starts_with("/dev/tap"), "{device}");
+    let (mut g, lines) = guest(&w, &ep, &[]);
+    next_event(&lines, "configured", 5);
+    let (ip, mac) = (ep.ip_configurations[0].ip_address.to_string(), ep.mac_address.unwrap().to_string());
+    assert!(soon(|| probe::ping(&w.lan_path(), &ip)), "the LAN reaches the guest");
+    assert_eq!(cnet_testkit::lan::lan_neighbour(&w, &ip).as_deref(), Some(mac.as_str()), "by the guest's own MAC");
+    assert!(soon(|| probe::ping(&w.host_path(), &ip)), "the host reaches it through the shim");
+    assert!(w.drift().is_empty(), "{:?}", w.drift());
+    w.client().delete(&format!("/endpoints/{}", ep.id)).unwrap();
+    next_event(&lines, "device-error", 5);
+    assert_eq!(g.0.wait().unwrap().code(), Some(3));
+    assert!(w.drift().is_empty(), "{:?}", w.drift());
 }

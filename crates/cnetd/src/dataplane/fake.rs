@@ -336,6 +336,15 @@ impl Dataplane for FakeDataplane {
             Ok(())
         })
     }
+    fn create_macvtap(&self, name: &str, parent: &str, mac: Mac, mtu: u32) -> DpResult<String> {
+        self.step(format!("create_macvtap {name} {parent}"), |k| {
+            if k.objects.links.contains_key(name) {
+                return Err(errno(format!("creating macvtap {name}"), libc::EEXIST));
+            }
+            ensure_child(k, "macvtap", name, parent, Some(mac), mtu)?;
+            Ok(format!("/dev/tap-fake-{name}"))
+        })
+    }
     fn create_tap(&self, spec: &TapSpec, mtu: u32, bridge: &str, port: PortFlags) -> DpResult<()> {
         self.step(format!("create_tap {} {bridge}", spec.name), |k| {
             if k.objects.links.contains_key(spec.name.as_str()) {

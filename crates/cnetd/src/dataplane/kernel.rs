@@ -119,6 +119,9 @@ impl Dataplane for Kernel {
     fn delete_link(&self, name: &str) -> DpResult<()> {
         link::delete_link(None, name)
     }
+    fn create_macvtap(&self, name: &str, parent: &str, mac: Mac, mtu: u32) -> DpResult<String> {
+        link::create_macvtap(&ifname(name)?, &ifname(parent)?, mac, mtu)
+    }
     fn create_tap(&self, spec: &TapSpec, mtu: u32, bridge: &str, port: PortFlags) -> DpResult<()> {
         link::create_tap(spec, mtu, &ifname(bridge)?, port)
     }

@@ -66,6 +66,9 @@ pub trait Dataplane: Send + Sync {
     fn delete_link(&self, name: &str) -> DpResult<()>;
     /// Creates a veth pair: configured inside the namespace, host side on the bridge.
     fn create_veth(&self, spec: &VethSpec) -> DpResult<()>;
+    /// Creates a VM endpoint's macvtap on `parent` with the guest's MAC, up;
+    /// answers the character device a VMM opens.
+    fn create_macvtap(&self, name: &str, parent: &str, mac: Mac, mtu: u32) -> DpResult<String>;
     /// Creates a VM endpoint's persistent TAP on `bridge`, up, for a VMM to open.
     fn create_tap(&self, spec: &TapSpec, mtu: u32, bridge: &str, port: PortFlags) -> DpResult<()>;
     /// Puts an existing host link (back) on a bridge, up.

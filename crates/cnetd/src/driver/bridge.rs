@@ -132,7 +132,7 @@ impl NetworkDriver for Bridge {
 
     /// A persistent TAP named like a veth's host side, with vnet headers,
     /// on the bridge with the same port flags.
-    fn attach_vm(&self, dp: &dyn Dataplane, net: &NetworkRecord, ep: &EndpointRecord) -> DpResult<()> {
+    fn attach_vm(&self, dp: &dyn Dataplane, net: &NetworkRecord, ep: &EndpointRecord) -> DpResult<Option<String>> {
         let spec = TapSpec {
             name: name(&ep.host_interface_name)?,
             vnet_hdr: true,
@@ -148,6 +148,7 @@ impl NetworkDriver for Bridge {
             }
             result => result,
         }
+        .map(|_| None)
     }
 
     /// Deleting the host side removes both ends (and a TAP, with its VMM's hold on it).
@@ -267,7 +268,7 @@ impl NetworkDriver for Bridge {
         }
         if ns.kind.is_guest() {
             return match self.attach_vm(dp, net, ep) {
-                Ok(()) => Ok(Repair::Repaired(format!("TAP of VM endpoint {}", ep.display_name()))),
+                Ok(_) => Ok(Repair::Repaired(format!("TAP of VM endpoint {}", ep.display_name()))),
                 Err(e) => Ok(Repair::Degraded(e.to_string())),
             };
         }

@@ -214,13 +214,13 @@ impl NetworkDriver for L2Bridge {
         true
     }
 
-    fn attach_vm(&self, dp: &dyn Dataplane, net: &NetworkRecord, ep: &EndpointRecord) -> DpResult<()> {
+    fn attach_vm(&self, dp: &dyn Dataplane, net: &NetworkRecord, ep: &EndpointRecord) -> DpResult<Option<String>> {
         Bridge.attach_vm(dp, net, ep)?;
         if let Err(e) = program(dp, net, ep) {
             let _ = self.detach(dp, net, ep, None);
             return Err(e);
         }
-        Ok(())
+        Ok(None)
     }
 
     fn reserved(&self, dp: &dyn Dataplane, net: &NetworkRecord) -> DpResult<Vec<IpAddr>> {

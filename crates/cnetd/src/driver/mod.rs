@@ -52,9 +52,10 @@ pub trait NetworkDriver: Send + Sync {
         false
     }
 
-    /// Gives a VM endpoint its VM NIC: a TAP on the network's switch for
-    /// a VMM to open by `ep.host_interface_name`. Completes or leaves nothing.
-    fn attach_vm(&self, _dp: &dyn Dataplane, _net: &NetworkRecord, _ep: &EndpointRecord) -> DpResult<()> {
+    /// Gives a VM endpoint its VM NIC: a TAP on the network's switch for a
+    /// VMM to open by `ep.host_interface_name`, or a device the VMM opens
+    /// by path (a macvtap's `/dev/tapN`, answered). Completes or leaves nothing.
+    fn attach_vm(&self, _dp: &dyn Dataplane, _net: &NetworkRecord, _ep: &EndpointRecord) -> DpResult<Option<String>> {
         unreachable!("attach_vm is called only on drivers with vm_nics()")
     }
 

@@ -50,6 +50,11 @@ pub fn shim(net: &NetworkRecord) -> String {
     format!("cnh{}", &net.bridge[3..])
 }
 
+/// A VM endpoint's macvtap on the uplink: `cnm` + 11 hex digits of its ID.
+pub fn vm_link(ep: &EndpointRecord) -> String {
+    format!("cnm{:011x}", cnet_model::names::stable_hash(ep.id.as_bytes()) & 0xfff_ffff_ffff)
+}
+
 /// Whether some endpoint may be untagged (no subnet puts all on a VLAN).
 fn has_untagged(net: &NetworkRecord) -> bool {
     net.subnets.is_empty() || net.subnets.iter().any(|s| s.vlan().is_none())
@@ -108,6 +113,22 @@ impl NetworkDriver for Transparent {
 
     fn has_host_link(&self) -> bool {
         false
+    }
+
+    fn vm_nics(&self) -> bool {
+        true
+    }
+
+    /// A macvtap of the uplink with the guest's MAC (the LAN sees the
+    /// guest's own MAC), reached by the host through the shim like a
+    /// container endpoint.
+    fn attach_vm(&self, dp: &dyn Dataplane, net: &NetworkRecord, ep: &EndpointRecord) -> DpResult<Option<String>> {
+        let device = dp.create_macvtap(&vm_link(ep), net.uplink(), Mac(ep.mac.0), ep.mtu().unwrap_or(net.mtu()))?;
+        if let Err(e) = add_host_routes(dp, net, ep) {
+            let _ = self.detach(dp, net, ep, None);
+            return Err(e);
+        }
+        Ok(Some(device))
     }
 
     fn setup(&self, dp: &dyn Dataplane, net: &NetworkRecord) -> DpResult<()> {
@@ -194,7 +215,8 @@ impl NetworkDriver for Transparent {
     ) -> DpResult<()> {
         let adapter = match netns {
             Some(path) => dp.release_inside(path, ep.interface_name.as_str(), Mac(ep.mac.0)),
-            None => Ok(()),
+            // A VM endpoint's macvtap (or nothing: an endpoint whose namespace is gone).
+            None => dp.release_link(&vm_link(ep)),
         };
         let routes = host_routes(net, ep, None)?;
         super::all_steps(std::iter::once(adapter).chain(routes.iter().map(|r| dp.route_delete(r))))
@@ -208,9 +230,10 @@ impl NetworkDriver for Transparent {
         }
     }
 
-    /// None on the host: the macvlan is inside the namespace.
-    fn endpoint_links(&self, _ep: &EndpointRecord) -> Vec<String> {
-        vec![]
+    /// None on the host for a container endpoint (the macvlan is inside its
+    /// namespace); a VM endpoint's macvtap.
+    fn endpoint_links(&self, ep: &EndpointRecord) -> Vec<String> {
+        vec![vm_link(ep)]
     }
 
     fn check_network(&self, _dp: &dyn Dataplane, net: &NetworkRecord, links: &Links) -> DpResult<Vec<Finding>> {
@@ -225,9 +248,18 @@ impl NetworkDriver for Transparent {
         net: &NetworkRecord,
         ep: &EndpointRecord,
         ns: &NamespaceRecord,
-        _links: &Links,
+        links: &Links,
     ) -> DpResult<Vec<Finding>> {
-        let mut out = check_adapter(dp, ep, ns)?;
+        let mut out = if ns.kind.is_guest() {
+            super::check_link(net, links, "VM NIC", &vm_link(ep))
+                .map(|f| {
+                    Finding::new(endpoint_subject(ep), f.kind, format!("endpoint {}: {}", ep.display_name(), f.message))
+                })
+                .into_iter()
+                .collect()
+        } else {
+            check_adapter(dp, ep, ns)?
+        };
         if let Some(lease) = &ep.lease {
             if crate::dhcp::now_unix() >= lease.expires_at() {
                 out.push(Finding::new(
@@ -278,9 +310,22 @@ impl NetworkDriver for Transparent {
         net: &NetworkRecord,
         ep: &EndpointRecord,
         ns: &NamespaceRecord,
-        _links: &Links,
+        links: &Links,
     ) -> DpResult<Repair> {
         let path = &ns.netns_path;
+        if ns.kind.is_guest() {
+            if links.contains_key(&vm_link(ep)) {
+                add_host_routes(dp, net, ep)?;
+                return Ok(Repair::Intact);
+            }
+            // A new macvtap would be a new device (a new /dev/tapN): the VMM
+            // has to be handed it again.
+            return Ok(Repair::Degraded(format!(
+                "the VM NIC {} of endpoint {} is gone: detach and attach the endpoint again",
+                vm_link(ep),
+                ep.display_name()
+            )));
+        }
         if !dp.netns_exists(path) {
             return Ok(Repair::Degraded(format!("namespace {path} is gone")));
         }

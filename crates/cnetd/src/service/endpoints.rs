@@ -326,6 +326,7 @@ pub(crate) fn attached(mut ep: EndpointRecord, ns: &NamespaceRecord) -> Endpoint
 /// `ep` detached; a leased address goes with the lease.
 pub(crate) fn detached(mut ep: EndpointRecord) -> EndpointRecord {
     ep.namespace = None;
+    ep.vm_device = None;
     ep.state = EndpointState::Created;
     if ep.lease.take().is_some() {
         ep.ip_configurations.clear();

@@ -159,7 +159,12 @@ impl Service {
                     "a VM endpoint on a Dhcp network leases its address itself (the guest runs DHCP): not supported yet",
                 ));
             }
-            driver
+            if net.vlan_of(ep).is_some() {
+                return Err(ServiceError::unsupported(
+                    "VLANs on VM endpoints are not supported yet: remove the VLAN policy",
+                ));
+            }
+            let device = driver
                 .attach_vm(dp, net, ep)
                 .map_err(|e| ServiceError::kernel(&format!("attaching VM endpoint {}", ep.display_name()), e))?;
             if let Err(e) = self.firewall.set(ep.id, firewall::port_mapping_elems(ep)) {
@@ -167,7 +172,7 @@ impl Service {
                 return Err(ServiceError::kernel("publishing ports", e));
             }
             self.forget(&udp_to_host_ports(ep.port_mappings()));
-            return Ok(ep.clone());
+            return Ok(EndpointRecord { vm_device: device, ..ep.clone() });
         }
         if !self.dp.netns_exists(path) {
             return Err(ServiceError::new(

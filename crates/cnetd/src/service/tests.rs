@@ -618,18 +618,28 @@ fn a_vm_endpoint_is_a_tap_on_the_bridge_and_its_lifecycles_roll_back_finish_and_
 }
 
 #[test]
-fn guest_namespaces_take_no_path_and_vm_nics_are_refused_where_none_exist() {
+fn guest_namespaces_take_no_path_and_a_transparent_vm_endpoint_is_a_macvtap() {
     let b = with_network(false);
     let err = b
         .svc()
         .create_namespace(serde_json::from_value(json!({"NetnsPath": "/proc/1/ns/net", "Type": "Guest"})).unwrap())
         .unwrap_err();
     assert!(err.message.contains("no NetnsPath"), "{}", err.message);
+    // On a Transparent network a VM endpoint is a macvtap of the uplink with
+    // the guest's MAC, opened by its device path.
     on("Transparent", || {
         let b = with_guest();
-        let err = b.svc().create_endpoint(ep_req(Some(NS))).unwrap_err();
-        assert!(err.message.contains("no VM NICs"), "{}", err.message);
-        assert!(b.svc().list_endpoints(&Default::default()).unwrap().is_empty());
+        let ep = b.svc().create_endpoint(ep_req(Some(NS))).unwrap();
+        let tap = crate::driver::transparent::vm_link(&ep);
+        let k = b.fake.objects();
+        assert_eq!(k.links[&tap].kind, "macvtap");
+        assert_eq!(k.links[&tap].parent.as_deref(), Some("uplink0"));
+        assert_eq!(k.links[&tap].mac, Some(cnet_dataplane::Mac(ep.mac.0)));
+        assert!(ep.vm_device.is_some(), "the device the VMM opens");
+        assert!(b.drift().is_empty(), "{:?}", b.drift());
+        b.svc().delete_endpoint(EP).unwrap();
+        assert!(!b.fake.objects().links.contains_key(&tap));
+        assert!(b.fake.objects().routes.is_empty(), "its host route is gone");
     });
 }
 

@@ -253,6 +253,9 @@ pub struct EndpointRecord {
     /// The DHCP lease behind its address (endpoints of `Dhcp` networks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<crate::dhcp::Lease>,
+    /// A VM endpoint's device a VMM opens by path (a macvtap's `/dev/tapN`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_device: Option<String>,
 }
 
 impl EndpointRecord {
@@ -275,6 +278,7 @@ impl EndpointRecord {
             state: EndpointState::Created,
             annotations: ep.annotations,
             lease: None,
+            vm_device: None,
         })
     }
 
@@ -295,6 +299,7 @@ impl EndpointRecord {
             host_interface_name: Some(self.host_interface_name.clone()).filter(|h| !h.is_empty()),
             state: self.state,
             annotations: self.annotations.clone(),
+            vm_device: self.vm_device.clone(),
         }
     }
 
