@@ -18,7 +18,7 @@ use cnet_dataplane::cmd::Cmd;
 use serde_json::{json, Value};
 
 use crate::datapath::{Datapath, PathResult};
-use crate::systems::{Attachment, CnetApi, CnetCni, CniMacvlan, System};
+use crate::systems::{Attachment, CnetApi, CnetCni, CnetVm, CniMacvlan, System};
 use crate::{ms, stats, Stats};
 
 pub struct Row {
@@ -102,6 +102,48 @@ impl Physical {
         Ok(Row { name: name.to_string(), setup: stats(up), teardown: stats(down) })
     }
 
+    /// From starting an unmodified guest (`cnet-guest`, smoltcp) on a fresh
+    /// VM endpoint to its DHCP configuration by cnetd; teardown: the delete.
+    fn guest_dhcp(&self) -> Result<Row> {
+        use std::io::BufRead;
+        self.client.post::<Value>(
+            "/networks",
+            &json!({"Name": "p-vmdhcp", "Type": "NAT", "Flags": 2, "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.163.0.0/24"}]}]}),
+        )?;
+        let (mut up, mut down) = (Vec::new(), Vec::new());
+        for rep in 0..self.reps {
+            let ns: Value = self.client.post("/namespaces", &json!({"Name": format!("pvm{rep}"), "Type": "Guest"}))?;
+            let ep: Value = self.client.post(
+                "/endpoints",
+                &json!({"Name": format!("pvm{rep}"), "HostComputeNetwork": "p-vmdhcp", "HostComputeNamespace": ns["ID"]}),
+            )?;
+            let tap = ep["HostInterfaceName"].as_str().unwrap_or_default().to_string();
+            let mac = ep["MacAddress"].as_str().unwrap_or_default().to_string();
+            let started = std::time::Instant::now();
+            let mut guest = Command::new(cnet_testkit::bin("cnet-guest"))
+                .args([tap.as_str(), mac.as_str()])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("run cnet-guest")?;
+            let out = std::io::BufReader::new(guest.stdout.take().context("guest stdout")?);
+            let configured = out.lines().map_while(|l| l.ok()).any(|l| l.contains("\"configured\""));
+            up.push(started.elapsed());
+            let _ = guest.kill();
+            let _ = guest.wait();
+            anyhow::ensure!(configured, "guest {rep} was not configured");
+            let t = std::time::Instant::now();
+            self.client.delete(&format!("/endpoints/pvm{rep}"))?;
+            down.push(t.elapsed());
+            self.client.delete(&format!("/namespaces/pvm{rep}"))?;
+        }
+        Ok(Row {
+            name: "cnet DHCP server: VM guest configured (smoltcp, from process start)".into(),
+            setup: stats(up),
+            teardown: stats(down),
+        })
+    }
+
     pub fn run(&self) -> Result<(Vec<Row>, Vec<PathResult>)> {
         self.second_uplink()?;
         self.networks()?;
@@ -144,6 +186,10 @@ impl Physical {
         rows.push(self.measure(&mut cni_dhcp, "cnet CNI: Transparent, DHCP")?);
         rows.push(self.measure(&mut api("p-vlan"), "cnet API: Transparent, VLAN 10")?);
         rows.push(self.measure(&mut api("p-l2bridge"), "cnet API: L2Bridge")?);
+        let vm = |network: &str| CnetVm { client: self.client.clone(), network: network.into() };
+        rows.push(self.measure(&mut vm("bench"), "cnet API: VM NIC (TAP on a NAT bridge)")?);
+        rows.push(self.measure(&mut vm("p-transparent"), "cnet API: VM NIC (macvtap, Transparent)")?);
+        rows.push(self.guest_dhcp()?);
         let static_ipam = json!({"type": "static", "addresses": [{"address": "{ADDRESS}"}]});
         rows.push(self.measure(&mut macvlan("CNI macvlan + static", static_ipam), "CNI macvlan + static")?);
         let dhcp_ipam = json!({"type": "dhcp", "daemonSocketPath": dhcp_sock});

@@ -310,3 +310,26 @@ impl System for CniMacvlan {
         Ok(timed(|| self.invoke("DEL", a, &conf))?.0)
     }
 }
+
+/// A VM endpoint through cnet's API: a Guest namespace (untimed) and one
+/// create call (the VM NIC made and on its switch), one delete.
+pub struct CnetVm {
+    pub client: cnet_client::Client,
+    pub network: String,
+}
+
+impl System for CnetVm {
+    fn name(&self) -> &'static str {
+        "cnet API (VM NIC)"
+    }
+    fn setup(&mut self, a: &Attachment) -> Result<Duration> {
+        let ns: Value = self.client.post("/namespaces", &json!({"Name": format!("vm-{}", a.id), "Type": "Guest"}))?;
+        let body = json!({"Name": a.id, "HostComputeNetwork": self.network, "HostComputeNamespace": ns["ID"]});
+        Ok(timed(|| Ok(self.client.post::<Value>("/endpoints", &body)?))?.0)
+    }
+    fn teardown(&mut self, a: &Attachment) -> Result<Duration> {
+        let d = timed(|| Ok(self.client.delete(&format!("/endpoints/{}", a.id))?))?.0;
+        self.client.delete(&format!("/namespaces/vm-{}", a.id))?;
+        Ok(d)
+    }
+}
