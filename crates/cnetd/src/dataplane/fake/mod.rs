@@ -11,81 +11,22 @@
 //!   namespace removes the veths inside it and their host sides.
 //! - Deleting a link removes its per-link sysctls.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
 use cnet_dataplane::{Mac, Route};
 
+mod objects;
+
+use objects::info;
+pub use objects::{FakeInside, FakeLink, Objects};
+
 use super::{
     Addr, BridgeSpec, Dataplane, DataplaneError, DpResult, FlowMatch, FwElem, HostRoute, Inside, LinkInfo, MacvlanSpec,
     PortFlags, Rule, TapSpec, VethSpec,
 };
-
-/// A link in cnetd's namespace.
-#[derive(Clone, Debug, PartialEq)]
-pub struct FakeLink {
-    pub kind: &'static str,
-    pub master: Option<String>,
-    pub up: bool,
-    pub mac: Option<Mac>,
-    pub mtu: u32,
-    pub addrs: Vec<Addr>,
-    /// For a veth: the namespace path and name of its other end.
-    pub peer: Option<(String, String)>,
-    /// For a macvlan or VLAN: the link it is on.
-    pub parent: Option<String>,
-    /// A bridge port's flags.
-    pub port: PortFlags,
-}
-
-impl FakeLink {
-    pub fn new(kind: &'static str, mac: Option<Mac>, mtu: u32) -> Self {
-        FakeLink {
-            kind,
-            master: None,
-            up: false,
-            mac,
-            mtu,
-            addrs: vec![],
-            peer: None,
-            parent: None,
-            port: PortFlags::default(),
-        }
-    }
-}
-
-/// An adapter inside a namespace: the inside end of a veth, or a macvlan.
-#[derive(Clone, Debug, PartialEq)]
-pub struct FakeInside {
-    pub kind: &'static str,
-    pub mac: Option<Mac>,
-    pub mtu: u32,
-    pub addrs: Vec<Addr>,
-    pub routes: Vec<Route>,
-    /// A veth's host side.
-    pub host_peer: Option<String>,
-    /// A macvlan's parent link.
-    pub parent: Option<String>,
-    /// The VLAN it is an access port of.
-    pub vlan: Option<u16>,
-}
-
-/// Every kernel object the fake holds.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Objects {
-    pub namespaces: BTreeSet<String>,
-    pub links: BTreeMap<String, FakeLink>,
-    /// By (namespace path, interface name).
-    pub inside: BTreeMap<(String, String), FakeInside>,
-    /// cnet's table: `None` when it is not loaded.
-    pub table: Option<BTreeSet<FwElem>>,
-    pub routes: BTreeSet<HostRoute>,
-    /// Proxy neighbour entries, by (link, address).
-    pub proxies: BTreeSet<(String, IpAddr)>,
-    pub rules: BTreeSet<Rule>,
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Injected {
@@ -238,18 +179,6 @@ fn ensure_child(
         .or_insert_with(|| FakeLink { parent: Some(parent.to_string()), ..FakeLink::new(kind, mac, mtu) });
     l.up = true;
     Ok(())
-}
-
-fn info(name: &str, l: &FakeLink) -> LinkInfo {
-    LinkInfo {
-        name: name.to_string(),
-        index: 0,
-        kind: Some(l.kind.to_string()),
-        master: l.master.clone(),
-        up: l.up,
-        mac: l.mac,
-        mtu: l.mtu,
-    }
 }
 
 impl Dataplane for FakeDataplane {

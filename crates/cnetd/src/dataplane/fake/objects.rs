@@ -1,0 +1,85 @@
+//! The kernel objects the fake holds, as plain data tests can read and tamper with.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use cnet_dataplane::{Mac, Route};
+
+use super::super::{Addr, FwElem, HostRoute, LinkInfo, PortFlags, Rule};
+
+/// A link in cnetd's namespace.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FakeLink {
+    pub kind: &'static str,
+    pub master: Option<String>,
+    pub up: bool,
+    pub mac: Option<Mac>,
+    pub mtu: u32,
+    pub addrs: Vec<Addr>,
+    /// For a veth: the namespace path and name of its other end.
+    pub peer: Option<(String, String)>,
+    /// For a macvlan or VLAN: the link it is on.
+    pub parent: Option<String>,
+    /// A bridge port's flags.
+    pub port: PortFlags,
+}
+
+impl FakeLink {
+    pub fn new(kind: &'static str, mac: Option<Mac>, mtu: u32) -> Self {
+        FakeLink {
+            kind,
+            master: None,
+            up: false,
+            mac,
+            mtu,
+            addrs: vec![],
+            peer: None,
+            parent: None,
+            port: PortFlags::default(),
+        }
+    }
+}
+
+/// An adapter inside a namespace: the inside end of a veth, or a macvlan.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FakeInside {
+    pub kind: &'static str,
+    pub mac: Option<Mac>,
+    pub mtu: u32,
+    pub addrs: Vec<Addr>,
+    pub routes: Vec<Route>,
+    /// A veth's host side.
+    pub host_peer: Option<String>,
+    /// A macvlan's parent link.
+    pub parent: Option<String>,
+    /// The VLAN it is an access port of.
+    pub vlan: Option<u16>,
+}
+
+/// Every kernel object the fake holds.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Objects {
+    pub namespaces: BTreeSet<String>,
+    pub links: BTreeMap<String, FakeLink>,
+    /// By (namespace path, interface name).
+    pub inside: BTreeMap<(String, String), FakeInside>,
+    /// cnet's table: `None` when it is not loaded.
+    pub table: Option<BTreeSet<FwElem>>,
+    pub routes: BTreeSet<HostRoute>,
+    /// Proxy neighbour entries, by (link, address).
+    pub proxies: BTreeSet<(String, IpAddr)>,
+    pub rules: BTreeSet<Rule>,
+}
+
+/// What the kernel would say about `l`.
+pub(super) fn info(name: &str, l: &FakeLink) -> LinkInfo {
+    LinkInfo {
+        name: name.to_string(),
+        index: 0,
+        kind: Some(l.kind.to_string()),
+        master: l.master.clone(),
+        up: l.up,
+        mac: l.mac,
+        mtu: l.mtu,
+    }
+}
