@@ -135,6 +135,61 @@ impl Datapath {
         r
     }
 
+    /// A VM endpoint on the `datapath` network whose guest is a Linux
+    /// kernel: a namespace behind `cnet-guest --relay`, which copies frames
+    /// with vnet headers and TSO as a VMM's user-space backend does. Paths:
+    /// the container in `container` → the guest, and LAN → guest through a
+    /// port mapping.
+    fn vm_guest(&self, client: &cnet_client::Client, container: &str) -> Result<Vec<PathResult>> {
+        use std::io::BufRead;
+        let vm: Value = client.post("/namespaces", &json!({"Name": format!("{}-dpvm", self.tag), "Type": "Guest"}))?;
+        let mapping =
+            json!({"Type": "PortMapping", "Settings": {"Protocol": 6, "ExternalPort": 18090, "InternalPort": PORT}});
+        let ep: Value = client.post(
+            "/endpoints",
+            &json!({"Name": "dpvm", "HostComputeNetwork": "datapath", "HostComputeNamespace": vm["ID"], "Policies": [mapping]}),
+        )?;
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+        let (tap, mac, gw) =
+            (text(&ep["HostInterfaceName"]), text(&ep["MacAddress"]), text(&ep["Routes"][0]["NextHop"]));
+        let (ip, len) = (text(&ep["IpConfigurations"][0]["IpAddress"]), &ep["IpConfigurations"][0]["PrefixLength"]);
+        let kernel = crate::netns_add(&format!("{}-dpg", self.tag))?;
+        let mut relay = Command::new(cnet_testkit::bin("cnet-guest"))
+            .args([tap.as_str(), mac.as_str(), "--relay", kernel.as_str()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("run cnet-guest --relay")?;
+        let first = std::io::BufReader::new(relay.stdout.take().context("relay stdout")?).lines().next();
+        let result = (|| {
+            let first = first.context("the relay said nothing")??;
+            anyhow::ensure!(first.contains("\"relaying\""), "the relay failed: {first}");
+            Cmd::new("ip")
+                .args(["-batch", "-"])
+                .stdin(format!(
+                    "link set lo up\nlink set eth0 address {mac} up\naddress add {ip}/{len} dev eth0\nroute add default via {gw}\n"
+                ))
+                .netns(Some(&kernel))
+                .run()
+                .context("configuring the guest's eth0")?;
+            Ok(vec![
+                self.measure(
+                    "cnet: container → VM guest (TAP + vnet headers, relayed)",
+                    &kernel,
+                    container,
+                    &ip,
+                    PORT,
+                )?,
+                self.measure("cnet: LAN → VM guest (port mapping)", &kernel, &self.lan, cnet_testkit::HOST_IP, 18090)?,
+            ])
+        })();
+        let _ = relay.kill();
+        let _ = relay.wait();
+        client.delete("/endpoints/dpvm")?;
+        client.delete(&format!("/namespaces/{}", vm["ID"].as_str().unwrap_or_default()))?;
+        crate::netns_del(&format!("{}-dpg", self.tag));
+        result
+    }
+
     /// Every path; the incumbents among `systems` are set up with one port mapping each.
     pub fn run(&self, client: &cnet_client::Client, systems: &mut [Box<dyn System + Send>]) -> Result<Vec<PathResult>> {
         let mut out = vec![self.baseline()?];
@@ -173,6 +228,7 @@ impl Datapath {
             cnet_testkit::HOST_IP,
             18080,
         )?);
+        out.extend(self.vm_guest(client, &paths[0])?);
         for k in 1..=2 {
             client.delete(&format!("/endpoints/dp{k}"))?;
         }

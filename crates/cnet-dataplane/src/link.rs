@@ -129,12 +129,29 @@ pub fn create_macvlan(spec: &MacvlanSpec) -> Result<()> {
 /// Creates a VM endpoint's macvtap on `parent` with the guest's `mac`, up;
 /// answers the character device the VMM opens (`/dev/tap<index>`). On
 /// failure nothing is left.
-pub fn create_macvtap(name: &IfName, parent: &IfName, mac: Mac, mtu: u32) -> Result<String> {
+pub fn create_macvtap(
+    name: &IfName,
+    parent: &IfName,
+    mac: Mac,
+    mtu: u32,
+    owner: Option<u32>,
+    group: Option<u32>,
+) -> Result<String> {
     let mut nl = Rtnl::open()?;
     nl.add_macvtap(name.as_str(), parent.as_str(), mac, mtu)?;
     let up = nl.set_up(name.as_str(), true).and_then(|_| nl.index(name.as_str()));
-    match up {
-        Ok(Some(index)) => Ok(format!("/dev/tap{index}")),
+    let device = |index: u32| -> Result<String> {
+        let path = format!("/dev/tap{index}");
+        if owner.is_some() || group.is_some() {
+            std::os::unix::fs::chown(&path, owner, group).map_err(|source| DataplaneError::Netlink {
+                what: format!("giving {path} (macvtap {name}) to its VMM's user and group"),
+                source,
+            })?;
+        }
+        Ok(path)
+    };
+    match up.and_then(|index| index.map(device).transpose()) {
+        Ok(Some(path)) => Ok(path),
         Ok(None) => Err(DataplaneError::Netlink {
             what: format!("looking up macvtap {name}"),
             source: std::io::Error::from_raw_os_error(libc::ENODEV),

@@ -4,7 +4,8 @@
 //! Invariants:
 //! - A TAP is created persistent (`TUNSETPERSIST`), in the calling thread's
 //!   namespace, with `IFF_TAP | IFF_NO_PI` (and `IFF_VNET_HDR`,
-//!   `IFF_MULTI_QUEUE` when asked), owned by the given uid/gid; cnet's own
+//!   `IFF_MULTI_QUEUE` when asked), owned by the given uid/gid (by root
+//!   when neither is given: never a TAP anyone may attach to); cnet's own
 //!   descriptor is closed at once, so the device waits, down to no reader,
 //!   for the VMM. It is deleted like any link (route netlink), which also
 //!   ends a VMM's open descriptor (its reads and writes then fail).
@@ -21,6 +22,12 @@ const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
 const TUNSETOWNER: libc::c_ulong = 0x4004_54cc;
 const TUNSETGROUP: libc::c_ulong = 0x4004_54ce;
+const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
+/// Offloads a reader of vnet headers takes (`TUN_F_*`): checksums left to
+/// the guest, TCP segments of up to 64 KiB over IPv4 and IPv6.
+pub const TUN_F_CSUM: u32 = 0x01;
+pub const TUN_F_TSO4: u32 = 0x02;
+pub const TUN_F_TSO6: u32 = 0x04;
 pub const IFF_TAP: i16 = 0x0002;
 pub const IFF_NO_PI: i16 = 0x1000;
 pub const IFF_VNET_HDR: i16 = 0x4000;
@@ -32,7 +39,9 @@ pub struct TapSpec {
     pub name: IfName,
     pub vnet_hdr: bool,
     pub multi_queue: bool,
-    /// Who may open it (the VMM's user and group); root only when absent.
+    /// Who may open it (the VMM's user and group). With neither, the TAP
+    /// is root's: the kernel would let any user attach to a TAP without an
+    /// owner or group, so `create` makes uid 0 its owner.
     pub owner: Option<u32>,
     pub group: Option<u32>,
 }
@@ -89,13 +98,24 @@ pub fn open(name: &str, flags: i16) -> Result<File> {
     Ok(fd)
 }
 
+/// Tells the kernel which offloads the holder of `fd` (opened with
+/// `IFF_VNET_HDR`) handles, as a VMM does for its guest's virtio-net
+/// features: the kernel then hands it unsegmented TCP and partial checksums.
+pub fn set_offload(fd: &File, offloads: u32) -> Result<()> {
+    ioctl(fd, TUNSETOFFLOAD, offloads as libc::c_ulong, || "setting the TAP's offloads".into())
+}
+
 /// Creates the persistent TAP of `spec` in the calling thread's namespace
 /// (down, on no bridge); fails with `Exists` semantics when a link of that
 /// name is not a TAP we can attach to with these flags.
 pub fn create(spec: &TapSpec) -> Result<()> {
     let name = spec.name.as_str();
     let fd = open(name, spec.flags())?;
-    if let Some(uid) = spec.owner {
+    let owner = match (spec.owner, spec.group) {
+        (None, None) => Some(0),
+        (owner, _) => owner,
+    };
+    if let Some(uid) = owner {
         ioctl(&fd, TUNSETOWNER, uid as libc::c_ulong, || format!("setting the owner of TAP {name}"))?;
     }
     if let Some(gid) = spec.group {

@@ -11,6 +11,11 @@
 //! when the TAP stops working (its endpoint was deleted).
 //!
 //! Usage: `cnet-guest TAP MAC [--port N] [--static ADDR/LEN [--gateway IP]]`
+//!
+//! Or `cnet-guest TAP MAC --relay NETNS`: no smoltcp, the guest is a Linux
+//! kernel (the namespace NETNS), see [`relay`].
+
+mod relay;
 
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
@@ -30,21 +35,25 @@ struct Args {
     gateway: Option<Ipv4Address>,
     /// Once configured, connect here and report the greeting line.
     connect: Option<(Ipv4Address, u16)>,
+    /// Relay the TAP's frames to a TAP in this namespace instead.
+    relay: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
-    let usage = "usage: cnet-guest TAP MAC [--port N] [--static ADDR/LEN [--gateway IP]]";
+    let usage =
+        "usage: cnet-guest TAP MAC [--port N] [--static ADDR/LEN [--gateway IP]] [--connect IP:PORT] | --relay NETNS";
     let tap = it.next().ok_or(usage)?;
     let mac_text = it.next().ok_or(usage)?;
     let parts: Vec<u8> = mac_text.split(':').filter_map(|b| u8::from_str_radix(b, 16).ok()).collect();
     let mac: [u8; 6] = parts.try_into().map_err(|_| format!("MAC {mac_text:?} is not aa:bb:cc:dd:ee:ff"))?;
-    let mut a = Args { tap, mac, port: 80, static_addr: None, gateway: None, connect: None };
+    let mut a = Args { tap, mac, port: 80, static_addr: None, gateway: None, connect: None, relay: None };
     while let Some(flag) = it.next() {
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--port" => a.port = value.parse().map_err(|_| format!("--port {value:?}"))?,
             "--static" => a.static_addr = Some(value.parse().map_err(|_| format!("--static {value:?}"))?),
+            "--relay" => a.relay = Some(value),
             "--gateway" => a.gateway = Some(value.parse().map_err(|_| format!("--gateway {value:?}"))?),
             "--connect" => {
                 let (ip, port) = value.rsplit_once(':').ok_or_else(|| format!("--connect {value:?}: IP:PORT"))?;
@@ -104,6 +113,42 @@ fn open_device(path: &str) -> io::Result<TunTapInterface> {
     TunTapInterface::from_fd(f.into_raw_fd(), Medium::Ethernet, 1500)
 }
 
+/// Asks the kernel for the TAP's link state (`ETHTOOL_GLINK`), which makes
+/// it process the carrier-on of our open now (`linkwatch_sync_dev`) rather
+/// than up to a second later: until then the bridge port is disabled and
+/// drops our first frames (a DHCP DISCOVER the client would repeat only
+/// seconds later). A VMM's guest boots for longer than that; we do not.
+fn sync_link(name: &str) {
+    #[repr(C)]
+    struct IfReq {
+        name: [u8; 16],
+        data: *mut EthtoolValue,
+        _pad: [u8; 16],
+    }
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    const ETHTOOL_GLINK: u32 = 0x0a;
+    let mut value = EthtoolValue { cmd: ETHTOOL_GLINK, data: 0 };
+    let mut req = IfReq { name: [0; 16], data: &mut value, _pad: [0; 16] };
+    for (d, s) in req.name.iter_mut().zip(name.bytes().take(15)) {
+        *d = s;
+    }
+    // SAFETY: a datagram socket we close below; SIOCETHTOOL reads a
+    // `struct ifreq` (40 bytes, laid out as `req`) whose data points at an
+    // `ethtool_value`, both of which outlive the call.
+    unsafe {
+        let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if sock >= 0 {
+            libc::ioctl(sock, SIOCETHTOOL, &mut req as *mut IfReq);
+            libc::close(sock);
+        }
+    }
+}
+
 /// One TCP connection's state: greeted yet, and a partial line.
 #[derive(Default)]
 struct Conn {
@@ -114,7 +159,9 @@ fn run(a: Args) -> Result<(), String> {
     let mut device = if a.tap.starts_with("/dev/") {
         open_device(&a.tap).map_err(|e| format!("opening {}: {e}", a.tap))?
     } else {
-        TunTapInterface::new(&a.tap, Medium::Ethernet).map_err(|e| format!("opening TAP {}: {e}", a.tap))?
+        let tap = TunTapInterface::new(&a.tap, Medium::Ethernet).map_err(|e| format!("opening TAP {}: {e}", a.tap))?;
+        sync_link(&a.tap);
+        tap
     };
     let fd = device.as_raw_fd();
     let config = Config::new(HardwareAddress::Ethernet(EthernetAddress(a.mac)));
@@ -232,7 +279,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(args) {
+    let result = match &args.relay {
+        Some(netns) => relay::run(&args.tap, netns),
+        None => run(args),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             say(format!("{{\"event\":\"device-error\",\"error\":{:?}}}", e));

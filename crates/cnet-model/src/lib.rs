@@ -27,7 +27,7 @@ pub use error::{ApiError, ErrorCode};
 pub use findings::{Finding, FindingKind, Subject, SubjectKind};
 pub use modify::{ModifyRequest, RequestType};
 pub use names::{IfName, ObjectName};
-pub use namespace::{Namespace, NamespaceResource};
+pub use namespace::{Namespace, NamespaceResource, VmNicOptions};
 pub use net::{MacAddr, Protocol};
 pub use network::{Dns, IpSubnet, Ipam, Isolation, Network, NetworkPolicy, NetworkType, Route, Subnet, SubnetPolicy};
 

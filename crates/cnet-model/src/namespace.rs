@@ -37,6 +37,10 @@ pub struct Namespace {
     /// The netns file. In a request: adopt this existing namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns_path: Option<String>,
+    /// Linux extension, `Guest` namespaces only: how cnet makes the VM NICs
+    /// of this VM for its VMM (who may open them, multi-queue).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_nic: Option<VmNicOptions>,
     /// Read-only: the endpoints attached.
     #[serde(default)]
     pub resources: Vec<NamespaceResource>,
@@ -45,6 +49,22 @@ pub struct Namespace {
     pub managed: bool,
     #[serde(default)]
     pub schema_version: SchemaVersion,
+}
+
+/// How the TAPs (and macvtaps) of a `Guest` namespace's endpoints are made.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct VmNicOptions {
+    /// The uid that may open the device (the VMM's user); only root when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<u32>,
+    /// The gid whose members may open the device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<u32>,
+    /// TAPs with `IFF_MULTI_QUEUE`, for a VMM that opens one queue per vCPU
+    /// (QEMU `queues=N`); a VMM must open the device with the same choice.
+    #[serde(default)]
+    pub multi_queue: bool,
 }
 
 fn host_default() -> String {

@@ -189,13 +189,19 @@ fn on_a_transparent_network_a_vm_endpoint_is_a_macvtap_and_the_lan_sees_the_gues
                     "Ipams": [{"Subnets": [{"IpAddressPrefix": "198.18.0.0/24"}]}]}),
         )
         .unwrap();
-    let vm: Namespace = w.client().post("/namespaces", &json!({"Name": w.name("vm"), "Type": "Guest"})).unwrap();
+    let vm: Namespace = w
+        .client()
+        .post("/namespaces", &json!({"Name": w.name("vm"), "Type": "Guest", "VmNic": {"Owner": 65534, "Group": 65534}}))
+        .unwrap();
     let ep: Endpoint = w
         .client()
         .post("/endpoints", &json!({"Name": "lanvm", "HostComputeNetwork": net.id, "HostComputeNamespace": vm.id}))
         .unwrap();
     let device = ep.vm_device.clone().expect("the macvtap's device");
     assert!(device.starts_with("/dev/tap"), "{device}");
+    use std::os::unix::fs::MetadataExt;
+    let node = std::fs::metadata(&device).unwrap();
+    assert_eq!((node.uid(), node.gid()), (65534, 65534), "the device is the VMM user's");
     let (mut g, lines) = guest(&w, &ep, &[]);
     next_event(&lines, "configured", 5);
     let (ip, mac) = (ep.ip_configurations[0].ip_address.to_string(), ep.mac_address.unwrap().to_string());
@@ -206,5 +212,66 @@ fn on_a_transparent_network_a_vm_endpoint_is_a_macvtap_and_the_lan_sees_the_gues
     w.client().delete(&format!("/endpoints/{}", ep.id)).unwrap();
     next_event(&lines, "device-error", 5);
     assert_eq!(g.0.wait().unwrap().code(), Some(3));
+    assert!(w.drift().is_empty(), "{:?}", w.drift());
+}
+
+#[test]
+fn only_the_vmm_user_a_guest_namespace_names_may_open_its_tap() {
+    cnet_testkit::require_root!();
+    let w = World::new();
+    let net = network(&w, "owned", "NAT", &["10.164.0.0/24"]);
+    let endpoint = |name: &str, vm_nic: serde_json::Value| -> Endpoint {
+        let vm: Namespace =
+            w.client().post("/namespaces", &json!({"Name": w.name(name), "Type": "Guest", "VmNic": vm_nic})).unwrap();
+        w.client()
+            .post("/endpoints", &json!({"Name": name, "HostComputeNetwork": net.id, "HostComputeNamespace": vm.id}))
+            .unwrap()
+    };
+    let owned = endpoint("vmown", json!({"Owner": 65534, "Group": 65534}));
+    let other = endpoint("vmother", json!({}));
+    // This machine's /dev/net/tun is root's only (no udev rule): the guest
+    // gets a world-usable node of the same device in a mount namespace of
+    // its own, so that only the TAP's owner check decides.
+    let dir = tempfile::tempdir().unwrap();
+    let node = dir.path().join("tun");
+    assert!(Command::new("mknod").args(["-m", "0666"]).arg(&node).args(["c", "10", "200"]).status().unwrap().success());
+    // And a copy of itself that nobody may run wherever the checkout is.
+    let guest_bin = dir.path().join("cnet-guest");
+    std::fs::copy(bin("cnet-guest"), &guest_bin).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let as_nobody = |ep: &Endpoint| {
+        let tap = ep.host_interface_name.clone().unwrap();
+        let c = &ep.ip_configurations[0];
+        let script = format!(
+            "mount --bind {} /dev/net/tun && exec nsenter --net={} setpriv --reuid 65534 --regid 65534 --clear-groups {} {tap} {} --static {}/{}",
+            node.display(),
+            w.host_path(),
+            guest_bin.display(),
+            ep.mac_address.unwrap(),
+            c.ip_address,
+            c.prefix_length
+        );
+        Command::new("unshare")
+            .args(["-m", "sh", "-c", &script])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut g = Guest(as_nobody(&owned));
+    let line = BufReader::new(g.0.stdout.take().unwrap()).lines().next().unwrap().unwrap();
+    assert!(line.contains("\"configured\""), "the owner opens its TAP: {line}");
+    let mut refused = as_nobody(&other);
+    if !soon(|| refused.try_wait().unwrap().is_some()) {
+        let _ = refused.kill();
+    }
+    let refused = refused.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&refused.stdout);
+    assert!(
+        refused.status.code() == Some(3) && err.contains("device-error") && err.contains("not permitted"),
+        "anyone else is refused: {err}{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
     assert!(w.drift().is_empty(), "{:?}", w.drift());
 }

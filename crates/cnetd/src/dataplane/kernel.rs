@@ -8,6 +8,7 @@
 //! cnetd's namespace tracks no connection at all. [`Dataplane::settle`]
 //! waits for both.
 
+use cnet_model::VmNicOptions;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::net::IpAddr;
@@ -119,8 +120,8 @@ impl Dataplane for Kernel {
     fn delete_link(&self, name: &str) -> DpResult<()> {
         link::delete_link(None, name)
     }
-    fn create_macvtap(&self, name: &str, parent: &str, mac: Mac, mtu: u32) -> DpResult<String> {
-        link::create_macvtap(&ifname(name)?, &ifname(parent)?, mac, mtu)
+    fn create_macvtap(&self, name: &str, parent: &str, mac: Mac, mtu: u32, vm: &VmNicOptions) -> DpResult<String> {
+        link::create_macvtap(&ifname(name)?, &ifname(parent)?, mac, mtu, vm.owner, vm.group)
     }
     fn create_tap(&self, spec: &TapSpec, mtu: u32, bridge: &str, port: PortFlags) -> DpResult<()> {
         link::create_tap(spec, mtu, &ifname(bridge)?, port)

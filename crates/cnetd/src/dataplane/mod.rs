@@ -18,6 +18,7 @@
 pub mod fake;
 mod kernel;
 
+use cnet_model::VmNicOptions;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
@@ -67,8 +68,8 @@ pub trait Dataplane: Send + Sync {
     /// Creates a veth pair: configured inside the namespace, host side on the bridge.
     fn create_veth(&self, spec: &VethSpec) -> DpResult<()>;
     /// Creates a VM endpoint's macvtap on `parent` with the guest's MAC, up;
-    /// answers the character device a VMM opens.
-    fn create_macvtap(&self, name: &str, parent: &str, mac: Mac, mtu: u32) -> DpResult<String>;
+    /// answers the character device a VMM opens (owned by `vm`'s owner and group).
+    fn create_macvtap(&self, name: &str, parent: &str, mac: Mac, mtu: u32, vm: &VmNicOptions) -> DpResult<String>;
     /// Creates a VM endpoint's persistent TAP on `bridge`, up, for a VMM to open.
     fn create_tap(&self, spec: &TapSpec, mtu: u32, bridge: &str, port: PortFlags) -> DpResult<()>;
     /// Puts an existing host link (back) on a bridge, up.

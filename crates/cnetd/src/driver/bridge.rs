@@ -10,6 +10,7 @@
 
 use cnet_dataplane::{Addr, IfName, Mac, Route};
 use cnet_model::NetworkType;
+use cnet_model::VmNicOptions;
 
 use super::{endpoint_subject, network_subject};
 use super::{Links, NetworkDriver, Repair};
@@ -132,13 +133,19 @@ impl NetworkDriver for Bridge {
 
     /// A persistent TAP named like a veth's host side, with vnet headers,
     /// on the bridge with the same port flags.
-    fn attach_vm(&self, dp: &dyn Dataplane, net: &NetworkRecord, ep: &EndpointRecord) -> DpResult<Option<String>> {
+    fn attach_vm(
+        &self,
+        dp: &dyn Dataplane,
+        net: &NetworkRecord,
+        ep: &EndpointRecord,
+        vm: &VmNicOptions,
+    ) -> DpResult<Option<String>> {
         let spec = TapSpec {
             name: name(&ep.host_interface_name)?,
             vnet_hdr: true,
-            multi_queue: false,
-            owner: None,
-            group: None,
+            multi_queue: vm.multi_queue,
+            owner: vm.owner,
+            group: vm.group,
         };
         let mtu = ep.mtu().unwrap_or(net.mtu());
         match dp.create_tap(&spec, mtu, &net.bridge, port_flags(net)) {
@@ -267,7 +274,7 @@ impl NetworkDriver for Bridge {
             return Ok(Repair::Intact);
         }
         if ns.kind.is_guest() {
-            return match self.attach_vm(dp, net, ep) {
+            return match self.attach_vm(dp, net, ep, &ns.vm_nic.clone().unwrap_or_default()) {
                 Ok(_) => Ok(Repair::Repaired(format!("TAP of VM endpoint {}", ep.display_name()))),
                 Err(e) => Ok(Repair::Degraded(e.to_string())),
             };

@@ -30,6 +30,7 @@
 //! - An endpoint's kernel state is its veth (as on a NAT bridge), one host
 //!   route to its address through the bridge, one proxy entry on the uplink.
 
+use cnet_model::VmNicOptions;
 use std::net::IpAddr;
 
 use cnet_dataplane::{Addr, HostRoute, Rule};
@@ -214,8 +215,14 @@ impl NetworkDriver for L2Bridge {
         true
     }
 
-    fn attach_vm(&self, dp: &dyn Dataplane, net: &NetworkRecord, ep: &EndpointRecord) -> DpResult<Option<String>> {
-        Bridge.attach_vm(dp, net, ep)?;
+    fn attach_vm(
+        &self,
+        dp: &dyn Dataplane,
+        net: &NetworkRecord,
+        ep: &EndpointRecord,
+        vm: &VmNicOptions,
+    ) -> DpResult<Option<String>> {
+        Bridge.attach_vm(dp, net, ep, vm)?;
         if let Err(e) = program(dp, net, ep) {
             let _ = self.detach(dp, net, ep, None);
             return Err(e);

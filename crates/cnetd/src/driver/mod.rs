@@ -18,6 +18,7 @@ pub mod bridge;
 pub mod l2bridge;
 pub mod transparent;
 
+use cnet_model::VmNicOptions;
 use std::collections::HashMap;
 use std::net::IpAddr;
 
@@ -55,7 +56,13 @@ pub trait NetworkDriver: Send + Sync {
     /// Gives a VM endpoint its VM NIC: a TAP on the network's switch for a
     /// VMM to open by `ep.host_interface_name`, or a device the VMM opens
     /// by path (a macvtap's `/dev/tapN`, answered). Completes or leaves nothing.
-    fn attach_vm(&self, _dp: &dyn Dataplane, _net: &NetworkRecord, _ep: &EndpointRecord) -> DpResult<Option<String>> {
+    fn attach_vm(
+        &self,
+        _dp: &dyn Dataplane,
+        _net: &NetworkRecord,
+        _ep: &EndpointRecord,
+        _vm: &VmNicOptions,
+    ) -> DpResult<Option<String>> {
         unreachable!("attach_vm is called only on drivers with vm_nics()")
     }
 

@@ -32,6 +32,7 @@
 //!   its VLAN's programs) plus one host route per address through the
 //!   shim (untagged endpoints).
 
+use cnet_model::VmNicOptions;
 use std::net::IpAddr;
 
 use cnet_dataplane::{Addr, HostRoute, IfName, Mac, MacvlanSpec};
@@ -122,8 +123,14 @@ impl NetworkDriver for Transparent {
     /// A macvtap of the uplink with the guest's MAC (the LAN sees the
     /// guest's own MAC), reached by the host through the shim like a
     /// container endpoint.
-    fn attach_vm(&self, dp: &dyn Dataplane, net: &NetworkRecord, ep: &EndpointRecord) -> DpResult<Option<String>> {
-        let device = dp.create_macvtap(&vm_link(ep), net.uplink(), Mac(ep.mac.0), ep.mtu().unwrap_or(net.mtu()))?;
+    fn attach_vm(
+        &self,
+        dp: &dyn Dataplane,
+        net: &NetworkRecord,
+        ep: &EndpointRecord,
+        vm: &VmNicOptions,
+    ) -> DpResult<Option<String>> {
+        let device = dp.create_macvtap(&vm_link(ep), net.uplink(), Mac(ep.mac.0), ep.mtu().unwrap_or(net.mtu()), vm)?;
         if let Err(e) = add_host_routes(dp, net, ep) {
             let _ = self.detach(dp, net, ep, None);
             return Err(e);

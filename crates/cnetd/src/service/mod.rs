@@ -165,7 +165,7 @@ impl Service {
                 ));
             }
             let device = driver
-                .attach_vm(dp, net, ep)
+                .attach_vm(dp, net, ep, &ns.vm_nic.clone().unwrap_or_default())
                 .map_err(|e| ServiceError::kernel(&format!("attaching VM endpoint {}", ep.display_name()), e))?;
             if let Err(e) = self.firewall.set(ep.id, firewall::port_mapping_elems(ep)) {
                 let _ = driver.detach(dp, net, ep, None);

@@ -65,6 +65,11 @@ impl Service {
 
     pub fn create_namespace(&self, ns: Namespace) -> Result<NamespaceView> {
         let kind = NamespaceType::parse(&ns.r#type)?;
+        if ns.vm_nic.is_some() && !kind.is_guest() {
+            return Err(ServiceError::invalid(
+                "VmNic applies to Guest namespaces (a VM's NICs): set \"Type\": \"Guest\" or remove VmNic",
+            ));
+        }
         let rec = self.state.change(|o, ch| {
             let id = if ns.id.is_nil() { Uuid::new_v4() } else { ns.id };
             if o.namespaces.contains_key(&id) {
@@ -83,7 +88,14 @@ impl Service {
                     if let Some(name) = name {
                         name_taken(o, name)?;
                     }
-                    NamespaceRecord { id, name: name.clone(), kind, netns_path: String::new(), managed: false }
+                    NamespaceRecord {
+                        id,
+                        name: name.clone(),
+                        kind,
+                        netns_path: String::new(),
+                        managed: false,
+                        vm_nic: ns.vm_nic.clone(),
+                    }
                 }
                 (Some(name), None) => {
                     name_taken(o, name)?;
@@ -94,7 +106,7 @@ impl Service {
                             format!("{path} already exists and cnet did not create it: adopt it with {{\"NetnsPath\": \"{path}\"}}"),
                         ));
                     }
-                    NamespaceRecord { id, name: Some(name.clone()), kind, netns_path: path, managed: true }
+                    NamespaceRecord { id, name: Some(name.clone()), kind, netns_path: path, managed: true, vm_nic: None }
                 }
                 (_, Some(path)) => {
                     if !self.dp.netns_exists(path) {
@@ -112,7 +124,7 @@ impl Service {
                     if let Some(name) = &ns.name {
                         name_taken(o, name)?;
                     }
-                    NamespaceRecord { id, name: ns.name.clone(), kind, netns_path: path.clone(), managed: false }
+                    NamespaceRecord { id, name: ns.name.clone(), kind, netns_path: path.clone(), managed: false, vm_nic: None }
                 }
                 (None, None) => {
                     return Err(ServiceError::invalid(

@@ -105,6 +105,7 @@ fn from_v1(store: &Store) -> Result<Batch, StoreError> {
             name: ns.name,
             netns_path,
             managed: ns.managed,
+            vm_nic: None,
         };
         batch.put(Kind::Namespace, &key, &Stored { record: rec, intent: old.intent });
     }

@@ -327,6 +327,9 @@ pub struct NamespaceRecord {
     pub netns_path: String,
     /// Whether cnetd created the netns (and deletes it with the object).
     pub managed: bool,
+    /// A Guest namespace's VM NIC options (owner, group, multi-queue).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_nic: Option<cnet_model::VmNicOptions>,
 }
 
 impl NamespaceRecord {
@@ -340,6 +343,7 @@ impl NamespaceRecord {
                 .map(|id| NamespaceResource { r#type: "Endpoint".into(), data: ResourceData { id } })
                 .collect(),
             managed: self.managed,
+            vm_nic: self.vm_nic.clone(),
             schema_version: Default::default(),
         }
     }

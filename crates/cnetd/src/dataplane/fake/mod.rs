@@ -11,6 +11,7 @@
 //!   namespace removes the veths inside it and their host sides.
 //! - Deleting a link removes its per-link sysctls.
 
+use cnet_model::VmNicOptions;
 use std::collections::BTreeMap;
 use std::io;
 use std::net::IpAddr;
@@ -265,8 +266,8 @@ impl Dataplane for FakeDataplane {
             Ok(())
         })
     }
-    fn create_macvtap(&self, name: &str, parent: &str, mac: Mac, mtu: u32) -> DpResult<String> {
-        self.step(format!("create_macvtap {name} {parent}"), |k| {
+    fn create_macvtap(&self, name: &str, parent: &str, mac: Mac, mtu: u32, vm: &VmNicOptions) -> DpResult<String> {
+        self.step(format!("create_macvtap {name} {parent} owner={:?} group={:?}", vm.owner, vm.group), |k| {
             if k.objects.links.contains_key(name) {
                 return Err(errno(format!("creating macvtap {name}"), libc::EEXIST));
             }
@@ -275,7 +276,8 @@ impl Dataplane for FakeDataplane {
         })
     }
     fn create_tap(&self, spec: &TapSpec, mtu: u32, bridge: &str, port: PortFlags) -> DpResult<()> {
-        self.step(format!("create_tap {} {bridge}", spec.name), |k| {
+        let access = format!("flags={:#x} owner={:?} group={:?}", spec.flags(), spec.owner, spec.group);
+        self.step(format!("create_tap {} {bridge} {access}", spec.name), |k| {
             if k.objects.links.contains_key(spec.name.as_str()) {
                 return Err(errno(format!("creating TAP {}", spec.name), libc::EEXIST));
             }

@@ -47,6 +47,36 @@ fn a_vm_endpoint_is_a_tap_on_the_bridge_and_its_lifecycles_roll_back_finish_and_
 }
 
 #[test]
+fn a_guest_namespaces_vm_nic_options_make_its_devices_and_belong_to_guests_only() {
+    let vm =
+        json!({"ID": NS, "Name": "vm1", "Type": "Guest", "VmNic": {"Owner": 1000, "Group": 36, "MultiQueue": true}});
+    let b = with_network(false);
+    b.svc().create_namespace(serde_json::from_value(vm.clone()).unwrap()).unwrap();
+    assert_eq!(b.svc().get_namespace(NS).unwrap().to_wire().vm_nic.unwrap().owner, Some(1000), "stored and answered");
+    let ep = b.svc().create_endpoint(ep_req(Some(NS))).unwrap();
+    let tap = format!("create_tap {} ", ep.host_interface_name);
+    let call = b.fake.calls().into_iter().find(|c| c.starts_with(&tap)).expect("the TAP was created");
+    // IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_MULTI_QUEUE
+    assert!(call.ends_with("flags=0x5102 owner=Some(1000) group=Some(36)"), "{call}");
+    on("Transparent", || {
+        let b = with_network(false);
+        b.svc().create_namespace(serde_json::from_value(vm.clone()).unwrap()).unwrap();
+        b.svc().create_endpoint(ep_req(Some(NS))).unwrap();
+        assert!(b
+            .fake
+            .calls()
+            .iter()
+            .any(|c| c.starts_with("create_macvtap") && c.ends_with("owner=Some(1000) group=Some(36)")));
+    });
+    let b = with_network(false);
+    let err = b
+        .svc()
+        .create_namespace(serde_json::from_value(json!({"Name": "c1", "VmNic": {"Owner": 1000}})).unwrap())
+        .unwrap_err();
+    assert!(err.message.contains("Guest namespaces"), "{}", err.message);
+}
+
+#[test]
 fn guest_namespaces_take_no_path_and_a_transparent_vm_endpoint_is_a_macvtap() {
     let b = with_network(false);
     let err = b
@@ -71,4 +101,3 @@ fn guest_namespaces_take_no_path_and_a_transparent_vm_endpoint_is_a_macvtap() {
         assert!(b.fake.objects().routes.is_empty(), "its host route is gone");
     });
 }
-
