@@ -14,8 +14,8 @@ use std::fs::File;
 
 use crate::netlink::Rtnl;
 use crate::{
-    Addr, BridgeSpec, DataplaneError, ErrorKind, HostRoute, IfName, Inside, LinkInfo, Mac, MacvlanSpec, PortFlags,
-    Result, Route, Rule, VethSpec,
+    Addr, BridgeSpec, DataplaneError, ErrorKind, HostRoute, IfName, Inside, LinkInfo, Mac, MacvlanSpec, MacvtapSpec,
+    PortFlags, Result, Route, Rule, VethSpec,
 };
 
 /// The namespace of the calling thread: the host side of every veth.
@@ -129,17 +129,17 @@ pub fn create_macvlan(spec: &MacvlanSpec) -> Result<()> {
 /// Creates a VM endpoint's macvtap on `parent` with the guest's `mac`, up;
 /// answers the character device the VMM opens (`/dev/tap<index>`). On
 /// failure nothing is left.
-pub fn create_macvtap(
-    name: &IfName,
-    parent: &IfName,
-    mac: Mac,
-    mtu: u32,
-    owner: Option<u32>,
-    group: Option<u32>,
-) -> Result<String> {
+pub fn create_macvtap(spec: &MacvtapSpec) -> Result<String> {
+    let MacvtapSpec { name, owner, group, .. } = spec;
+    let (owner, group) = (*owner, *group);
     let mut nl = Rtnl::open()?;
-    nl.add_macvtap(name.as_str(), parent.as_str(), mac, mtu)?;
-    let up = nl.set_up(name.as_str(), true).and_then(|_| nl.index(name.as_str()));
+    nl.add_macvtap(name.as_str(), spec.parent.as_str(), spec.mac, spec.mtu)?;
+    // Tagged before it is up: no untagged frame of the guest's ever leaves.
+    let vlan = match spec.vlan {
+        Some(vid) => nl.set_vlan(name.as_str(), vid),
+        None => Ok(()),
+    };
+    let up = vlan.and_then(|_| nl.set_up(name.as_str(), true)).and_then(|_| nl.index(name.as_str()));
     let device = |index: u32| -> Result<String> {
         let path = format!("/dev/tap{index}");
         if owner.is_some() || group.is_some() {

@@ -135,6 +135,20 @@ pub struct MacvlanSpec {
     pub routes: Vec<Route>,
 }
 
+/// A VM endpoint's macvtap `name` on the host link `parent` (the uplink),
+/// bridge mode, with the guest's MAC; with `vlan`, an access port of that
+/// VLAN; its character device owned by `owner`/`group` when given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MacvtapSpec {
+    pub name: IfName,
+    pub parent: IfName,
+    pub mac: Mac,
+    pub mtu: u32,
+    pub vlan: Option<u16>,
+    pub owner: Option<u32>,
+    pub group: Option<u32>,
+}
+
 /// A host route: `destination` through `dev` (via a gateway or on-link),
 /// in routing table `table` (254 is the main table).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

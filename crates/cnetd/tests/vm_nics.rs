@@ -275,3 +275,74 @@ fn only_the_vmm_user_a_guest_namespace_names_may_open_its_tap() {
     );
     assert!(w.drift().is_empty(), "{:?}", w.drift());
 }
+
+/// A Transparent network on the test LAN's uplink.
+fn transparent(w: &World, name: &str, ipam: serde_json::Value) -> cnet_model::Network {
+    w.client()
+        .post(
+            "/networks",
+            &json!({"Name": name, "Type": "Transparent",
+                    "Policies": [{"Type": "NetAdapterName", "Settings": {"NetworkAdapterName": "uplink0"}}],
+                    "Ipams": [ipam]}),
+        )
+        .unwrap()
+}
+
+#[test]
+fn a_vm_endpoint_on_a_vlan_is_an_access_port_its_frames_tagged_on_the_trunk() {
+    cnet_testkit::require_root!();
+    let w = World::new();
+    cnet_testkit::lan::lan_vlan_port(&w, "lan0v10", 10, [2, 0, 0, 0, 10, 1], "192.0.2.1/24");
+    let net = transparent(&w, "vmvlan", json!({"Subnets": [{"IpAddressPrefix": "192.0.2.0/24"}]}));
+    let vm: Namespace = w.client().post("/namespaces", &json!({"Name": w.name("vm"), "Type": "Guest"})).unwrap();
+    let ep: Endpoint = w
+        .client()
+        .post(
+            "/endpoints",
+            &json!({"Name": "vmvlan", "HostComputeNetwork": net.id, "HostComputeNamespace": vm.id,
+                    "Policies": [{"Type": "VLAN", "Settings": {"IsolationId": 10}}]}),
+        )
+        .unwrap();
+    let c = &ep.ip_configurations[0];
+    let addr = format!("{}/{}", c.ip_address, c.prefix_length);
+    let (mut g, lines) = run_guest(&w, &ep, &ep.mac_address.unwrap().to_string(), &["--static", &addr]);
+    next_event(&lines, "configured", 5);
+    let cap = cnet_testkit::lan::Capture::start(&w, &w.lan_path(), "lan0", "vlan 10");
+    let ip = c.ip_address.to_string();
+    assert!(soon(|| probe::ping(&w.lan_path(), &ip)), "the LAN's VLAN 10 reaches the guest");
+    let frames = cap.stop();
+    assert!(frames.iter().any(|f| f.contains("vlan 10") && f.contains(&ip)), "tagged on the trunk: {frames:?}");
+    assert!(w.drift().is_empty(), "{:?}", w.drift());
+    w.client().delete(&format!("/endpoints/{}", ep.id)).unwrap();
+    next_event(&lines, "device-error", 5);
+    assert_eq!(g.0.wait().unwrap().code(), Some(3));
+    assert!(w.drift().is_empty(), "{:?}", w.drift());
+}
+
+#[test]
+fn on_a_dhcp_network_an_unmodified_guest_leases_its_address_from_the_lan_itself() {
+    cnet_testkit::require_root!();
+    let w = World::new();
+    let _dhcp = cnet_testkit::lan::DhcpServer::start(&w, "198.18.0.150", "198.18.0.160", 60);
+    let net = transparent(&w, "vmdhcp", json!({"Type": "Dhcp"}));
+    let vm: Namespace = w.client().post("/namespaces", &json!({"Name": w.name("vm"), "Type": "Guest"})).unwrap();
+    let ep: Endpoint = w
+        .client()
+        .post("/endpoints", &json!({"Name": "vmdhcp", "HostComputeNetwork": net.id, "HostComputeNamespace": vm.id}))
+        .unwrap();
+    assert!(ep.ip_configurations.is_empty(), "cnet holds no lease for a VM: {ep:?}");
+    let (mut g, lines) = run_guest(&w, &ep, &ep.mac_address.unwrap().to_string(), &[]);
+    let configured = next_event(&lines, "configured", 15);
+    let ip = configured.split("\"address\":\"").nth(1).and_then(|s| s.split('/').next()).unwrap().to_string();
+    let leased: std::net::Ipv4Addr = ip.parse().unwrap();
+    assert!(
+        (leased.octets()[..3] == [198, 18, 0]) && (150..=160).contains(&leased.octets()[3]),
+        "leased from the LAN's server's range: {configured}"
+    );
+    assert!(soon(|| probe::ping(&w.lan_path(), &ip)), "the LAN reaches the guest at its leased address");
+    assert!(w.drift().is_empty(), "{:?}", w.drift());
+    w.client().delete(&format!("/endpoints/{}", ep.id)).unwrap();
+    next_event(&lines, "device-error", 5);
+    assert_eq!(g.0.wait().unwrap().code(), Some(3));
+    assert!(w.drift().is_empty(), "{:?}", w.drift());
+}

@@ -8,7 +8,6 @@
 //! cnetd's namespace tracks no connection at all. [`Dataplane::settle`]
 //! waits for both.
 
-use cnet_model::VmNicOptions;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::net::IpAddr;
@@ -18,8 +17,8 @@ use cnet_dataplane::reaper::Reaper;
 use cnet_dataplane::{conntrack, link, netns, nft, sysctl, IfName};
 
 use super::{
-    Addr, BridgeSpec, Dataplane, DpResult, FlowMatch, FwElem, HostRoute, Inside, LinkInfo, Mac, MacvlanSpec, PortFlags,
-    Route, Rule, TapSpec, VethSpec,
+    Addr, BridgeSpec, Dataplane, DpResult, FlowMatch, FwElem, HostRoute, Inside, LinkInfo, Mac, MacvlanSpec,
+    MacvtapSpec, PortFlags, Route, Rule, TapSpec, VethSpec,
 };
 
 /// cnet's nftables table (`inet cnet`).
@@ -120,8 +119,8 @@ impl Dataplane for Kernel {
     fn delete_link(&self, name: &str) -> DpResult<()> {
         link::delete_link(None, name)
     }
-    fn create_macvtap(&self, name: &str, parent: &str, mac: Mac, mtu: u32, vm: &VmNicOptions) -> DpResult<String> {
-        link::create_macvtap(&ifname(name)?, &ifname(parent)?, mac, mtu, vm.owner, vm.group)
+    fn create_macvtap(&self, spec: &MacvtapSpec) -> DpResult<String> {
+        link::create_macvtap(spec)
     }
     fn create_tap(&self, spec: &TapSpec, mtu: u32, bridge: &str, port: PortFlags) -> DpResult<()> {
         link::create_tap(spec, mtu, &ifname(bridge)?, port)
@@ -138,11 +137,11 @@ impl Dataplane for Kernel {
     fn ensure_macvlan(&self, name: &str, parent: &str, mac: Mac, mtu: u32) -> DpResult<()> {
         link::ensure_macvlan(&ifname(name)?, &ifname(parent)?, mac, mtu)
     }
-    fn vlan_inside(&self, netns_path: &str, ifname: &str) -> DpResult<Option<u16>> {
-        link::vlan_inside(netns_path, ifname)
+    fn link_vlan(&self, netns_path: Option<&str>, ifname: &str) -> DpResult<Option<u16>> {
+        rtnl_at(netns_path)?.vlan(ifname)
     }
-    fn set_vlan_inside(&self, netns_path: &str, ifname: &str, vid: u16) -> DpResult<()> {
-        cnet_dataplane::netlink::Rtnl::open_in(netns_path)?.set_vlan(ifname, vid)
+    fn set_link_vlan(&self, netns_path: Option<&str>, ifname: &str, vid: u16) -> DpResult<()> {
+        rtnl_at(netns_path)?.set_vlan(ifname, vid)
     }
     fn release_inside(&self, netns_path: &str, ifname: &str, mac: Mac) -> DpResult<()> {
         self.reaper.delete_inside(netns_path, ifname, mac)
@@ -314,5 +313,13 @@ mod tests {
         assert_eq!(got["pm4"], vec!["tcp . 8080 : 10.0.0.2 . 80"]);
         assert_eq!(got["masq4"], vec!["10.0.0.0/24"]);
         assert_eq!(got["bridges"], vec!["\"cnb1\""]);
+    }
+}
+
+/// Route netlink inside the namespace at `netns_path`, or on the host.
+fn rtnl_at(netns_path: Option<&str>) -> DpResult<cnet_dataplane::netlink::Rtnl> {
+    match netns_path {
+        Some(path) => cnet_dataplane::netlink::Rtnl::open_in(path),
+        None => cnet_dataplane::netlink::Rtnl::open(),
     }
 }

@@ -18,14 +18,14 @@
 pub mod fake;
 mod kernel;
 
-use cnet_model::VmNicOptions;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 pub use cnet_dataplane::conntrack::FlowMatch;
 pub use cnet_dataplane::tap::TapSpec;
 pub use cnet_dataplane::{
-    Addr, BridgeSpec, DataplaneError, HostRoute, Inside, LinkInfo, Mac, MacvlanSpec, PortFlags, Route, Rule, VethSpec,
+    Addr, BridgeSpec, DataplaneError, HostRoute, Inside, LinkInfo, Mac, MacvlanSpec, MacvtapSpec, PortFlags, Route,
+    Rule, VethSpec,
 };
 pub use kernel::Kernel;
 
@@ -67,9 +67,9 @@ pub trait Dataplane: Send + Sync {
     fn delete_link(&self, name: &str) -> DpResult<()>;
     /// Creates a veth pair: configured inside the namespace, host side on the bridge.
     fn create_veth(&self, spec: &VethSpec) -> DpResult<()>;
-    /// Creates a VM endpoint's macvtap on `parent` with the guest's MAC, up;
-    /// answers the character device a VMM opens (owned by `vm`'s owner and group).
-    fn create_macvtap(&self, name: &str, parent: &str, mac: Mac, mtu: u32, vm: &VmNicOptions) -> DpResult<String>;
+    /// Creates a VM endpoint's macvtap (tagged when on a VLAN), up; answers
+    /// the character device a VMM opens.
+    fn create_macvtap(&self, spec: &MacvtapSpec) -> DpResult<String>;
     /// Creates a VM endpoint's persistent TAP on `bridge`, up, for a VMM to open.
     fn create_tap(&self, spec: &TapSpec, mtu: u32, bridge: &str, port: PortFlags) -> DpResult<()>;
     /// Puts an existing host link (back) on a bridge, up.
@@ -78,10 +78,12 @@ pub trait Dataplane: Send + Sync {
     fn create_macvlan(&self, spec: &MacvlanSpec) -> DpResult<()>;
     /// Creates the host macvlan `name` (bridge mode) on `parent` if missing; up.
     fn ensure_macvlan(&self, name: &str, parent: &str, mac: Mac, mtu: u32) -> DpResult<()>;
-    /// The VLAN an adapter inside a namespace is an access port of.
-    fn vlan_inside(&self, netns_path: &str, ifname: &str) -> DpResult<Option<u16>>;
-    /// Makes an adapter inside a namespace an access port of VLAN `vid`.
-    fn set_vlan_inside(&self, netns_path: &str, ifname: &str, vid: u16) -> DpResult<()>;
+    /// The VLAN a link is an access port of: inside the namespace at
+    /// `netns_path`, or on the host when `None`.
+    fn link_vlan(&self, netns_path: Option<&str>, ifname: &str) -> DpResult<Option<u16>>;
+    /// Makes a link (inside a namespace, or on the host when `None`) an
+    /// access port of VLAN `vid`.
+    fn set_link_vlan(&self, netns_path: Option<&str>, ifname: &str, vid: u16) -> DpResult<()>;
     /// Cuts a link inside a namespace off at once (down, renamed, so its
     /// name is free) and deletes it in the background; succeeds when it or
     /// the namespace is gone. [`Dataplane::settle`] waits for the deletion.

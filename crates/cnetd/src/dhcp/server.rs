@@ -6,17 +6,18 @@
 //!
 //! Invariants:
 //! - One thread serves every network: a UDP socket per flagged network on
-//!   port 67, bound to its bridge; the set of sockets follows the store
-//!   (a network created or deleted is served or dropped within a poll
-//!   round, 200 ms). Answers go out by broadcast on the bridge (the guest
-//!   has no address yet).
+//!   port 67, bound to its bridge ([`Sockets`]). A network's socket is open
+//!   before its create call returns (so a guest started at once loses no
+//!   DISCOVER: it waits in the socket); the thread also follows the store
+//!   each poll round (200 ms), which drops the sockets of deleted networks.
+//!   Answers go out by broadcast on the bridge (the guest has no address yet).
 //! - What is answered comes from the records alone: the reply is a pure
 //!   function of the request and the endpoint ([`answer`]), unit-tested.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::sync::Weak;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode, OptionCode};
@@ -141,27 +142,49 @@ fn open(bridge: &str) -> std::io::Result<UdpSocket> {
     Ok(s.into())
 }
 
-/// The server thread's loop: runs until the service is gone.
-pub fn serve(svc: Weak<crate::service::Service>) {
-    let mut sockets: HashMap<Uuid, (UdpSocket, String, Ipv4Addr)> = HashMap::new();
-    let mut buf = [0u8; 1500];
-    while let Some(s) = svc.upgrade() {
-        let want = served(&s.state.read());
-        sockets.retain(|id, (_, bridge, _)| want.iter().any(|(w, b, _)| w == id && b == bridge));
+/// A served network's socket, its bridge and the address answers come from.
+struct Served {
+    sock: UdpSocket,
+    bridge: String,
+    server: Ipv4Addr,
+}
+
+/// The server's sockets, one per served network.
+#[derive(Default)]
+pub struct Sockets(Mutex<HashMap<Uuid, Arc<Served>>>);
+
+impl Sockets {
+    /// Opens the sockets of networks now served and closes those of
+    /// networks no longer served.
+    pub fn sync(&self, o: &Objects) {
+        let want = served(o);
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|id, s| want.iter().any(|(w, b, _)| w == id && *b == s.bridge));
         for (id, bridge, server) in want {
-            if sockets.contains_key(&id) {
+            if map.contains_key(&id) {
                 continue;
             }
             match open(&bridge) {
-                Ok(sock) => {
-                    sockets.insert(id, (sock, bridge, server));
-                }
+                Ok(sock) => drop(map.insert(id, Arc::new(Served { sock, bridge, server }))),
                 Err(e) => tracing::warn!("DHCP server on {bridge}: {e}"),
             }
         }
+    }
+
+    fn all(&self) -> Vec<(Uuid, Arc<Served>)> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(id, s)| (*id, s.clone())).collect()
+    }
+}
+
+/// The server thread's loop: runs until the service is gone.
+pub fn serve(svc: Weak<crate::service::Service>) {
+    let mut buf = [0u8; 1500];
+    while let Some(s) = svc.upgrade() {
+        s.dhcp_sockets.sync(&s.state.read());
+        let sockets = s.dhcp_sockets.all();
         let mut fds: Vec<libc::pollfd> = sockets
-            .values()
-            .map(|(sock, _, _)| libc::pollfd { fd: sock.as_raw_fd(), events: libc::POLLIN, revents: 0 })
+            .iter()
+            .map(|(_, served)| libc::pollfd { fd: served.sock.as_raw_fd(), events: libc::POLLIN, revents: 0 })
             .collect();
         drop(s);
         if fds.is_empty() {
@@ -171,7 +194,8 @@ pub fn serve(svc: Weak<crate::service::Service>) {
         // SAFETY: poll(2) on pollfds of sockets we hold open for the call.
         let _ = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 200) };
         let Some(s) = svc.upgrade() else { return };
-        for (net, (sock, bridge, server)) in &sockets {
+        for (net, served) in &sockets {
+            let Served { sock, bridge, server } = served.as_ref();
             while let Ok(n) = sock.recv(&mut buf) {
                 let Ok(req) = Message::decode(&mut Decoder::new(&buf[..n])) else { continue };
                 if req.opcode() != Opcode::BootRequest {

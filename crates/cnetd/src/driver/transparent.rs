@@ -35,7 +35,7 @@
 use cnet_model::VmNicOptions;
 use std::net::IpAddr;
 
-use cnet_dataplane::{Addr, HostRoute, IfName, Mac, MacvlanSpec};
+use cnet_dataplane::{Addr, HostRoute, IfName, Mac, MacvlanSpec, MacvtapSpec};
 use cnet_model::findings::{Finding, FindingKind};
 use cnet_model::NetworkType;
 
@@ -104,7 +104,7 @@ fn spec(net: &NetworkRecord, ep: &EndpointRecord, netns_path: &str) -> DpResult<
 
 /// Whether the adapter carries the programs of VLAN `vid`.
 fn vlan_ok(dp: &dyn Dataplane, path: &str, ifname: &str, vid: u16) -> bool {
-    dp.vlan_inside(path, ifname).ok().flatten() == Some(vid)
+    dp.link_vlan(Some(path), ifname).ok().flatten() == Some(vid)
 }
 
 impl NetworkDriver for Transparent {
@@ -130,7 +130,15 @@ impl NetworkDriver for Transparent {
         ep: &EndpointRecord,
         vm: &VmNicOptions,
     ) -> DpResult<Option<String>> {
-        let device = dp.create_macvtap(&vm_link(ep), net.uplink(), Mac(ep.mac.0), ep.mtu().unwrap_or(net.mtu()), vm)?;
+        let device = dp.create_macvtap(&MacvtapSpec {
+            name: name(&vm_link(ep))?,
+            parent: name(net.uplink())?,
+            mac: Mac(ep.mac.0),
+            mtu: ep.mtu().unwrap_or(net.mtu()),
+            vlan: net.vlan_of(ep),
+            owner: vm.owner,
+            group: vm.group,
+        })?;
         if let Err(e) = add_host_routes(dp, net, ep) {
             let _ = self.detach(dp, net, ep, None);
             return Err(e);
@@ -281,17 +289,19 @@ impl NetworkDriver for Transparent {
             }
         }
         if let Some(vid) = net.vlan_of(ep) {
-            if dp.netns_exists(&ns.netns_path)
-                && dp.vlan_inside(&ns.netns_path, ep.interface_name.as_str())? != Some(vid)
-            {
+            let (at, link) = match ns.kind.is_guest() {
+                true => (None, vm_link(ep)),
+                false => (Some(ns.netns_path.as_str()), ep.interface_name.to_string()),
+            };
+            let there = match at {
+                Some(path) => dp.netns_exists(path),
+                None => links.contains_key(&link),
+            };
+            if there && dp.link_vlan(at, &link)? != Some(vid) {
                 out.push(Finding::new(
                     endpoint_subject(ep),
                     FindingKind::Missing,
-                    format!(
-                        "endpoint {}: the VLAN {vid} programs are missing on {}",
-                        ep.display_name(),
-                        ep.interface_name
-                    ),
+                    format!("endpoint {}: the VLAN {vid} programs are missing on {link}", ep.display_name()),
                 ));
             }
         }
@@ -321,8 +331,14 @@ impl NetworkDriver for Transparent {
     ) -> DpResult<Repair> {
         let path = &ns.netns_path;
         if ns.kind.is_guest() {
-            if links.contains_key(&vm_link(ep)) {
+            let link = vm_link(ep);
+            if links.contains_key(&link) {
                 add_host_routes(dp, net, ep)?;
+                if let Some(vid) = net.vlan_of(ep).filter(|vid| dp.link_vlan(None, &link).ok().flatten() != Some(*vid))
+                {
+                    dp.set_link_vlan(None, &link, vid)?;
+                    return Ok(Repair::Repaired(format!("VLAN {vid} programs of VM endpoint {}", ep.display_name())));
+                }
                 return Ok(Repair::Intact);
             }
             // A new macvtap would be a new device (a new /dev/tapN): the VMM
@@ -357,7 +373,7 @@ impl NetworkDriver for Transparent {
                     return Ok(Repair::Intact);
                 }
                 if let Some(vid) = vlan {
-                    dp.set_vlan_inside(path, ifname, vid)?;
+                    dp.set_link_vlan(Some(path), ifname, vid)?;
                 }
                 dp.configure_inside(path, ifname, &missing, &[])?;
                 add_host_routes(dp, net, ep)?;

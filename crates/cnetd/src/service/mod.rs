@@ -122,11 +122,21 @@ pub struct Service {
     pub caps: Capabilities,
     /// The DHCP renewal schedule (the leases themselves are in the records).
     pub renewals: crate::dhcp::Renewals,
+    /// The DHCP server's sockets (networks with `EnableDhcpServer`).
+    pub dhcp_sockets: crate::dhcp::server::Sockets,
 }
 
 impl Service {
     pub fn new(state: State, dp: Arc<dyn Dataplane>, drivers: Registry, caps: Capabilities) -> Self {
-        Service { state, firewall: Firewall::new(dp.clone()), dp, drivers, caps, renewals: Default::default() }
+        Service {
+            state,
+            firewall: Firewall::new(dp.clone()),
+            dp,
+            drivers,
+            caps,
+            renewals: Default::default(),
+            dhcp_sockets: Default::default(),
+        }
     }
 
     /// The path of namespace `id`, if it is known.
@@ -150,20 +160,12 @@ impl Service {
         if ns.kind.is_guest() {
             if !driver.vm_nics() {
                 return Err(ServiceError::unsupported(format!(
-                    "network {} ({}) has no VM NICs in this build: attach VM endpoints to NAT, Internal, Private, L2Bridge or L2Tunnel networks",
+                    "network {} ({}) has no VM NICs in this build: attach VM endpoints to a NAT, Internal, Private, L2Bridge, L2Tunnel or Transparent network",
                     net.name, net.kind
                 )));
             }
-            if net.ipam == crate::state::records::IpamType::Dhcp {
-                return Err(ServiceError::unsupported(
-                    "a VM endpoint on a Dhcp network leases its address itself (the guest runs DHCP): not supported yet",
-                ));
-            }
-            if net.vlan_of(ep).is_some() {
-                return Err(ServiceError::unsupported(
-                    "VLANs on VM endpoints are not supported yet: remove the VLAN policy",
-                ));
-            }
+            // On a Dhcp network the guest leases its address from the LAN's
+            // server itself, with its own MAC: cnetd holds no lease for it.
             let device = driver
                 .attach_vm(dp, net, ep, &ns.vm_nic.clone().unwrap_or_default())
                 .map_err(|e| ServiceError::kernel(&format!("attaching VM endpoint {}", ep.display_name()), e))?;

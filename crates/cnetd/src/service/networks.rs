@@ -112,6 +112,9 @@ impl Service {
             return Err(ServiceError::kernel(&format!("creating network {}", rec.name), e));
         }
         self.state.write(|ch| ch.put_network(Stored::done(rec.clone())))?;
+        if rec.flags & crate::dhcp::server::ENABLE_DHCP_SERVER != 0 {
+            self.dhcp_sockets.sync(&self.state.read());
+        }
         Ok(rec)
     }
 

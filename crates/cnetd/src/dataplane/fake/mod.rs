@@ -11,7 +11,6 @@
 //!   namespace removes the veths inside it and their host sides.
 //! - Deleting a link removes its per-link sysctls.
 
-use cnet_model::VmNicOptions;
 use std::collections::BTreeMap;
 use std::io;
 use std::net::IpAddr;
@@ -26,7 +25,7 @@ pub use objects::{FakeInside, FakeLink, Objects};
 
 use super::{
     Addr, BridgeSpec, Dataplane, DataplaneError, DpResult, FlowMatch, FwElem, HostRoute, Inside, LinkInfo, MacvlanSpec,
-    PortFlags, Rule, TapSpec, VethSpec,
+    MacvtapSpec, PortFlags, Rule, TapSpec, VethSpec,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -266,12 +265,15 @@ impl Dataplane for FakeDataplane {
             Ok(())
         })
     }
-    fn create_macvtap(&self, name: &str, parent: &str, mac: Mac, mtu: u32, vm: &VmNicOptions) -> DpResult<String> {
-        self.step(format!("create_macvtap {name} {parent} owner={:?} group={:?}", vm.owner, vm.group), |k| {
+    fn create_macvtap(&self, spec: &MacvtapSpec) -> DpResult<String> {
+        let MacvtapSpec { name, parent, mac, mtu, .. } = spec;
+        let (name, parent, mac, mtu) = (name.as_str(), parent.as_str(), *mac, *mtu);
+        self.step(format!("create_macvtap {name} {parent} owner={:?} group={:?}", spec.owner, spec.group), |k| {
             if k.objects.links.contains_key(name) {
                 return Err(errno(format!("creating macvtap {name}"), libc::EEXIST));
             }
             ensure_child(k, "macvtap", name, parent, Some(mac), mtu)?;
+            k.objects.links.get_mut(name).expect("just made").vlan = spec.vlan;
             Ok(format!("/dev/tap-fake-{name}"))
         })
     }
@@ -320,20 +322,25 @@ impl Dataplane for FakeDataplane {
             ensure_child(k, "macvlan", name, parent, Some(mac), mtu)
         })
     }
-    fn set_vlan_inside(&self, netns_path: &str, ifname: &str, vid: u16) -> DpResult<()> {
-        self.step(format!("set_vlan_inside {netns_path} {ifname} {vid}"), |k| {
-            let i = k
-                .objects
-                .inside
-                .get_mut(&(netns_path.to_string(), ifname.to_string()))
-                .ok_or_else(|| errno(format!("looking up link {ifname} in {netns_path}"), libc::ENODEV))?;
-            i.vlan = Some(vid);
+    fn set_link_vlan(&self, netns_path: Option<&str>, ifname: &str, vid: u16) -> DpResult<()> {
+        self.step(format!("set_link_vlan {netns_path:?} {ifname} {vid}"), |k| {
+            let missing = || errno(format!("looking up link {ifname} in {netns_path:?}"), libc::ENODEV);
+            let vlan = match netns_path {
+                Some(path) => {
+                    &mut k.objects.inside.get_mut(&(path.to_string(), ifname.to_string())).ok_or_else(missing)?.vlan
+                }
+                None => &mut k.objects.links.get_mut(ifname).ok_or_else(missing)?.vlan,
+            };
+            *vlan = Some(vid);
             Ok(())
         })
     }
-    fn vlan_inside(&self, netns_path: &str, ifname: &str) -> DpResult<Option<u16>> {
-        self.read(format!("vlan_inside {netns_path} {ifname}"), |k| {
-            Ok(k.objects.inside.get(&(netns_path.to_string(), ifname.to_string())).and_then(|i| i.vlan))
+    fn link_vlan(&self, netns_path: Option<&str>, ifname: &str) -> DpResult<Option<u16>> {
+        self.read(format!("link_vlan {netns_path:?} {ifname}"), |k| {
+            Ok(match netns_path {
+                Some(path) => k.objects.inside.get(&(path.to_string(), ifname.to_string())).and_then(|i| i.vlan),
+                None => k.objects.links.get(ifname).and_then(|l| l.vlan),
+            })
         })
     }
     fn release_inside(&self, netns_path: &str, ifname: &str, mac: Mac) -> DpResult<()> {

@@ -22,6 +22,8 @@ pub struct FakeLink {
     pub parent: Option<String>,
     /// A bridge port's flags.
     pub port: PortFlags,
+    /// A macvtap's VLAN (its tagging programs).
+    pub vlan: Option<u16>,
 }
 
 impl FakeLink {
@@ -36,6 +38,7 @@ impl FakeLink {
             peer: None,
             parent: None,
             port: PortFlags::default(),
+            vlan: None,
         }
     }
 }

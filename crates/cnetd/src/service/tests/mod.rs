@@ -452,15 +452,9 @@ fn a_bridge_with_as_many_ports_as_the_backlog_is_reported() {
     let b = with_network(false);
     let bridge = b.svc().get_network("web").unwrap().bridge;
     let port = |_: usize| crate::dataplane::fake::FakeLink {
-        kind: "veth",
         master: Some(bridge.clone()),
         up: true,
-        mac: None,
-        mtu: 1500,
-        addrs: vec![],
-        peer: None,
-        parent: None,
-        port: Default::default(),
+        ..crate::dataplane::fake::FakeLink::new("veth", None, 1500)
     };
     b.fake.tamper(|k| {
         for i in 0..999 {

@@ -101,3 +101,22 @@ fn guest_namespaces_take_no_path_and_a_transparent_vm_endpoint_is_a_macvtap() {
         assert!(b.fake.objects().routes.is_empty(), "its host route is gone");
     });
 }
+
+#[test]
+fn a_vm_endpoint_on_a_vlan_is_a_tagged_macvtap_whose_lost_programs_are_found_and_restored() {
+    on("Transparent", || {
+        let mut b = with_guest();
+        let mut req = ep_req(Some(NS));
+        req.policies = vec![serde_json::from_value(json!({"Type": "VLAN", "Settings": {"IsolationId": 10}})).unwrap()];
+        let ep = b.svc().create_endpoint(req).unwrap();
+        let tap = crate::driver::transparent::vm_link(&ep);
+        assert_eq!(b.fake.objects().links[&tap].vlan, Some(10), "tagged from its creation");
+        assert!(b.fake.objects().routes.is_empty(), "no host route to a VLAN endpoint (the shim is untagged)");
+        assert!(b.drift().is_empty(), "{:?}", b.drift());
+        b.fake.tamper(|k| k.links.get_mut(&tap).unwrap().vlan = None);
+        assert!(b.drift().iter().any(|d| d.contains("VLAN 10")), "{:?}", b.drift());
+        b.restart();
+        assert!(b.drift().is_empty(), "{:?}", b.drift());
+        assert_eq!(b.fake.objects().links[&tap].vlan, Some(10));
+    });
+}
