@@ -298,6 +298,14 @@ fn elements_of(dump: &serde_json::Value) -> BTreeMap<String, Vec<String>> {
     out
 }
 
+/// Route netlink inside the namespace at `netns_path`, or on the host.
+fn rtnl_at(netns_path: Option<&str>) -> DpResult<cnet_dataplane::netlink::Rtnl> {
+    match netns_path {
+        Some(path) => cnet_dataplane::netlink::Rtnl::open_in(path),
+        None => cnet_dataplane::netlink::Rtnl::open(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,13 +321,5 @@ mod tests {
         assert_eq!(got["pm4"], vec!["tcp . 8080 : 10.0.0.2 . 80"]);
         assert_eq!(got["masq4"], vec!["10.0.0.0/24"]);
         assert_eq!(got["bridges"], vec!["\"cnb1\""]);
-    }
-}
-
-/// Route netlink inside the namespace at `netns_path`, or on the host.
-fn rtnl_at(netns_path: Option<&str>) -> DpResult<cnet_dataplane::netlink::Rtnl> {
-    match netns_path {
-        Some(path) => cnet_dataplane::netlink::Rtnl::open_in(path),
-        None => cnet_dataplane::netlink::Rtnl::open(),
     }
 }
