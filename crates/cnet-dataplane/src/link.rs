@@ -27,6 +27,47 @@ fn own_netns() -> Result<File> {
     File::open(path).map_err(|source| DataplaneError::Netns { path: path.into(), source })
 }
 
+/// Asks for link `name`'s carrier (`ETHTOOL_GLINK`), which makes the kernel
+/// apply a pending carrier change of that link now (`linkwatch_sync_dev`)
+/// instead of up to a second later. Until then a link whose carrier just
+/// came on (a TAP its VMM opened, a bridge that got its first running
+/// port) still has its inactive queue, which drops every frame sent
+/// through it. Answers whether the carrier is on.
+pub fn sync_carrier(name: &str) -> std::io::Result<bool> {
+    #[repr(C)]
+    struct IfReq {
+        name: [u8; libc::IFNAMSIZ],
+        data: *mut EthtoolValue,
+        _pad: [u8; 16],
+    }
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    const ETHTOOL_GLINK: u32 = 0x0a;
+    let mut value = EthtoolValue { cmd: ETHTOOL_GLINK, data: 0 };
+    let mut req = IfReq { name: [0; libc::IFNAMSIZ], data: &mut value, _pad: [0; 16] };
+    for (d, s) in req.name.iter_mut().zip(name.bytes().take(libc::IFNAMSIZ - 1)) {
+        *d = s;
+    }
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: socket(2); the descriptor is owned (and closed) by `sock`.
+    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if sock < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `sock` was just opened and is owned by nothing else.
+    let sock = unsafe { OwnedFd::from_raw_fd(sock) };
+    // SAFETY: SIOCETHTOOL reads a `struct ifreq` (40 bytes, laid out as
+    // `req`) whose data points at an `ethtool_value`; both outlive the call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), SIOCETHTOOL, &mut req as *mut IfReq) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(value.data != 0)
+}
+
 fn rtnl(netns: Option<&str>) -> Result<Rtnl> {
     match netns {
         Some(path) => Rtnl::open_in(path),

@@ -113,42 +113,6 @@ fn open_device(path: &str) -> io::Result<TunTapInterface> {
     TunTapInterface::from_fd(f.into_raw_fd(), Medium::Ethernet, 1500)
 }
 
-/// Asks the kernel for the TAP's link state (`ETHTOOL_GLINK`), which makes
-/// it process the carrier-on of our open now (`linkwatch_sync_dev`) rather
-/// than up to a second later: until then the bridge port is disabled and
-/// drops our first frames (a DHCP DISCOVER the client would repeat only
-/// seconds later). A VMM's guest boots for longer than that; we do not.
-fn sync_link(name: &str) {
-    #[repr(C)]
-    struct IfReq {
-        name: [u8; 16],
-        data: *mut EthtoolValue,
-        _pad: [u8; 16],
-    }
-    #[repr(C)]
-    struct EthtoolValue {
-        cmd: u32,
-        data: u32,
-    }
-    const SIOCETHTOOL: libc::c_ulong = 0x8946;
-    const ETHTOOL_GLINK: u32 = 0x0a;
-    let mut value = EthtoolValue { cmd: ETHTOOL_GLINK, data: 0 };
-    let mut req = IfReq { name: [0; 16], data: &mut value, _pad: [0; 16] };
-    for (d, s) in req.name.iter_mut().zip(name.bytes().take(15)) {
-        *d = s;
-    }
-    // SAFETY: a datagram socket we close below; SIOCETHTOOL reads a
-    // `struct ifreq` (40 bytes, laid out as `req`) whose data points at an
-    // `ethtool_value`, both of which outlive the call.
-    unsafe {
-        let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        if sock >= 0 {
-            libc::ioctl(sock, SIOCETHTOOL, &mut req as *mut IfReq);
-            libc::close(sock);
-        }
-    }
-}
-
 /// One TCP connection's state: greeted yet, and a partial line.
 #[derive(Default)]
 struct Conn {
@@ -160,7 +124,11 @@ fn run(a: Args) -> Result<(), String> {
         open_device(&a.tap).map_err(|e| format!("opening {}: {e}", a.tap))?
     } else {
         let tap = TunTapInterface::new(&a.tap, Medium::Ethernet).map_err(|e| format!("opening TAP {}: {e}", a.tap))?;
-        sync_link(&a.tap);
+        // Our open turned the TAP's carrier on: have the kernel apply that
+        // now (or the bridge port drops our first frames, a DHCP DISCOVER
+        // the client repeats only seconds later). A VMM's guest boots for
+        // longer than the kernel's delay (up to a second); we do not.
+        let _ = cnet_dataplane::link::sync_carrier(&a.tap);
         tap
     };
     let fd = device.as_raw_fd();

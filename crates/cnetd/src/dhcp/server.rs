@@ -203,6 +203,10 @@ pub fn serve(svc: Weak<crate::service::Service>) {
                 }
                 let Some(ep) = vm_endpoint(&s.state.read(), *net, req.chaddr()) else { continue };
                 let Some(reply) = answer(&req, &ep, *server) else { continue };
+                // The bridge got its carrier when the guest's TAP did, just
+                // now perhaps: until the kernel applies that (up to a second
+                // later) the bridge drops what it sends, this answer too.
+                let _ = cnet_dataplane::link::sync_carrier(bridge);
                 match reply.to_vec() {
                     Ok(bytes) => {
                         if let Err(e) = sock.send_to(&bytes, SocketAddrV4::new(Ipv4Addr::BROADCAST, 68)) {
