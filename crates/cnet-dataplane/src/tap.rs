@@ -202,6 +202,19 @@ mod tests {
     }
 
     #[test]
+    fn a_multi_queue_tap_takes_a_queue_per_open_and_refuses_a_single_queue_vmm() {
+        in_private_netns(|| {
+            let mq = TapSpec { multi_queue: true, ..spec("cnt-tapmq") };
+            create(&mq).unwrap();
+            let queues: Vec<File> = (0..4).map(|_| open("cnt-tapmq", mq.flags()).unwrap()).collect();
+            assert_eq!(queues.len(), 4, "one descriptor per queue, as QEMU queues=4 opens them");
+            let err = open("cnt-tapmq", IFF_TAP | IFF_NO_PI | IFF_VNET_HDR).expect_err("a single-queue open");
+            assert!(err.to_string().contains("cnt-tapmq"), "{err}");
+            assert!(Rtnl::open().unwrap().delete("cnt-tapmq").unwrap());
+        });
+    }
+
+    #[test]
     fn flags_carry_vnet_headers_and_queues_when_asked() {
         let mut s = spec("x");
         assert_eq!(s.flags(), IFF_TAP | IFF_NO_PI | IFF_VNET_HDR);

@@ -165,11 +165,24 @@ enum EndpointCmd {
 
 #[derive(Subcommand)]
 enum NamespaceCmd {
-    /// Create a named network namespace, or adopt one with --netns-path.
+    /// Create a named network namespace, or adopt one with --netns-path;
+    /// with --guest, a VM's (its endpoints are TAPs its VMM opens).
     Create {
         name: Option<String>,
         #[arg(long)]
         netns_path: Option<String>,
+        /// A VM: no network namespace; its endpoints are VM NICs.
+        #[arg(long)]
+        guest: bool,
+        /// The uid that may open the VM's TAPs (the VMM's user).
+        #[arg(long, requires = "guest")]
+        vm_owner: Option<u32>,
+        /// The gid that may open the VM's TAPs.
+        #[arg(long, requires = "guest")]
+        vm_group: Option<u32>,
+        /// Multi-queue TAPs (the VMM opens one queue per vCPU).
+        #[arg(long, requires = "guest")]
+        multi_queue: bool,
     },
     List,
     Show {
@@ -247,7 +260,11 @@ fn namespaces_table(nss: &[Namespace]) -> String {
             vec![
                 n.id.to_string(),
                 n.name.as_ref().map(|x| x.to_string()).unwrap_or_default(),
-                n.netns_path.clone().unwrap_or_default(),
+                match n.netns_path.as_deref() {
+                    Some(p) if !p.is_empty() => p.to_string(),
+                    _ if n.r#type == "Guest" => "(a VM: no netns)".into(),
+                    _ => String::new(),
+                },
                 n.resources.len().to_string(),
             ]
         })
@@ -463,13 +480,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         },
         Cmd::Namespace(cmd) => match cmd {
-            NamespaceCmd::Create { name, netns_path } => {
+            NamespaceCmd::Create { name, netns_path, guest, vm_owner, vm_group, multi_queue } => {
                 let mut body = json!({});
                 if let Some(n) = name {
                     body["Name"] = json!(n);
                 }
                 if let Some(p) = netns_path {
                     body["NetnsPath"] = json!(p);
+                }
+                if guest {
+                    body["Type"] = json!("Guest");
+                    if vm_owner.is_some() || vm_group.is_some() || multi_queue {
+                        body["VmNic"] = json!({"Owner": vm_owner, "Group": vm_group, "MultiQueue": multi_queue});
+                    }
                 }
                 let ns: Namespace = c.post("/namespaces", &body)?;
                 show(out, &ns, |n| namespaces_table(std::slice::from_ref(n)));

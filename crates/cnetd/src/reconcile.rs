@@ -28,8 +28,9 @@ pub struct StartupReport {
     pub degraded: Vec<String>,
 }
 
-/// Prefixes of the links cnet owns in the host namespace.
-const OWN_PREFIXES: [&str; 4] = ["cnb", "cnv", "cnh", "cnm"];
+/// Prefixes of the links cnet owns in the host namespace: bridges, host sides and TAPs,
+/// Transparent shims, VM macvtaps.
+pub(crate) const OWN_PREFIXES: [&str; 4] = ["cnb", "cnv", "cnh", "cnm"];
 
 fn kernel(what: &str) -> impl FnOnce(cnet_dataplane::DataplaneError) -> ServiceError + '_ {
     move |e| ServiceError::kernel(what, e)

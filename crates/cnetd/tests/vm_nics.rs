@@ -274,6 +274,13 @@ fn only_the_vmm_user_a_guest_namespace_names_may_open_its_tap() {
         String::from_utf8_lossy(&refused.stderr)
     );
     assert!(w.drift().is_empty(), "{:?}", w.drift());
+
+    // The CLI makes the same namespace.
+    let name = w.name("vmcli");
+    let out = w.cnet(&["-o", "json", "namespace", "create", &name, "--guest", "--vm-owner", "65534", "--multi-queue"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ns: Namespace = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((ns.r#type.as_str(), ns.vm_nic.map(|v| (v.owner, v.multi_queue))), ("Guest", Some((Some(65534), true))));
 }
 
 /// A Transparent network on the test LAN's uplink.

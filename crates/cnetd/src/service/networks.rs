@@ -36,7 +36,7 @@ impl Service {
                 "uplink {up} (NetAdapterName) does not exist on this host: name an existing interface (ip link lists them)"
             )));
         };
-        let ours = ["cnb", "cnv", "cnh", "cnm"].iter().any(|p| up.starts_with(p)) && up.len() >= 13;
+        let ours = crate::reconcile::OWN_PREFIXES.iter().any(|p| up.starts_with(p)) && up.len() >= 13;
         if ours || link.master.is_some() {
             return Err(ServiceError::invalid(format!(
                 "uplink {up} (NetAdapterName) is {}: name the host's LAN interface",
