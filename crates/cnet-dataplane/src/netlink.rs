@@ -40,6 +40,7 @@ use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
 use crate::{Addr, DataplaneError, ErrorKind, LinkInfo, Mac, PortFlags, Result, Route};
 
+pub mod overlay;
 mod routing;
 pub mod vlan;
 
