@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub mod blocks;
+pub mod view;
 
 /// The prefix of every key cnet writes.
 pub const PREFIX: &str = "/cnet/v1/";

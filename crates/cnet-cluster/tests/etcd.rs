@@ -174,3 +174,56 @@ async fn futures_join<T: 'static>(futs: Vec<impl std::future::Future<Output = T>
     }
     out
 }
+
+#[test]
+fn a_view_follows_joins_claims_and_departures_and_reads_again_after_a_compaction() {
+    with_etcd(|ep| async move {
+        let net = Uuid::new_v4();
+        let subnet: IpNet = "10.201.0.0/24".parse().unwrap();
+        let mut a = connect(&ep, host(1)).await;
+        a.join(10, None).await.unwrap();
+        let me = a.host().id;
+        let mut view = a.snapshot().await.unwrap();
+        assert_eq!(view.hosts.len(), 1);
+        let within = Duration::from_secs(5);
+
+        let mut b = connect(&ep, host(2)).await;
+        b.join(10, None).await.unwrap();
+        let block = b.claim(net, subnet, 26).await.unwrap();
+        tokio::time::timeout(within, a.follow(&mut view, |v| v.remote_hosts(net, me).is_empty()))
+            .await
+            .expect("B's block seen within 5 s")
+            .unwrap();
+        let remote = view.remote_hosts(net, me);
+        assert_eq!((remote.len(), &remote[0].host, &remote[0].blocks), (1, b.host(), &vec![block]));
+
+        b.leave().await.unwrap();
+        tokio::time::timeout(within, a.follow(&mut view, |v| !v.remote_hosts(net, me).is_empty()))
+            .await
+            .expect("B's departure seen within 5 s")
+            .unwrap();
+        assert_eq!(view.departed(net), vec![b.host().id], "out of the data plane, its block reclaimable");
+
+        // A view that missed events whose revisions were compacted away
+        // reads everything again and ends up as etcd is.
+        let stale = view.clone();
+        assert_eq!(a.reclaim(net, b.host().id).await.unwrap(), vec![block]);
+        let mut c = connect(&ep, host(3)).await;
+        c.join(10, None).await.unwrap();
+        c.claim(net, subnet, 26).await.unwrap();
+        let now = a.snapshot().await.unwrap();
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &ep[0], "compact", &now.revision.to_string()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let mut view = stale;
+        let c_id = c.host().id;
+        tokio::time::timeout(within, a.follow(&mut view, |v| !v.hosts.contains_key(&c_id)))
+            .await
+            .expect("converged within 5 s")
+            .unwrap();
+        assert_eq!((&view.hosts, &view.blocks), (&now.hosts, &now.blocks));
+    });
+}
