@@ -25,10 +25,12 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp};
+use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+pub use etcd_client::ConnectOptions;
 
 pub mod blocks;
 pub mod view;

@@ -12,6 +12,7 @@
 //!   fit, subnets are canonical, addresses lie inside their subnet.
 
 pub mod alloc;
+pub mod cluster;
 pub mod endpoint;
 pub mod error;
 pub mod findings;

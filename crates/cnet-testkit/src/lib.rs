@@ -9,6 +9,7 @@
 //!
 //! [`probe`] sends real TCP, UDP and ICMP and reports what arrived.
 
+pub mod cluster;
 pub mod lan;
 pub mod probe;
 

@@ -44,6 +44,8 @@ enum Cmd {
     Namespace(NamespaceCmd),
     /// Compare the store with the kernel; exits 1 when they differ.
     Diag,
+    /// This host's cluster (cnetd --etcd): health, hosts, leases, blocks.
+    Cluster,
     /// cnetd's API version and capabilities.
     Version,
 }
@@ -253,6 +255,37 @@ fn endpoints_table(eps: &[Endpoint]) -> String {
     table::render(&["ID", "NAME", "ADDRESSES", "MAC", "STATE", "PORTS"], &rows)
 }
 
+fn cluster_text(st: &cnet_model::cluster::ClusterStatus) -> String {
+    if !st.enabled {
+        return "single host (cnetd runs without --etcd)\n".into();
+    }
+    let me = st.host.as_ref().map(|h| h.id);
+    let mut out = format!("health: {}", st.health);
+    if !st.reason.is_empty() {
+        out.push_str(&format!(" ({})", st.reason));
+    }
+    if let (Some(lease), Some(ttl)) = (st.lease, st.lease_ttl) {
+        out.push_str(&format!("\nlease: {lease:x} ({ttl} s)"));
+    }
+    out.push_str(&format!("\netcd revision: {}\n\n", st.revision));
+    let rows: Vec<Vec<String>> = st
+        .hosts
+        .iter()
+        .map(|h| {
+            let blocks: Vec<&str> = st.blocks.iter().filter(|b| b.host == h.id).map(|b| b.block.as_str()).collect();
+            vec![
+                h.id.to_string(),
+                format!("{}{}", h.hostname, if Some(h.id) == me { " (this host)" } else { "" }),
+                h.provider_address.clone(),
+                h.vtep_mac.clone(),
+                blocks.join(","),
+            ]
+        })
+        .collect();
+    out.push_str(&table::render(&["HOST", "NAME", "PROVIDER ADDRESS", "VTEP MAC", "BLOCKS"], &rows));
+    out
+}
+
 fn namespaces_table(nss: &[Namespace]) -> String {
     let rows: Vec<Vec<String>> = nss
         .iter()
@@ -310,6 +343,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let v: Value = c.get("/globals/version")?;
             let caps: Value = c.get("/capabilities")?;
             print_json(&json!({"Version": v, "Capabilities": caps}));
+        }
+        Cmd::Cluster => {
+            let st: cnet_model::cluster::ClusterStatus = c.get("/cluster")?;
+            show(out, &st, cluster_text);
         }
         Cmd::Diag => {
             let r: Value = c.get("/diag")?;

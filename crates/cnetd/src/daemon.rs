@@ -16,6 +16,8 @@ use crate::state::State;
 pub struct Config {
     pub socket: PathBuf,
     pub state_dir: PathBuf,
+    /// With `--etcd`: the cluster to join.
+    pub cluster: Option<crate::cluster::Config>,
 }
 
 /// Refuses to take over the socket of a live daemon; removes a stale one.
@@ -44,6 +46,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let s = svc.clone();
     let report = tokio::task::spawn_blocking(move || crate::reconcile::startup(&s)).await??;
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, ?report, "start-up reconcile done");
+
+    if let Some(c) = cfg.cluster.clone() {
+        let _ = svc.cluster.set(crate::cluster::start(c, &cfg.state_dir)?);
+    }
 
     // DHCP leases of endpoints are renewed from their records.
     let leases = Arc::downgrade(&svc);

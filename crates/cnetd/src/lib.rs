@@ -10,6 +10,7 @@
 //! See `docs/architecture.md`.
 
 pub mod api;
+pub mod cluster;
 pub mod daemon;
 pub mod dataplane;
 pub mod dhcp;

@@ -15,6 +15,21 @@ struct Args {
     /// error, warn, info, debug or trace (or a tracing filter).
     #[arg(long, default_value = "info")]
     log_level: String,
+    /// Join a cluster: etcd endpoints (comma-separated, http://HOST:2379).
+    #[arg(long, env = "CNET_ETCD", value_delimiter = ',')]
+    etcd: Vec<String>,
+    /// etcd user (with --etcd-password).
+    #[arg(long, env = "CNET_ETCD_USER", requires = "etcd_password")]
+    etcd_user: Option<String>,
+    /// etcd password (better in the environment than on the command line).
+    #[arg(long, env = "CNET_ETCD_PASSWORD", requires = "etcd_user", hide_env_values = true)]
+    etcd_password: Option<String>,
+    /// Seconds this host's registration outlives its last keep-alive.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(i64).range(2..=3600))]
+    cluster_lease_ttl: i64,
+    /// This host's underlay address (default: the source address towards etcd).
+    #[arg(long)]
+    provider_address: Option<std::net::IpAddr>,
     /// Print the OpenAPI document and exit.
     #[arg(long)]
     openapi: bool,
@@ -42,5 +57,11 @@ async fn serve() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log_level)?)
         .with_writer(std::io::stderr)
         .init();
-    cnetd::daemon::run(cnetd::daemon::Config { socket: args.socket, state_dir: args.state_dir }).await
+    let cluster = (!args.etcd.is_empty()).then(|| cnetd::cluster::Config {
+        endpoints: args.etcd,
+        user: args.etcd_user.zip(args.etcd_password),
+        ttl: args.cluster_lease_ttl,
+        provider_address: args.provider_address,
+    });
+    cnetd::daemon::run(cnetd::daemon::Config { socket: args.socket, state_dir: args.state_dir, cluster }).await
 }

@@ -7,6 +7,7 @@
 
 pub mod wire;
 
+use cnet_model::cluster::{ClusterBlock, ClusterHost, ClusterStatus};
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -98,6 +99,12 @@ pub struct Capabilities {
 #[utoipa::path(get, path = "/globals/version", responses((status = 200, body = Version)))]
 async fn version() -> Json<Version> {
     Json(Version { major: 2, minor: 0, build: format!("cnet {}", env!("CARGO_PKG_VERSION")) })
+}
+
+/// This host's membership of its cluster (`Enabled: false` without `--etcd`).
+#[utoipa::path(get, path = "/cluster", responses((status = 200, body = ClusterStatus)))]
+async fn cluster(State(svc): Svc) -> Json<ClusterStatus> {
+    Json(svc.cluster.get().map(|m| m.status()).unwrap_or_default())
 }
 
 #[utoipa::path(get, path = "/capabilities", responses((status = 200, body = Capabilities)))]
@@ -269,6 +276,7 @@ async fn delete_namespace(State(svc): Svc, Path(id): Path<String>) -> Answer<Suc
     paths(
         version,
         capabilities,
+        cluster,
         diag,
         create_network,
         list_networks,
@@ -292,6 +300,9 @@ async fn delete_namespace(State(svc): Svc, Path(id): Path<String>) -> Answer<Suc
         Success,
         Version,
         Capabilities,
+        ClusterStatus,
+        ClusterHost,
+        ClusterBlock,
         DiagReport,
         EndpointCheck,
         Finding,
@@ -319,6 +330,7 @@ pub fn router(svc: Arc<Service>) -> Router {
     Router::new()
         .route("/globals/version", get(version))
         .route("/capabilities", get(capabilities))
+        .route("/cluster", get(cluster))
         .route("/diag", get(diag))
         .route("/openapi.json", get(openapi))
         .route("/networks", get(list_networks).post(create_network))

@@ -124,6 +124,8 @@ pub struct Service {
     pub renewals: crate::dhcp::Renewals,
     /// The DHCP server's sockets (networks with `EnableDhcpServer`).
     pub dhcp_sockets: crate::dhcp::server::Sockets,
+    /// This host's cluster membership, with `--etcd`.
+    pub cluster: std::sync::OnceLock<Arc<crate::cluster::Membership>>,
 }
 
 impl Service {
@@ -136,6 +138,7 @@ impl Service {
             caps,
             renewals: Default::default(),
             dhcp_sockets: Default::default(),
+            cluster: Default::default(),
         }
     }
 

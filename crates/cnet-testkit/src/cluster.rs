@@ -1,0 +1,213 @@
+//! A multi-host world on one machine: an underlay namespace with a bridge,
+//! host namespaces on it (each with `uplink0` at `10.254.0.<n>/24`), a real
+//! etcd (Debian's `etcd-server`) on the underlay at `10.254.0.100:2379`, and
+//! a cnetd per host with its own socket and state directory. All traffic
+//! stays inside these namespaces.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cnet_client::Client;
+
+use crate::{bin, random_tag, sh};
+
+/// etcd's address on the underlay.
+pub const ETCD_IP: &str = "10.254.0.100";
+
+/// One host of the world.
+pub struct ClusterHost {
+    pub netns: String,
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    /// Its underlay (provider) address.
+    pub provider: String,
+    daemon: Option<Child>,
+    log: PathBuf,
+}
+
+pub struct ClusterWorld {
+    pub tag: String,
+    pub dir: tempfile::TempDir,
+    pub hosts: Vec<ClusterHost>,
+    etcd: Option<Child>,
+    /// The lease TTL each cnetd is started with (short, so tests are quick).
+    pub ttl: u64,
+}
+
+fn path_of(ns: &str) -> String {
+    cnet_dataplane::netns::path_of(ns)
+}
+
+fn batch(ns: &str, script: String) {
+    cnet_dataplane::cmd::Cmd::new("ip")
+        .args(["-batch", "-"])
+        .stdin(script)
+        .netns(Some(&path_of(ns)))
+        .run()
+        .expect("cluster world setup");
+}
+
+impl ClusterWorld {
+    /// `n` hosts on an underlay with etcd running; no cnetd yet.
+    pub fn new(n: usize) -> ClusterWorld {
+        assert!(crate::is_root(), "cnet's privileged tests must run as root: begin them with `require_root!()`");
+        let tag = random_tag();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let underlay = format!("{tag}-ul");
+        sh(&["ip", "netns", "add", &underlay]);
+        batch(
+            &underlay,
+            format!("link set lo up\nlink add ulbr type bridge\naddress add {ETCD_IP}/24 dev ulbr\nlink set ulbr up\n"),
+        );
+        let mut hosts = Vec::new();
+        for i in 1..=n {
+            let ns = format!("{tag}-h{i}");
+            sh(&["ip", "netns", "add", &ns]);
+            let (a, b) = (format!("{tag}{i}a"), format!("{tag}{i}b"));
+            sh(&["ip", "link", "add", &a, "type", "veth", "peer", "name", &b]);
+            sh(&["ip", "link", "set", &a, "netns", &ns]);
+            sh(&["ip", "link", "set", &b, "netns", &underlay]);
+            batch(&underlay, format!("link set {b} master ulbr\nlink set {b} up\n"));
+            let provider = format!("10.254.0.{i}");
+            batch(&ns, format!("link set lo up\nlink set {a} name uplink0\naddress add {provider}/24 dev uplink0\nlink set uplink0 up\n"));
+            hosts.push(ClusterHost {
+                netns: ns,
+                socket: dir.path().join(format!("h{i}.sock")),
+                state_dir: dir.path().join(format!("h{i}-state")),
+                provider,
+                daemon: None,
+                log: dir.path().join(format!("h{i}.log")),
+            });
+        }
+        let mut w = ClusterWorld { tag, dir, hosts, etcd: None, ttl: 3 };
+        w.start_etcd();
+        w
+    }
+
+    pub fn underlay_path(&self) -> String {
+        path_of(&format!("{}-ul", self.tag))
+    }
+
+    pub fn etcd_endpoint(&self) -> String {
+        format!("http://{ETCD_IP}:2379")
+    }
+
+    /// Starts etcd on the underlay (its data kept across restarts) and waits
+    /// until it answers.
+    pub fn start_etcd(&mut self) {
+        assert!(self.etcd.is_none(), "etcd already running");
+        let url = self.etcd_endpoint();
+        let peer = format!("http://{ETCD_IP}:2380");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("etcd.log")).unwrap();
+        let child = Command::new("nsenter")
+            .arg(format!("--net={}", self.underlay_path()))
+            .args(["etcd", "--name", "n1", "--data-dir"])
+            .arg(self.dir.path().join("etcd"))
+            .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("n1={peer}"), "--logger", "zap", "--log-level", "warn"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("etcd (apt-get install etcd-server; scripts/install-deps does)");
+        self.etcd = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let ok = Command::new("nsenter")
+                .arg(format!("--net={}", self.underlay_path()))
+                .args(["etcdctl", "--endpoints", &url, "--command-timeout", "1s", "endpoint", "health"])
+                .env("ETCDCTL_API", "3")
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false);
+            if ok {
+                return;
+            }
+            assert!(Instant::now() < deadline, "etcd did not become healthy within 15 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGKILL to etcd: an outage.
+    pub fn kill_etcd(&mut self) {
+        if let Some(mut c) = self.etcd.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts host `i`'s cnetd (joined to etcd, lease TTL [`Self::ttl`]) and
+    /// waits until its socket answers.
+    pub fn start_daemon(&mut self, i: usize) {
+        let etcd = self.etcd_endpoint();
+        let ttl = self.ttl.to_string();
+        let h = &mut self.hosts[i];
+        assert!(h.daemon.is_none(), "host {i}'s cnetd already runs");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&h.log).unwrap();
+        let child = Command::new("nsenter")
+            .arg(format!("--net={}", path_of(&h.netns)))
+            .arg(bin("cnetd"))
+            .arg("--socket")
+            .arg(&h.socket)
+            .arg("--state-dir")
+            .arg(&h.state_dir)
+            .args(["--log-level", "debug", "--etcd", &etcd, "--cluster-lease-ttl", &ttl])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn cnetd");
+        h.daemon = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Client::new(&h.socket).get::<serde_json::Value>("/globals/version").is_err() {
+            if let Some(status) = h.daemon.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "host {i}'s cnetd exited with {status}: {}",
+                    std::fs::read_to_string(&h.log).unwrap_or_default()
+                );
+            }
+            assert!(Instant::now() < deadline, "host {i}'s cnetd did not answer within 30 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL to host `i`'s cnetd.
+    pub fn kill_daemon(&mut self, i: usize) {
+        if let Some(mut c) = self.hosts[i].daemon.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Host `i` is gone with its namespace (its cnetd killed first).
+    pub fn destroy_host(&mut self, i: usize) {
+        self.kill_daemon(i);
+        let _ = Command::new("ip").args(["netns", "del", &self.hosts[i].netns]).output();
+    }
+
+    pub fn client(&self, i: usize) -> Client {
+        Client::new(&self.hosts[i].socket)
+    }
+
+    /// Runs the `cnet` CLI against host `i`'s cnetd.
+    pub fn cnet(&self, i: usize, args: &[&str]) -> std::process::Output {
+        Command::new(bin("cnet")).env("CNET_SOCKET", &self.hosts[i].socket).args(args).output().expect("run cnet")
+    }
+
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.hosts[i].log).unwrap_or_default()
+    }
+}
+
+impl Drop for ClusterWorld {
+    fn drop(&mut self) {
+        for i in 0..self.hosts.len() {
+            self.kill_daemon(i);
+        }
+        self.kill_etcd();
+        // A destroyed host's namespace is gone already: no word about it.
+        for ns in self.hosts.iter().map(|h| h.netns.clone()).chain([format!("{}-ul", self.tag)]) {
+            let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+        }
+    }
+}

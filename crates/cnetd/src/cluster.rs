@@ -1,0 +1,259 @@
+//! cnetd as a member of a cluster (`--etcd`): it registers this host in etcd
+//! under a lease it keeps alive, and follows every host's registration and
+//! every overlay network's blocks into a [`View`] (`cnet_cluster`).
+//!
+//! Invariants:
+//! - The host's ID is made once and kept in the state directory
+//!   (`cluster-host-id`): a restarted cnetd is the same host, with the same
+//!   VTEP MAC (derived from the ID).
+//! - The lease of the last registration is kept (`cluster-lease`) and
+//!   revoked at the next start, so a restarted host rejoins at once instead
+//!   of being refused until its old registration expires.
+//! - With etcd unreachable the membership is `Degraded` with the reason;
+//!   nothing local is torn down (the data path keeps working); the agent
+//!   retries (every second) and rejoins, then reads everything again.
+//! - A host whose registration is gone (its lease ended) is out of the view
+//!   as soon as etcd's delete is seen.
+
+use std::net::{IpAddr, ToSocketAddrs, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use cnet_cluster::view::View;
+use cnet_cluster::{Cluster, Host};
+use cnet_model::cluster::{ClusterBlock, ClusterHost, ClusterStatus};
+use uuid::Uuid;
+
+/// How cnetd joins its cluster.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub endpoints: Vec<String>,
+    pub user: Option<(String, String)>,
+    /// The registration's lease, in seconds.
+    pub ttl: i64,
+    /// This host's underlay address; by default the source address of the
+    /// route to the first etcd endpoint.
+    pub provider_address: Option<IpAddr>,
+}
+
+#[derive(Default)]
+struct Status {
+    joined: bool,
+    /// Why keeping the registration or following the cluster fails now.
+    keeper_error: Option<String>,
+    follower_error: Option<String>,
+    lease: Option<i64>,
+    view: View,
+}
+
+/// This host's membership, shared by the agent's tasks and the API.
+pub struct Membership {
+    host: Host,
+    ttl: i64,
+    status: RwLock<Status>,
+}
+
+impl Membership {
+    /// The membership as `GET /cluster` answers it.
+    pub fn status(&self) -> ClusterStatus {
+        let s = self.status.read().unwrap_or_else(|e| e.into_inner());
+        let (health, reason) = match (&s.keeper_error, &s.follower_error, s.joined) {
+            (Some(e), _, _) | (None, Some(e), _) => ("Degraded", e.clone()),
+            (None, None, false) => ("Joining", String::new()),
+            (None, None, true) => ("Healthy", String::new()),
+        };
+        ClusterStatus {
+            enabled: true,
+            health: health.into(),
+            reason,
+            host: Some(wire_host(&self.host)),
+            lease: s.lease,
+            lease_ttl: Some(self.ttl),
+            hosts: s.view.hosts.values().map(wire_host).collect(),
+            blocks: s
+                .view
+                .blocks
+                .iter()
+                .flat_map(|(net, blocks)| {
+                    blocks.iter().map(|(b, h)| ClusterBlock { network: *net, block: b.to_string(), host: *h })
+                })
+                .collect(),
+            revision: s.view.revision,
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Status)) {
+        f(&mut self.status.write().unwrap_or_else(|e| e.into_inner()));
+    }
+}
+
+fn wire_host(h: &Host) -> ClusterHost {
+    ClusterHost {
+        id: h.id,
+        hostname: h.hostname.clone(),
+        provider_address: h.provider_address.to_string(),
+        vtep_mac: h.vtep_mac.clone(),
+    }
+}
+
+/// This host's ID, made on the first start and kept in `state_dir`.
+fn host_id(state_dir: &Path) -> anyhow::Result<Uuid> {
+    let path = state_dir.join("cluster-host-id");
+    match std::fs::read_to_string(&path) {
+        Ok(s) => s
+            .trim()
+            .parse()
+            .with_context(|| format!("{} is not a UUID: remove it to get a new host ID", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = Uuid::new_v4();
+            std::fs::write(&path, format!("{id}\n")).with_context(|| format!("writing {}", path.display()))?;
+            Ok(id)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// A locally administered unicast MAC from the host ID: stable across restarts.
+fn vtep_mac(id: Uuid) -> String {
+    let b = id.as_bytes();
+    format!("02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[1], b[2], b[3], b[4], b[5])
+}
+
+/// The source address of the route to the first etcd endpoint (a UDP
+/// socket's connect sends nothing).
+fn provider_towards(endpoint: &str) -> anyhow::Result<IpAddr> {
+    let hostport = endpoint.split("://").last().unwrap_or(endpoint).trim_end_matches('/');
+    let target = hostport
+        .to_socket_addrs()
+        .with_context(|| format!("etcd endpoint {endpoint}: not host:port"))?
+        .next()
+        .with_context(|| format!("etcd endpoint {endpoint} resolves to nothing"))?;
+    let any: IpAddr = if target.is_ipv4() { "0.0.0.0".parse()? } else { "::".parse()? };
+    let sock = UdpSocket::bind((any, 0))?;
+    sock.connect(target).with_context(|| format!("no route to etcd at {endpoint}: pass --provider-address"))?;
+    Ok(sock.local_addr()?.ip())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+/// Starts the agent's tasks on the current runtime; answers the membership.
+pub fn start(cfg: Config, state_dir: &Path) -> anyhow::Result<Arc<Membership>> {
+    anyhow::ensure!(!cfg.endpoints.is_empty(), "--etcd needs at least one endpoint (http://HOST:2379)");
+    let id = host_id(state_dir)?;
+    let provider = match cfg.provider_address {
+        Some(a) => a,
+        None => provider_towards(&cfg.endpoints[0])?,
+    };
+    let host = Host { id, hostname: hostname(), provider_address: provider, vtep_mac: vtep_mac(id) };
+    tracing::info!(host = %id, %provider, etcd = ?cfg.endpoints, "joining the cluster");
+    let m = Arc::new(Membership { host, ttl: cfg.ttl, status: RwLock::default() });
+    let lease_file = state_dir.join("cluster-lease");
+    tokio::spawn(keep(m.clone(), cfg.clone(), lease_file));
+    tokio::spawn(follow(m.clone(), cfg));
+    Ok(m)
+}
+
+async fn connect(m: &Membership, cfg: &Config) -> cnet_cluster::Result<Cluster> {
+    let options = cfg
+        .user
+        .as_ref()
+        .map(|(user, password)| cnet_cluster::ConnectOptions::new().with_user(user.clone(), password.clone()));
+    Cluster::connect(&cfg.endpoints, options, m.host.clone()).await
+}
+
+/// Keeps this host registered: joins (revoking the previous lease), then
+/// keeps the lease alive every third of its TTL; rejoins when it ended.
+async fn keep(m: Arc<Membership>, cfg: Config, lease_file: PathBuf) {
+    let retry = Duration::from_secs(1);
+    loop {
+        let previous = std::fs::read_to_string(&lease_file).ok().and_then(|s| s.trim().parse().ok());
+        let joined = async {
+            let mut c = connect(&m, &cfg).await?;
+            let lease = c.join(cfg.ttl, previous).await?;
+            Ok::<_, cnet_cluster::Error>((c, lease))
+        };
+        let (mut c, lease) = match joined.await {
+            Ok(j) => j,
+            Err(e) => {
+                m.update(|s| s.keeper_error = Some(format!("cannot register this host in etcd ({e}); retrying")));
+                tokio::time::sleep(retry).await;
+                continue;
+            }
+        };
+        let _ = std::fs::write(&lease_file, format!("{lease}\n"));
+        m.update(|s| {
+            s.joined = true;
+            s.keeper_error = None;
+            s.lease = Some(lease);
+        });
+        tracing::info!(lease, "registered in the cluster");
+        let every = Duration::from_millis((cfg.ttl.max(1) as u64 * 1000) / 3);
+        loop {
+            tokio::time::sleep(every).await;
+            match tokio::time::timeout(every, c.keep_alive()).await {
+                Ok(Ok(ttl)) if ttl > 0 => m.update(|s| s.keeper_error = None),
+                Ok(Ok(_)) => {
+                    m.update(|s| s.keeper_error = Some("this host's lease ended: registering again".into()));
+                    break;
+                }
+                Ok(Err(e)) => m.update(|s| {
+                    s.keeper_error = Some(format!("etcd unreachable ({e}): keeping the data path as it is"))
+                }),
+                Err(_) => {
+                    m.update(|s| s.keeper_error = Some("etcd does not answer: keeping the data path as it is".into()))
+                }
+            }
+        }
+    }
+}
+
+/// Follows the cluster into the membership's view; reads everything again
+/// after any failure.
+async fn follow(m: Arc<Membership>, cfg: Config) {
+    let retry = Duration::from_secs(1);
+    loop {
+        let run = async {
+            let mut c = connect(&m, &cfg).await?;
+            let mut view = c.snapshot().await?;
+            m.update(|s| {
+                s.view = view.clone();
+                s.follower_error = None;
+            });
+            c.follow(&mut view, |v| {
+                m.update(|s| s.view = v.clone());
+                true
+            })
+            .await
+        };
+        if let Err(e) = run.await {
+            m.update(|s| s.follower_error = Some(format!("cannot follow the cluster in etcd ({e}); retrying")));
+        }
+        tokio::time::sleep(retry).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_keeps_its_id_and_vtep_mac_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = host_id(dir.path()).unwrap();
+        assert_eq!(host_id(dir.path()).unwrap(), id);
+        let mac = vtep_mac(id);
+        assert!(mac.starts_with("02:") && mac.len() == 17, "{mac}");
+        std::fs::write(dir.path().join("cluster-host-id"), "garbage").unwrap();
+        assert!(host_id(dir.path()).unwrap_err().to_string().contains("remove it"));
+    }
+
+    #[test]
+    fn the_provider_address_is_the_source_towards_etcd() {
+        assert_eq!(provider_towards("http://127.0.0.1:2379").unwrap(), "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert!(provider_towards("http://no-port").is_err());
+    }
+}
