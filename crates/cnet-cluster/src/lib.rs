@@ -6,6 +6,11 @@
 //! - `hosts/<host-id>`: a host's registration ([`Host`]), put under the
 //!   host's **lease** (seconds, kept alive): a host that stops keeping it
 //!   alive is gone from every peer's view within the TTL.
+//! - `networks/<network-id>`: a cluster-wide (Overlay) network's definition,
+//!   and `vnis/<vni>`: the network that has this VNI (made in the same
+//!   transaction: a VNI belongs to one network).
+//! - `blocks/<network-id>/claims`: bumped by every claim of a block of the
+//!   network, so a delete that saw no blocks can tell that none came since.
 //! - `blocks/<network-id>/<ip>_<len>`: the host that holds this block of the
 //!   network's subnet ([`Block`]). Not leased, so a short etcd outage or a
 //!   restart keeps a host's addresses; a dead host's blocks are reclaimed by
@@ -21,6 +26,11 @@
 //!   remembers it.
 //! - Releases and reclaims compare the block's holder, so they never delete
 //!   a block someone else has claimed in the meantime.
+//! - A network is deleted only when no host holds a block of it, checked
+//!   in the delete's transaction (the claims counter); a block is claimed
+//!   only while its network exists: no block outlives its network.
+//! - A host holds a block only while it has endpoints in it (it releases
+//!   the block with its last one), so "no blocks" means "no endpoints".
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -37,6 +47,20 @@ pub mod view;
 
 /// The prefix of every key cnet writes.
 pub const PREFIX: &str = "/cnet/v1/";
+
+/// The key of network `id`'s definition.
+pub fn network_key(id: Uuid) -> String {
+    format!("{PREFIX}networks/{id}")
+}
+
+/// The key that names the network holding VNI `vni`.
+pub fn vni_key(vni: u32) -> String {
+    format!("{PREFIX}vnis/{vni}")
+}
+
+fn claims_key(net: Uuid) -> String {
+    format!("{}claims", blocks_prefix(net))
+}
 
 /// The key of host `id`'s registration.
 pub fn host_key(id: Uuid) -> String {
@@ -83,6 +107,14 @@ pub enum Error {
     NotJoined,
     #[error("every block of {0} is held: use a larger subnet or smaller blocks")]
     Exhausted(IpNet),
+    #[error("network {0} already exists in the cluster")]
+    NetworkExists(Uuid),
+    #[error("VNI {vni} is network {owner}'s: give this network another VSID")]
+    VniTaken { vni: u32, owner: String },
+    #[error("network {0} does not exist in the cluster")]
+    NoSuchNetwork(Uuid),
+    #[error("network {net} still has endpoints on host(s) {}: delete them first (a dead host's blocks are reclaimed after the grace period)", hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>().join(", "))]
+    NetworkInUse { net: Uuid, hosts: Vec<Uuid> },
     #[error("a stored value under {key} is not valid JSON: {source}")]
     Corrupt { key: String, source: serde_json::Error },
 }
@@ -196,16 +228,93 @@ impl Cluster {
                 .when([
                     Compare::create_revision(key.clone(), CompareOp::Equal, 0),
                     Compare::lease(host_key(self.host.id), CompareOp::Equal, lease),
+                    Compare::create_revision(network_key(net), CompareOp::Greater, 0),
                 ])
-                .and_then([TxnOp::put(key, value.clone(), None)]);
+                .and_then([TxnOp::put(key, value.clone(), None), TxnOp::put(claims_key(net), block.to_string(), None)]);
             if self.client.txn(txn).await?.succeeded() {
                 return Ok(block);
+            }
+            if self.client.get(network_key(net), None).await?.kvs().is_empty() {
+                return Err(Error::NoSuchNetwork(net));
             }
             // Someone claimed it first, or our registration went: which?
             if !self.registered(lease).await? {
                 self.lease = None;
                 return Err(Error::NotJoined);
             }
+        }
+    }
+
+    /// Creates cluster-wide network `id` with VNI `vni` and its `definition`
+    /// (the network's JSON), both keys in one transaction.
+    pub async fn create_network(&mut self, id: Uuid, vni: u32, definition: &serde_json::Value) -> Result<()> {
+        let txn = Txn::new()
+            .when([
+                Compare::create_revision(network_key(id), CompareOp::Equal, 0),
+                Compare::create_revision(vni_key(vni), CompareOp::Equal, 0),
+            ])
+            .and_then([
+                TxnOp::put(network_key(id), definition.to_string(), None),
+                TxnOp::put(vni_key(vni), id.to_string(), None),
+            ]);
+        if self.client.txn(txn).await?.succeeded() {
+            return Ok(());
+        }
+        if !self.client.get(network_key(id), None).await?.kvs().is_empty() {
+            return Err(Error::NetworkExists(id));
+        }
+        let owner = self.client.get(vni_key(vni), None).await?;
+        let owner = owner.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned()).unwrap_or_default();
+        Err(Error::VniTaken { vni, owner })
+    }
+
+    /// Every cluster-wide network's definition.
+    pub async fn networks(&mut self) -> Result<Vec<(Uuid, serde_json::Value)>> {
+        let prefix = format!("{PREFIX}networks/");
+        let got = self.client.get(prefix.clone(), Some(GetOptions::new().with_prefix())).await?;
+        let mut out = Vec::new();
+        for kv in got.kvs() {
+            let Ok(id) = String::from_utf8_lossy(&kv.key()[prefix.len()..]).parse() else { continue };
+            out.push((id, decode(kv.key(), kv.value())?));
+        }
+        Ok(out)
+    }
+
+    /// Deletes cluster-wide network `id` (and its VNI), refused while any
+    /// host holds a block of it; answers whether it existed.
+    pub async fn delete_network(&mut self, id: Uuid, vni: u32) -> Result<bool> {
+        loop {
+            let got = self.client.get(blocks_prefix(id), Some(GetOptions::new().with_prefix())).await?;
+            let mut holders = Vec::new();
+            let mut claims_rev = 0;
+            for kv in got.kvs() {
+                if kv.key() == claims_key(id).as_bytes() {
+                    claims_rev = kv.mod_revision();
+                } else if let Ok(b) = decode::<Block>(kv.key(), kv.value()) {
+                    holders.push(b.host);
+                }
+            }
+            if !holders.is_empty() {
+                holders.sort();
+                holders.dedup();
+                return Err(Error::NetworkInUse { net: id, hosts: holders });
+            }
+            let txn =
+                Txn::new().when([Compare::mod_revision(claims_key(id), CompareOp::Equal, claims_rev)]).and_then([
+                    TxnOp::delete(network_key(id), Some(etcd_client::DeleteOptions::new().with_prev_key())),
+                    TxnOp::delete(vni_key(vni), None),
+                    TxnOp::delete(claims_key(id), None),
+                ]);
+            let resp = self.client.txn(txn).await?;
+            if resp.succeeded() {
+                // The first operation is the network's own delete.
+                let existed = matches!(
+                    resp.op_responses().into_iter().next(),
+                    Some(etcd_client::TxnOpResponse::Delete(d)) if d.deleted() > 0
+                );
+                return Ok(existed);
+            }
+            // A block was claimed since we looked: look again.
         }
     }
 

@@ -35,18 +35,24 @@ pub struct View {
     /// The etcd revision the view is at.
     pub revision: i64,
     pub hosts: BTreeMap<Uuid, Host>,
+    /// Cluster-wide networks' definitions (every host makes them its own).
+    pub networks: BTreeMap<Uuid, serde_json::Value>,
     /// Per network, its blocks and their holders.
     pub blocks: BTreeMap<Uuid, BTreeMap<IpNet, Uuid>>,
 }
 
 /// What a key under [`PREFIX`] names.
 enum Key {
+    Network(Uuid),
     Host(Uuid),
     Block(Uuid, IpNet),
 }
 
 fn parse(key: &[u8]) -> Option<Key> {
     let key = std::str::from_utf8(key).ok()?.strip_prefix(PREFIX)?;
+    if let Some(id) = key.strip_prefix("networks/") {
+        return id.parse().ok().map(Key::Network);
+    }
     if let Some(id) = key.strip_prefix("hosts/") {
         return id.parse().ok().map(Key::Host);
     }
@@ -67,6 +73,14 @@ impl View {
                 }
             },
             (Some(Key::Host(id)), None) => self.hosts.remove(&id).is_some(),
+            (Some(Key::Network(id)), Some(v)) => match serde_json::from_slice::<serde_json::Value>(v) {
+                Ok(def) => self.networks.insert(id, def.clone()) != Some(def),
+                Err(_) => {
+                    tracing::warn!("skipping network {id}: its definition is not JSON");
+                    false
+                }
+            },
+            (Some(Key::Network(id)), None) => self.networks.remove(&id).is_some(),
             (Some(Key::Block(net, b)), Some(v)) => match serde_json::from_slice::<Block>(v) {
                 Ok(holder) => self.blocks.entry(net).or_default().insert(b, holder.host) != Some(holder.host),
                 Err(_) => {
@@ -206,6 +220,8 @@ mod tests {
         put_block(&mut v, net, "10.0.0.64/26", 2);
         put_block(&mut v, net, "10.0.0.128/26", 2);
         put_block(&mut v, net, "10.0.0.192/26", 3);
+        assert!(v.apply(crate::network_key(net).as_bytes(), Some(br#"{"Name":"ov"}"#)));
+        assert_eq!(v.networks[&net]["Name"], "ov");
         let r = v.remote_hosts(net, me.id);
         assert_eq!(r.len(), 2);
         assert_eq!(r[0].blocks, vec!["10.0.0.64/26".parse::<IpNet>().unwrap(), "10.0.0.128/26".parse().unwrap()]);

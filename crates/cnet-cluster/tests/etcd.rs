@@ -98,6 +98,7 @@ fn hosts_join_once_and_claim_blocks_concurrently_without_a_double_claim() {
             c.join(10, None).await.unwrap();
             hosts.push(c);
         }
+        hosts[0].create_network(net, 4096, &serde_json::json!({"Name": "ov"})).await.unwrap();
         // The same ID again, while the first is alive: refused.
         let mut twin = connect(&ep, hosts[0].host().clone()).await;
         assert!(matches!(twin.join(10, None).await, Err(Error::HostTaken(_))));
@@ -140,6 +141,7 @@ fn a_host_whose_lease_ends_is_gone_and_only_then_are_its_blocks_reclaimed() {
         let (mut a, mut b) = (connect(&ep, host(1)).await, connect(&ep, host(2)).await);
         a.join(10, None).await.unwrap();
         b.join(2, None).await.unwrap();
+        a.create_network(net, 4097, &serde_json::json!({"Name": "ov6"})).await.unwrap();
         let held = b.claim(net, subnet, 122).await.unwrap();
         assert!(a.reclaim(net, b.host().id).await.unwrap().is_empty(), "a live host keeps its blocks");
         assert!(b.keep_alive().await.unwrap() > 0);
@@ -187,6 +189,7 @@ fn a_view_follows_joins_claims_and_departures_and_reads_again_after_a_compaction
         assert_eq!(view.hosts.len(), 1);
         let within = Duration::from_secs(5);
 
+        a.create_network(net, 4098, &serde_json::json!({"Name": "ovw"})).await.unwrap();
         let mut b = connect(&ep, host(2)).await;
         b.join(10, None).await.unwrap();
         let block = b.claim(net, subnet, 26).await.unwrap();
@@ -224,6 +227,35 @@ fn a_view_follows_joins_claims_and_departures_and_reads_again_after_a_compaction
             .await
             .expect("converged within 5 s")
             .unwrap();
-        assert_eq!((&view.hosts, &view.blocks), (&now.hosts, &now.blocks));
+        assert_eq!((&view.hosts, &view.blocks, &view.networks), (&now.hosts, &now.blocks, &now.networks));
+        assert_eq!(view.networks.len(), 1, "the network is in the view");
+    });
+}
+
+#[test]
+fn a_network_has_a_vni_of_its_own_and_goes_only_when_no_host_holds_its_blocks() {
+    with_etcd(|ep| async move {
+        let (n1, n2) = (Uuid::new_v4(), Uuid::new_v4());
+        let subnet: IpNet = "10.202.0.0/24".parse().unwrap();
+        let mut a = connect(&ep, host(1)).await;
+        a.join(10, None).await.unwrap();
+        a.create_network(n1, 5000, &serde_json::json!({"Name": "one"})).await.unwrap();
+        assert!(matches!(a.create_network(n1, 5001, &serde_json::json!({})).await, Err(Error::NetworkExists(_))));
+        let taken = a.create_network(n2, 5000, &serde_json::json!({})).await.unwrap_err();
+        assert!(matches!(&taken, Error::VniTaken { vni: 5000, owner } if *owner == n1.to_string()), "{taken}");
+        assert_eq!(a.networks().await.unwrap(), vec![(n1, serde_json::json!({"Name": "one"}))]);
+
+        let block = a.claim(n1, subnet, 26).await.unwrap();
+        let err = a.delete_network(n1, 5000).await.unwrap_err();
+        assert!(
+            err.to_string().contains("still has endpoints") && err.to_string().contains(&a.host().id.to_string()),
+            "{err}"
+        );
+        assert!(a.release(n1, block).await.unwrap());
+        assert!(a.delete_network(n1, 5000).await.unwrap());
+        assert!(!a.delete_network(n1, 5000).await.unwrap(), "deleting again: nothing there");
+        assert!(a.networks().await.unwrap().is_empty());
+        assert!(matches!(a.claim(n1, subnet, 26).await, Err(Error::NoSuchNetwork(_))), "no block outlives its network");
+        a.create_network(n2, 5000, &serde_json::json!({})).await.unwrap();
     });
 }
