@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use crate::{DataplaneError, Result};
 
 /// An Ethernet address. Displays as `aa:bb:cc:dd:ee:ff`, lower case.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Mac(pub [u8; 6]);
 
 impl fmt::Display for Mac {

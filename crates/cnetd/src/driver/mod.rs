@@ -16,6 +16,7 @@
 
 pub mod bridge;
 pub mod l2bridge;
+pub mod overlay;
 pub mod transparent;
 
 use cnet_model::VmNicOptions;

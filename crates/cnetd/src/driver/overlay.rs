@@ -1,0 +1,158 @@
+//! The Overlay driver (in progress, issue 11): what a network's VXLAN device
+//! must hold for the **remote hosts** of the cluster view, and the changes
+//! that take the kernel there.
+//!
+//! Invariants:
+//! - Per remote host with blocks of the network: one permanent neighbour
+//!   (its VTEP's link-local address → its VTEP MAC), one FDB entry (its VTEP
+//!   MAC → its provider address), one route per block via that neighbour.
+//!   Entries grow with hosts, never with remote endpoints.
+//! - [`plan`] is a pure function of what is wanted and what the kernel has:
+//!   adds go neighbour, FDB, routes (a route never points at a next hop the
+//!   kernel cannot resolve); removals go routes, FDB, neighbours. An entry
+//!   that is already right is not touched, so a change to one host never
+//!   disturbs the traffic of another.
+//! - A host whose VTEP MAC cannot be read is left out (and reported), never
+//!   half programmed.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv6Addr};
+
+use cnet_cluster::view::RemoteHost;
+use cnet_dataplane::netlink::overlay::vtep_link_local;
+use cnet_dataplane::{Addr, Mac};
+
+/// The remote-host entries of one VXLAN device.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Entries {
+    pub neighbours: BTreeSet<(IpAddr, Mac)>,
+    pub fdb: BTreeSet<(Mac, IpAddr)>,
+    pub routes: BTreeSet<(Addr, Ipv6Addr)>,
+}
+
+/// One change to a VXLAN device, in the order [`plan`] gives them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    AddNeighbour(IpAddr, Mac),
+    AddFdb(Mac, IpAddr),
+    AddRoute(Addr, Ipv6Addr),
+    DeleteRoute(Addr, Ipv6Addr),
+    DeleteFdb(Mac, IpAddr),
+    DeleteNeighbour(IpAddr),
+}
+
+/// What the device must hold for `remotes`; answers the hosts left out
+/// (their VTEP MAC does not parse).
+pub fn wanted(remotes: &[RemoteHost]) -> (Entries, Vec<String>) {
+    let mut e = Entries::default();
+    let mut skipped = Vec::new();
+    for r in remotes {
+        let Ok(mac) = r.host.vtep_mac.parse::<cnet_model::MacAddr>() else {
+            skipped
+                .push(format!("host {} ({}): VTEP MAC {:?} is not a MAC", r.host.id, r.host.hostname, r.host.vtep_mac));
+            continue;
+        };
+        let mac = Mac(mac.0);
+        let ll = vtep_link_local(mac);
+        e.neighbours.insert((IpAddr::V6(ll), mac));
+        e.fdb.insert((mac, r.host.provider_address));
+        for b in &r.blocks {
+            e.routes.insert((Addr { ip: b.addr(), prefix_len: b.prefix_len() }, ll));
+        }
+    }
+    (e, skipped)
+}
+
+/// The changes that take `have` to `want`.
+pub fn plan(want: &Entries, have: &Entries) -> Vec<Op> {
+    let mut ops = Vec::new();
+    ops.extend(want.neighbours.difference(&have.neighbours).map(|(ip, mac)| Op::AddNeighbour(*ip, *mac)));
+    ops.extend(want.fdb.difference(&have.fdb).map(|(mac, dst)| Op::AddFdb(*mac, *dst)));
+    ops.extend(want.routes.difference(&have.routes).map(|(dst, via)| Op::AddRoute(*dst, *via)));
+    ops.extend(have.routes.difference(&want.routes).map(|(dst, via)| Op::DeleteRoute(*dst, *via)));
+    ops.extend(have.fdb.difference(&want.fdb).map(|(mac, dst)| Op::DeleteFdb(*mac, *dst)));
+    // A neighbour replaced in place (same address, new MAC) is not deleted.
+    let kept: BTreeSet<IpAddr> = want.neighbours.iter().map(|(ip, _)| *ip).collect();
+    ops.extend(
+        have.neighbours
+            .difference(&want.neighbours)
+            .filter(|(ip, _)| !kept.contains(ip))
+            .map(|(ip, _)| Op::DeleteNeighbour(*ip)),
+    );
+    ops
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cnet_cluster::Host;
+    use uuid::Uuid;
+
+    fn remote(n: u8, provider: &str, blocks: &[&str]) -> RemoteHost {
+        RemoteHost {
+            host: Host {
+                id: Uuid::from_u128(n as u128),
+                hostname: format!("h{n}"),
+                provider_address: provider.parse().unwrap(),
+                vtep_mac: format!("02:00:00:00:00:{n:02x}"),
+            },
+            blocks: blocks.iter().map(|b| b.parse().unwrap()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_new_host_gets_its_neighbour_then_its_fdb_entry_then_its_routes() {
+        let (want, skipped) = wanted(&[remote(2, "192.168.77.2", &["10.99.1.0/26", "fd99::40/122"])]);
+        assert!(skipped.is_empty());
+        let ops = plan(&want, &Entries::default());
+        let mac = Mac([2, 0, 0, 0, 0, 2]);
+        let ll = vtep_link_local(mac);
+        assert_eq!(ops.len(), 4);
+        assert_eq!(ops[0], Op::AddNeighbour(IpAddr::V6(ll), mac));
+        assert_eq!(ops[1], Op::AddFdb(mac, "192.168.77.2".parse().unwrap()));
+        assert!(matches!(ops[2], Op::AddRoute(_, via) if via == ll) && matches!(ops[3], Op::AddRoute(_, _)));
+        assert!(plan(&want, &want).is_empty(), "nothing to do when the kernel has it all");
+    }
+
+    #[test]
+    fn a_departed_host_goes_routes_first_and_the_others_are_untouched() {
+        let both = [remote(2, "192.168.77.2", &["10.99.1.0/26"]), remote(3, "192.168.77.3", &["10.99.1.64/26"])];
+        let (have, _) = wanted(&both);
+        let (want, _) = wanted(&both[..1]);
+        let ops = plan(&want, &have);
+        let mac3 = Mac([2, 0, 0, 0, 0, 3]);
+        assert_eq!(
+            ops,
+            vec![
+                Op::DeleteRoute(Addr { ip: "10.99.1.64".parse().unwrap(), prefix_len: 26 }, vtep_link_local(mac3)),
+                Op::DeleteFdb(mac3, "192.168.77.3".parse().unwrap()),
+                Op::DeleteNeighbour(IpAddr::V6(vtep_link_local(mac3))),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_host_that_moved_gets_a_new_fdb_entry_and_a_new_block_a_route_only() {
+        let (have, _) = wanted(&[remote(2, "192.168.77.2", &["10.99.1.0/26"])]);
+        let (want, _) = wanted(&[remote(2, "192.168.77.22", &["10.99.1.0/26", "10.99.1.128/26"])]);
+        let ops = plan(&want, &have);
+        let mac = Mac([2, 0, 0, 0, 0, 2]);
+        assert_eq!(
+            ops,
+            vec![
+                Op::AddFdb(mac, "192.168.77.22".parse().unwrap()),
+                Op::AddRoute(Addr { ip: "10.99.1.128".parse().unwrap(), prefix_len: 26 }, vtep_link_local(mac)),
+                Op::DeleteFdb(mac, "192.168.77.2".parse().unwrap()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_host_with_a_bad_vtep_mac_is_left_out_whole() {
+        let mut bad = remote(4, "192.168.77.4", &["10.99.2.0/26"]);
+        bad.host.vtep_mac = "not-a-mac".into();
+        let (want, skipped) = wanted(&[bad]);
+        assert_eq!(want, Entries::default());
+        assert!(skipped[0].contains("not a MAC"), "{skipped:?}");
+    }
+}
