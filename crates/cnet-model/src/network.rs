@@ -190,6 +190,9 @@ impl Isolation {
 pub enum SubnetPolicy {
     #[serde(rename = "VLAN")]
     Vlan(Isolation),
+    /// An Overlay subnet's virtual subnet ID: its VXLAN VNI (1 to 16777215).
+    #[serde(rename = "VSID")]
+    Vsid(Isolation),
 }
 
 /// `NetAdapterName` settings: the host interface a physical network uses.
@@ -200,27 +203,49 @@ pub struct NetAdapterName {
     pub network_adapter_name: String,
 }
 
+/// `VxlanPort` settings: an Overlay network's VXLAN UDP port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct VxlanPort {
+    pub port: u16,
+}
+
+/// `DrMacAddress` settings: the gateway MAC every host of an Overlay network uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct DrMacAddress {
+    #[schema(value_type = String, example = "0a:58:0a:ff:00:01")]
+    pub address: MacAddr,
+}
+
 /// A network policy `{"Type": ..., "Settings": {...}}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "Type", content = "Settings")]
 pub enum NetworkPolicy {
     NetAdapterName(NetAdapterName),
+    VxlanPort(VxlanPort),
+    DrMacAddress(DrMacAddress),
 }
 
 impl NetworkPolicy {
     /// Policy types this build understands.
-    pub const SUPPORTED: [&'static str; 1] = ["NetAdapterName"];
+    pub const SUPPORTED: [&'static str; 3] = ["NetAdapterName", "VxlanPort", "DrMacAddress"];
 }
 
 impl Subnet {
     /// The VLAN of the subnet's endpoints, from its `VLAN` policy.
     pub fn vlan(&self) -> Option<Isolation> {
-        self.policies
-            .iter()
-            .map(|p| match p {
-                SubnetPolicy::Vlan(v) => *v,
-            })
-            .next()
+        self.policies.iter().find_map(|p| match p {
+            SubnetPolicy::Vlan(v) => Some(*v),
+            _ => None,
+        })
+    }
+    /// The Overlay VNI of the subnet, from its `VSID` policy.
+    pub fn vsid(&self) -> Option<u32> {
+        self.policies.iter().find_map(|p| match p {
+            SubnetPolicy::Vsid(v) => Some(v.isolation_id),
+            _ => None,
+        })
     }
     /// The gateway: `NextHop` of the default route, else the first address.
     pub fn gateway(&self) -> IpAddr {
@@ -320,12 +345,28 @@ impl Network {
     }
     /// The uplink named by the `NetAdapterName` policy.
     pub fn adapter_name(&self) -> Option<&str> {
-        self.policies
-            .iter()
-            .map(|p| match p {
-                NetworkPolicy::NetAdapterName(n) => n.network_adapter_name.as_str(),
-            })
-            .next()
+        self.policies.iter().find_map(|p| match p {
+            NetworkPolicy::NetAdapterName(n) => Some(n.network_adapter_name.as_str()),
+            _ => None,
+        })
+    }
+    /// The `VxlanPort` policy's port (an Overlay network's; 4789 by default).
+    pub fn vxlan_port(&self) -> Option<u16> {
+        self.policies.iter().find_map(|p| match p {
+            NetworkPolicy::VxlanPort(v) => Some(v.port),
+            _ => None,
+        })
+    }
+    /// The `DrMacAddress` policy's MAC.
+    pub fn dr_mac(&self) -> Option<MacAddr> {
+        self.policies.iter().find_map(|p| match p {
+            NetworkPolicy::DrMacAddress(d) => Some(d.address),
+            _ => None,
+        })
+    }
+    /// The Overlay network's VNI: its subnets' `VSID`.
+    pub fn vni(&self) -> Option<u32> {
+        self.subnets().find_map(|s| s.vsid())
     }
     /// Whether the (first) IPAM is `Dhcp`.
     pub fn is_dhcp(&self) -> bool {

@@ -140,6 +140,12 @@ pub struct NetworkRecord {
     /// is not handed out again at once.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub last_allocated: Vec<IpAddr>,
+    /// An Overlay network's VXLAN port (`VxlanPort`; 4789 when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vxlan_port: Option<u16>,
+    /// An Overlay network's gateway MAC on every host (`DrMacAddress`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dr_mac: Option<MacAddr>,
 }
 
 impl NetworkRecord {
@@ -166,6 +172,8 @@ impl NetworkRecord {
                 .transpose()
                 .map_err(|e| ServiceError::invalid(format!("NetAdapterName: {e}")))?,
             last_allocated: vec![],
+            vxlan_port: net.vxlan_port(),
+            dr_mac: net.dr_mac(),
         })
     }
 
@@ -182,6 +190,11 @@ impl NetworkRecord {
                 .uplink
                 .iter()
                 .map(|u| NetworkPolicy::NetAdapterName(NetAdapterName { network_adapter_name: u.as_str().to_string() }))
+                .chain(self.vxlan_port.map(|port| NetworkPolicy::VxlanPort(cnet_model::network::VxlanPort { port })))
+                .chain(
+                    self.dr_mac
+                        .map(|address| NetworkPolicy::DrMacAddress(cnet_model::network::DrMacAddress { address })),
+                )
                 .collect(),
             schema_version: Default::default(),
             mtu: self.mtu,
