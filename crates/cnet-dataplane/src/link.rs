@@ -92,6 +92,21 @@ pub fn ensure_bridge(spec: &BridgeSpec) -> Result<()> {
     nl.set_up(name, true)
 }
 
+/// Creates an overlay network's VXLAN device unless it exists; up.
+pub fn ensure_vxlan(spec: &crate::netlink::overlay::VxlanSpec) -> Result<()> {
+    let mut nl = Rtnl::open()?;
+    if nl.index(&spec.name)?.is_none() {
+        match nl.add_vxlan(spec) {
+            // Made by someone else meanwhile: fine. The kernel also says
+            // "exists" for another device with this VNI and port: not fine.
+            Err(e) if e.kind() == ErrorKind::Exists && nl.index(&spec.name)?.is_some() => {}
+            Err(e) => return Err(e),
+            Ok(()) => {}
+        }
+    }
+    nl.set_up(&spec.name, true)
+}
+
 /// Deletes a link; succeeds when it is already gone.
 pub fn delete_link(netns: Option<&str>, name: &str) -> Result<()> {
     rtnl(netns)?.delete(name).map(|_| ())

@@ -48,11 +48,19 @@ struct Status {
     view: View,
 }
 
+/// What the agent calls when the cluster's networks change (cnetd makes
+/// them its own: [`crate::service::Service::mirror_networks`]).
+pub type OnNetworks = Box<dyn Fn(std::collections::BTreeMap<Uuid, serde_json::Value>) + Send + Sync>;
+
 /// This host's membership, shared by the agent's tasks and the API.
 pub struct Membership {
     host: Host,
     ttl: i64,
+    cfg: Config,
+    runtime: tokio::runtime::Handle,
     status: RwLock<Status>,
+    /// Set once by the daemon.
+    pub on_networks: std::sync::OnceLock<OnNetworks>,
 }
 
 impl Membership {
@@ -86,6 +94,44 @@ impl Membership {
 
     fn update(&self, f: impl FnOnce(&mut Status)) {
         f(&mut self.status.write().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    fn networks_changed(&self, v: &View) {
+        if let Some(f) = self.on_networks.get() {
+            f(v.networks.clone());
+        }
+    }
+
+    /// This host as a tunnel end.
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
+    /// Runs one etcd operation from a blocking thread (the service's), at
+    /// most 5 s: an API call never hangs on an unreachable etcd.
+    fn block<T>(&self, run: impl std::future::Future<Output = cnet_cluster::Result<T>>) -> Result<T, String> {
+        self.runtime.block_on(async {
+            match tokio::time::timeout(Duration::from_secs(5), run).await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(_) => Err("etcd did not answer within 5 s".to_string()),
+            }
+        })
+    }
+
+    /// Publishes a cluster-wide network (its VNI checked unique).
+    pub fn create_network(&self, id: Uuid, vni: u32, definition: &serde_json::Value) -> Result<(), String> {
+        self.block(async {
+            let mut c = connect(self, &self.cfg).await?;
+            c.create_network(id, vni, definition).await
+        })
+    }
+
+    /// Removes a cluster-wide network; refused while a host holds its blocks.
+    pub fn delete_network(&self, id: Uuid, vni: u32) -> Result<bool, String> {
+        self.block(async {
+            let mut c = connect(self, &self.cfg).await?;
+            c.delete_network(id, vni).await
+        })
     }
 }
 
@@ -141,7 +187,7 @@ fn hostname() -> String {
 }
 
 /// Starts the agent's tasks on the current runtime; answers the membership.
-pub fn start(cfg: Config, state_dir: &Path) -> anyhow::Result<Arc<Membership>> {
+pub fn start(cfg: Config, state_dir: &Path, on_networks: OnNetworks) -> anyhow::Result<Arc<Membership>> {
     anyhow::ensure!(!cfg.endpoints.is_empty(), "--etcd needs at least one endpoint (http://HOST:2379)");
     let id = host_id(state_dir)?;
     let provider = match cfg.provider_address {
@@ -150,7 +196,15 @@ pub fn start(cfg: Config, state_dir: &Path) -> anyhow::Result<Arc<Membership>> {
     };
     let host = Host { id, hostname: hostname(), provider_address: provider, vtep_mac: vtep_mac(id) };
     tracing::info!(host = %id, %provider, etcd = ?cfg.endpoints, "joining the cluster");
-    let m = Arc::new(Membership { host, ttl: cfg.ttl, status: RwLock::default() });
+    let m = Arc::new(Membership {
+        host,
+        ttl: cfg.ttl,
+        cfg: cfg.clone(),
+        runtime: tokio::runtime::Handle::current(),
+        status: RwLock::default(),
+        on_networks: std::sync::OnceLock::new(),
+    });
+    let _ = m.on_networks.set(on_networks);
     let lease_file = state_dir.join("cluster-lease");
     tokio::spawn(keep(m.clone(), cfg.clone(), lease_file));
     tokio::spawn(follow(m.clone(), cfg));
@@ -223,8 +277,14 @@ async fn follow(m: Arc<Membership>, cfg: Config) {
                 s.view = view.clone();
                 s.follower_error = None;
             });
+            m.networks_changed(&view);
+            let mut networks = view.networks.clone();
             c.follow(&mut view, |v| {
                 m.update(|s| s.view = v.clone());
+                if v.networks != networks {
+                    networks = v.networks.clone();
+                    m.networks_changed(v);
+                }
                 true
             })
             .await

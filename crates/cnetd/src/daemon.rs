@@ -48,7 +48,15 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, ?report, "start-up reconcile done");
 
     if let Some(c) = cfg.cluster.clone() {
-        let _ = svc.cluster.set(crate::cluster::start(c, &cfg.state_dir)?);
+        // The cluster's networks become this host's (on a blocking thread:
+        // the service's calls are blocking).
+        let mirror = Arc::downgrade(&svc);
+        let on_networks: crate::cluster::OnNetworks = Box::new(move |nets| {
+            if let Some(svc) = mirror.upgrade() {
+                tokio::task::spawn_blocking(move || svc.mirror_networks(&nets));
+            }
+        });
+        let _ = svc.cluster.set(crate::cluster::start(c, &cfg.state_dir, on_networks)?);
     }
 
     // DHCP leases of endpoints are renewed from their records.

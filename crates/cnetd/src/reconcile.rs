@@ -29,8 +29,8 @@ pub struct StartupReport {
 }
 
 /// Prefixes of the links cnet owns in the host namespace: bridges, host sides and TAPs,
-/// Transparent shims, VM macvtaps.
-pub(crate) const OWN_PREFIXES: [&str; 4] = ["cnb", "cnv", "cnh", "cnm"];
+/// Transparent shims, VM macvtaps, Overlay VXLAN devices.
+pub(crate) const OWN_PREFIXES: [&str; 5] = ["cnb", "cnv", "cnh", "cnm", "cnx"];
 
 fn kernel(what: &str) -> impl FnOnce(cnet_dataplane::DataplaneError) -> ServiceError + '_ {
     move |e| ServiceError::kernel(what, e)

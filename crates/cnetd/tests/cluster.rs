@@ -87,4 +87,74 @@ fn without_etcd_cnetd_is_a_single_host() {
     assert!(!s.enabled && s.hosts.is_empty(), "{s:?}");
     let out = w.cnet(&["cluster"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("single host"));
+    let err = w
+        .client()
+        .post::<cnet_model::Network>(
+            "/networks",
+            &serde_json::json!({"Name": "ov", "Type": "Overlay",
+                "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.230.0.0/16", "Policies": [{"Type": "VSID", "Settings": {"IsolationId": 9}}]}]}]}),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--etcd"), "an Overlay network needs a cluster: {err}");
+}
+
+/// `ip -d link show NAME` in host `i`'s namespace, or `None` when there is no such link.
+fn link_details(w: &ClusterWorld, i: usize, name: &str) -> Option<String> {
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", w.hosts[i].netns))
+        .args(["ip", "-d", "link", "show", name])
+        .output()
+        .unwrap();
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn an_overlay_network_made_on_one_host_is_on_every_host_and_goes_from_every_host() {
+    cnet_testkit::require_root!();
+    let mut w = ClusterWorld::new(3);
+    for i in 0..3 {
+        w.start_daemon(i);
+    }
+    within(10, "three healthy hosts", &w, || (0..3).all(|i| status(&w, i).hosts.len() == 3));
+    let vsid = |id: u32| serde_json::json!([{"Type": "VSID", "Settings": {"IsolationId": id}}]);
+    let def = serde_json::json!({"Name": "ov", "Type": "Overlay",
+        "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.230.0.0/16", "Policies": vsid(4100)}]}]});
+    let net: cnet_model::Network = w.client(0).post("/networks", &def).unwrap();
+    let vxlan = format!("cnx{}", &net.bridge_name.clone().unwrap()[3..]);
+    within(5, "the network and its VXLAN device on every host", &w, || {
+        (0..3).all(|i| {
+            w.client(i).get::<cnet_model::Network>(&format!("/networks/{}", net.id)).is_ok()
+                && link_details(&w, i, &vxlan).is_some_and(|d| {
+                    d.contains("vxlan id 4100")
+                        && d.contains(&format!("local 10.254.0.{}", i + 1))
+                        && d.contains("dstport 4789")
+                })
+        })
+    });
+    let on_b = link_details(&w, 1, &vxlan).unwrap();
+    assert!(on_b.contains("nolearning") && on_b.contains("mtu 1450"), "{on_b}");
+
+    // A VNI is one network's: refused on another host, nothing left there.
+    let again = serde_json::json!({"Name": "ov2", "Type": "Overlay",
+        "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.231.0.0/16", "Policies": vsid(4100)}]}]});
+    let err = w.client(1).post::<cnet_model::Network>("/networks", &again).unwrap_err().to_string();
+    assert!(err.contains("VNI 4100") && err.contains(&net.id.to_string()), "{err}");
+    assert!(w.client(1).get::<Vec<cnet_model::Network>>("/networks?name=ov2").unwrap().is_empty(), "rolled back");
+    // Endpoints are not in this build yet, and say so.
+    let err = w
+        .client(1)
+        .post::<cnet_model::Endpoint>("/endpoints", &serde_json::json!({"HostComputeNetwork": net.id}))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not in this build yet"), "{err}");
+
+    // Deleted on B: gone from every host, devices too.
+    w.client(1).delete(&format!("/networks/{}", net.id)).unwrap();
+    within(5, "the network gone from every host", &w, || {
+        (0..3).all(|i| {
+            w.client(i).get::<cnet_model::Network>(&format!("/networks/{}", net.id)).is_err()
+                && link_details(&w, i, &vxlan).is_none()
+        })
+    });
 }

@@ -43,8 +43,8 @@ pub struct VxlanSpec {
     pub port: u16,
     /// This host's provider address, the tunnel's source.
     pub local: IpAddr,
-    /// The underlay link the tunnel leaves by.
-    pub uplink: String,
+    /// The underlay link the tunnel leaves by (else the route to each peer decides).
+    pub uplink: Option<String>,
     /// This host's VTEP MAC (stable across restarts).
     pub mac: Mac,
     pub mtu: u32,
@@ -116,15 +116,16 @@ impl Rtnl {
     /// Creates the VXLAN device of `s` (down): no learning, no miss
     /// notifications, its port set, its source the provider address.
     pub fn add_vxlan(&mut self, s: &VxlanSpec) -> Result<()> {
-        let link = self.require_index(&s.uplink)?;
         let mut data = vec![
             InfoVxlan::Id(s.vni),
             InfoVxlan::Port(s.port),
             InfoVxlan::Learning(false),
             InfoVxlan::L2Miss(false),
             InfoVxlan::L3Miss(false),
-            InfoVxlan::Link(link),
         ];
+        if let Some(uplink) = &s.uplink {
+            data.push(InfoVxlan::Link(self.require_index(uplink)?));
+        }
         data.push(match s.local {
             IpAddr::V4(v4) => InfoVxlan::Local(v4),
             IpAddr::V6(v6) => InfoVxlan::Local6(v6),
@@ -137,7 +138,7 @@ impl Rtnl {
             NlLinkInfo::Data(InfoData::Vxlan(data)),
         ]));
         self.request(
-            || format!("creating VXLAN device {} (VNI {}, port {}) on {}", s.name, s.vni, s.port, s.uplink),
+            || format!("creating VXLAN device {} (VNI {}, port {}, from {})", s.name, s.vni, s.port, s.local),
             RouteNetlinkMessage::NewLink(m),
             NLM_F_CREATE | NLM_F_EXCL,
         )
@@ -333,7 +334,7 @@ mod tests {
             vni: 42,
             port: 4789,
             local: IpAddr::V4(provider),
-            uplink: "ul0".into(),
+            uplink: Some("ul0".into()),
             mac,
             mtu: 1450,
         };

@@ -122,6 +122,9 @@ impl Dataplane for Kernel {
     fn create_macvtap(&self, spec: &MacvtapSpec) -> DpResult<String> {
         link::create_macvtap(spec)
     }
+    fn ensure_vxlan(&self, spec: &cnet_dataplane::netlink::overlay::VxlanSpec) -> DpResult<()> {
+        link::ensure_vxlan(spec)
+    }
     fn create_tap(&self, spec: &TapSpec, mtu: u32, bridge: &str, port: PortFlags) -> DpResult<()> {
         link::create_tap(spec, mtu, &ifname(bridge)?, port)
     }

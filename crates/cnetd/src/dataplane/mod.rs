@@ -63,6 +63,8 @@ pub trait Dataplane: Send + Sync {
     // ---- links, addresses, routes ----
     /// Creates the bridge if missing; makes sure its addresses are there and it is up.
     fn ensure_bridge(&self, spec: &BridgeSpec) -> DpResult<()>;
+    /// Creates an overlay network's VXLAN device unless it exists; up.
+    fn ensure_vxlan(&self, spec: &cnet_dataplane::netlink::overlay::VxlanSpec) -> DpResult<()>;
     /// Deletes a host link at once.
     fn delete_link(&self, name: &str) -> DpResult<()>;
     /// Creates a veth pair: configured inside the namespace, host side on the bridge.

@@ -168,6 +168,7 @@ impl Registry {
             Box::new(bridge::Bridge),           // NAT, Internal, Private
             Box::new(transparent::Transparent), // Transparent (macvlan, DHCP, VLAN)
             Box::new(l2bridge::L2Bridge),       // L2Bridge, L2Tunnel
+            Box::new(overlay::Overlay),         // Overlay (VXLAN across hosts; endpoints not yet)
         ])
     }
 

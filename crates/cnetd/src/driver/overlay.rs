@@ -1,6 +1,12 @@
-//! The Overlay driver (in progress, issue 11): what a network's VXLAN device
-//! must hold for the **remote hosts** of the cluster view, and the changes
-//! that take the kernel there.
+//! The Overlay driver (in progress, issue 11). A network is, on each host,
+//! a VXLAN device `cnx…` (no learning, the network's port, this host's
+//! provider address as source and its VTEP MAC) and a gateway bridge `cnb…`
+//! with the same MAC on every host (`DrMacAddress`, else derived from the
+//! network ID, which every host shares) and the gateway addresses; local
+//! endpoints are veths on that bridge (not yet: they need addresses from
+//! this host's blocks). What the VXLAN device must hold for the **remote
+//! hosts** of the cluster view is [`wanted`], and [`plan`] the changes that
+//! take the kernel there.
 //!
 //! Invariants:
 //! - Per remote host with blocks of the network: one permanent neighbour
@@ -19,8 +25,131 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv6Addr};
 
 use cnet_cluster::view::RemoteHost;
-use cnet_dataplane::netlink::overlay::vtep_link_local;
+use cnet_dataplane::netlink::overlay::{vtep_link_local, VxlanSpec};
 use cnet_dataplane::{Addr, Mac};
+use cnet_model::{Finding, NetworkType};
+
+use super::bridge::{bridge_spec, Bridge};
+use super::{Links, NetworkDriver, Repair};
+use crate::dataplane::{Dataplane, DpResult, FwElem};
+use crate::state::{EndpointRecord, NamespaceRecord, NetworkRecord};
+
+/// The default VXLAN port (IANA).
+pub const VXLAN_PORT: u16 = 4789;
+
+/// The network's VXLAN device: `cnx` + the bridge's 10 hex digits.
+pub fn vxlan_name(net: &NetworkRecord) -> String {
+    format!("cnx{}", &net.bridge[3..])
+}
+
+fn not_ready(what: String) -> cnet_dataplane::DataplaneError {
+    cnet_dataplane::DataplaneError::Netlink { what, source: std::io::Error::from_raw_os_error(libc::ENOTCONN) }
+}
+
+fn vxlan_spec(net: &NetworkRecord) -> DpResult<VxlanSpec> {
+    let host = net.overlay_host.as_ref().ok_or_else(|| {
+        not_ready(format!("network {}: this host has no tunnel end (is cnetd in a cluster?)", net.name))
+    })?;
+    Ok(VxlanSpec {
+        name: vxlan_name(net),
+        vni: net.vni().ok_or_else(|| not_ready(format!("network {}: no VSID", net.name)))?,
+        port: net.vxlan_port.unwrap_or(VXLAN_PORT),
+        local: host.provider,
+        uplink: net.uplink.as_ref().map(|u| u.to_string()),
+        mac: Mac(host.vtep_mac.0),
+        mtu: net.mtu(),
+    })
+}
+
+pub struct Overlay;
+
+impl NetworkDriver for Overlay {
+    fn types(&self) -> &'static [NetworkType] {
+        &[NetworkType::Overlay]
+    }
+
+    fn setup(&self, dp: &dyn Dataplane, net: &NetworkRecord) -> DpResult<()> {
+        dp.ensure_vxlan(&vxlan_spec(net)?)?;
+        let mut gateway = bridge_spec(net)?;
+        if let Some(mac) = net.dr_mac {
+            gateway.mac = Mac(mac.0);
+        }
+        dp.ensure_bridge(&gateway)?;
+        dp.sysctl_set("net/ipv4/ip_forward", "1")?;
+        if net.subnets.iter().any(|s| s.ip_address_prefix.addr().is_ipv6()) {
+            dp.sysctl_set("net/ipv6/conf/all/forwarding", "1")?;
+        }
+        Ok(())
+    }
+
+    fn update(&self, dp: &dyn Dataplane, _old: &NetworkRecord, new: &NetworkRecord) -> DpResult<()> {
+        self.setup(dp, new)
+    }
+
+    fn teardown(&self, dp: &dyn Dataplane, net: &NetworkRecord) -> DpResult<()> {
+        super::all_steps([dp.delete_link(&vxlan_name(net)), dp.delete_link(&net.bridge)])
+    }
+
+    fn firewall(&self, _net: &NetworkRecord) -> Vec<FwElem> {
+        vec![]
+    }
+
+    fn attach(
+        &self,
+        _dp: &dyn Dataplane,
+        net: &NetworkRecord,
+        _ep: &EndpointRecord,
+        _netns_path: &str,
+    ) -> DpResult<()> {
+        Err(not_ready(format!("network {}: endpoints on Overlay networks are not in this build yet", net.name)))
+    }
+
+    fn detach(
+        &self,
+        dp: &dyn Dataplane,
+        net: &NetworkRecord,
+        ep: &EndpointRecord,
+        netns: Option<&str>,
+    ) -> DpResult<()> {
+        Bridge.detach(dp, net, ep, netns)
+    }
+
+    fn network_links(&self, net: &NetworkRecord) -> Vec<String> {
+        vec![net.bridge.clone(), vxlan_name(net)]
+    }
+
+    fn endpoint_links(&self, ep: &EndpointRecord) -> Vec<String> {
+        Bridge.endpoint_links(ep)
+    }
+
+    fn check_network(&self, dp: &dyn Dataplane, net: &NetworkRecord, links: &Links) -> DpResult<Vec<Finding>> {
+        let mut out = Bridge.check_network(dp, net, links)?;
+        out.extend(super::check_link(net, links, "VXLAN device", &vxlan_name(net)));
+        Ok(out)
+    }
+
+    fn check_endpoint(
+        &self,
+        dp: &dyn Dataplane,
+        net: &NetworkRecord,
+        ep: &EndpointRecord,
+        ns: &NamespaceRecord,
+        links: &Links,
+    ) -> DpResult<Vec<Finding>> {
+        Bridge.check_endpoint(dp, net, ep, ns, links)
+    }
+
+    fn repair_endpoint(
+        &self,
+        dp: &dyn Dataplane,
+        net: &NetworkRecord,
+        ep: &EndpointRecord,
+        ns: &NamespaceRecord,
+        links: &Links,
+    ) -> DpResult<Repair> {
+        Bridge.repair_endpoint(dp, net, ep, ns, links)
+    }
+}
 
 /// The remote-host entries of one VXLAN device.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

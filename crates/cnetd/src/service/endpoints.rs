@@ -114,6 +114,13 @@ impl Service {
             let s = o.network(net_id)?;
             not_busy(s.intent, || format!("network {}", s.record.name))?;
             let mut net = s.record.clone();
+            if net.kind == cnet_model::NetworkType::Overlay {
+                // Their addresses must come from this host's blocks (issue 11, in progress).
+                return Err(ServiceError::unsupported(format!(
+                    "endpoints on Overlay network {} are not in this build yet: use a NAT network for now",
+                    net.name
+                )));
+            }
             let driver = self.drivers.get(net.kind)?;
             let ns = match ep.host_compute_namespace.take() {
                 Some(key) => {

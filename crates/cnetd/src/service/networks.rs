@@ -10,6 +10,7 @@ use cnet_model::{Dns, ErrorCode, Network, NetworkType, Subnet};
 
 use super::{not_busy, NetworkFilter, Service};
 use crate::error::{Result, ServiceError};
+use crate::state::records::OverlayHost;
 use crate::state::{Intent, NetworkRecord, Objects, Stored};
 
 /// A change to a live network (the typed form of an HCN modify request).
@@ -67,7 +68,41 @@ impl Service {
             .collect())
     }
 
-    pub fn create_network(&self, mut net: Network) -> Result<NetworkRecord> {
+    pub fn create_network(&self, net: Network) -> Result<NetworkRecord> {
+        self.create_network_from(net, true)
+    }
+
+    /// This host as an Overlay network's tunnel end, from its membership.
+    fn overlay_host(&self) -> Result<OverlayHost> {
+        let m = self.cluster.get().ok_or_else(|| {
+            ServiceError::unsupported(
+                "an Overlay network spans hosts: start cnetd with --etcd ENDPOINTS on every host (docs/overlay.md)",
+            )
+        })?;
+        let h = m.host();
+        let vtep_mac = h
+            .vtep_mac
+            .parse()
+            .map_err(|_| ServiceError::invalid(format!("this host's VTEP MAC {} is not a MAC", h.vtep_mac)))?;
+        Ok(OverlayHost { provider: h.provider_address, vtep_mac })
+    }
+
+    /// Creates a network; an Overlay one is also published to the cluster
+    /// (`publish`), unless it comes from there (a mirror).
+    fn create_network_from(&self, mut net: Network, publish: bool) -> Result<NetworkRecord> {
+        let overlay_host = match net.r#type {
+            NetworkType::Overlay => Some(self.overlay_host()?),
+            _ => None,
+        };
+        if let Some(vni) = net.vni().filter(|_| net.r#type == NetworkType::Overlay) {
+            let o = self.state.read();
+            if let Some(other) = o.networks.values().find(|s| s.record.id != net.id && s.record.vni() == Some(vni)) {
+                return Err(ServiceError::invalid(format!(
+                    "VNI {vni} is network {}'s ({}): give this network another VSID",
+                    other.record.id, other.record.name
+                )));
+            }
+        }
         let driver = self.drivers.get(net.r#type)?;
         driver.validate(&net)?;
         if let Some(why) = self.caps.missing_for(&net) {
@@ -98,7 +133,8 @@ impl Service {
                     "the network ID collides with another network's bridge name: omit ID",
                 ));
             }
-            let rec = NetworkRecord::from_wire(&net, bridge)?;
+            let mut rec = NetworkRecord::from_wire(&net, bridge)?;
+            rec.overlay_host = overlay_host.clone();
             ch.put_network(Stored::with(rec.clone(), Intent::Create));
             Ok(rec)
         })?;
@@ -115,10 +151,82 @@ impl Service {
         if rec.flags & crate::dhcp::server::ENABLE_DHCP_SERVER != 0 {
             self.dhcp_sockets.sync(&self.state.read());
         }
+        // Local first, then the cluster: this host's own follower then finds
+        // the network already here. A refusal there (a VNI taken) undoes it.
+        if let (true, Some(m), Some(vni)) = (publish, self.cluster.get(), rec.vni()) {
+            let definition = serde_json::to_value(rec.to_wire()).expect("a network serialises");
+            if let Err(e) = m.create_network(rec.id, vni, &definition) {
+                let _ = self.delete_network_from(&rec.id.to_string(), false);
+                let code = if e.contains("VNI") { ErrorCode::InvalidParameter } else { ErrorCode::DegradedOperation };
+                return Err(ServiceError::new(code, format!("publishing network {} to the cluster: {e}", rec.name)));
+            }
+        }
         Ok(rec)
     }
 
+    /// Makes the cluster's networks this host's own: creates those it lacks,
+    /// deletes the Overlay networks the cluster no longer has (when no local
+    /// endpoint uses them). Failures are logged; the next change retries.
+    pub fn mirror_networks(&self, nets: &std::collections::BTreeMap<Uuid, serde_json::Value>) {
+        // One mirror at a time (each view change starts one).
+        static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+        for (id, def) in nets {
+            if self.state.read().networks.contains_key(id) {
+                continue;
+            }
+            match serde_json::from_value::<Network>(def.clone()) {
+                Ok(net) => match self.create_network_from(net, false) {
+                    Ok(rec) => {
+                        tracing::info!(network = %rec.name, id = %rec.id, "network from the cluster created here")
+                    }
+                    Err(e) => tracing::warn!(%id, "network from the cluster not created here: {}", e.message),
+                },
+                Err(e) => tracing::warn!(%id, "the cluster's definition of network {id} is not a network: {e}"),
+            }
+        }
+        let gone: Vec<Uuid> = self
+            .state
+            .read()
+            .networks
+            .values()
+            .filter(|s| s.record.kind == NetworkType::Overlay && !nets.contains_key(&s.record.id))
+            .map(|s| s.record.id)
+            .collect();
+        for id in gone {
+            if let Err(e) = self.delete_network_from(&id.to_string(), false) {
+                tracing::warn!(%id, "network deleted in the cluster stays here: {}", e.message);
+            }
+        }
+    }
+
     pub fn delete_network(&self, key: &str) -> Result<()> {
+        self.delete_network_from(key, true)
+    }
+
+    /// Deletes a network; an Overlay one goes from the cluster first
+    /// (`publish`; refused while any host has endpoints on it).
+    fn delete_network_from(&self, key: &str, publish: bool) -> Result<()> {
+        let overlay = {
+            let o = self.state.read();
+            o.network_id(key).ok().and_then(|id| o.networks.get(&id)).map(|s| s.record.clone())
+        }
+        .filter(|n| n.kind == NetworkType::Overlay);
+        if let (true, Some(net), Some(m)) = (publish, &overlay, self.cluster.get()) {
+            let has_local = self.state.read().endpoints.values().any(|e| e.record.network == net.id);
+            if !has_local {
+                if let Some(vni) = net.vni() {
+                    m.delete_network(net.id, vni).map_err(|e| {
+                        let code = if e.contains("still has endpoints") {
+                            ErrorCode::EntityHasReferences
+                        } else {
+                            ErrorCode::DegradedOperation
+                        };
+                        ServiceError::new(code, format!("deleting network {} from the cluster: {e}", net.name))
+                    })?;
+                }
+            }
+        }
         let net = self.state.change(|o, ch| {
             let Ok(id) = o.network_id(key) else { return Ok(None) };
             let s = o.network(id)?;

@@ -146,6 +146,16 @@ pub struct NetworkRecord {
     /// An Overlay network's gateway MAC on every host (`DrMacAddress`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dr_mac: Option<MacAddr>,
+    /// Host-local, for an Overlay network: this host's tunnel end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay_host: Option<OverlayHost>,
+}
+
+/// This host as an Overlay network's tunnel end (from its cluster membership).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverlayHost {
+    pub provider: IpAddr,
+    pub vtep_mac: MacAddr,
 }
 
 impl NetworkRecord {
@@ -174,6 +184,7 @@ impl NetworkRecord {
             last_allocated: vec![],
             vxlan_port: net.vxlan_port(),
             dr_mac: net.dr_mac(),
+            overlay_host: None,
         })
     }
 
@@ -203,7 +214,14 @@ impl NetworkRecord {
     }
 
     pub fn mtu(&self) -> u32 {
-        self.mtu.unwrap_or(1500)
+        // An Overlay network's frames carry 50 bytes of VXLAN over IPv4.
+        let default = if self.kind == NetworkType::Overlay { 1450 } else { 1500 };
+        self.mtu.unwrap_or(default)
+    }
+
+    /// An Overlay network's VNI (its subnets' VSID).
+    pub fn vni(&self) -> Option<u32> {
+        self.subnets.iter().find_map(|s| s.vsid())
     }
 
     /// The bridge's MAC, fixed so that endpoints never see the gateway move.

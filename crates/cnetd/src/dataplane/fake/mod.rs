@@ -277,6 +277,14 @@ impl Dataplane for FakeDataplane {
             Ok(format!("/dev/tap-fake-{name}"))
         })
     }
+    fn ensure_vxlan(&self, spec: &cnet_dataplane::netlink::overlay::VxlanSpec) -> DpResult<()> {
+        self.step(format!("ensure_vxlan {} vni={} port={}", spec.name, spec.vni, spec.port), |k| {
+            let mut link = FakeLink::new("vxlan", Some(spec.mac), spec.mtu);
+            link.up = true;
+            k.objects.links.entry(spec.name.clone()).or_insert(link);
+            Ok(())
+        })
+    }
     fn create_tap(&self, spec: &TapSpec, mtu: u32, bridge: &str, port: PortFlags) -> DpResult<()> {
         let access = format!("flags={:#x} owner={:?} group={:?}", spec.flags(), spec.owner, spec.group);
         self.step(format!("create_tap {} {bridge} {access}", spec.name), |k| {

@@ -417,7 +417,7 @@ fn publishing_a_udp_port_forgets_old_flows_to_it_and_removing_a_mapping_forgets_
 fn a_network_type_this_build_lacks_is_refused_by_the_registry() {
     let b = Bed::new();
     let mut net = net_req();
-    net.r#type = cnet_model::NetworkType::Overlay;
+    net.r#type = cnet_model::NetworkType::Ics;
     let err = b.svc().create_network(net).unwrap_err();
     assert_eq!(err.code, cnet_model::ErrorCode::MappingNotSupported);
     assert!(err.message.contains("NAT, Internal, Private"), "{}", err.message);
@@ -476,3 +476,14 @@ fn a_bridge_with_as_many_ports_as_the_backlog_is_reported() {
 
 mod physical;
 mod vm;
+
+#[test]
+fn an_overlay_network_without_a_cluster_is_refused_with_the_fix() {
+    let b = Bed::new();
+    let net: Network = serde_json::from_value(json!({"Name": "ov", "Type": "Overlay",
+        "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.230.0.0/16", "Policies": [{"Type": "VSID", "Settings": {"IsolationId": 9}}]}]}]}))
+    .unwrap();
+    let err = b.svc().create_network(net).unwrap_err();
+    assert!(err.message.contains("--etcd"), "{}", err.message);
+    assert!(b.fake.calls().is_empty(), "no kernel call");
+}
