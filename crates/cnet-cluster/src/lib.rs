@@ -121,6 +121,10 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// The one keep-alive stream of a lease (shared by clones of a [`Cluster`]).
+type KeepAlive =
+    std::sync::Arc<tokio::sync::Mutex<Option<(etcd_client::LeaseKeeper, etcd_client::LeaseKeepAliveStream)>>>;
+
 /// A connection to the cluster's etcd, as one host.
 #[derive(Clone)]
 pub struct Cluster {
@@ -128,13 +132,19 @@ pub struct Cluster {
     /// This host's registration and its current lease, once joined.
     host: Host,
     lease: Option<i64>,
+    keep_alive: KeepAlive,
 }
 
 impl Cluster {
     /// Connects to etcd at `endpoints` (with `options`: TLS, user) as `host`.
     pub async fn connect(endpoints: &[String], options: Option<ConnectOptions>, host: Host) -> Result<Self> {
         let options = options.unwrap_or_default().with_connect_timeout(Duration::from_secs(3));
-        Ok(Cluster { client: Client::connect(endpoints, Some(options)).await?, host, lease: None })
+        Ok(Cluster {
+            client: Client::connect(endpoints, Some(options)).await?,
+            host,
+            lease: None,
+            keep_alive: KeepAlive::default(),
+        })
     }
 
     pub fn host(&self) -> &Host {
@@ -171,22 +181,51 @@ impl Cluster {
         Ok(lease)
     }
 
-    /// Sends one keep-alive for this host's lease; answers the TTL left
-    /// (0: the lease ended, join again). Call it every third of the TTL.
+    /// Sends one keep-alive for this host's lease on the lease's one
+    /// stream (made on first use, made again after a failure); answers the
+    /// TTL left (0: the lease ended, join again). Call it every third of the
+    /// TTL.
     pub async fn keep_alive(&mut self) -> Result<i64> {
         let lease = self.lease.ok_or(Error::NotJoined)?;
-        let (mut keeper, mut stream) = self.client.lease_keep_alive(lease).await?;
-        keeper.keep_alive().await?;
-        let ttl = stream.message().await?.map(|r| r.ttl()).unwrap_or(0);
-        if ttl <= 0 {
-            self.lease = None;
+        let mut slot = self.keep_alive.lock().await;
+        let mut client = self.client.clone();
+        let answer = async {
+            if slot.is_none() {
+                *slot = Some(client.lease_keep_alive(lease).await?);
+            }
+            let (keeper, stream) = slot.as_mut().expect("just made");
+            keeper.keep_alive().await?;
+            Ok::<_, etcd_client::Error>(stream.message().await?.map(|r| r.ttl()).unwrap_or(0))
+        };
+        match answer.await {
+            Ok(ttl) => {
+                if ttl <= 0 {
+                    self.lease = None;
+                    *slot = None;
+                }
+                Ok(ttl)
+            }
+            Err(e) => {
+                *slot = None;
+                if e.to_string().contains("lease not found") {
+                    self.lease = None;
+                    return Ok(0);
+                }
+                Err(e.into())
+            }
         }
-        Ok(ttl)
+    }
+
+    /// Drops the lease's keep-alive stream (one that stopped answering): the
+    /// next [`Cluster::keep_alive`] opens a new one.
+    pub async fn reset_keep_alive(&mut self) {
+        *self.keep_alive.lock().await = None;
     }
 
     /// Leaves the cluster at once: revokes the lease (the registration goes).
     pub async fn leave(&mut self) -> Result<()> {
         if let Some(lease) = self.lease.take() {
+            *self.keep_alive.lock().await = None;
             self.client.lease_revoke(lease).await?;
         }
         Ok(())

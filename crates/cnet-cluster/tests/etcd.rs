@@ -259,3 +259,21 @@ fn a_network_has_a_vni_of_its_own_and_goes_only_when_no_host_holds_its_blocks() 
         a.create_network(n2, 5000, &serde_json::json!({})).await.unwrap();
     });
 }
+
+#[test]
+fn a_host_that_keeps_its_lease_alive_stays_registered_long_past_its_ttl() {
+    with_etcd(|ep| async move {
+        let mut a = connect(&ep, host(1)).await;
+        a.join(2, None).await.unwrap();
+        let mut watcher = connect(&ep, host(2)).await;
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(8) {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            let t = Instant::now();
+            let ttl = a.keep_alive().await.unwrap();
+            assert!(ttl > 0, "the lease ended after {:?}", start.elapsed());
+            assert!(t.elapsed() < Duration::from_secs(1), "a keep-alive took {:?}", t.elapsed());
+            assert_eq!(watcher.hosts().await.unwrap().len(), 1, "still registered after {:?}", start.elapsed());
+        }
+    });
+}

@@ -80,7 +80,9 @@ impl ClusterWorld {
                 log: dir.path().join(format!("h{i}.log")),
             });
         }
-        let mut w = ClusterWorld { tag, dir, hosts, etcd: None, ttl: 3 };
+        // Short, so tests are quick; not shorter: on a loaded 2-core machine
+        // a keep-alive can take a second.
+        let mut w = ClusterWorld { tag, dir, hosts, etcd: None, ttl: 5 };
         w.start_etcd();
         w
     }
@@ -103,7 +105,7 @@ impl ClusterWorld {
         let child = Command::new("nsenter")
             .arg(format!("--net={}", self.underlay_path()))
             .args(["etcd", "--name", "n1", "--data-dir"])
-            .arg(self.dir.path().join("etcd"))
+            .arg(self.etcd_data())
             .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
             .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &format!("n1={peer}"), "--logger", "zap", "--log-level", "warn"])
@@ -127,6 +129,26 @@ impl ClusterWorld {
             assert!(Instant::now() < deadline, "etcd did not become healthy within 15 s");
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// etcd's data: in memory (`/dev/shm`), so that its fsyncs never wait
+    /// for a disk another test (or a build) keeps busy — a stalled etcd lets
+    /// leases expire and the tests would measure the disk.
+    fn etcd_data(&self) -> PathBuf {
+        PathBuf::from(format!("/dev/shm/cnet-etcd-{}", self.tag))
+    }
+
+    /// Runs `etcdctl` against the world's etcd; panics when it fails.
+    pub fn etcdctl(&self, args: &[&str]) -> String {
+        let out = Command::new("nsenter")
+            .arg(format!("--net={}", self.underlay_path()))
+            .args(["etcdctl", "--endpoints", &self.etcd_endpoint()])
+            .args(args)
+            .env("ETCDCTL_API", "3")
+            .output()
+            .expect("run etcdctl");
+        assert!(out.status.success(), "etcdctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// SIGKILL to etcd: an outage.
@@ -205,6 +227,7 @@ impl Drop for ClusterWorld {
             self.kill_daemon(i);
         }
         self.kill_etcd();
+        let _ = std::fs::remove_dir_all(self.etcd_data());
         // A destroyed host's namespace is gone already: no word about it.
         for ns in self.hosts.iter().map(|h| h.netns.clone()).chain([format!("{}-ul", self.tag)]) {
             let _ = Command::new("ip").args(["netns", "del", &ns]).output();

@@ -48,9 +48,11 @@ struct Status {
     view: View,
 }
 
-/// What the agent calls when the cluster's networks change (cnetd makes
-/// them its own: [`crate::service::Service::mirror_networks`]).
-pub type OnNetworks = Box<dyn Fn(std::collections::BTreeMap<Uuid, serde_json::Value>) + Send + Sync>;
+/// What the agent calls whenever the view changes (cnetd makes the
+/// cluster's networks its own and programs its remote hosts from the
+/// *latest* view, [`Membership::view`]: so changes handled late or twice
+/// are harmless; [`crate::service::Service::cluster_changed`]).
+pub type OnChange = Box<dyn Fn() + Send + Sync>;
 
 /// This host's membership, shared by the agent's tasks and the API.
 pub struct Membership {
@@ -60,7 +62,7 @@ pub struct Membership {
     runtime: tokio::runtime::Handle,
     status: RwLock<Status>,
     /// Set once by the daemon.
-    pub on_networks: std::sync::OnceLock<OnNetworks>,
+    pub on_change: std::sync::OnceLock<OnChange>,
 }
 
 impl Membership {
@@ -93,13 +95,28 @@ impl Membership {
     }
 
     fn update(&self, f: impl FnOnce(&mut Status)) {
-        f(&mut self.status.write().unwrap_or_else(|e| e.into_inner()));
+        let mut s = self.status.write().unwrap_or_else(|e| e.into_inner());
+        let before = (s.keeper_error.clone(), s.follower_error.clone());
+        f(&mut s);
+        // Every change of health is logged once.
+        for (was, now) in [(&before.0, &s.keeper_error), (&before.1, &s.follower_error)] {
+            match (was, now) {
+                (_, Some(e)) if was.as_ref() != Some(e) => tracing::warn!("cluster degraded: {e}"),
+                (Some(_), None) => tracing::info!("cluster healthy again"),
+                _ => {}
+            }
+        }
     }
 
-    fn networks_changed(&self, v: &View) {
-        if let Some(f) = self.on_networks.get() {
-            f(v.networks.clone());
+    fn changed(&self) {
+        if let Some(f) = self.on_change.get() {
+            f();
         }
+    }
+
+    /// The latest view of the cluster.
+    pub fn view(&self) -> View {
+        self.status.read().unwrap_or_else(|e| e.into_inner()).view.clone()
     }
 
     /// This host as a tunnel end.
@@ -187,7 +204,7 @@ fn hostname() -> String {
 }
 
 /// Starts the agent's tasks on the current runtime; answers the membership.
-pub fn start(cfg: Config, state_dir: &Path, on_networks: OnNetworks) -> anyhow::Result<Arc<Membership>> {
+pub fn start(cfg: Config, state_dir: &Path, on_change: OnChange) -> anyhow::Result<Arc<Membership>> {
     anyhow::ensure!(!cfg.endpoints.is_empty(), "--etcd needs at least one endpoint (http://HOST:2379)");
     let id = host_id(state_dir)?;
     let provider = match cfg.provider_address {
@@ -202,9 +219,9 @@ pub fn start(cfg: Config, state_dir: &Path, on_networks: OnNetworks) -> anyhow::
         cfg: cfg.clone(),
         runtime: tokio::runtime::Handle::current(),
         status: RwLock::default(),
-        on_networks: std::sync::OnceLock::new(),
+        on_change: std::sync::OnceLock::new(),
     });
-    let _ = m.on_networks.set(on_networks);
+    let _ = m.on_change.set(on_change);
     let lease_file = state_dir.join("cluster-lease");
     tokio::spawn(keep(m.clone(), cfg.clone(), lease_file));
     tokio::spawn(follow(m.clone(), cfg));
@@ -248,16 +265,22 @@ async fn keep(m: Arc<Membership>, cfg: Config, lease_file: PathBuf) {
         let every = Duration::from_millis((cfg.ttl.max(1) as u64 * 1000) / 3);
         loop {
             tokio::time::sleep(every).await;
+            // A slow answer is not yet a lost lease: wait up to a third of
+            // the TTL more (the next keep-alive is due then anyway).
             match tokio::time::timeout(every, c.keep_alive()).await {
                 Ok(Ok(ttl)) if ttl > 0 => m.update(|s| s.keeper_error = None),
                 Ok(Ok(_)) => {
                     m.update(|s| s.keeper_error = Some("this host's lease ended: registering again".into()));
+                    // Nothing to revoke: register under a new lease.
+                    let _ = std::fs::remove_file(&lease_file);
                     break;
                 }
                 Ok(Err(e)) => m.update(|s| {
                     s.keeper_error = Some(format!("etcd unreachable ({e}): keeping the data path as it is"))
                 }),
                 Err(_) => {
+                    // That stream may be stuck: the next keep-alive opens another.
+                    c.reset_keep_alive().await;
                     m.update(|s| s.keeper_error = Some("etcd does not answer: keeping the data path as it is".into()))
                 }
             }
@@ -277,14 +300,10 @@ async fn follow(m: Arc<Membership>, cfg: Config) {
                 s.view = view.clone();
                 s.follower_error = None;
             });
-            m.networks_changed(&view);
-            let mut networks = view.networks.clone();
+            m.changed();
             c.follow(&mut view, |v| {
                 m.update(|s| s.view = v.clone());
-                if v.networks != networks {
-                    networks = v.networks.clone();
-                    m.networks_changed(v);
-                }
+                m.changed();
                 true
             })
             .await

@@ -48,15 +48,15 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, ?report, "start-up reconcile done");
 
     if let Some(c) = cfg.cluster.clone() {
-        // The cluster's networks become this host's (on a blocking thread:
-        // the service's calls are blocking).
+        // The cluster's networks become this host's and its remote hosts are
+        // programmed (on a blocking thread: the service's calls block).
         let mirror = Arc::downgrade(&svc);
-        let on_networks: crate::cluster::OnNetworks = Box::new(move |nets| {
+        let on_change: crate::cluster::OnChange = Box::new(move || {
             if let Some(svc) = mirror.upgrade() {
-                tokio::task::spawn_blocking(move || svc.mirror_networks(&nets));
+                tokio::task::spawn_blocking(move || svc.cluster_changed());
             }
         });
-        let _ = svc.cluster.set(crate::cluster::start(c, &cfg.state_dir, on_networks)?);
+        let _ = svc.cluster.set(crate::cluster::start(c, &cfg.state_dir, on_change)?);
     }
 
     // DHCP leases of endpoints are renewed from their records.

@@ -1,5 +1,5 @@
 //! cnetd as a cluster member, with a real etcd: three host namespaces on an
-//! underlay, a cnetd on each (`--etcd`, lease TTL 3 s). Hosts see each other;
+//! underlay, a cnetd on each (`--etcd`, lease TTL 5 s). Hosts see each other;
 //! a host that dies with its namespace is dropped by the others within its
 //! TTL + 2 s; an etcd outage degrades the cluster without touching the
 //! hosts, and it converges when etcd is back; a restarted cnetd rejoins at
@@ -156,5 +156,79 @@ fn an_overlay_network_made_on_one_host_is_on_every_host_and_goes_from_every_host
             w.client(i).get::<cnet_model::Network>(&format!("/networks/{}", net.id)).is_err()
                 && link_details(&w, i, &vxlan).is_none()
         })
+    });
+}
+
+/// Host `i`'s remote-host entries on `vxlan`: neighbours, FDB, overlay routes.
+fn entries(w: &ClusterWorld, i: usize, vxlan: &str) -> (String, String, String) {
+    (
+        run_in(w, i, &["ip", "-6", "neigh", "show", "dev", vxlan, "nud", "permanent"]),
+        run_in(w, i, &["bridge", "fdb", "show", "dev", vxlan]),
+        run_in(w, i, &["ip", "route", "show", "proto", "73"]),
+    )
+}
+
+/// `CMD...` run in host `i`'s namespace: its standard output.
+fn run_in(w: &ClusterWorld, i: usize, cmd: &[&str]) -> String {
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", w.hosts[i].netns))
+        .args(cmd)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn each_remote_host_costs_one_neighbour_one_fdb_entry_and_a_route_per_block_and_a_dead_host_goes() {
+    cnet_testkit::require_root!();
+    let mut w = ClusterWorld::new(3);
+    for i in 0..3 {
+        w.start_daemon(i);
+    }
+    within(10, "three healthy hosts", &w, || (0..3).all(|i| status(&w, i).hosts.len() == 3));
+    let def = serde_json::json!({"Name": "ov", "Type": "Overlay",
+        "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.230.0.0/16", "Policies": [{"Type": "VSID", "Settings": {"IsolationId": 4200}}]}]}]});
+    let net: cnet_model::Network = w.client(0).post("/networks", &def).unwrap();
+    let vxlan = format!("cnx{}", &net.bridge_name.clone().unwrap()[3..]);
+    within(5, "the network on every host", &w, || (0..3).all(|i| link_details(&w, i, &vxlan).is_some()));
+
+    // B and C hold blocks (written as their cnetds will once endpoints come from blocks).
+    let host = |i: usize| status(&w, i).host.unwrap();
+    let (b, c) = (host(1), host(2));
+    for (h, block) in [(&b, "10.230.1.0_26"), (&c, "10.230.2.0_26"), (&c, "10.230.3.0_26")] {
+        w.etcdctl(&["put", &format!("/cnet/v1/blocks/{}/{block}", net.id), &format!("{{\"Host\":\"{}\"}}", h.id)]);
+    }
+    let ll = |h: &cnet_model::cluster::ClusterHost| {
+        let mac: cnet_model::MacAddr = h.vtep_mac.parse().unwrap();
+        cnet_dataplane::netlink::overlay::vtep_link_local(cnet_dataplane::Mac(mac.0)).to_string()
+    };
+    within(5, "A's entries for B and C", &w, || {
+        let (neigh, fdb, routes) = entries(&w, 0, &vxlan);
+        neigh.lines().count() == 2
+            && neigh.contains(&ll(&b))
+            && fdb.contains(&format!("{} dst 10.254.0.2", b.vtep_mac))
+            && fdb.contains(&format!("{} dst 10.254.0.3", c.vtep_mac))
+            && routes.lines().count() == 3
+            && routes.contains(&format!("10.230.1.0/26 via inet6 {}", ll(&b)))
+    });
+    let (_, _, on_b) = entries(&w, 1, &vxlan);
+    assert!(!on_b.contains(&ll(&b)) && on_b.contains(&ll(&c)), "B routes to C and not to itself: {on_b}");
+
+    // C dies with its namespace: within its TTL + 2 s A keeps only B's entries
+    // (C's blocks wait in etcd to be reclaimed, but nothing routes to them).
+    w.destroy_host(2);
+    let took = within(w.ttl + 2, "A dropping C's entries", &w, || {
+        let (neigh, fdb, routes) = entries(&w, 0, &vxlan);
+        !neigh.contains(&ll(&c)) && !fdb.contains(&c.vtep_mac) && routes.lines().count() == 1
+    });
+    println!("a dead host's kernel entries were gone after {took:?} (lease TTL {} s)", w.ttl);
+    let (neigh, fdb, _) = entries(&w, 0, &vxlan);
+    assert!(neigh.contains(&ll(&b)) && fdb.contains(&b.vtep_mac), "B's entries untouched");
+
+    // B gives its block back: its entries go too.
+    w.etcdctl(&["del", &format!("/cnet/v1/blocks/{}/10.230.1.0_26", net.id)]);
+    within(5, "A dropping B's entries", &w, || {
+        let (neigh, fdb, routes) = entries(&w, 0, &vxlan);
+        neigh.trim().is_empty() && !fdb.contains(&b.vtep_mac) && routes.trim().is_empty()
     });
 }

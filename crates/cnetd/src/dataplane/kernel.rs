@@ -125,6 +125,26 @@ impl Dataplane for Kernel {
     fn ensure_vxlan(&self, spec: &cnet_dataplane::netlink::overlay::VxlanSpec) -> DpResult<()> {
         link::ensure_vxlan(spec)
     }
+    fn overlay_entries(&self, dev: &str) -> DpResult<super::OverlayEntries> {
+        let mut nl = cnet_dataplane::netlink::Rtnl::open()?;
+        Ok(super::OverlayEntries {
+            neighbours: nl.permanent_neighbours(dev)?.into_iter().collect(),
+            fdb: nl.fdb(dev)?.into_iter().collect(),
+            routes: nl.overlay_routes(dev)?.into_iter().collect(),
+        })
+    }
+    fn apply_overlay(&self, dev: &str, op: &super::OverlayOp) -> DpResult<()> {
+        use super::OverlayOp::*;
+        let mut nl = cnet_dataplane::netlink::Rtnl::open()?;
+        match *op {
+            AddNeighbour(ip, mac) => nl.replace_neighbour(dev, ip, mac),
+            AddFdb(mac, dst) => nl.replace_fdb(dev, mac, dst),
+            AddRoute(dst, via) => nl.replace_overlay_route(dev, dst, via),
+            DeleteRoute(dst, via) => nl.delete_overlay_route(dev, dst, via),
+            DeleteFdb(mac, dst) => nl.delete_fdb(dev, mac, dst),
+            DeleteNeighbour(ip) => nl.delete_neighbour(dev, ip),
+        }
+    }
     fn create_tap(&self, spec: &TapSpec, mtu: u32, bridge: &str, port: PortFlags) -> DpResult<()> {
         link::create_tap(spec, mtu, &ifname(bridge)?, port)
     }

@@ -51,6 +51,27 @@ impl FwElem {
     }
 }
 
+/// The remote-host entries of one VXLAN device: permanent neighbours
+/// (address → MAC), FDB entries (MAC → provider address), overlay routes
+/// (block → link-local next hop).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OverlayEntries {
+    pub neighbours: std::collections::BTreeSet<(IpAddr, Mac)>,
+    pub fdb: std::collections::BTreeSet<(Mac, IpAddr)>,
+    pub routes: std::collections::BTreeSet<(Addr, std::net::Ipv6Addr)>,
+}
+
+/// One change to a VXLAN device's remote-host entries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OverlayOp {
+    AddNeighbour(IpAddr, Mac),
+    AddFdb(Mac, IpAddr),
+    AddRoute(Addr, std::net::Ipv6Addr),
+    DeleteRoute(Addr, std::net::Ipv6Addr),
+    DeleteFdb(Mac, IpAddr),
+    DeleteNeighbour(IpAddr),
+}
+
 /// The kernel, as the service sees it.
 pub trait Dataplane: Send + Sync {
     // ---- namespaces ----
@@ -67,6 +88,10 @@ pub trait Dataplane: Send + Sync {
     fn ensure_vxlan(&self, spec: &cnet_dataplane::netlink::overlay::VxlanSpec) -> DpResult<()>;
     /// Deletes a host link at once.
     fn delete_link(&self, name: &str) -> DpResult<()>;
+    /// The remote-host entries of VXLAN device `dev` (empty when it is gone).
+    fn overlay_entries(&self, dev: &str) -> DpResult<OverlayEntries>;
+    /// One change to VXLAN device `dev`'s remote-host entries.
+    fn apply_overlay(&self, dev: &str, op: &OverlayOp) -> DpResult<()>;
     /// Creates a veth pair: configured inside the namespace, host side on the bridge.
     fn create_veth(&self, spec: &VethSpec) -> DpResult<()>;
     /// Creates a VM endpoint's macvtap (tagged when on a VLAN), up; answers

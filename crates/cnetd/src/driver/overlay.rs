@@ -22,7 +22,7 @@
 //!   half programmed.
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 
 use cnet_cluster::view::RemoteHost;
 use cnet_dataplane::netlink::overlay::{vtep_link_local, VxlanSpec};
@@ -59,6 +59,23 @@ fn vxlan_spec(net: &NetworkRecord) -> DpResult<VxlanSpec> {
         mac: Mac(host.vtep_mac.0),
         mtu: net.mtu(),
     })
+}
+
+/// Brings network `net`'s VXLAN device to the entries of `remotes` (the
+/// registered other hosts with blocks of it); answers the changes made and
+/// the hosts left out.
+pub fn sync_remotes(
+    dp: &dyn Dataplane,
+    net: &NetworkRecord,
+    remotes: &[RemoteHost],
+) -> DpResult<(Vec<Op>, Vec<String>)> {
+    let dev = vxlan_name(net);
+    let (want, skipped) = wanted(remotes);
+    let ops = plan(&want, &dp.overlay_entries(&dev)?);
+    for op in &ops {
+        dp.apply_overlay(&dev, op)?;
+    }
+    Ok((ops, skipped))
 }
 
 pub struct Overlay;
@@ -151,24 +168,7 @@ impl NetworkDriver for Overlay {
     }
 }
 
-/// The remote-host entries of one VXLAN device.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Entries {
-    pub neighbours: BTreeSet<(IpAddr, Mac)>,
-    pub fdb: BTreeSet<(Mac, IpAddr)>,
-    pub routes: BTreeSet<(Addr, Ipv6Addr)>,
-}
-
-/// One change to a VXLAN device, in the order [`plan`] gives them.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Op {
-    AddNeighbour(IpAddr, Mac),
-    AddFdb(Mac, IpAddr),
-    AddRoute(Addr, Ipv6Addr),
-    DeleteRoute(Addr, Ipv6Addr),
-    DeleteFdb(Mac, IpAddr),
-    DeleteNeighbour(IpAddr),
-}
+pub use crate::dataplane::{OverlayEntries as Entries, OverlayOp as Op};
 
 /// What the device must hold for `remotes`; answers the hosts left out
 /// (their VTEP MAC does not parse).

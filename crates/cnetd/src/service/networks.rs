@@ -164,13 +164,41 @@ impl Service {
         Ok(rec)
     }
 
+    /// The cluster view changed: its networks become this host's, and each
+    /// Overlay network's VXLAN device gets the entries of its remote hosts.
+    /// One at a time, each from the latest view.
+    pub fn cluster_changed(&self) {
+        static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(m) = self.cluster.get() else { return };
+        let (view, me) = (m.view(), m.host().id);
+        self.mirror_networks(&view.networks);
+        let overlays: Vec<NetworkRecord> = self
+            .state
+            .read()
+            .networks
+            .values()
+            .filter(|s| s.record.kind == NetworkType::Overlay && s.intent.is_none())
+            .map(|s| s.record.clone())
+            .collect();
+        for net in overlays {
+            match crate::driver::overlay::sync_remotes(self.dp.as_ref(), &net, &view.remote_hosts(net.id, me)) {
+                Ok((ops, _)) if ops.is_empty() => {}
+                Ok((ops, skipped)) => {
+                    tracing::info!(network = %net.name, changes = ops.len(), ?ops, "remote hosts programmed");
+                    for s in skipped {
+                        tracing::warn!(network = %net.name, "left out: {s}");
+                    }
+                }
+                Err(e) => tracing::warn!(network = %net.name, "programming remote hosts: {e}"),
+            }
+        }
+    }
+
     /// Makes the cluster's networks this host's own: creates those it lacks,
     /// deletes the Overlay networks the cluster no longer has (when no local
     /// endpoint uses them). Failures are logged; the next change retries.
     pub fn mirror_networks(&self, nets: &std::collections::BTreeMap<Uuid, serde_json::Value>) {
-        // One mirror at a time (each view change starts one).
-        static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
         for (id, def) in nets {
             if self.state.read().networks.contains_key(id) {
                 continue;

@@ -285,6 +285,33 @@ impl Dataplane for FakeDataplane {
             Ok(())
         })
     }
+    fn overlay_entries(&self, dev: &str) -> DpResult<crate::dataplane::OverlayEntries> {
+        self.read(format!("overlay_entries {dev}"), |k| Ok(k.objects.overlay.get(dev).cloned().unwrap_or_default()))
+    }
+    fn apply_overlay(&self, dev: &str, op: &crate::dataplane::OverlayOp) -> DpResult<()> {
+        use crate::dataplane::OverlayOp::*;
+        self.step(format!("apply_overlay {dev} {op:?}"), |k| {
+            if !k.objects.links.contains_key(dev) {
+                return Err(errno(format!("looking up link {dev}"), libc::ENODEV));
+            }
+            let e = k.objects.overlay.entry(dev.to_string()).or_default();
+            match *op {
+                AddNeighbour(ip, mac) => {
+                    e.neighbours.retain(|(i, _)| *i != ip);
+                    e.neighbours.insert((ip, mac));
+                }
+                AddFdb(mac, dst) => drop(e.fdb.insert((mac, dst))),
+                AddRoute(dst, via) => {
+                    e.routes.retain(|(d, _)| *d != dst);
+                    e.routes.insert((dst, via));
+                }
+                DeleteRoute(dst, via) => drop(e.routes.remove(&(dst, via))),
+                DeleteFdb(mac, dst) => drop(e.fdb.remove(&(mac, dst))),
+                DeleteNeighbour(ip) => e.neighbours.retain(|(i, _)| *i != ip),
+            }
+            Ok(())
+        })
+    }
     fn create_tap(&self, spec: &TapSpec, mtu: u32, bridge: &str, port: PortFlags) -> DpResult<()> {
         let access = format!("flags={:#x} owner={:?} group={:?}", spec.flags(), spec.owner, spec.group);
         self.step(format!("create_tap {} {bridge} {access}", spec.name), |k| {

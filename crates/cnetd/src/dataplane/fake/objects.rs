@@ -72,6 +72,8 @@ pub struct Objects {
     /// Proxy neighbour entries, by (link, address).
     pub proxies: BTreeSet<(String, IpAddr)>,
     pub rules: BTreeSet<Rule>,
+    /// VXLAN devices' remote-host entries, by device.
+    pub overlay: BTreeMap<String, crate::dataplane::OverlayEntries>,
 }
 
 /// What the kernel would say about `l`.
