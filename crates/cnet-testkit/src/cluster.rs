@@ -2,7 +2,8 @@
 //! host namespaces on it (each with `uplink0` at `10.254.0.<n>/24`), a real
 //! etcd (Debian's `etcd-server`) on the underlay at `10.254.0.100:2379`, and
 //! a cnetd per host with its own socket and state directory. All traffic
-//! stays inside these namespaces.
+//! stays inside these namespaces. With `CNET_DEBUG_KEEP` set, a world copies
+//! its logs (each cnetd's, etcd's) to `/tmp/world-<tag>/` when it ends.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -228,6 +229,13 @@ impl Drop for ClusterWorld {
         }
         self.kill_etcd();
         let _ = std::fs::remove_dir_all(self.etcd_data());
+        if std::env::var_os("CNET_DEBUG_KEEP").is_some() {
+            let keep = format!("/tmp/world-{}", self.tag);
+            let _ = std::fs::create_dir_all(&keep);
+            for f in std::fs::read_dir(self.dir.path()).into_iter().flatten().flatten() {
+                let _ = std::fs::copy(f.path(), format!("{keep}/{}", f.file_name().to_string_lossy()));
+            }
+        }
         // A destroyed host's namespace is gone already: no word about it.
         for ns in self.hosts.iter().map(|h| h.netns.clone()).chain([format!("{}-ul", self.tag)]) {
             let _ = Command::new("ip").args(["netns", "del", &ns]).output();
