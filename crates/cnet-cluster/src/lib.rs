@@ -216,6 +216,12 @@ impl Cluster {
         }
     }
 
+    /// Takes over `lease`, this host's current registration's, on a new
+    /// connection (the old one stopped answering).
+    pub fn adopt_lease(&mut self, lease: i64) {
+        self.lease = Some(lease);
+    }
+
     /// Drops the lease's keep-alive stream (one that stopped answering): the
     /// next [`Cluster::keep_alive`] opens a new one.
     pub async fn reset_keep_alive(&mut self) {

@@ -57,7 +57,10 @@ fn with_etcd<F: std::future::Future<Output = ()>>(test: impl FnOnce(Vec<String>)
             assert!(Instant::now() < deadline, "etcd did not listen within 10 s");
             std::thread::sleep(Duration::from_millis(50));
         }
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = match std::env::var_os("CNET_TEST_MT") {
+            Some(_) => tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap(),
+            None => tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap(),
+        };
         rt.block_on(test(vec![url.to_string()]));
     });
     if let Err(panic) = worker.join() {
@@ -267,8 +270,10 @@ fn a_host_that_keeps_its_lease_alive_stays_registered_long_past_its_ttl() {
         a.join(2, None).await.unwrap();
         let mut watcher = connect(&ep, host(2)).await;
         let start = Instant::now();
+        let every =
+            Duration::from_millis(std::env::var("CNET_TEST_EVERY").ok().and_then(|v| v.parse().ok()).unwrap_or(600));
         while start.elapsed() < Duration::from_secs(8) {
-            tokio::time::sleep(Duration::from_millis(600)).await;
+            tokio::time::sleep(every).await;
             let t = Instant::now();
             let ttl = a.keep_alive().await.unwrap();
             assert!(ttl > 0, "the lease ended after {:?}", start.elapsed());

@@ -81,9 +81,9 @@ impl ClusterWorld {
                 log: dir.path().join(format!("h{i}.log")),
             });
         }
-        // Short, so tests are quick; not shorter: on a loaded 2-core machine
-        // a keep-alive can take a second.
-        let mut w = ClusterWorld { tag, dir, hosts, etcd: None, ttl: 5 };
+        // cnetd's default: shorter leases made the tests flaky (a host's
+        // keep-alive can stall for seconds here; docs/overlay.md).
+        let mut w = ClusterWorld { tag, dir, hosts, etcd: None, ttl: 10 };
         w.start_etcd();
         w
     }

@@ -268,7 +268,10 @@ async fn keep(m: Arc<Membership>, cfg: Config, lease_file: PathBuf) {
             // A slow answer is not yet a lost lease: wait up to a third of
             // the TTL more (the next keep-alive is due then anyway).
             match tokio::time::timeout(every, c.keep_alive()).await {
-                Ok(Ok(ttl)) if ttl > 0 => m.update(|s| s.keeper_error = None),
+                Ok(Ok(ttl)) if ttl > 0 => {
+                    tracing::debug!(lease, ttl, "lease kept alive");
+                    m.update(|s| s.keeper_error = None)
+                }
                 Ok(Ok(_)) => {
                     m.update(|s| s.keeper_error = Some("this host's lease ended: registering again".into()));
                     // Nothing to revoke: register under a new lease.
@@ -279,8 +282,14 @@ async fn keep(m: Arc<Membership>, cfg: Config, lease_file: PathBuf) {
                     s.keeper_error = Some(format!("etcd unreachable ({e}): keeping the data path as it is"))
                 }),
                 Err(_) => {
-                    // That stream may be stuck: the next keep-alive opens another.
-                    c.reset_keep_alive().await;
+                    // The connection may be stuck: the next keep-alive goes
+                    // over a new one, for the same lease.
+                    if let Ok(mut fresh) = connect(&m, &cfg).await {
+                        fresh.adopt_lease(lease);
+                        c = fresh;
+                    } else {
+                        c.reset_keep_alive().await;
+                    }
                     m.update(|s| s.keeper_error = Some("etcd does not answer: keeping the data path as it is".into()))
                 }
             }

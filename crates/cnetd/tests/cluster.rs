@@ -1,5 +1,5 @@
 //! cnetd as a cluster member, with a real etcd: three host namespaces on an
-//! underlay, a cnetd on each (`--etcd`, lease TTL 5 s). Hosts see each other;
+//! underlay, a cnetd on each (`--etcd`, lease TTL 10 s, the default). Hosts see each other;
 //! a host that dies with its namespace is dropped by the others within its
 //! TTL + 2 s; an etcd outage degrades the cluster without touching the
 //! hosts, and it converges when etcd is back; a restarted cnetd rejoins at
