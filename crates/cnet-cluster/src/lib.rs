@@ -40,7 +40,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-pub use etcd_client::ConnectOptions;
+pub use etcd_client::{Certificate, ConnectOptions, Identity, TlsOptions};
 
 pub mod blocks;
 pub mod view;

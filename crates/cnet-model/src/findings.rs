@@ -60,6 +60,8 @@ pub enum FindingKind {
     ForeignDrop,
     /// A bridge with more ports than the packet backlog: ARP answers get lost.
     Crowded,
+    /// This host's cluster membership is degraded (etcd unreachable).
+    ClusterDegraded,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -57,7 +57,8 @@ impl NetworkType {
     /// Whether the network's subnets have a gateway: an address endpoints
     /// route through, reserved from allocation. On NAT and Internal networks
     /// it is the host's address on the bridge; on the physical types it is
-    /// the LAN's router.
+    /// the LAN's router; on Overlay networks, every host's gateway bridge
+    /// (the same address and DR MAC on each).
     pub fn has_gateway(self) -> bool {
         matches!(
             self,
@@ -66,6 +67,7 @@ impl NetworkType {
                 | NetworkType::Transparent
                 | NetworkType::L2Bridge
                 | NetworkType::L2Tunnel
+                | NetworkType::Overlay
         )
     }
     /// Whether the network is on the physical network through an uplink

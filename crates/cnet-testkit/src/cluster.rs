@@ -32,8 +32,10 @@ pub struct ClusterWorld {
     pub dir: tempfile::TempDir,
     pub hosts: Vec<ClusterHost>,
     etcd: Option<Child>,
-    /// The lease TTL each cnetd is started with (short, so tests are quick).
+    /// The lease TTL each cnetd is started with.
     pub ttl: u64,
+    /// How long a departed host's blocks wait before they are reclaimed.
+    pub block_grace: u64,
 }
 
 fn path_of(ns: &str) -> String {
@@ -83,7 +85,7 @@ impl ClusterWorld {
         }
         // cnetd's default: shorter leases made the tests flaky (a host's
         // keep-alive can stall for seconds here; docs/overlay.md).
-        let mut w = ClusterWorld { tag, dir, hosts, etcd: None, ttl: 10 };
+        let mut w = ClusterWorld { tag, dir, hosts, etcd: None, ttl: 10, block_grace: 5 };
         w.start_etcd();
         w
     }
@@ -165,6 +167,7 @@ impl ClusterWorld {
     pub fn start_daemon(&mut self, i: usize) {
         let etcd = self.etcd_endpoint();
         let ttl = self.ttl.to_string();
+        let grace = self.block_grace.to_string();
         let h = &mut self.hosts[i];
         assert!(h.daemon.is_none(), "host {i}'s cnetd already runs");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&h.log).unwrap();
@@ -175,7 +178,8 @@ impl ClusterWorld {
             .arg(&h.socket)
             .arg("--state-dir")
             .arg(&h.state_dir)
-            .args(["--log-level", "debug", "--etcd", &etcd, "--cluster-lease-ttl", &ttl])
+            .args(["--log-level", "info,cnetd=debug,cnet_cluster=debug", "--etcd", &etcd, "--cluster-lease-ttl", &ttl])
+            .args(["--cluster-block-grace", &grace])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -208,6 +212,37 @@ impl ClusterWorld {
         let _ = Command::new("ip").args(["netns", "del", &self.hosts[i].netns]).output();
     }
 
+    /// The path of host `i`'s namespace.
+    pub fn host_path(&self, i: usize) -> String {
+        path_of(&self.hosts[i].netns)
+    }
+
+    /// Runs `CMD...` in host `i`'s namespace; its standard output.
+    pub fn run_in(&self, i: usize, cmd: &[&str]) -> String {
+        let out = Command::new("nsenter").arg(format!("--net={}", self.host_path(i))).args(cmd).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Host `i`'s `GET /cluster` (the default when it does not answer).
+    pub fn status(&self, i: usize) -> cnet_model::cluster::ClusterStatus {
+        self.client(i).get("/cluster").unwrap_or_default()
+    }
+
+    /// Waits up to `secs` for `f`; answers how long it took. Fails with
+    /// host 1's log.
+    pub fn within(&self, secs: u64, what: &str, mut f: impl FnMut() -> bool) -> Duration {
+        let start = Instant::now();
+        while !f() {
+            assert!(
+                start.elapsed() < Duration::from_secs(secs),
+                "{what} not within {secs} s; host 1's log:\n{}",
+                self.log(0)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        start.elapsed()
+    }
+
     pub fn client(&self, i: usize) -> Client {
         Client::new(&self.hosts[i].socket)
     }
@@ -237,7 +272,15 @@ impl Drop for ClusterWorld {
             }
         }
         // A destroyed host's namespace is gone already: no word about it.
-        for ns in self.hosts.iter().map(|h| h.netns.clone()).chain([format!("{}-ul", self.tag)]) {
+        // The containers' namespaces the hosts made are named by the tag too.
+        let listed = Command::new("ip").args(["netns", "list"]).output().map(|o| o.stdout).unwrap_or_default();
+        let containers: Vec<String> = String::from_utf8_lossy(&listed)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| n.starts_with(&format!("{}-", self.tag)))
+            .map(String::from)
+            .collect();
+        for ns in self.hosts.iter().map(|h| h.netns.clone()).chain([format!("{}-ul", self.tag)]).chain(containers) {
             let _ = Command::new("ip").args(["netns", "del", &ns]).output();
         }
     }

@@ -15,6 +15,7 @@
 //! - A host whose registration is gone (its lease ended) is out of the view
 //!   as soon as etcd's delete is seen.
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, ToSocketAddrs, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -24,6 +25,7 @@ use anyhow::Context;
 use cnet_cluster::view::View;
 use cnet_cluster::{Cluster, Host};
 use cnet_model::cluster::{ClusterBlock, ClusterHost, ClusterStatus};
+use ipnet::IpNet;
 use uuid::Uuid;
 
 /// How cnetd joins its cluster.
@@ -31,11 +33,17 @@ use uuid::Uuid;
 pub struct Config {
     pub endpoints: Vec<String>,
     pub user: Option<(String, String)>,
+    /// TLS to etcd: its CA, and this host's client certificate.
+    pub tls: Option<cnet_cluster::TlsOptions>,
     /// The registration's lease, in seconds.
     pub ttl: i64,
     /// This host's underlay address; by default the source address of the
     /// route to the first etcd endpoint.
     pub provider_address: Option<IpAddr>,
+    /// How long the blocks of a host whose lease ended stay its own before
+    /// any host reclaims them (a host cut off from etcd for longer than its
+    /// TTL plus this must not keep using its addresses).
+    pub block_grace: Duration,
 }
 
 #[derive(Default)]
@@ -46,6 +54,29 @@ struct Status {
     follower_error: Option<String>,
     lease: Option<i64>,
     view: View,
+    /// Blocks this host claimed that the view does not show yet, and blocks
+    /// it gave back that the view still shows: the follower's copy lags
+    /// behind this host's own transactions.
+    claimed: BTreeSet<(Uuid, IpNet)>,
+    released: BTreeSet<(Uuid, IpNet)>,
+}
+
+impl Status {
+    /// The view changed: what it now shows of this host's own claims and
+    /// releases needs no correction any more.
+    fn prune(&mut self, me: Uuid) {
+        let holder = |v: &View, net: &Uuid, b: &IpNet| v.blocks.get(net).and_then(|m| m.get(b)).copied();
+        let view = &self.view;
+        self.claimed.retain(|(n, b)| holder(view, n, b) != Some(me));
+        self.released.retain(|(n, b)| holder(view, n, b) == Some(me));
+    }
+}
+
+/// The size of the blocks a host claims of an overlay subnet: 64 addresses
+/// (/26, /122), or the whole subnet when it is smaller.
+pub fn block_len(subnet: IpNet) -> u8 {
+    let len = if subnet.addr().is_ipv4() { 26 } else { 122 };
+    len.max(subnet.prefix_len())
 }
 
 /// What the agent calls whenever the view changes (cnetd makes the
@@ -133,6 +164,67 @@ impl Membership {
                 Err(_) => Err("etcd did not answer within 5 s".to_string()),
             }
         })
+    }
+
+    /// The blocks of network `net` this host holds.
+    pub fn own_blocks(&self, net: Uuid) -> Vec<IpNet> {
+        let s = self.status.read().unwrap_or_else(|e| e.into_inner());
+        let me = self.host.id;
+        let mut out: BTreeSet<IpNet> =
+            s.view.blocks.get(&net).into_iter().flatten().filter(|(_, h)| **h == me).map(|(b, _)| *b).collect();
+        out.extend(s.claimed.iter().filter(|(n, _)| *n == net).map(|(_, b)| *b));
+        out.retain(|b| !s.released.contains(&(net, *b)));
+        out.into_iter().collect()
+    }
+
+    /// Claims a free block of `subnet` of network `net` for this host (one
+    /// etcd transaction: never a block twice); it is this host's at once.
+    pub fn claim_block(&self, net: Uuid, subnet: IpNet) -> Result<IpNet, String> {
+        let lease = self.status.read().unwrap_or_else(|e| e.into_inner()).lease;
+        let lease =
+            lease.ok_or("this host is not registered in the cluster (yet): retry when `cnet cluster` says Healthy")?;
+        let block = self.block(async {
+            let mut c = connect(self, &self.cfg).await?;
+            c.adopt_lease(lease);
+            c.claim(net, subnet, block_len(subnet)).await
+        })?;
+        self.update(|s| {
+            s.released.remove(&(net, block));
+            s.claimed.insert((net, block));
+        });
+        tracing::info!(network = %net, %block, "block claimed");
+        Ok(block)
+    }
+
+    /// Gives `block` of network `net` back (the caller knows it is empty):
+    /// it is no longer this host's to allocate from at once, and goes from
+    /// etcd in the background; if etcd refuses or cannot be reached, it is
+    /// this host's again (a later release retries).
+    pub fn release_block(self: &Arc<Self>, net: Uuid, block: IpNet) {
+        self.update(|s| {
+            s.claimed.remove(&(net, block));
+            s.released.insert((net, block));
+        });
+        let m = self.clone();
+        self.runtime.spawn(async move {
+            let run = async {
+                let mut c = connect(&m, &m.cfg).await?;
+                c.release(net, block).await
+            };
+            match tokio::time::timeout(Duration::from_secs(5), run).await {
+                Ok(Ok(_)) => tracing::info!(network = %net, %block, "empty block given back"),
+                failed => {
+                    let why = match failed {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => "etcd did not answer within 5 s".into(),
+                    };
+                    tracing::warn!(network = %net, %block, "giving an empty block back: {why}; keeping it");
+                    m.update(|s| {
+                        s.released.remove(&(net, block));
+                    });
+                }
+            }
+        });
     }
 
     /// Publishes a cluster-wide network (its VNI checked unique).
@@ -224,16 +316,36 @@ pub fn start(cfg: Config, state_dir: &Path, on_change: OnChange) -> anyhow::Resu
     let _ = m.on_change.set(on_change);
     let lease_file = state_dir.join("cluster-lease");
     tokio::spawn(keep(m.clone(), cfg.clone(), lease_file));
-    tokio::spawn(follow(m.clone(), cfg));
+    tokio::spawn(follow(m.clone(), cfg.clone()));
+    tokio::spawn(reclaim(m.clone(), cfg));
     Ok(m)
 }
 
 async fn connect(m: &Membership, cfg: &Config) -> cnet_cluster::Result<Cluster> {
-    let options = cfg
-        .user
-        .as_ref()
-        .map(|(user, password)| cnet_cluster::ConnectOptions::new().with_user(user.clone(), password.clone()));
-    Cluster::connect(&cfg.endpoints, options, m.host.clone()).await
+    let mut options = cnet_cluster::ConnectOptions::new();
+    if let Some((user, password)) = &cfg.user {
+        options = options.with_user(user.clone(), password.clone());
+    }
+    if let Some(tls) = &cfg.tls {
+        options = options.with_tls(tls.clone());
+    }
+    Cluster::connect(&cfg.endpoints, Some(options), m.host.clone()).await
+}
+
+/// TLS options from PEM files: the CA that signed etcd's certificate, and
+/// this host's client certificate and key (etcd's `--client-cert-auth`).
+pub fn tls_options(ca: Option<&Path>, cert_key: Option<(&Path, &Path)>) -> anyhow::Result<cnet_cluster::TlsOptions> {
+    let read =
+        |p: &Path, what: &str| std::fs::read(p).with_context(|| format!("reading the etcd {what} {}", p.display()));
+    let mut tls = cnet_cluster::TlsOptions::new();
+    if let Some(ca) = ca {
+        tls = tls.ca_certificate(cnet_cluster::Certificate::from_pem(read(ca, "CA certificate")?));
+    }
+    if let Some((cert, key)) = cert_key {
+        tls =
+            tls.identity(cnet_cluster::Identity::from_pem(read(cert, "client certificate")?, read(key, "client key")?));
+    }
+    Ok(tls)
 }
 
 /// Keeps this host registered: joins (revoking the previous lease), then
@@ -305,13 +417,18 @@ async fn follow(m: Arc<Membership>, cfg: Config) {
         let run = async {
             let mut c = connect(&m, &cfg).await?;
             let mut view = c.snapshot().await?;
+            let me = m.host.id;
             m.update(|s| {
                 s.view = view.clone();
                 s.follower_error = None;
+                s.prune(me);
             });
             m.changed();
             c.follow(&mut view, |v| {
-                m.update(|s| s.view = v.clone());
+                m.update(|s| {
+                    s.view = v.clone();
+                    s.prune(me);
+                });
                 m.changed();
                 true
             })
@@ -321,6 +438,41 @@ async fn follow(m: Arc<Membership>, cfg: Config) {
             m.update(|s| s.follower_error = Some(format!("cannot follow the cluster in etcd ({e}); retrying")));
         }
         tokio::time::sleep(retry).await;
+    }
+}
+
+/// Reclaims the blocks of hosts that are gone: a host whose registration
+/// has been absent for the grace period loses its blocks (each delete a
+/// transaction that checks it is still absent: a host that came back keeps
+/// them). Every host does this; the first one's transaction wins.
+async fn reclaim(m: Arc<Membership>, cfg: Config) {
+    let mut absent_since: std::collections::HashMap<(Uuid, Uuid), tokio::time::Instant> = Default::default();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let view = m.view();
+        let now = tokio::time::Instant::now();
+        let departed: BTreeSet<(Uuid, Uuid)> =
+            view.blocks.keys().flat_map(|net| view.departed(*net).into_iter().map(move |h| (*net, h))).collect();
+        absent_since.retain(|k, _| departed.contains(k));
+        for k in &departed {
+            absent_since.entry(*k).or_insert(now);
+        }
+        let due: Vec<(Uuid, Uuid)> =
+            absent_since.iter().filter(|(_, t)| now.duration_since(**t) >= cfg.block_grace).map(|(k, _)| *k).collect();
+        if due.is_empty() {
+            continue;
+        }
+        let Ok(mut c) = connect(&m, &cfg).await else { continue };
+        for (net, dead) in due {
+            match c.reclaim(net, dead).await {
+                Ok(blocks) if !blocks.is_empty() => {
+                    tracing::info!(network = %net, host = %dead, ?blocks, "blocks of a departed host reclaimed")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(network = %net, host = %dead, "reclaiming blocks: {e}"),
+            }
+            absent_since.remove(&(net, dead));
+        }
     }
 }
 

@@ -74,6 +74,17 @@ pub fn diag(svc: &Service) -> Result<DiagReport> {
     let backlog = dp.sysctl_get("net/core/netdev_max_backlog").and_then(|v| v.parse().ok()).unwrap_or(1000);
     let networks: Vec<&NetworkRecord> = o.networks.values().map(|s| &s.record).collect();
     r.warnings.extend(crowded_switches(svc, &networks, &links, backlog));
+    if let Some(c) = svc.cluster.get().map(|m| m.status()).filter(|c| c.health != "Healthy") {
+        r.warnings.push(Finding::new(
+            Subject::host(),
+            FindingKind::ClusterDegraded,
+            format!(
+                "cluster {}: {} (the data path keeps working; endpoints come only from blocks already held)",
+                c.health,
+                if c.reason.is_empty() { "joining" } else { &c.reason }
+            ),
+        ));
+    }
     for chain in dp.foreign_drop_chains().unwrap_or_default() {
         r.warnings.push(Finding::new(
             Subject::host(),

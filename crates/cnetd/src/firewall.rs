@@ -41,6 +41,13 @@ const SKELETON: &str = r#"table inet cnet {
   map pm6vip { type ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service; }
   set dnat4 { type ipv4_addr; flags dynamic; }
   set dnat6 { type ipv6_addr; flags dynamic; }
+  set vxports { type inet_service; }
+  set vteps4 { type ipv4_addr; }
+  set vteps6 { type ipv6_addr; }
+  chain tunnels { type filter hook input priority -10; policy accept;
+    udp dport @vxports ip saddr != @vteps4 counter drop
+    udp dport @vxports ip6 saddr != @vteps6 counter drop
+  }
   chain martians { type filter hook prerouting priority -300; policy accept;
     iifname != "lo" ip daddr 127.0.0.0/8 drop
   }
@@ -96,6 +103,24 @@ pub fn switch_elems(bridge: &str, masq: Option<&[ipnet::IpNet]>) -> Vec<FwElem> 
             }
         }
     }
+    out
+}
+
+/// The owner of the tunnel elements (`tunnel_elems`), which come from the
+/// cluster view rather than from one network.
+pub const TUNNEL_OWNER: Uuid = Uuid::from_u128(0x636e_6574_2d74_756e_6e65_6c73_0000_0001);
+
+/// Anti-spoofing on the tunnels: VXLAN to `ports` is accepted only from
+/// `peers`, the provider addresses of the cluster's registered hosts.
+pub fn tunnel_elems(ports: &std::collections::BTreeSet<u16>, peers: &[IpAddr]) -> Vec<FwElem> {
+    let mut out: Vec<FwElem> =
+        ports.iter().map(|p| FwElem { set: "vxports", key: p.to_string(), value: None }).collect();
+    for ip in peers {
+        let set = if ip.is_ipv4() { "vteps4" } else { "vteps6" };
+        out.push(FwElem { set, key: ip.to_string(), value: None });
+    }
+    out.sort_by(|a, b| (a.set, &a.key).cmp(&(b.set, &b.key)));
+    out.dedup();
     out
 }
 

@@ -24,9 +24,23 @@ struct Args {
     /// etcd password (better in the environment than on the command line).
     #[arg(long, env = "CNET_ETCD_PASSWORD", requires = "etcd_user", hide_env_values = true)]
     etcd_password: Option<String>,
+    /// CA certificate (PEM) that signed etcd's server certificate (for https:// endpoints).
+    #[arg(long, env = "CNET_ETCD_CA")]
+    etcd_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd's client certificate authentication (with --etcd-key).
+    #[arg(long, env = "CNET_ETCD_CERT", requires = "etcd_key")]
+    etcd_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "CNET_ETCD_KEY", requires = "etcd_cert")]
+    etcd_key: Option<PathBuf>,
     /// Seconds this host's registration outlives its last keep-alive.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(i64).range(2..=3600))]
     cluster_lease_ttl: i64,
+    /// Seconds the address blocks of a host whose lease ended stay its own
+    /// before other hosts reclaim them (longer than any etcd outage a host
+    /// should survive with its endpoints).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    cluster_block_grace: u64,
     /// This host's underlay address (default: the source address towards etcd).
     #[arg(long)]
     provider_address: Option<std::net::IpAddr>,
@@ -57,11 +71,17 @@ async fn serve() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log_level)?)
         .with_writer(std::io::stderr)
         .init();
+    let tls = match (&args.etcd_ca, args.etcd_cert.as_deref().zip(args.etcd_key.as_deref())) {
+        (None, None) => None,
+        (ca, cert_key) => Some(cnetd::cluster::tls_options(ca.as_deref(), cert_key)?),
+    };
     let cluster = (!args.etcd.is_empty()).then(|| cnetd::cluster::Config {
         endpoints: args.etcd,
         user: args.etcd_user.zip(args.etcd_password),
+        tls,
         ttl: args.cluster_lease_ttl,
         provider_address: args.provider_address,
+        block_grace: std::time::Duration::from_secs(args.cluster_block_grace),
     });
     cnetd::daemon::run(cnetd::daemon::Config { socket: args.socket, state_dir: args.state_dir, cluster }).await
 }

@@ -93,6 +93,9 @@ impl NetworkDriver for Overlay {
         }
         dp.ensure_bridge(&gateway)?;
         dp.sysctl_set("net/ipv4/ip_forward", "1")?;
+        // Endpoints reach each other through the gateway, in and out of the
+        // same bridge: that is the design, not a route to correct.
+        dp.sysctl_set(&format!("net/ipv4/conf/{}/send_redirects", net.bridge), "0")?;
         if net.subnets.iter().any(|s| s.ip_address_prefix.addr().is_ipv6()) {
             dp.sysctl_set("net/ipv6/conf/all/forwarding", "1")?;
         }
@@ -107,18 +110,24 @@ impl NetworkDriver for Overlay {
         super::all_steps([dp.delete_link(&vxlan_name(net)), dp.delete_link(&net.bridge)])
     }
 
-    fn firewall(&self, _net: &NetworkRecord) -> Vec<FwElem> {
-        vec![]
+    /// The gateway bridge and the VXLAN device are one switch: frames pass
+    /// between them and no other network's; outbound traffic is NATed to the
+    /// host's address except towards the overlay's own subnets (those leave
+    /// through the tunnel, which is in `bridges`).
+    fn firewall(&self, net: &NetworkRecord) -> Vec<FwElem> {
+        let subnets: Vec<ipnet::IpNet> = net.subnets.iter().map(|s| s.ip_address_prefix).collect();
+        let mut out = crate::firewall::switch_elems(&net.bridge, Some(&subnets));
+        let (br, vx) = (&net.bridge, vxlan_name(net));
+        out.push(FwElem { set: "bridges", key: format!("\"{vx}\""), value: None });
+        for (from, to) in [(br, &vx), (&vx, br)] {
+            out.push(FwElem { set: "intra", key: format!("\"{from}\" . \"{to}\""), value: None });
+        }
+        out
     }
 
-    fn attach(
-        &self,
-        _dp: &dyn Dataplane,
-        net: &NetworkRecord,
-        _ep: &EndpointRecord,
-        _netns_path: &str,
-    ) -> DpResult<()> {
-        Err(not_ready(format!("network {}: endpoints on Overlay networks are not in this build yet", net.name)))
+    /// A veth on the gateway bridge, routed inside (`service::overlay`).
+    fn attach(&self, dp: &dyn Dataplane, net: &NetworkRecord, ep: &EndpointRecord, netns_path: &str) -> DpResult<()> {
+        Bridge.attach(dp, net, ep, netns_path)
     }
 
     fn detach(

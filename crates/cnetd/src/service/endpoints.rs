@@ -93,6 +93,17 @@ impl Service {
     pub fn create_endpoint(&self, mut ep: Endpoint) -> Result<EndpointRecord> {
         self.network_settled(&ep.host_compute_network);
         let reserved = self.reserved_addresses(&ep.host_compute_network)?;
+        let overlay = {
+            let o = self.state.read();
+            o.network_id(&ep.host_compute_network)
+                .ok()
+                .and_then(|id| o.networks.get(&id))
+                .map(|s| s.record.clone())
+                .filter(|n| n.kind == cnet_model::NetworkType::Overlay)
+        };
+        // Overlay: this host's blocks (claimed first when full), and the lock
+        // that keeps them from being given back until the address is stored.
+        let blocks = overlay.map(|net| self.overlay_blocks(&net, &ep)).transpose()?;
         let (rec, net, ns) = self.state.change(|o, ch| {
             if ep.id.is_nil() {
                 ep.id = Uuid::new_v4();
@@ -114,13 +125,6 @@ impl Service {
             let s = o.network(net_id)?;
             not_busy(s.intent, || format!("network {}", s.record.name))?;
             let mut net = s.record.clone();
-            if net.kind == cnet_model::NetworkType::Overlay {
-                // Their addresses must come from this host's blocks (issue 11, in progress).
-                return Err(ServiceError::unsupported(format!(
-                    "endpoints on Overlay network {} are not in this build yet: use a NAT network for now",
-                    net.name
-                )));
-            }
             let driver = self.drivers.get(net.kind)?;
             let ns = match ep.host_compute_namespace.take() {
                 Some(key) => {
@@ -132,7 +136,15 @@ impl Service {
             };
             let mut used = usage(o, &net, None);
             used.reserved.clone_from(&reserved);
-            validate::prepare_endpoint(&mut ep, &net.to_wire(), &used, self.caps.sctp)?;
+            match (&blocks, net.kind == cnet_model::NetworkType::Overlay) {
+                (Some((_, blocks)), true) => {
+                    let wire = super::overlay::restricted(&net.to_wire(), blocks);
+                    validate::prepare_endpoint(&mut ep, &wire, &used, self.caps.sctp)?;
+                    super::overlay::routed_inside(&mut ep);
+                }
+                (None, false) => validate::prepare_endpoint(&mut ep, &net.to_wire(), &used, self.caps.sctp)?,
+                _ => return Err(ServiceError::in_progress(format!("network {} changed meanwhile: retry", net.name))),
+            }
             let host = if driver.has_host_link() { ep.derived_host_name() } else { String::new() };
             // The stored names, not re-derived: formatting 10,000 names per
             // create cost milliseconds.
@@ -160,6 +172,7 @@ impl Service {
             });
             Ok((rec, net, ns))
         })?;
+        drop(blocks);
         let Some(ns) = ns else { return Ok(rec) };
         match self.attach_kernel(&rec, &net, &ns) {
             Ok(rec) => {
@@ -170,6 +183,7 @@ impl Service {
             }
             Err(err) => {
                 self.state.write(|ch| ch.delete_endpoint(rec.id))?;
+                self.release_empty_blocks(&net);
                 Err(err)
             }
         }
@@ -189,7 +203,11 @@ impl Service {
         if ep.namespace.is_some() {
             self.detach_kernel(&ep, net.as_ref(), self.netns_path(ep.namespace).as_deref())?;
         }
-        self.state.write(|ch| ch.delete_endpoint(ep.id))
+        self.state.write(|ch| ch.delete_endpoint(ep.id))?;
+        if let Some(net) = &net {
+            self.release_empty_blocks(net);
+        }
+        Ok(())
     }
 
     pub fn modify_endpoint(&self, key: &str, change: PolicyChange) -> Result<EndpointRecord> {

@@ -18,6 +18,7 @@ mod endpoints;
 mod leases;
 mod namespaces;
 mod networks;
+mod overlay;
 
 use std::sync::Arc;
 
@@ -126,6 +127,8 @@ pub struct Service {
     pub dhcp_sockets: crate::dhcp::server::Sockets,
     /// This host's cluster membership, with `--etcd`.
     pub cluster: std::sync::OnceLock<Arc<crate::cluster::Membership>>,
+    /// Held while Overlay addresses are chosen or blocks given back (`overlay`).
+    blocks: std::sync::Mutex<()>,
 }
 
 impl Service {
@@ -139,6 +142,7 @@ impl Service {
             renewals: Default::default(),
             dhcp_sockets: Default::default(),
             cluster: Default::default(),
+            blocks: Default::default(),
         }
     }
 

@@ -87,6 +87,23 @@ impl Service {
         Ok(OverlayHost { provider: h.provider_address, vtep_mac })
     }
 
+    /// The MTU an Overlay network's endpoints get on this host: the MTU of
+    /// the link holding the provider address, less VXLAN's overhead (50
+    /// bytes over IPv4, 70 over IPv6).
+    fn overlay_mtu(&self, provider: std::net::IpAddr) -> Result<u32> {
+        let dp = self.dp.as_ref();
+        let kernel = |e| ServiceError::kernel("reading the underlay's MTU", e);
+        for link in dp.links().map_err(kernel)? {
+            if dp.addresses(&link.name).map_err(kernel)?.iter().any(|a| a.ip == provider) {
+                let overhead = if provider.is_ipv4() { 50 } else { 70 };
+                return Ok(link.mtu.saturating_sub(overhead).max(1280));
+            }
+        }
+        Err(ServiceError::invalid(format!(
+            "no link of this host has the provider address {provider}: start cnetd with --provider-address set to this host's underlay address"
+        )))
+    }
+
     /// Creates a network; an Overlay one is also published to the cluster
     /// (`publish`), unless it comes from there (a mirror).
     fn create_network_from(&self, mut net: Network, publish: bool) -> Result<NetworkRecord> {
@@ -94,6 +111,11 @@ impl Service {
             NetworkType::Overlay => Some(self.overlay_host()?),
             _ => None,
         };
+        if let (Some(host), None) = (&overlay_host, net.mtu) {
+            // Made here, published with the network: every host's endpoints
+            // get the same MTU.
+            net.mtu = Some(self.overlay_mtu(host.provider)?);
+        }
         if let Some(vni) = net.vni().filter(|_| net.r#type == NetworkType::Overlay) {
             let o = self.state.read();
             if let Some(other) = o.networks.values().find(|s| s.record.id != net.id && s.record.vni() == Some(vni)) {
@@ -181,8 +203,8 @@ impl Service {
             .filter(|s| s.record.kind == NetworkType::Overlay && s.intent.is_none())
             .map(|s| s.record.clone())
             .collect();
-        for net in overlays {
-            match crate::driver::overlay::sync_remotes(self.dp.as_ref(), &net, &view.remote_hosts(net.id, me)) {
+        for net in &overlays {
+            match crate::driver::overlay::sync_remotes(self.dp.as_ref(), net, &view.remote_hosts(net.id, me)) {
                 Ok((ops, _)) if ops.is_empty() => {}
                 Ok((ops, skipped)) => {
                     tracing::info!(network = %net.name, changes = ops.len(), ?ops, "remote hosts programmed");
@@ -192,6 +214,14 @@ impl Service {
                 }
                 Err(e) => tracing::warn!(network = %net.name, "programming remote hosts: {e}"),
             }
+            self.release_empty_blocks(net);
+        }
+        let ports: std::collections::BTreeSet<u16> =
+            overlays.iter().map(|n| n.vxlan_port.unwrap_or(crate::driver::overlay::VXLAN_PORT)).collect();
+        let peers: Vec<std::net::IpAddr> = view.hosts.values().map(|h| h.provider_address).collect();
+        let tunnels = if ports.is_empty() { vec![] } else { crate::firewall::tunnel_elems(&ports, &peers) };
+        if let Err(e) = self.firewall.set(crate::firewall::TUNNEL_OWNER, tunnels) {
+            tracing::warn!("accepting VXLAN from the cluster's hosts only: {e}");
         }
     }
 
