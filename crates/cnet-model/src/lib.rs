@@ -30,7 +30,9 @@ pub use modify::{ModifyRequest, RequestType};
 pub use names::{IfName, ObjectName};
 pub use namespace::{Namespace, NamespaceResource, VmNicOptions};
 pub use net::{MacAddr, Protocol};
-pub use network::{Dns, IpSubnet, Ipam, Isolation, Network, NetworkPolicy, NetworkType, Route, Subnet, SubnetPolicy};
+pub use network::{
+    Dns, IpSubnet, Ipam, Isolation, Network, NetworkPolicy, NetworkType, RemoteSubnetRoute, Route, Subnet, SubnetPolicy,
+};
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

@@ -220,6 +220,24 @@ pub struct DrMacAddress {
     pub address: MacAddr,
 }
 
+/// `RemoteSubnetRoute` settings: a block of an Overlay network that another
+/// host holds, as `GET /networks/{id}` shows it (cnet programs these from
+/// the cluster; a request never gives them).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct RemoteSubnetRoute {
+    #[schema(value_type = String, example = "10.240.1.64/26")]
+    pub destination_prefix: IpNet,
+    /// The network's VNI.
+    pub isolation_id: u32,
+    /// The holding host's underlay address (the tunnel's far end).
+    #[schema(value_type = String, example = "192.168.1.12")]
+    pub provider_address: IpAddr,
+    /// The holding host's VTEP MAC.
+    #[schema(value_type = String, example = "02:9e:7c:1b:5d:4a")]
+    pub distributed_router_mac_address: MacAddr,
+}
+
 /// A network policy `{"Type": ..., "Settings": {...}}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "Type", content = "Settings")]
@@ -227,11 +245,12 @@ pub enum NetworkPolicy {
     NetAdapterName(NetAdapterName),
     VxlanPort(VxlanPort),
     DrMacAddress(DrMacAddress),
+    RemoteSubnetRoute(RemoteSubnetRoute),
 }
 
 impl NetworkPolicy {
     /// Policy types this build understands.
-    pub const SUPPORTED: [&'static str; 3] = ["NetAdapterName", "VxlanPort", "DrMacAddress"];
+    pub const SUPPORTED: [&'static str; 4] = ["NetAdapterName", "VxlanPort", "DrMacAddress", "RemoteSubnetRoute"];
 }
 
 impl Subnet {

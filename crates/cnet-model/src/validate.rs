@@ -96,6 +96,7 @@ pub(crate) fn policy_type(p: &crate::NetworkPolicy) -> &'static str {
         crate::NetworkPolicy::NetAdapterName(_) => "NetAdapterName",
         crate::NetworkPolicy::VxlanPort(_) => "VxlanPort",
         crate::NetworkPolicy::DrMacAddress(_) => "DrMacAddress",
+        crate::NetworkPolicy::RemoteSubnetRoute(_) => "RemoteSubnetRoute",
     }
 }
 

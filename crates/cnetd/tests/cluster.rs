@@ -199,6 +199,19 @@ fn each_remote_host_costs_one_neighbour_one_fdb_entry_and_a_route_per_block_and_
             && routes.lines().count() == 3
             && routes.contains(&format!("/26 via inet6 {}", ll(&b)))
     });
+    // GET /networks/{id} shows them as RemoteSubnetRoute policies.
+    let shown: cnet_model::Network = w.client(0).get(&format!("/networks/{}", net.id)).unwrap();
+    let remote: Vec<&cnet_model::RemoteSubnetRoute> = shown
+        .policies
+        .iter()
+        .filter_map(|p| match p {
+            cnet_model::NetworkPolicy::RemoteSubnetRoute(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(remote.len(), 3, "{remote:?}");
+    assert!(remote.iter().all(|r| r.isolation_id == 4200));
+    assert_eq!(remote.iter().filter(|r| r.provider_address.to_string() == "10.254.0.3").count(), 2, "C's two blocks");
     let (_, _, on_b) = entries(&w, 1, &vxlan);
     assert!(!on_b.contains(&ll(&b)) && on_b.contains(&ll(&c)), "B routes to C and not to itself: {on_b}");
 

@@ -91,6 +91,14 @@ fn containers_on_three_hosts_reach_each_other_and_full_size_packets_fit() {
     assert_eq!(probe::udp_seen_as(&a_ns, &sock(&ip(&c, true), 7002)), Some(ip(&a, true)));
     assert_eq!(probe::udp_seen_as(&a_ns, &sock(&ip(&c, false), 7003)), Some(ip(&a, false)));
 
+    // Out of the overlay (to the underlay here): NATed to the host's address.
+    let _outside = probe::tcp_server(&w.underlay_path(), "10.254.0.100:7030");
+    assert_eq!(probe::tcp_seen_as(&a_ns, "10.254.0.100:7030").as_deref(), Some("10.254.0.1"), "outbound NAT");
+    assert_eq!(probe::tcp_seen_as(&c_ns, "10.254.0.100:7030").as_deref(), Some("10.254.0.3"));
+    // The host reaches its own containers (through the gateway bridge).
+    let _on_a = probe::tcp_server(&a_ns, "0.0.0.0:7031");
+    assert_eq!(probe::tcp_seen_as(&w.host_path(0), &sock(&ip(&a, true), 7031)).as_deref(), Some("10.240.0.1"));
+
     // Full-size packets with DF: 1450-byte IPv4 packets pass, larger ones
     // are refused at the endpoint (not lost in the tunnel).
     let big = probe_out(&a_ns, &["ping", "-c", "1", "-W", "2", "-M", "do", "-s", "1422", &ip(&b, true)]);
@@ -291,4 +299,73 @@ fn an_etcd_restart_and_a_host_cut_off_from_etcd_converge_with_the_data_path_kept
     seen.sort();
     seen.dedup();
     assert_eq!(seen.len(), 3);
+}
+
+/// `cnet-cni COMMAND` for container `id` in `netns`, against host `i`'s cnetd; (success, stdout JSON).
+fn cni(
+    w: &ClusterWorld,
+    i: usize,
+    command: &str,
+    id: &str,
+    netns: &str,
+    conf: &serde_json::Value,
+) -> (bool, serde_json::Value) {
+    let mut child = std::process::Command::new(cnet_testkit::bin("cnet-cni"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap())
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", id)
+        .env("CNI_NETNS", netns)
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/opt/cni/bin")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut conf = conf.clone();
+    conf["socket"] = json!(w.hosts[i].socket);
+    child.stdin.take().unwrap().write_all(conf.to_string().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    (out.status.success(), serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+}
+
+#[test]
+fn the_cni_plugin_puts_containers_on_every_host_on_one_flat_network() {
+    cnet_testkit::require_root!();
+    let mut w = ClusterWorld::new(2);
+    for i in 0..2 {
+        w.start_daemon(i);
+    }
+    w.within(10, "both hosts healthy", || (0..2).all(|i| w.status(i).hosts.len() == 2));
+    // The same configuration on every host, as a runtime's CNI directory has it.
+    let conf = json!({"cniVersion": "1.0.0", "name": "flat", "type": "cnet-cni",
+        "network": {"Type": "Overlay", "Ipams": [{"Type": "Static", "Subnets": [
+            {"IpAddressPrefix": "10.250.0.0/16", "Policies": [{"Type": "VSID", "Settings": {"IsolationId": 5400}}]}]}]}});
+    let mut netns = Vec::new();
+    let mut results = Vec::new();
+    for i in 0..2 {
+        let name = format!("{}-cni{i}", w.tag);
+        assert!(std::process::Command::new("ip").args(["netns", "add", &name]).status().unwrap().success());
+        let path = format!("/run/netns/{name}");
+        // The second host finds the network the first one made (mirrored from etcd).
+        w.within(5, "the network on this host, or none anywhere yet", || {
+            i == 0 || w.client(i).get::<Network>("/networks/flat").is_ok()
+        });
+        let (ok, result) = cni(&w, i, "ADD", &format!("ctr{i}"), &path, &conf);
+        assert!(ok, "ADD on host {i}: {result}");
+        assert!(result["ips"][0]["address"].as_str().unwrap().ends_with("/32"), "{result}");
+        assert_eq!(result["ips"][0]["gateway"], "10.250.0.1");
+        netns.push(path);
+        results.push(result);
+    }
+    let b_ip = results[1]["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap().to_string();
+    w.within(3, "host A's container reaching host B's", || probe::ping(&netns[0], &b_ip));
+    for (i, path) in netns.iter().enumerate() {
+        let (ok, out) = cni(&w, i, "DEL", &format!("ctr{i}"), path, &conf);
+        assert!(ok, "DEL on host {i}: {out}");
+    }
+    w.within(5, "the blocks given back", || {
+        w.status(0).blocks.iter().filter(|b| b.block.starts_with("10.250.")).count() == 0
+    });
 }

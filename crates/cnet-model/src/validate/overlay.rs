@@ -9,6 +9,11 @@ type Result<T> = std::result::Result<T, ApiError>;
 /// An Overlay network: every subnet has one `VSID` (the VNI, 1 to
 /// 16777215), all the same; `VxlanPort` and `DrMacAddress` only here.
 pub(super) fn check_overlay(net: &Network) -> Result<()> {
+    if net.policies.iter().any(|p| matches!(p, crate::NetworkPolicy::RemoteSubnetRoute(_))) {
+        return Err(ApiError::invalid_param(
+            "RemoteSubnetRoute policies are cnet's answer of where other hosts' blocks are (from the cluster): remove them from the request",
+        ));
+    }
     let overlay = net.r#type == crate::NetworkType::Overlay;
     if !overlay {
         if let Some(t) = net.policies.iter().map(policy_type).find(|t| *t != "NetAdapterName") {

@@ -152,7 +152,7 @@ async fn list_networks(State(svc): Svc, q: Result<Query<NetworkFilter>, QueryRej
 #[utoipa::path(get, path = "/networks/{id}", params(("id" = String, Path, description = "ID or name")),
     responses((status = 200, body = Network), (status = 404, body = ApiError)))]
 async fn get_network(State(svc): Svc, Path(id): Path<String>) -> Answer<Network> {
-    ok(blocking(svc, move |s| s.get_network(&id)).await?.to_wire())
+    ok(blocking(svc, move |s| s.network_answer(&id)).await?)
 }
 
 #[utoipa::path(patch, path = "/networks/{id}", params(("id" = String, Path)), request_body = ModifyRequest,

@@ -73,6 +73,28 @@ pub(super) fn routed_inside(ep: &mut Endpoint) {
 }
 
 impl Service {
+    /// Network `key` as `GET /networks/{id}` answers it: an Overlay
+    /// network with a `RemoteSubnetRoute` policy per block another
+    /// registered host holds (what its VXLAN device routes).
+    pub fn network_answer(&self, key: &str) -> Result<Network> {
+        let rec = self.get_network(key)?;
+        let mut wire = rec.to_wire();
+        if let (NetworkType::Overlay, Some(m), Some(vni)) = (rec.kind, self.cluster.get(), rec.vni()) {
+            for r in m.view().remote_hosts(rec.id, m.host().id) {
+                let Ok(mac) = r.host.vtep_mac.parse() else { continue };
+                for b in r.blocks {
+                    wire.policies.push(cnet_model::NetworkPolicy::RemoteSubnetRoute(cnet_model::RemoteSubnetRoute {
+                        destination_prefix: b,
+                        isolation_id: vni,
+                        provider_address: r.host.provider_address,
+                        distributed_router_mac_address: mac,
+                    }));
+                }
+            }
+        }
+        Ok(wire)
+    }
+
     fn blocks_lock(&self) -> MutexGuard<'_, ()> {
         self.blocks.lock().unwrap_or_else(|e| e.into_inner())
     }
