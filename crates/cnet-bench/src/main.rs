@@ -12,6 +12,7 @@
 mod churn;
 mod daemon_cost;
 mod datapath;
+mod overlay;
 mod physical;
 mod rules;
 mod systems;
@@ -63,6 +64,10 @@ struct Args {
     /// L2Bridge) and the CNI macvlan plugins, this many reps per row.
     #[arg(long)]
     physical_reps: Option<usize>,
+    /// Measure Overlay networks across hosts (a cluster of host namespaces
+    /// and a real etcd), this many reps per row.
+    #[arg(long)]
+    overlay_reps: Option<usize>,
 }
 
 /// Fillers one network holds (a Linux bridge takes at most 1,024 ports).
@@ -386,6 +391,10 @@ fn main() -> Result<()> {
     }
     if let Some(r) = &rules {
         rules::print(r, reps.clamp(5, 100));
+    }
+    if let Some(reps) = args.overlay_reps {
+        // A world of its own (host namespaces and etcd), after the rest.
+        overlay::print(&overlay::run(reps, datapath_seconds.unwrap_or(5))?);
     }
     if !churns.is_empty() {
         let present: Vec<Value> = c.get("/endpoints")?;

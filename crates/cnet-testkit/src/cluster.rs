@@ -36,6 +36,53 @@ pub struct ClusterWorld {
     pub ttl: u64,
     /// How long a departed host's blocks wait before they are reclaimed.
     pub block_grace: u64,
+    /// With TLS: the directory of the CA, etcd's and the hosts' certificates.
+    tls: Option<PathBuf>,
+}
+
+/// Makes a CA, a server certificate for etcd at [`ETCD_IP`] and a client
+/// certificate (EC P-256, valid one day) in `dir`.
+fn make_certificates(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let out =
+            Command::new("openssl").args(args).current_dir(dir).output().expect("openssl (apt-get install openssl)");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    run(&[
+        &["req", "-x509"][..],
+        &key,
+        &["-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=cnet-test-ca"],
+    ]
+    .concat());
+    std::fs::write(dir.join("server.ext"), format!("subjectAltName=IP:{ETCD_IP}\nextendedKeyUsage=serverAuth\n"))
+        .unwrap();
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    for (name, cn) in [("server", "etcd"), ("client", "cnet")] {
+        run(&[
+            &["req"][..],
+            &key,
+            &["-keyout", &format!("{name}.key"), "-out", &format!("{name}.csr"), "-subj", &format!("/CN={cn}")],
+        ]
+        .concat());
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            "1",
+            "-extfile",
+            &format!("{name}.ext"),
+        ]);
+    }
 }
 
 fn path_of(ns: &str) -> String {
@@ -54,6 +101,16 @@ fn batch(ns: &str, script: String) {
 impl ClusterWorld {
     /// `n` hosts on an underlay with etcd running; no cnetd yet.
     pub fn new(n: usize) -> ClusterWorld {
+        Self::build(n, false)
+    }
+
+    /// The same with etcd on TLS that demands client certificates; every
+    /// cnetd gets `--etcd-ca`, `--etcd-cert` and `--etcd-key`.
+    pub fn with_tls(n: usize) -> ClusterWorld {
+        Self::build(n, true)
+    }
+
+    fn build(n: usize, tls: bool) -> ClusterWorld {
         assert!(crate::is_root(), "cnet's privileged tests must run as root: begin them with `require_root!()`");
         let tag = random_tag();
         let dir = tempfile::tempdir().expect("tempdir");
@@ -85,7 +142,13 @@ impl ClusterWorld {
         }
         // cnetd's default: shorter leases made the tests flaky (a host's
         // keep-alive can stall for seconds here; docs/overlay.md).
-        let mut w = ClusterWorld { tag, dir, hosts, etcd: None, ttl: 10, block_grace: 5 };
+        let tls = tls.then(|| {
+            let certs = dir.path().join("certs");
+            std::fs::create_dir_all(&certs).unwrap();
+            make_certificates(&certs);
+            certs
+        });
+        let mut w = ClusterWorld { tag, dir, hosts, etcd: None, ttl: 10, block_grace: 5, tls };
         w.start_etcd();
         w
     }
@@ -95,7 +158,27 @@ impl ClusterWorld {
     }
 
     pub fn etcd_endpoint(&self) -> String {
-        format!("http://{ETCD_IP}:2379")
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{ETCD_IP}:2379")
+    }
+
+    /// etcdctl's (and etcd's) TLS arguments; none without TLS.
+    fn tls_args(&self, server: bool) -> Vec<String> {
+        let Some(d) = &self.tls else { return vec![] };
+        let f = |name: &str| d.join(name).display().to_string();
+        if server {
+            vec![
+                "--cert-file".into(),
+                f("server.pem"),
+                "--key-file".into(),
+                f("server.key"),
+                "--trusted-ca-file".into(),
+                f("ca.pem"),
+                "--client-cert-auth".into(),
+            ]
+        } else {
+            vec!["--cacert".into(), f("ca.pem"), "--cert".into(), f("client.pem"), "--key".into(), f("client.key")]
+        }
     }
 
     /// Starts etcd on the underlay (its data kept across restarts) and waits
@@ -112,6 +195,7 @@ impl ClusterWorld {
             .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
             .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &format!("n1={peer}"), "--logger", "zap", "--log-level", "warn"])
+            .args(self.tls_args(true))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -121,7 +205,9 @@ impl ClusterWorld {
         loop {
             let ok = Command::new("nsenter")
                 .arg(format!("--net={}", self.underlay_path()))
-                .args(["etcdctl", "--endpoints", &url, "--command-timeout", "1s", "endpoint", "health"])
+                .args(["etcdctl", "--endpoints", &url, "--command-timeout", "1s"])
+                .args(self.tls_args(false))
+                .args(["endpoint", "health"])
                 .env("ETCDCTL_API", "3")
                 .output()
                 .map(|o| o.status.success())
@@ -146,6 +232,7 @@ impl ClusterWorld {
         let out = Command::new("nsenter")
             .arg(format!("--net={}", self.underlay_path()))
             .args(["etcdctl", "--endpoints", &self.etcd_endpoint()])
+            .args(self.tls_args(false))
             .args(args)
             .env("ETCDCTL_API", "3")
             .output()
@@ -168,6 +255,13 @@ impl ClusterWorld {
         let etcd = self.etcd_endpoint();
         let ttl = self.ttl.to_string();
         let grace = self.block_grace.to_string();
+        let tls: Vec<String> = match &self.tls {
+            Some(d) => ["--etcd-ca", "ca.pem", "--etcd-cert", "client.pem", "--etcd-key", "client.key"]
+                .chunks(2)
+                .flat_map(|kv| [kv[0].to_string(), d.join(kv[1]).display().to_string()])
+                .collect(),
+            None => vec![],
+        };
         let h = &mut self.hosts[i];
         assert!(h.daemon.is_none(), "host {i}'s cnetd already runs");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&h.log).unwrap();
@@ -180,6 +274,7 @@ impl ClusterWorld {
             .arg(&h.state_dir)
             .args(["--log-level", "info,cnetd=debug,cnet_cluster=debug", "--etcd", &etcd, "--cluster-lease-ttl", &ttl])
             .args(["--cluster-block-grace", &grace])
+            .args(&tls)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

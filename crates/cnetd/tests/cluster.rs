@@ -239,3 +239,26 @@ fn each_remote_host_costs_one_neighbour_one_fdb_entry_and_a_route_per_block_and_
         neigh.trim().is_empty() && !fdb.contains(&b.vtep_mac) && routes.trim().is_empty()
     });
 }
+
+#[test]
+fn hosts_join_an_etcd_that_demands_tls_client_certificates() {
+    cnet_testkit::require_root!();
+    let mut w = ClusterWorld::with_tls(2);
+    assert!(w.etcd_endpoint().starts_with("https://"));
+    for i in 0..2 {
+        w.start_daemon(i);
+    }
+    within(10, "two healthy hosts over TLS", &w, || {
+        (0..2).all(|i| {
+            let s = status(&w, i);
+            s.health == "Healthy" && s.hosts.len() == 2
+        })
+    });
+    // Without its client certificate a host is refused, and says why.
+    let plain = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", w.host_path(0)))
+        .args(["etcdctl", "--endpoints", &w.etcd_endpoint(), "--command-timeout", "2s", "get", "x"])
+        .output()
+        .unwrap();
+    assert!(!plain.status.success(), "etcd answers a client without a certificate");
+}
