@@ -133,11 +133,34 @@ pub enum EndpointPolicy {
     /// The endpoint is an access port of that VLAN on the uplink.
     #[serde(rename = "VLAN")]
     Vlan(crate::network::Isolation),
+    /// A remote endpoint's host: the tunnel end it lives behind.
+    ProviderAddress(ProviderAddress),
 }
 
 impl EndpointPolicy {
     /// Policy types this build understands.
-    pub const SUPPORTED: [&'static str; 3] = ["PortMapping", "InterfaceParameters", "VLAN"];
+    pub const SUPPORTED: [&'static str; 4] = ["PortMapping", "InterfaceParameters", "VLAN", "ProviderAddress"];
+}
+
+/// `ProviderAddress` settings: the underlay address of the host (or
+/// hardware VTEP) a remote endpoint lives behind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct ProviderAddress {
+    #[schema(value_type = String, example = "192.168.1.20")]
+    pub provider_address: IpAddr,
+}
+
+/// Endpoint flag `RemoteEndpoint`: not a device here, but "these addresses,
+/// with this MAC, live behind `ProviderAddress`" on an Overlay network.
+pub const REMOTE_ENDPOINT: u32 = 1;
+
+/// The `ProviderAddress` policy among `policies`.
+pub fn provider_in(policies: &[EndpointPolicy]) -> Option<IpAddr> {
+    policies.iter().find_map(|p| match p {
+        EndpointPolicy::ProviderAddress(a) => Some(a.provider_address),
+        _ => None,
+    })
 }
 
 /// `HostComputeEndpoint`.

@@ -304,6 +304,7 @@ pub fn prepare_endpoint(ep: &mut Endpoint, net: &Network, usage: &Usage, sctp: b
         return Err(ApiError::unsupported(port_mappings_refused(net)));
     }
     check_vlan_policies(&ep.policies, net)?;
+    overlay::check_remote_endpoint(ep, net)?;
     if net.is_dhcp() {
         if !ep.ip_configurations.is_empty() {
             return Err(ApiError::invalid_ip(format!(
@@ -386,7 +387,9 @@ pub fn prepare_endpoint(ep: &mut Endpoint, net: &Network, usage: &Usage, sctp: b
         }
         configs.push(IpConfig { ip_address: c.ip_address, prefix_length: s.ip_address_prefix.prefix_len() });
     }
-    for s in net.subnets() {
+    // A remote endpoint has the addresses it was given, and no others.
+    let remote = ep.flags & crate::endpoint::REMOTE_ENDPOINT != 0;
+    for s in net.subnets().filter(|_| !remote) {
         let v4 = s.ip_address_prefix.addr().is_ipv4();
         if configs.iter().any(|c| c.ip_address.is_ipv4() == v4) {
             continue;

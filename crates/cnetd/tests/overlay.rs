@@ -369,3 +369,75 @@ fn the_cni_plugin_puts_containers_on_every_host_on_one_flat_network() {
         w.status(0).blocks.iter().filter(|b| b.block.starts_with("10.250.")).count() == 0
     });
 }
+
+/// The address after `ip` (IPv4): in the same block as a first allocation.
+fn next_ip(ip: &str) -> String {
+    let v: std::net::Ipv4Addr = ip.parse().unwrap();
+    std::net::Ipv4Addr::from(u32::from(v) + 1).to_string()
+}
+
+#[test]
+fn a_remote_endpoint_behind_a_foreign_vtep_costs_one_neighbour_and_one_fdb_entry() {
+    cnet_testkit::require_root!();
+    let (w, net) = world(1, 5500);
+    let (a, a_ns) = container(&w, 0, &net, "a");
+    let vtep_mac = w.status(0).host.unwrap().vtep_mac;
+    let vxlan = format!("cnx{}", &net.bridge_name.clone().unwrap()[3..]);
+    // A hardware VTEP, played by a plain VXLAN device on the underlay with an address of the overlay.
+    let (mac, remote_ip) = ("02:00:00:00:ab:01", "10.240.200.5");
+    let script = format!(
+        "link add fvx type vxlan id 5500 local 10.254.0.100 dstport 4789 nolearning\nlink set fvx address {mac}\n\
+         address add {remote_ip}/32 dev fvx\nlink set fvx up\nroute add {}/32 dev fvx\n\
+         neigh replace {} lladdr {vtep_mac} dev fvx nud permanent\n",
+        ip(&a, true),
+        ip(&a, true)
+    );
+    let ok = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", w.underlay_path()))
+        .args([
+            "sh",
+            "-c",
+            &format!(
+                "printf '{}' | ip -batch - && bridge fdb append {vtep_mac} dev fvx dst 10.254.0.1",
+                script.replace('\n', "\\n")
+            ),
+        ])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    assert!(!probe::ping(&a_ns, remote_ip), "not reachable before cnet knows it");
+
+    let def = json!({"HostComputeNetwork": net.id, "Flags": 1, "MacAddress": mac,
+        "IpConfigurations": [{"IpAddress": remote_ip}],
+        "Policies": [{"Type": "ProviderAddress", "Settings": {"ProviderAddress": "10.254.0.100"}}]});
+    let remote: Endpoint = w.client(0).post("/endpoints", &def).unwrap();
+    assert_eq!(remote.ip_configurations.len(), 1, "a remote endpoint gets no address of its own");
+    w.within(3, "A's container reaching the remote endpoint", || probe::ping(&a_ns, remote_ip));
+    let fdb = w.run_in(0, &["bridge", "fdb", "show", "dev", &vxlan]);
+    assert!(fdb.contains(&format!("{mac} dst 10.254.0.100")), "{fdb}");
+    let routes = w.run_in(0, &["ip", "route", "show", "proto", "73"]);
+    assert!(routes.contains(&format!("{remote_ip} via inet6 fe80::")), "{routes}");
+
+    // Refused with what to fix: no provider, a namespace, an address of this host's block.
+    for (bad, want) in [
+        (
+            json!({"HostComputeNetwork": net.id, "Flags": 1, "MacAddress": mac, "IpConfigurations": [{"IpAddress": "10.240.200.6"}]}),
+            "ProviderAddress",
+        ),
+        (json!({"HostComputeNetwork": net.id, "Policies": def["Policies"]}), "Flags 1"),
+        (
+            json!({"HostComputeNetwork": net.id, "Flags": 1, "MacAddress": "02:00:00:00:ab:02",
+            "IpConfigurations": [{"IpAddress": next_ip(&ip(&a, true))}], "Policies": def["Policies"]}),
+            "which this host holds",
+        ),
+    ] {
+        let err = w.client(0).post::<Endpoint>("/endpoints", &bad).unwrap_err().to_string();
+        assert!(err.contains(want), "{want}: {err}");
+    }
+
+    // Deleted: its entries go, and it is unreachable again.
+    w.client(0).delete(&format!("/endpoints/{}", remote.id)).unwrap();
+    let fdb = w.run_in(0, &["bridge", "fdb", "show", "dev", &vxlan]);
+    assert!(!fdb.contains(mac), "{fdb}");
+    assert!(!probe::ping(&a_ns, remote_ip));
+}

@@ -2,7 +2,8 @@
 //! subnet; `VxlanPort` and `DrMacAddress` only on Overlay networks.
 
 use super::policy_type;
-use crate::{ApiError, Network};
+use crate::endpoint::{provider_in, REMOTE_ENDPOINT};
+use crate::{ApiError, Endpoint, EndpointPolicy, Network};
 
 type Result<T> = std::result::Result<T, ApiError>;
 
@@ -53,6 +54,39 @@ pub(super) fn check_overlay(net: &Network) -> Result<()> {
     Ok(())
 }
 
+/// A remote endpoint (`Flags: RemoteEndpoint`): on an Overlay network, with
+/// its `ProviderAddress`, its addresses and its MAC given, no port
+/// mappings; a `ProviderAddress` policy only on a remote endpoint.
+pub(crate) fn check_remote_endpoint(ep: &Endpoint, net: &Network) -> Result<()> {
+    let remote = ep.flags & REMOTE_ENDPOINT != 0;
+    let provider = provider_in(&ep.policies);
+    if !remote {
+        return match provider {
+            Some(_) => Err(ApiError::invalid_param(
+                "a ProviderAddress policy belongs to a remote endpoint: add Flags 1 (RemoteEndpoint) or remove it",
+            )),
+            None => Ok(()),
+        };
+    }
+    let what = "a remote endpoint (Flags 1) says where addresses of an Overlay network live";
+    if net.r#type != crate::NetworkType::Overlay {
+        return Err(ApiError::invalid_param(format!("{what}; network {} is {}", net.name, net.r#type)));
+    }
+    if provider.is_none() || ep.policies.iter().filter(|p| matches!(p, EndpointPolicy::ProviderAddress(_))).count() > 1
+    {
+        return Err(ApiError::invalid_param(format!(
+            "{what}: give one ProviderAddress policy, the underlay address of the host it lives behind"
+        )));
+    }
+    if ep.ip_configurations.is_empty() || ep.mac_address.is_none() {
+        return Err(ApiError::invalid_param(format!("{what}: give its IpConfigurations and its MacAddress")));
+    }
+    if ep.port_mappings().next().is_some() {
+        return Err(ApiError::invalid_param("a remote endpoint is not on this host: it takes no port mappings"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,5 +133,30 @@ mod tests {
             json!({"Name": "n", "Type": "NAT", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.221.0.0/24", "Policies": vsid(7)}]}]}),
         );
         assert!(e.contains("VSID subnet policies are for Overlay"), "{e}");
+    }
+
+    #[test]
+    fn a_remote_endpoint_needs_an_overlay_its_provider_its_addresses_and_its_mac() {
+        let ov = net(json!({"Name": "ov", "Type": "Overlay",
+            "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.9.0.0/16", "Policies": [{"Type": "VSID", "Settings": {"IsolationId": 9}}]}]}]}));
+        let nat = net(json!({"Name": "n", "Type": "NAT"}));
+        let pa = json!([{"Type": "ProviderAddress", "Settings": {"ProviderAddress": "192.168.1.20"}}]);
+        let ep = |v: serde_json::Value| -> Endpoint { serde_json::from_value(v).unwrap() };
+        let good = ep(json!({"HostComputeNetwork": "ov", "Flags": 1, "MacAddress": "02:00:00:00:00:05",
+            "IpConfigurations": [{"IpAddress": "10.9.3.5"}], "Policies": pa}));
+        assert!(check_remote_endpoint(&good, &ov).is_ok());
+        let refused = |e: &Endpoint, n: &Network, want: &str| {
+            let err = check_remote_endpoint(e, n).unwrap_err().to_string();
+            assert!(err.contains(want), "{want}: {err}");
+        };
+        refused(&good, &nat, "is NAT");
+        refused(
+            &ep(json!({"HostComputeNetwork": "ov", "Flags": 1, "MacAddress": "02:00:00:00:00:05",
+            "IpConfigurations": [{"IpAddress": "10.9.3.5"}]})),
+            &ov,
+            "ProviderAddress",
+        );
+        refused(&ep(json!({"HostComputeNetwork": "ov", "Flags": 1, "Policies": pa})), &ov, "MacAddress");
+        refused(&ep(json!({"HostComputeNetwork": "ov", "Policies": pa})), &ov, "Flags 1");
     }
 }

@@ -61,16 +61,27 @@ fn vxlan_spec(net: &NetworkRecord) -> DpResult<VxlanSpec> {
     })
 }
 
+/// A remote endpoint (`Flags: RemoteEndpoint`): addresses with a MAC behind
+/// a provider address (another host, or a hardware VTEP).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteEndpoint {
+    pub ips: Vec<IpAddr>,
+    pub mac: Mac,
+    pub provider: IpAddr,
+}
+
 /// Brings network `net`'s VXLAN device to the entries of `remotes` (the
-/// registered other hosts with blocks of it); answers the changes made and
-/// the hosts left out.
+/// registered other hosts with blocks of it) and of its remote endpoints
+/// `eps`; answers the changes made and the hosts left out.
 pub fn sync_remotes(
     dp: &dyn Dataplane,
     net: &NetworkRecord,
     remotes: &[RemoteHost],
+    eps: &[RemoteEndpoint],
 ) -> DpResult<(Vec<Op>, Vec<String>)> {
     let dev = vxlan_name(net);
-    let (want, skipped) = wanted(remotes);
+    let (mut want, skipped) = wanted(remotes);
+    add_remote_endpoints(&mut want, eps);
     let ops = plan(&want, &dp.overlay_entries(&dev)?);
     for op in &ops {
         dp.apply_overlay(&dev, op)?;
@@ -201,6 +212,22 @@ pub fn wanted(remotes: &[RemoteHost]) -> (Entries, Vec<String>) {
     (e, skipped)
 }
 
+/// A remote endpoint costs what a remote host does, once: a neighbour (the
+/// link-local address of its MAC), an FDB entry to its provider address,
+/// and a host route per address via that neighbour — so frames reach it
+/// addressed to its own MAC, as a hardware VTEP expects.
+pub fn add_remote_endpoints(want: &mut Entries, eps: &[RemoteEndpoint]) {
+    for ep in eps {
+        let ll = vtep_link_local(ep.mac);
+        want.neighbours.insert((IpAddr::V6(ll), ep.mac));
+        want.fdb.insert((ep.mac, ep.provider));
+        for ip in &ep.ips {
+            let len = if ip.is_ipv4() { 32 } else { 128 };
+            want.routes.insert((Addr { ip: *ip, prefix_len: len }, ll));
+        }
+    }
+}
+
 /// The changes that take `have` to `want`.
 pub fn plan(want: &Entries, have: &Entries) -> Vec<Op> {
     let mut ops = Vec::new();
@@ -283,6 +310,23 @@ mod tests {
                 Op::DeleteFdb(mac, "192.168.77.2".parse().unwrap()),
             ]
         );
+    }
+
+    #[test]
+    fn a_remote_endpoint_is_one_neighbour_one_fdb_entry_and_a_host_route_per_address() {
+        let mac = Mac([2, 0, 0, 0, 0xab, 1]);
+        let ep = RemoteEndpoint {
+            ips: vec!["10.99.200.5".parse().unwrap(), "fd99::c8:5".parse().unwrap()],
+            mac,
+            provider: "192.168.77.100".parse().unwrap(),
+        };
+        let mut want = Entries::default();
+        add_remote_endpoints(&mut want, &[ep]);
+        let ll = vtep_link_local(mac);
+        assert_eq!(want.neighbours.into_iter().collect::<Vec<_>>(), vec![(IpAddr::V6(ll), mac)]);
+        assert_eq!(want.fdb.into_iter().collect::<Vec<_>>(), vec![(mac, "192.168.77.100".parse().unwrap())]);
+        let routes: Vec<String> = want.routes.iter().map(|(a, _)| format!("{}/{}", a.ip, a.prefix_len)).collect();
+        assert_eq!(routes, vec!["10.99.200.5/32", "fd99::c8:5/128"]);
     }
 
     #[test]

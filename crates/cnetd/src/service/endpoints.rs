@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
+use cnet_model::endpoint::REMOTE_ENDPOINT;
 use cnet_model::validate;
 use cnet_model::{Endpoint, EndpointPolicy, EndpointState, ErrorCode, PortMapping};
 
@@ -101,9 +102,16 @@ impl Service {
                 .map(|s| s.record.clone())
                 .filter(|n| n.kind == cnet_model::NetworkType::Overlay)
         };
+        let remote = ep.flags & REMOTE_ENDPOINT != 0;
+        if remote && ep.host_compute_namespace.is_some() {
+            return Err(ServiceError::invalid(
+                "a remote endpoint (Flags 1) lives on another host: it is never attached here, omit HostComputeNamespace",
+            ));
+        }
         // Overlay: this host's blocks (claimed first when full), and the lock
         // that keeps them from being given back until the address is stored.
-        let blocks = overlay.map(|net| self.overlay_blocks(&net, &ep)).transpose()?;
+        // A remote endpoint's addresses are someone else's.
+        let blocks = overlay.filter(|_| !remote).map(|net| self.overlay_blocks(&net, &ep)).transpose()?;
         let (rec, net, ns) = self.state.change(|o, ch| {
             if ep.id.is_nil() {
                 ep.id = Uuid::new_v4();
@@ -143,6 +151,10 @@ impl Service {
                     super::overlay::routed_inside(&mut ep);
                 }
                 (None, false) => validate::prepare_endpoint(&mut ep, &net.to_wire(), &used, self.caps.sctp)?,
+                (None, true) if remote => {
+                    validate::prepare_endpoint(&mut ep, &net.to_wire(), &used, self.caps.sctp)?;
+                    self.check_remote_addresses(&net, &ep)?;
+                }
                 _ => return Err(ServiceError::in_progress(format!("network {} changed meanwhile: retry", net.name))),
             }
             let host = if driver.has_host_link() { ep.derived_host_name() } else { String::new() };
@@ -173,6 +185,10 @@ impl Service {
             Ok((rec, net, ns))
         })?;
         drop(blocks);
+        if remote {
+            // Its tunnel entries, now (the same step every cluster change takes).
+            self.cluster_changed();
+        }
         let Some(ns) = ns else { return Ok(rec) };
         match self.attach_kernel(&rec, &net, &ns) {
             Ok(rec) => {
@@ -204,7 +220,9 @@ impl Service {
             self.detach_kernel(&ep, net.as_ref(), self.netns_path(ep.namespace).as_deref())?;
         }
         self.state.write(|ch| ch.delete_endpoint(ep.id))?;
-        if let Some(net) = &net {
+        if ep.flags & REMOTE_ENDPOINT != 0 {
+            self.cluster_changed();
+        } else if let Some(net) = &net {
             self.release_empty_blocks(net);
         }
         Ok(())
@@ -292,6 +310,12 @@ impl Service {
                     ))
                 }
                 None => {}
+            }
+            if ep.flags & REMOTE_ENDPOINT != 0 {
+                return Err(ServiceError::invalid(format!(
+                    "endpoint {} is a remote endpoint (it lives on another host): it is never attached here",
+                    ep.display_name()
+                )));
             }
             check_ifname_free(o, ep.id, &ep.interface_name, ns_id)?;
             let net = o.network(ep.network)?.record.clone();

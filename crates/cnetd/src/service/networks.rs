@@ -203,8 +203,11 @@ impl Service {
             .filter(|s| s.record.kind == NetworkType::Overlay && s.intent.is_none())
             .map(|s| s.record.clone())
             .collect();
+        let mut peers: Vec<std::net::IpAddr> = view.hosts.values().map(|h| h.provider_address).collect();
         for net in &overlays {
-            match crate::driver::overlay::sync_remotes(self.dp.as_ref(), net, &view.remote_hosts(net.id, me)) {
+            let eps = self.remote_endpoints(net.id);
+            peers.extend(eps.iter().map(|e| e.provider));
+            match crate::driver::overlay::sync_remotes(self.dp.as_ref(), net, &view.remote_hosts(net.id, me), &eps) {
                 Ok((ops, _)) if ops.is_empty() => {}
                 Ok((ops, skipped)) => {
                     tracing::info!(network = %net.name, changes = ops.len(), ?ops, "remote hosts programmed");
@@ -218,7 +221,6 @@ impl Service {
         }
         let ports: std::collections::BTreeSet<u16> =
             overlays.iter().map(|n| n.vxlan_port.unwrap_or(crate::driver::overlay::VXLAN_PORT)).collect();
-        let peers: Vec<std::net::IpAddr> = view.hosts.values().map(|h| h.provider_address).collect();
         let tunnels = if ports.is_empty() { vec![] } else { crate::firewall::tunnel_elems(&ports, &peers) };
         if let Err(e) = self.firewall.set(crate::firewall::TUNNEL_OWNER, tunnels) {
             tracing::warn!("accepting VXLAN from the cluster's hosts only: {e}");

@@ -95,6 +95,41 @@ impl Service {
         Ok(wire)
     }
 
+    /// A remote endpoint's addresses are not in a block this host holds
+    /// (those are this host's to hand out).
+    pub(super) fn check_remote_addresses(&self, net: &NetworkRecord, ep: &Endpoint) -> Result<()> {
+        let own = self.cluster.get().map(|m| m.own_blocks(net.id)).unwrap_or_default();
+        for c in &ep.ip_configurations {
+            if let Some(b) = own.iter().find(|b| b.contains(&c.ip_address)) {
+                return Err(ServiceError::new(
+                    ErrorCode::AddrInvalidOrReserved,
+                    format!(
+                        "address {} is in block {b}, which this host holds: a remote endpoint's address lives on another host",
+                        c.ip_address
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The remote endpoints of network `net`, as its tunnel entries need them.
+    pub(crate) fn remote_endpoints(&self, net: uuid::Uuid) -> Vec<crate::driver::overlay::RemoteEndpoint> {
+        let o = self.state.read();
+        o.endpoints
+            .values()
+            .map(|s| &s.record)
+            .filter(|e| e.network == net && e.flags & cnet_model::endpoint::REMOTE_ENDPOINT != 0)
+            .filter_map(|e| {
+                Some(crate::driver::overlay::RemoteEndpoint {
+                    ips: e.ips().collect(),
+                    mac: cnet_dataplane::Mac(e.mac.0),
+                    provider: cnet_model::endpoint::provider_in(&e.policies)?,
+                })
+            })
+            .collect()
+    }
+
     fn blocks_lock(&self) -> MutexGuard<'_, ()> {
         self.blocks.lock().unwrap_or_else(|e| e.into_inner())
     }
