@@ -92,6 +92,10 @@ pub struct Membership {
     cfg: Config,
     runtime: tokio::runtime::Handle,
     status: RwLock<Status>,
+    /// One connection for the API's etcd operations (claims, releases,
+    /// networks), made on first use and dropped after a failure: a claim
+    /// pays no TCP and HTTP/2 handshake (nor a lost SYN's 1 s retransmit).
+    shared: tokio::sync::Mutex<Option<Cluster>>,
     /// Set once by the daemon.
     pub on_change: std::sync::OnceLock<OnChange>,
 }
@@ -155,15 +159,41 @@ impl Membership {
         &self.host
     }
 
-    /// Runs one etcd operation from a blocking thread (the service's), at
-    /// most 5 s: an API call never hangs on an unreachable etcd.
-    fn block<T>(&self, run: impl std::future::Future<Output = cnet_cluster::Result<T>>) -> Result<T, String> {
-        self.runtime.block_on(async {
-            match tokio::time::timeout(Duration::from_secs(5), run).await {
-                Ok(r) => r.map_err(|e| e.to_string()),
-                Err(_) => Err("etcd did not answer within 5 s".to_string()),
-            }
-        })
+    /// The shared connection (made now if there is none).
+    async fn shared(&self) -> cnet_cluster::Result<Cluster> {
+        let mut g = self.shared.lock().await;
+        if let Some(c) = g.as_ref() {
+            return Ok(c.clone());
+        }
+        let c = connect(self, &self.cfg).await?;
+        *g = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Runs one etcd operation on the shared connection, at most 5 s: an
+    /// API call never hangs on an unreachable etcd. A failure drops the
+    /// connection (the next operation makes a new one).
+    async fn run<T, F>(&self, op: impl FnOnce(Cluster) -> F) -> Result<T, String>
+    where
+        F: std::future::Future<Output = cnet_cluster::Result<T>>,
+    {
+        let attempt = async { op(self.shared().await?).await };
+        let result = match tokio::time::timeout(Duration::from_secs(5), attempt).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err("etcd did not answer within 5 s".to_string()),
+        };
+        if result.is_err() {
+            *self.shared.lock().await = None;
+        }
+        result
+    }
+
+    /// [`Membership::run`] from a blocking thread (the service's).
+    fn block<T, F>(&self, op: impl FnOnce(Cluster) -> F) -> Result<T, String>
+    where
+        F: std::future::Future<Output = cnet_cluster::Result<T>>,
+    {
+        self.runtime.block_on(self.run(op))
     }
 
     /// The blocks of network `net` this host holds.
@@ -183,8 +213,7 @@ impl Membership {
         let lease = self.status.read().unwrap_or_else(|e| e.into_inner()).lease;
         let lease =
             lease.ok_or("this host is not registered in the cluster (yet): retry when `cnet cluster` says Healthy")?;
-        let block = self.block(async {
-            let mut c = connect(self, &self.cfg).await?;
+        let block = self.block(|mut c| async move {
             c.adopt_lease(lease);
             c.claim(net, subnet, block_len(subnet)).await
         })?;
@@ -207,17 +236,9 @@ impl Membership {
         });
         let m = self.clone();
         self.runtime.spawn(async move {
-            let run = async {
-                let mut c = connect(&m, &m.cfg).await?;
-                c.release(net, block).await
-            };
-            match tokio::time::timeout(Duration::from_secs(5), run).await {
-                Ok(Ok(_)) => tracing::info!(network = %net, %block, "empty block given back"),
-                failed => {
-                    let why = match failed {
-                        Ok(Err(e)) => e.to_string(),
-                        _ => "etcd did not answer within 5 s".into(),
-                    };
+            match m.run(|mut c| async move { c.release(net, block).await }).await {
+                Ok(_) => tracing::info!(network = %net, %block, "empty block given back"),
+                Err(why) => {
                     tracing::warn!(network = %net, %block, "giving an empty block back: {why}; keeping it");
                     m.update(|s| {
                         s.released.remove(&(net, block));
@@ -229,18 +250,12 @@ impl Membership {
 
     /// Publishes a cluster-wide network (its VNI checked unique).
     pub fn create_network(&self, id: Uuid, vni: u32, definition: &serde_json::Value) -> Result<(), String> {
-        self.block(async {
-            let mut c = connect(self, &self.cfg).await?;
-            c.create_network(id, vni, definition).await
-        })
+        self.block(|mut c| async move { c.create_network(id, vni, definition).await })
     }
 
     /// Removes a cluster-wide network; refused while a host holds its blocks.
     pub fn delete_network(&self, id: Uuid, vni: u32) -> Result<bool, String> {
-        self.block(async {
-            let mut c = connect(self, &self.cfg).await?;
-            c.delete_network(id, vni).await
-        })
+        self.block(|mut c| async move { c.delete_network(id, vni).await })
     }
 }
 
@@ -311,6 +326,7 @@ pub fn start(cfg: Config, state_dir: &Path, on_change: OnChange) -> anyhow::Resu
         cfg: cfg.clone(),
         runtime: tokio::runtime::Handle::current(),
         status: RwLock::default(),
+        shared: tokio::sync::Mutex::new(None),
         on_change: std::sync::OnceLock::new(),
     });
     let _ = m.on_change.set(on_change);
