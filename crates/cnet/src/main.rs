@@ -55,7 +55,7 @@ enum NetworkCmd {
     /// Create a network from flags or from a HostComputeNetwork JSON file.
     Create {
         name: Option<String>,
-        /// NAT, Internal, Private, Transparent, L2Bridge or L2Tunnel.
+        /// NAT, Internal, Private, Transparent, L2Bridge, L2Tunnel or Overlay.
         #[arg(long = "type", default_value = "NAT")]
         ty: String,
         /// The host interface a Transparent, L2Bridge or L2Tunnel network is on.
@@ -67,6 +67,9 @@ enum NetworkCmd {
         /// Put the subnets' endpoints on this VLAN (Transparent).
         #[arg(long)]
         vlan: Option<u32>,
+        /// The VXLAN VNI of an Overlay network (its subnets' VSID).
+        #[arg(long)]
+        vsid: Option<u32>,
         /// Hand out addresses only from this block of the subnet of its
         /// family (repeatable), e.g. 192.168.1.64/26 of a LAN's /24.
         #[arg(long)]
@@ -370,7 +373,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Cmd::Network(cmd) => match cmd {
-            NetworkCmd::Create { name, ty, uplink, dhcp, vlan, ip_range, subnet, gateway, mtu, dns_server, file } => {
+            NetworkCmd::Create {
+                name,
+                ty,
+                uplink,
+                dhcp,
+                vlan,
+                vsid,
+                ip_range,
+                subnet,
+                gateway,
+                mtu,
+                dns_server,
+                file,
+            } => {
                 let mut body = match file {
                     Some(f) => read_json(&f)?,
                     None => {
@@ -392,8 +408,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
                                 if !blocks.is_empty() {
                                     sub["IpSubnets"] = json!(blocks);
                                 }
+                                let mut policies = Vec::new();
                                 if let Some(id) = vlan {
-                                    sub["Policies"] = json!([{"Type": "VLAN", "Settings": {"IsolationId": id}}]);
+                                    policies.push(json!({"Type": "VLAN", "Settings": {"IsolationId": id}}));
+                                }
+                                if let Some(id) = vsid {
+                                    policies.push(json!({"Type": "VSID", "Settings": {"IsolationId": id}}));
+                                }
+                                if !policies.is_empty() {
+                                    sub["Policies"] = json!(policies);
                                 }
                                 sub
                             })

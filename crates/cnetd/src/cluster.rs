@@ -85,6 +85,28 @@ pub fn block_len(subnet: IpNet) -> u8 {
 /// are harmless; [`crate::service::Service::cluster_changed`]).
 pub type OnChange = Box<dyn Fn() + Send + Sync>;
 
+/// What the service needs of this host's membership: a trait, so that the
+/// Overlay lifecycles run against a fake in unit tests (no etcd).
+pub trait Member: Send + Sync {
+    /// This host as a tunnel end.
+    fn host(&self) -> &Host;
+    /// The latest view of the cluster.
+    fn view(&self) -> View;
+    /// The membership as `GET /cluster` answers it.
+    fn status(&self) -> ClusterStatus;
+    /// The blocks of network `net` this host holds.
+    fn own_blocks(&self, net: Uuid) -> Vec<IpNet>;
+    /// Claims a free block of `subnet` of network `net` (never a block twice).
+    fn claim_block(&self, net: Uuid, subnet: IpNet) -> Result<IpNet, String>;
+    /// Gives an empty block back: at once no longer this host's to allocate
+    /// from; in etcd in the background.
+    fn release_block(&self, net: Uuid, block: IpNet);
+    /// Publishes a cluster-wide network (its VNI checked unique).
+    fn create_network(&self, id: Uuid, vni: u32, definition: &serde_json::Value) -> Result<(), String>;
+    /// Removes a cluster-wide network; refused while a host holds its blocks.
+    fn delete_network(&self, id: Uuid, vni: u32) -> Result<bool, String>;
+}
+
 /// This host's membership, shared by the agent's tasks and the API.
 pub struct Membership {
     host: Host,
@@ -96,6 +118,8 @@ pub struct Membership {
     /// networks), made on first use and dropped after a failure: a claim
     /// pays no TCP and HTTP/2 handshake (nor a lost SYN's 1 s retransmit).
     shared: tokio::sync::Mutex<Option<Cluster>>,
+    /// Itself, for the background tasks its methods start.
+    this: std::sync::OnceLock<std::sync::Weak<Membership>>,
     /// Set once by the daemon.
     pub on_change: std::sync::OnceLock<OnChange>,
 }
@@ -259,6 +283,35 @@ impl Membership {
     }
 }
 
+impl Member for Membership {
+    fn host(&self) -> &Host {
+        Membership::host(self)
+    }
+    fn view(&self) -> View {
+        Membership::view(self)
+    }
+    fn status(&self) -> ClusterStatus {
+        Membership::status(self)
+    }
+    fn own_blocks(&self, net: Uuid) -> Vec<IpNet> {
+        Membership::own_blocks(self, net)
+    }
+    fn claim_block(&self, net: Uuid, subnet: IpNet) -> Result<IpNet, String> {
+        Membership::claim_block(self, net, subnet)
+    }
+    fn release_block(&self, net: Uuid, block: IpNet) {
+        if let Some(me) = self.this.get().and_then(std::sync::Weak::upgrade) {
+            Membership::release_block(&me, net, block)
+        }
+    }
+    fn create_network(&self, id: Uuid, vni: u32, definition: &serde_json::Value) -> Result<(), String> {
+        Membership::create_network(self, id, vni, definition)
+    }
+    fn delete_network(&self, id: Uuid, vni: u32) -> Result<bool, String> {
+        Membership::delete_network(self, id, vni)
+    }
+}
+
 fn wire_host(h: &Host) -> ClusterHost {
     ClusterHost {
         id: h.id,
@@ -327,8 +380,10 @@ pub fn start(cfg: Config, state_dir: &Path, on_change: OnChange) -> anyhow::Resu
         runtime: tokio::runtime::Handle::current(),
         status: RwLock::default(),
         shared: tokio::sync::Mutex::new(None),
+        this: std::sync::OnceLock::new(),
         on_change: std::sync::OnceLock::new(),
     });
+    let _ = m.this.set(Arc::downgrade(&m));
     let _ = m.on_change.set(on_change);
     let lease_file = state_dir.join("cluster-lease");
     tokio::spawn(keep(m.clone(), cfg.clone(), lease_file));

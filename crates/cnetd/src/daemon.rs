@@ -56,7 +56,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 tokio::task::spawn_blocking(move || svc.cluster_changed());
             }
         });
-        let _ = svc.cluster.set(crate::cluster::start(c, &cfg.state_dir, on_change)?);
+        let member: Arc<dyn crate::cluster::Member> = crate::cluster::start(c, &cfg.state_dir, on_change)?;
+        let _ = svc.cluster.set(member);
     }
 
     // DHCP leases of endpoints are renewed from their records.

@@ -112,9 +112,13 @@ fn an_overlay_network_made_on_one_host_is_on_every_host_and_goes_from_every_host
     }
     within(10, "three healthy hosts", &w, || (0..3).all(|i| status(&w, i).hosts.len() == 3));
     let vsid = |id: u32| serde_json::json!([{"Type": "VSID", "Settings": {"IsolationId": id}}]);
-    let def = serde_json::json!({"Name": "ov", "Type": "Overlay",
-        "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.230.0.0/16", "Policies": vsid(4100)}]}]});
-    let net: cnet_model::Network = w.client(0).post("/networks", &def).unwrap();
+    // Made with the CLI.
+    let out = w.cnet(
+        0,
+        &["-o", "json", "network", "create", "ov", "--type", "Overlay", "--subnet", "10.230.0.0/16", "--vsid", "4100"],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let net: cnet_model::Network = serde_json::from_slice(&out.stdout).unwrap();
     let vxlan = format!("cnx{}", &net.bridge_name.clone().unwrap()[3..]);
     within(5, "the network and its VXLAN device on every host", &w, || {
         (0..3).all(|i| {

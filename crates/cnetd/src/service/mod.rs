@@ -126,7 +126,7 @@ pub struct Service {
     /// The DHCP server's sockets (networks with `EnableDhcpServer`).
     pub dhcp_sockets: crate::dhcp::server::Sockets,
     /// This host's cluster membership, with `--etcd`.
-    pub cluster: std::sync::OnceLock<Arc<crate::cluster::Membership>>,
+    pub cluster: std::sync::OnceLock<Arc<dyn crate::cluster::Member>>,
     /// Held while Overlay addresses are chosen or blocks given back (`overlay`).
     blocks: std::sync::Mutex<()>,
 }

@@ -30,12 +30,17 @@ struct Bed {
 
 fn service(dir: &tempfile::TempDir, fake: &Arc<FakeDataplane>) -> Service {
     let store = cnet_store::Store::open(&dir.path().join("cnet.redb")).unwrap();
-    Service::new(
+    let svc = Service::new(
         State::open(store).unwrap(),
         fake.clone(),
         Registry::builtin(),
         Capabilities { sctp: false, ..Capabilities::all() },
-    )
+    );
+    // Overlay lifecycles: this bed's cluster (the same across restarts).
+    if let Some(m) = overlay::MEMBER.with(|m| m.borrow().clone()) {
+        let _ = svc.cluster.set(m);
+    }
+    svc
 }
 
 thread_local! {
@@ -67,6 +72,7 @@ impl Bed {
             up.addrs.push(cnet_dataplane::Addr { ip: "198.18.0.2".parse().unwrap(), prefix_len: 24 });
             k.links.insert("uplink0".into(), up);
         });
+        overlay::MEMBER.with(|m| *m.borrow_mut() = (kind() == "Overlay").then(overlay::FakeMember::new));
         let svc = Some(service(&dir, &fake));
         Bed { dir, fake, svc }
     }
@@ -99,6 +105,12 @@ fn net_req() -> Network {
             "ID": NET, "Name": "web", "Type": "NAT",
             "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.79.0.0/24"}, {"IpAddressPrefix": "fd00:79::/64"}]}]
         }),
+        "Overlay" => json!({
+            "ID": NET, "Name": "web", "Type": "Overlay",
+            "Ipams": [{"Subnets": [
+                {"IpAddressPrefix": "10.80.0.0/16", "Policies": [{"Type": "VSID", "Settings": {"IsolationId": 4096}}]},
+                {"IpAddressPrefix": "fd00:80::/64", "Policies": [{"Type": "VSID", "Settings": {"IsolationId": 4096}}]}]}]
+        }),
         t => json!({
             "ID": NET, "Name": "web", "Type": t,
             "Policies": [{"Type": "NetAdapterName", "Settings": {"NetworkAdapterName": "uplink0"}}],
@@ -113,7 +125,7 @@ fn ns_req() -> Namespace {
 }
 
 fn ep_req(ns: Option<&str>) -> Endpoint {
-    if kind() == "Transparent" {
+    if kind() == "Transparent" || kind() == "Overlay" {
         // No port mappings there (the endpoint has its own LAN address).
         return serde_json::from_value(json!({
             "ID": EP, "Name": "web1", "HostComputeNetwork": "web", "HostComputeNamespace": ns,
@@ -474,6 +486,7 @@ fn a_bridge_with_as_many_ports_as_the_backlog_is_reported() {
     assert_eq!(crowded(&b), 1);
 }
 
+mod overlay;
 mod physical;
 mod vm;
 
