@@ -38,6 +38,10 @@ pub struct ClusterWorld {
     pub block_grace: u64,
     /// With TLS: the directory of the CA, etcd's and the hosts' certificates.
     tls: Option<PathBuf>,
+    /// etcd user and password every cnetd (and `etcdctl`) uses, once set.
+    pub user: Option<(String, String)>,
+    /// More arguments for etcd (on its next start).
+    pub etcd_args: Vec<String>,
 }
 
 /// Makes a CA, a server certificate for etcd at [`ETCD_IP`] and a client
@@ -157,7 +161,8 @@ impl ClusterWorld {
             make_certificates(&certs);
             certs
         });
-        let mut w = ClusterWorld { tag, dir, hosts, etcd: None, ttl: 10, block_grace: 5, tls };
+        let mut w =
+            ClusterWorld { tag, dir, hosts, etcd: None, ttl: 10, block_grace: 5, tls, user: None, etcd_args: vec![] };
         w.start_etcd();
         w
     }
@@ -171,9 +176,13 @@ impl ClusterWorld {
         format!("{scheme}://{ETCD_IP}:2379")
     }
 
-    /// etcdctl's (and etcd's) TLS arguments; none without TLS.
+    /// etcdctl's (and etcd's) TLS arguments, and etcdctl's user; none without them.
     fn tls_args(&self, server: bool) -> Vec<String> {
-        let Some(d) = &self.tls else { return vec![] };
+        let user = match (&self.user, server) {
+            (Some((u, p)), false) => vec!["--user".to_string(), format!("{u}:{p}")],
+            _ => vec![],
+        };
+        let Some(d) = &self.tls else { return user };
         let f = |name: &str| d.join(name).display().to_string();
         if server {
             vec![
@@ -186,7 +195,10 @@ impl ClusterWorld {
                 "--client-cert-auth".into(),
             ]
         } else {
-            vec!["--cacert".into(), f("ca.pem"), "--cert".into(), f("client.pem"), "--key".into(), f("client.key")]
+            let mut v: Vec<String> =
+                vec!["--cacert".into(), f("ca.pem"), "--cert".into(), f("client.pem"), "--key".into(), f("client.key")];
+            v.extend(user);
+            v
         }
     }
 
@@ -205,6 +217,7 @@ impl ClusterWorld {
             .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &format!("n1={peer}"), "--logger", "zap", "--log-level", "warn"])
             .args(self.tls_args(true))
+            .args(&self.etcd_args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -271,10 +284,16 @@ impl ClusterWorld {
                 .collect(),
             None => vec![],
         };
+        let user = self.user.clone();
         let h = &mut self.hosts[i];
         assert!(h.daemon.is_none(), "host {i}'s cnetd already runs");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&h.log).unwrap();
-        let child = Command::new("nsenter")
+        let mut cmd = Command::new("nsenter");
+        // The password in the environment, as an operator should pass it.
+        if let Some((u, p)) = user {
+            cmd.env("CNET_ETCD_USER", u).env("CNET_ETCD_PASSWORD", p);
+        }
+        let child = cmd
             .arg(format!("--net={}", path_of(&h.netns)))
             .arg(bin("cnetd"))
             .arg("--socket")

@@ -266,3 +266,43 @@ fn hosts_join_an_etcd_that_demands_tls_client_certificates() {
         .unwrap();
     assert!(!plain.status.success(), "etcd answers a client without a certificate");
 }
+
+#[test]
+fn hosts_join_an_etcd_with_authentication_and_outlive_its_tokens() {
+    cnet_testkit::require_root!();
+    let mut w = ClusterWorld::new(2);
+    // A user that may use /cnet/ only; tokens that expire after 3 s.
+    for args in [
+        &["user", "add", "root", "--new-user-password", "rootpw"][..],
+        &["user", "grant-role", "root", "root"],
+        &["role", "add", "cnet"],
+        &["role", "grant-permission", "cnet", "--prefix=true", "readwrite", "/cnet/"],
+        &["user", "add", "cnet", "--new-user-password", "cnetpw"],
+        &["user", "grant-role", "cnet", "cnet"],
+        &["auth", "enable"],
+    ] {
+        w.etcdctl(args);
+    }
+    w.user = Some(("cnet".into(), "cnetpw".into()));
+    w.kill_etcd();
+    w.etcd_args = vec!["--auth-token-ttl".into(), "3".into()];
+    w.start_etcd();
+    for i in 0..2 {
+        w.start_daemon(i);
+    }
+    within(10, "two healthy hosts as user cnet", &w, || {
+        (0..2).all(|i| status(&w, i).health == "Healthy" && status(&w, i).hosts.len() == 2)
+    });
+    // Past several token lifetimes: still registered, and etcd operations still work.
+    std::thread::sleep(Duration::from_secs(8));
+    let def = serde_json::json!({"Name": "ov", "Type": "Overlay", "Ipams": [{"Subnets": [
+        {"IpAddressPrefix": "10.232.0.0/16", "Policies": [{"Type": "VSID", "Settings": {"IsolationId": 4400}}]}]}]});
+    let net: cnet_model::Network = w.client(0).post("/networks", &def).unwrap();
+    within(5, "the network on B", &w, || {
+        w.client(1).get::<cnet_model::Network>(&format!("/networks/{}", net.id)).is_ok()
+    });
+    let ep: cnet_model::Endpoint =
+        w.client(1).post("/endpoints", &serde_json::json!({"HostComputeNetwork": net.id})).unwrap();
+    assert!(!ep.ip_configurations.is_empty());
+    assert!((0..2).all(|i| status(&w, i).health == "Healthy"), "{:?}", status(&w, 0));
+}
