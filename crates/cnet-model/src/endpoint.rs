@@ -209,6 +209,10 @@ pub struct Endpoint {
     /// opened by `HostInterfaceName`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vm_device: Option<String>,
+    /// Linux extension: more names the endpoint answers to in its network's
+    /// DNS (the CNI `aliases` capability, Podman's `--network-alias`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
     /// Linux extension: free-form key/value pairs a client stores with the
     /// endpoint (the CNI plugin keeps the container ID and interface here).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

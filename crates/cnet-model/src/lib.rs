@@ -31,7 +31,8 @@ pub use names::{IfName, ObjectName};
 pub use namespace::{Namespace, NamespaceResource, VmNicOptions};
 pub use net::{MacAddr, Protocol};
 pub use network::{
-    Dns, IpSubnet, Ipam, Isolation, Network, NetworkPolicy, NetworkType, RemoteSubnetRoute, Route, Subnet, SubnetPolicy,
+    Dns, DnsName, IpSubnet, Ipam, Isolation, Network, NetworkPolicy, NetworkType, RemoteSubnetRoute, Route, Subnet,
+    SubnetPolicy,
 };
 
 use serde::{Deserialize, Serialize};

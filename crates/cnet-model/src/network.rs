@@ -246,11 +246,23 @@ pub enum NetworkPolicy {
     VxlanPort(VxlanPort),
     DrMacAddress(DrMacAddress),
     RemoteSubnetRoute(RemoteSubnetRoute),
+    /// Name resolution by cnetd's DNS server on the network (default: on
+    /// for NAT and Internal networks).
+    #[serde(rename = "AutomaticDNS")]
+    AutomaticDns(AutomaticDns),
+}
+
+/// `AutomaticDNS` settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct AutomaticDns {
+    pub enable: bool,
 }
 
 impl NetworkPolicy {
     /// Policy types this build understands.
-    pub const SUPPORTED: [&'static str; 4] = ["NetAdapterName", "VxlanPort", "DrMacAddress", "RemoteSubnetRoute"];
+    pub const SUPPORTED: [&'static str; 5] =
+        ["NetAdapterName", "VxlanPort", "DrMacAddress", "RemoteSubnetRoute", "AutomaticDNS"];
 }
 
 impl Subnet {
@@ -307,6 +319,15 @@ pub struct Dns {
     pub server_list: Vec<IpAddr>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub options: Vec<String>,
+}
+
+/// A name a network's DNS server answers, with its addresses (`GET /networks/{id}/names`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct DnsName {
+    pub name: String,
+    #[schema(value_type = Vec<String>)]
+    pub addresses: Vec<IpAddr>,
 }
 
 /// A range of MAC addresses endpoints take theirs from.
@@ -375,6 +396,13 @@ impl Network {
     pub fn vxlan_port(&self) -> Option<u16> {
         self.policies.iter().find_map(|p| match p {
             NetworkPolicy::VxlanPort(v) => Some(v.port),
+            _ => None,
+        })
+    }
+    /// The `AutomaticDNS` policy's choice.
+    pub fn automatic_dns(&self) -> Option<bool> {
+        self.policies.iter().find_map(|p| match p {
+            NetworkPolicy::AutomaticDns(d) => Some(d.enable),
             _ => None,
         })
     }

@@ -97,6 +97,7 @@ pub(crate) fn policy_type(p: &crate::NetworkPolicy) -> &'static str {
         crate::NetworkPolicy::VxlanPort(_) => "VxlanPort",
         crate::NetworkPolicy::DrMacAddress(_) => "DrMacAddress",
         crate::NetworkPolicy::RemoteSubnetRoute(_) => "RemoteSubnetRoute",
+        crate::NetworkPolicy::AutomaticDns(_) => "AutomaticDNS",
     }
 }
 

@@ -46,6 +46,8 @@ enum Cmd {
     Diag,
     /// This host's cluster (cnetd --etcd): health, hosts, leases, blocks.
     Cluster,
+    /// The names a network's DNS server answers, with their addresses.
+    Dns { network: String },
     /// cnetd's API version and capabilities.
     Version,
 }
@@ -350,6 +352,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Cluster => {
             let st: cnet_model::cluster::ClusterStatus = c.get("/cluster")?;
             show(out, &st, cluster_text);
+        }
+        Cmd::Dns { network } => {
+            let names: Vec<cnet_model::DnsName> = c.get(&format!("/networks/{}/names", escape(&network)))?;
+            show(out, &names, |names| {
+                let mut t = String::from("NAME\tADDRESSES\n");
+                for n in names {
+                    let a: Vec<String> = n.addresses.iter().map(|a| a.to_string()).collect();
+                    t.push_str(&format!("{}\t{}\n", n.name, a.join(",")));
+                }
+                t
+            });
         }
         Cmd::Diag => {
             let r: Value = c.get("/diag")?;

@@ -60,6 +60,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         let _ = svc.cluster.set(member);
     }
 
+    // Name resolution on every network that has it, before the API answers.
+    svc.dns.start(&svc, tokio::runtime::Handle::current());
+
     // DHCP leases of endpoints are renewed from their records.
     let leases = Arc::downgrade(&svc);
     std::thread::Builder::new().name("cnet-dhcp".into()).spawn(move || crate::dhcp::run(leases))?;

@@ -15,6 +15,7 @@ pub mod daemon;
 pub mod dataplane;
 pub mod dhcp;
 pub mod diag;
+pub mod dns;
 pub mod driver;
 pub mod error;
 pub mod firewall;

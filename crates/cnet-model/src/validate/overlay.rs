@@ -17,7 +17,8 @@ pub(super) fn check_overlay(net: &Network) -> Result<()> {
     }
     let overlay = net.r#type == crate::NetworkType::Overlay;
     if !overlay {
-        if let Some(t) = net.policies.iter().map(policy_type).find(|t| *t != "NetAdapterName") {
+        if let Some(t) = net.policies.iter().map(policy_type).find(|t| !matches!(*t, "NetAdapterName" | "AutomaticDNS"))
+        {
             return Err(ApiError::invalid_param(format!(
                 "{t} is a policy of Overlay networks; {} is {}: remove it",
                 net.name, net.r#type

@@ -155,6 +155,13 @@ async fn get_network(State(svc): Svc, Path(id): Path<String>) -> Answer<Network>
     ok(blocking(svc, move |s| s.network_answer(&id)).await?)
 }
 
+/// The names a network's DNS server answers (its endpoints' names and aliases).
+#[utoipa::path(get, path = "/networks/{id}/names", params(("id" = String, Path, description = "ID or name")),
+    responses((status = 200, body = Vec<cnet_model::DnsName>), (status = "4XX", body = ApiError)))]
+async fn network_names(State(svc): Svc, Path(id): Path<String>) -> Answer<Vec<cnet_model::DnsName>> {
+    ok(blocking(svc, move |s| s.dns_names(&id)).await?)
+}
+
 #[utoipa::path(patch, path = "/networks/{id}", params(("id" = String, Path)), request_body = ModifyRequest,
     responses((status = 200, body = Network), (status = "4XX", body = ApiError)))]
 async fn modify_network(
@@ -281,6 +288,7 @@ async fn delete_namespace(State(svc): Svc, Path(id): Path<String>) -> Answer<Suc
         create_network,
         list_networks,
         get_network,
+        network_names,
         modify_network,
         delete_network,
         create_endpoint,
@@ -335,6 +343,7 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route("/openapi.json", get(openapi))
         .route("/networks", get(list_networks).post(create_network))
         .route("/networks/{id}", get(get_network).patch(modify_network).delete(delete_network))
+        .route("/networks/{id}/names", get(network_names))
         .route("/endpoints", get(list_endpoints).post(create_endpoint))
         .route("/endpoints/{id}", get(get_endpoint).patch(modify_endpoint).delete(delete_endpoint))
         .route("/endpoints/{id}/check", get(check_endpoint))

@@ -102,6 +102,7 @@ impl Service {
                 .map(|s| s.record.clone())
                 .filter(|n| n.kind == cnet_model::NetworkType::Overlay)
         };
+        let asked_dns = ep.dns.is_some();
         let remote = ep.flags & REMOTE_ENDPOINT != 0;
         if remote && ep.host_compute_namespace.is_some() {
             return Err(ServiceError::invalid(
@@ -157,6 +158,9 @@ impl Service {
                 }
                 _ => return Err(ServiceError::in_progress(format!("network {} changed meanwhile: retry", net.name))),
             }
+            if let (false, Some(dns)) = (asked_dns, super::dns::endpoint_dns(&net)) {
+                ep.dns = Some(dns);
+            }
             let host = if driver.has_host_link() { ep.derived_host_name() } else { String::new() };
             // The stored names, not re-derived: formatting 10,000 names per
             // create cost milliseconds.
@@ -195,6 +199,7 @@ impl Service {
                 let attached = attached(rec, &ns);
                 self.state.write(|ch| ch.put_endpoint(Stored::done(attached.clone())))?;
                 self.lease_stored(&attached);
+                self.write_resolv_conf(ns.id);
                 Ok(attached)
             }
             Err(err) => {
@@ -220,6 +225,9 @@ impl Service {
             self.detach_kernel(&ep, net.as_ref(), self.netns_path(ep.namespace).as_deref())?;
         }
         self.state.write(|ch| ch.delete_endpoint(ep.id))?;
+        if let Some(ns) = ep.namespace {
+            self.write_resolv_conf(ns);
+        }
         if ep.flags & REMOTE_ENDPOINT != 0 {
             self.cluster_changed();
         } else if let Some(net) = &net {
@@ -329,6 +337,7 @@ impl Service {
                 let rec = attached(rec, &ns);
                 self.put_endpoint_done(&rec)?;
                 self.lease_stored(&rec);
+                self.write_resolv_conf(ns.id);
                 Ok(())
             }
             Err(e) => {
@@ -362,7 +371,12 @@ impl Service {
         })?;
         let Some((ep, net)) = found else { return Ok(()) };
         self.detach_kernel(&ep, net.as_ref(), self.netns_path(ep.namespace).as_deref())?;
-        self.put_endpoint_done(&detached(ep))
+        let ns = ep.namespace;
+        self.put_endpoint_done(&detached(ep))?;
+        if let Some(ns) = ns {
+            self.write_resolv_conf(ns);
+        }
+        Ok(())
     }
 }
 

@@ -14,6 +14,7 @@
 //! intent is busy: other changes to it are refused with
 //! `OperationInProgress` rather than interleaved.
 
+mod dns;
 mod endpoints;
 mod leases;
 mod namespaces;
@@ -129,6 +130,8 @@ pub struct Service {
     pub cluster: std::sync::OnceLock<Arc<dyn crate::cluster::Member>>,
     /// Held while Overlay addresses are chosen or blocks given back (`overlay`).
     blocks: std::sync::Mutex<()>,
+    /// The DNS servers of networks with name resolution.
+    pub dns: crate::dns::Servers,
 }
 
 impl Service {
@@ -143,6 +146,7 @@ impl Service {
             dhcp_sockets: Default::default(),
             cluster: Default::default(),
             blocks: Default::default(),
+            dns: Default::default(),
         }
     }
 

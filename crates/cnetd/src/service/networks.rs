@@ -127,6 +127,7 @@ impl Service {
         }
         let driver = self.drivers.get(net.r#type)?;
         driver.validate(&net)?;
+        super::dns::check_dns_request(&net)?;
         if let Some(why) = self.caps.missing_for(&net) {
             return Err(ServiceError::unsupported(format!("this host cannot build network {}: {why}", net.name)));
         }
@@ -173,6 +174,7 @@ impl Service {
         if rec.flags & crate::dhcp::server::ENABLE_DHCP_SERVER != 0 {
             self.dhcp_sockets.sync(&self.state.read());
         }
+        self.sync_dns();
         // Local first, then the cluster: this host's own follower then finds
         // the network already here. A refusal there (a VNI taken) undoes it.
         if let (true, Some(m), Some(vni)) = (publish, self.cluster.get(), rec.vni()) {
@@ -341,6 +343,7 @@ impl Service {
         }
         self.state.write(|ch| ch.delete_network(net.id))?;
         let _ = self.firewall.delete_if_unused();
+        self.sync_dns();
         Ok(())
     }
 
@@ -409,6 +412,7 @@ impl Service {
         match result {
             Ok(()) => {
                 self.state.write(|ch| ch.put_network(Stored::done(new.clone())))?;
+                self.sync_dns();
                 Ok(new)
             }
             Err(e) => {

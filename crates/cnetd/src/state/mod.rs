@@ -94,6 +94,9 @@ impl Changes {
 pub struct State {
     store: Store,
     objects: Mutex<Objects>,
+    /// Moves on with every commit: readers that keep something derived
+    /// from the objects (the DNS names) know when it is stale.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl State {
@@ -110,7 +113,7 @@ impl State {
         for s in store.load::<Stored<NamespaceRecord>>(Kind::Namespace)? {
             o.namespaces.insert(s.record.id, s);
         }
-        Ok(State { store, objects: Mutex::new(o) })
+        Ok(State { store, objects: Mutex::new(o), generation: Default::default() })
     }
 
     /// The objects, for reading. Hold it briefly: every change waits for it.
@@ -126,7 +129,13 @@ impl State {
         let out = f(&o, &mut changes)?;
         self.store.commit(changes.batch()).map_err(ServiceError::store)?;
         changes.apply(&mut o);
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(out)
+    }
+
+    /// The commit count: changes whenever the objects did.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Commits what `f` stages, without looking at the objects.

@@ -146,6 +146,9 @@ pub struct NetworkRecord {
     /// An Overlay network's gateway MAC on every host (`DrMacAddress`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dr_mac: Option<MacAddr>,
+    /// Name resolution, when the `AutomaticDNS` policy says (`dns::names::enabled`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub automatic_dns: Option<bool>,
     /// Host-local, for an Overlay network: this host's tunnel end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overlay_host: Option<OverlayHost>,
@@ -184,6 +187,7 @@ impl NetworkRecord {
             last_allocated: vec![],
             vxlan_port: net.vxlan_port(),
             dr_mac: net.dr_mac(),
+            automatic_dns: net.automatic_dns(),
             overlay_host: None,
         })
     }
@@ -205,6 +209,10 @@ impl NetworkRecord {
                 .chain(
                     self.dr_mac
                         .map(|address| NetworkPolicy::DrMacAddress(cnet_model::network::DrMacAddress { address })),
+                )
+                .chain(
+                    self.automatic_dns
+                        .map(|enable| NetworkPolicy::AutomaticDns(cnet_model::network::AutomaticDns { enable })),
                 )
                 .collect(),
             schema_version: Default::default(),
@@ -287,6 +295,9 @@ pub struct EndpointRecord {
     /// A VM endpoint's device a VMM opens by path (a macvtap's `/dev/tapN`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vm_device: Option<String>,
+    /// More names it answers to in DNS.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
 }
 
 impl EndpointRecord {
@@ -310,6 +321,7 @@ impl EndpointRecord {
             annotations: ep.annotations,
             lease: None,
             vm_device: None,
+            aliases: ep.aliases,
         })
     }
 
@@ -331,6 +343,7 @@ impl EndpointRecord {
             state: self.state,
             annotations: self.annotations.clone(),
             vm_device: self.vm_device.clone(),
+            aliases: self.aliases.clone(),
         }
     }
 
