@@ -12,6 +12,7 @@
 mod churn;
 mod daemon_cost;
 mod datapath;
+mod dns;
 mod overlay;
 mod physical;
 mod rules;
@@ -68,6 +69,13 @@ struct Args {
     /// and a real etcd), this many reps per row.
     #[arg(long)]
     overlay_reps: Option<usize>,
+    /// Measure name resolution (cnet, aardvark-dns, dnsmasq), this many
+    /// reps of name creation per row (dnsperf runs --datapath-seconds).
+    #[arg(long)]
+    dns_reps: Option<usize>,
+    /// How long each dnsperf run lasts.
+    #[arg(long, default_value_t = 5)]
+    dns_seconds: u64,
 }
 
 /// Fillers one network holds (a Linux bridge takes at most 1,024 ports).
@@ -391,6 +399,19 @@ fn main() -> Result<()> {
     }
     if let Some(r) = &rules {
         rules::print(r, reps.clamp(5, 100));
+    }
+    if let Some(reps) = args.dns_reps {
+        let seconds = args.dns_seconds;
+        let d = dns::Dns {
+            client: w.client(),
+            tag: w.tag.clone(),
+            host: w.host_path(),
+            lan: w.lan_path(),
+            work: work.path().to_path_buf(),
+            reps,
+            seconds,
+        };
+        dns::print(&d.run()?, reps, seconds);
     }
     if let Some(reps) = args.overlay_reps {
         // A world of its own (host namespaces and etcd), after the rest.

@@ -162,6 +162,12 @@ pub fn add(c: &Client, conf: &NetConf, inv: &Invocation) -> Result<Value, CniErr
     if let Some(dns) = conf.endpoint_dns() {
         body["Dns"] = dns;
     }
+    // The `aliases` capability: names per network, this network's answer in its DNS.
+    let aliases =
+        crate::config::get_ci(&conf.runtime, "aliases").and_then(|a| a.get(&conf.name)).and_then(Value::as_array);
+    if let Some(list) = aliases {
+        body["Aliases"] = json!(list.iter().filter_map(Value::as_str).collect::<Vec<_>>());
+    }
     let ep: Endpoint = match c.post("/endpoints", &body) {
         Ok(ep) => ep,
         Err(e) => {

@@ -321,6 +321,14 @@ fn podman_style_static_ip_and_mac_in_cni_args_and_published_ports_work() {
     assert_eq!(probe::tcp_seen_as(&w.lan_path(), &format!("{HOST_IP}:18083")), Some(LAN_IP.to_string()));
     let eps: Vec<Endpoint> = w.client().get("/endpoints").unwrap();
     assert!(eps[0].annotations["cni.dev/aliases"].contains("web"));
+    // The aliases answer in the network's DNS, which the result names.
+    assert_eq!(r["dns"]["nameservers"][0], "10.139.0.1");
+    let dig = std::process::Command::new("nsenter")
+        .arg(format!("--net={ns}"))
+        .args(["dig", "+short", "+tries=1", "@10.139.0.1", "abc123"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&dig.stdout).trim(), "10.139.0.99");
 }
 
 #[test]
