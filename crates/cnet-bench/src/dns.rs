@@ -6,8 +6,9 @@
 //!   to the same upstream dnsmasq on the LAN);
 //! - the time from making a name to its first answer: cnet's endpoint
 //!   create against a config line plus SIGHUP (how netavark updates
-//!   aardvark-dns) and a hosts-file line plus SIGHUP for dnsmasq;
-//! with 10 and 1,000 names on the network.
+//!   aardvark-dns) and a hosts-file line plus SIGHUP for dnsmasq.
+//!
+//! Each with 10 and 1,000 names on the network.
 
 use std::io::Write;
 use std::net::UdpSocket;
@@ -133,7 +134,10 @@ fn switch(host: &str, tag: &str, br: &str, gw: &str, client: &str) -> Result<Swi
              link add {a} type veth peer name {b} netns {ns}\nlink set {a} master {br}\nlink set {a} up\n"
         ),
     )?;
-    batch(&path, format!("link set lo up\naddress add {client}/16 dev {b}\nlink set {b} up\nroute add default via {gw}\n"))?;
+    batch(
+        &path,
+        format!("link set lo up\naddress add {client}/16 dev {b}\nlink set {b} up\nroute add default via {gw}\n"),
+    )?;
     Ok(Switch { host: host.to_string(), br: br.to_string(), ns, path })
 }
 
@@ -187,7 +191,10 @@ impl Dns {
         let ns: Value = c.post("/namespaces", &json!({"Name": format!("{}-dnsc{names}", self.tag)}))?;
         let client_ns = ns["NetnsPath"].as_str().unwrap_or_default().to_string();
         let mut made: Vec<String> = Vec::new();
-        let ep: Value = c.post("/endpoints", &json!({"Name": "client", "HostComputeNetwork": id, "HostComputeNamespace": ns["ID"]}))?;
+        let ep: Value = c.post(
+            "/endpoints",
+            &json!({"Name": "client", "HostComputeNetwork": id, "HostComputeNamespace": ns["ID"]}),
+        )?;
         made.push(ep["ID"].as_str().unwrap_or_default().into());
         for i in 0..names {
             let ep: Value = c.post("/endpoints", &json!({"Name": format!("n{i}"), "HostComputeNetwork": id}))?;
@@ -232,27 +239,41 @@ impl Dns {
             .context("aardvark-dns (apt-get install aardvark-dns)")?;
         anyhow::ensure!(started.success(), "aardvark-dns did not start");
         let pid: i32 = std::fs::read_to_string(dir.join("aardvark.pid"))?.trim().parse()?;
-        let stop = scopeguard(pid);
+        let _stop = scopeguard(pid);
         if let Err(e) = until_answered(&client_ns, "10.151.0.1", "n0", Instant::now()) {
             let ss = Command::new("nsenter").arg(format!("--net={}", self.host)).args(["ss", "-ulnp"]).output()?;
             bail!("{e}; aardvark-dns (pid {pid}) with {}: {}", conf.display(), String::from_utf8_lossy(&ss.stdout));
         }
-        let (local_qps, local) = dnsperf(&client_ns, "10.151.0.1", "n0", self.seconds, &self.work)?;
-        let (forwarded_qps, forwarded) = dnsperf(&client_ns, "10.151.0.1", FORWARDED, self.seconds, &self.work)?;
-        let mut times = Vec::new();
-        for r in 0..self.reps {
-            let name = format!("new{r}");
-            let start = Instant::now();
+        self.measure("aardvark-dns 1.4.0", names, &client_ns, "10.151.0.1", |r, name| {
             let mut f = std::fs::OpenOptions::new().append(true).open(&conf)?;
             writeln!(f, "{:064x} 10.151.250.{}  {name}", 0xffff + r, r % 250 + 1)?;
             drop(f);
             // SAFETY: kill(2) on the pid aardvark-dns wrote.
             unsafe { libc::kill(pid, libc::SIGHUP) };
-            times.push(until_answered(&client_ns, "10.151.0.1", &name, start)?);
+            Ok(())
+        })
+    }
+
+    /// Queries per second for a local and a forwarded name, then `reps`
+    /// new names made by `add` (rep, name), each timed until it answers.
+    fn measure(
+        &self,
+        system: &'static str,
+        names: usize,
+        client_ns: &str,
+        server: &str,
+        mut add: impl FnMut(usize, &str) -> Result<()>,
+    ) -> Result<Row> {
+        let (local_qps, local) = dnsperf(client_ns, server, "n0", self.seconds, &self.work)?;
+        let (forwarded_qps, forwarded) = dnsperf(client_ns, server, FORWARDED, self.seconds, &self.work)?;
+        let mut times = Vec::new();
+        for r in 0..self.reps {
+            let name = format!("new{r}");
+            let start = Instant::now();
+            add(r, &name)?;
+            times.push(until_answered(client_ns, server, &name, start)?);
         }
-        drop(stop);
-        drop(sw);
-        Ok(Row { system: "aardvark-dns 1.4.0", names, local_qps, local, forwarded_qps, forwarded, appear: stats(times) })
+        Ok(Row { system, names, local_qps, local, forwarded_qps, forwarded, appear: stats(times) })
     }
 
     fn dnsmasq(&self, names: usize) -> Result<Row> {
@@ -275,22 +296,15 @@ impl Dns {
             .context("dnsmasq")?;
         let d = Daemon(child);
         until_answered(&client_ns, "10.152.0.1", "n0", Instant::now())?;
-        let (local_qps, local) = dnsperf(&client_ns, "10.152.0.1", "n0", self.seconds, &self.work)?;
-        let (forwarded_qps, forwarded) = dnsperf(&client_ns, "10.152.0.1", FORWARDED, self.seconds, &self.work)?;
-        let mut times = Vec::new();
-        for r in 0..self.reps {
-            let name = format!("new{r}");
-            let start = Instant::now();
+        let pid = d.0.id() as i32;
+        self.measure("dnsmasq 2.89 (no cache)", names, &client_ns, "10.152.0.1", |r, name| {
             let mut f = std::fs::OpenOptions::new().append(true).open(&hosts)?;
             writeln!(f, "10.152.250.{} {name}", r % 250 + 1)?;
             drop(f);
             // SAFETY: kill(2) on our child.
-            unsafe { libc::kill(d.0.id() as i32, libc::SIGHUP) };
-            times.push(until_answered(&client_ns, "10.152.0.1", &name, start)?);
-        }
-        drop(d);
-        drop(sw);
-        Ok(Row { system: "dnsmasq 2.89 (no cache)", names, local_qps, local, forwarded_qps, forwarded, appear: stats(times) })
+            unsafe { libc::kill(pid, libc::SIGHUP) };
+            Ok(())
+        })
     }
 }
 
