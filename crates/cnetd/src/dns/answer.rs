@@ -191,6 +191,63 @@ mod tests {
         assert_eq!((m.id(), m.response_code()), (77, ResponseCode::Refused), "not an endpoint of the network");
     }
 
+    fn answer(q: &[u8], client: &str) -> Message {
+        match respond(q, client.parse().unwrap(), Uuid::from_u128(1), &Index::sample(), true) {
+            Reply::Answer(b) => Message::from_vec(&b).unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn names_aliases_and_addresses_of_the_clients_network_are_answered_with_authority() {
+        let m = answer(&query("DB.", RecordType::A), "10.0.0.2");
+        assert!(m.authoritative() && m.response_code() == ResponseCode::NoError);
+        assert_eq!(m.answers()[0].data().as_a().map(|a| a.0.to_string()), Some("10.0.0.3".into()));
+        assert_eq!(m.answers()[0].ttl(), NAME_TTL);
+        let m = answer(&query("store.cnet.test.", RecordType::A), "10.0.0.2");
+        assert_eq!(m.answers().len(), 1, "an alias with the domain");
+        let m = answer(&query("web.", RecordType::AAAA), "10.0.0.2");
+        assert_eq!(m.answers()[0].data().as_aaaa().map(|a| a.0.to_string()), Some("fd00::2".into()));
+        let m = answer(&query("db.", RecordType::AAAA), "10.0.0.2");
+        assert!(m.answers().is_empty() && m.response_code() == ResponseCode::NoError, "no data, not NXDOMAIN");
+        let m = answer(&query("3.0.0.10.in-addr.arpa.", RecordType::PTR), "10.0.0.2");
+        assert_eq!(m.answers()[0].data().as_ptr().map(|p| p.0.to_string()), Some("db.cnet.test.".into()));
+        let m = answer(&query("9.0.0.10.in-addr.arpa.", RecordType::PTR), "10.0.0.2");
+        assert_eq!(m.response_code(), ResponseCode::NXDomain, "an address of the subnet nobody has");
+        let other = respond(
+            &query("example.com.", RecordType::A),
+            "10.0.0.2".parse().unwrap(),
+            Uuid::from_u128(1),
+            &Index::sample(),
+            true,
+        );
+        assert_eq!(other, Reply::Forward, "not ours: upstream");
+        let m = answer(&query("db.", RecordType::A), "10.0.0.9");
+        assert_eq!(m.response_code(), ResponseCode::Refused, "not an endpoint of the network");
+    }
+
+    #[test]
+    fn random_bytes_and_mangled_queries_never_panic() {
+        let ix = Index::sample();
+        let good = query("store.cnet.test.", RecordType::A);
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..20_000 {
+            let mut q = good.clone();
+            for _ in 0..(next() % 4) {
+                let i = (next() as usize) % q.len();
+                q[i] = next() as u8;
+            }
+            q.truncate((next() as usize) % (q.len() + 1));
+            let _ = respond(&q, "10.0.0.2".parse().unwrap(), Uuid::from_u128(1), &ix, next() % 2 == 0);
+        }
+    }
+
     #[test]
     fn random_bytes_never_panic() {
         let ix = Index::default();

@@ -185,6 +185,42 @@ impl Index {
         nets.iter().filter_map(|n| self.networks.get(n)).any(|n| n.subnets.iter().any(|s| s.contains(&ip)))
     }
 
+    /// A small index for tests and the fuzz target: network
+    /// `Uuid::from_u128(1)` (10.0.0.0/24, fd00::/64, domain `cnet.test`,
+    /// forwarding) with client 10.0.0.2 and the names `web` (10.0.0.2,
+    /// fd00::2) and `db` (10.0.0.3, alias `store`).
+    pub fn sample() -> Index {
+        let net = Uuid::from_u128(1);
+        let mut ix = Index::default();
+        ix.networks.insert(
+            net,
+            Served {
+                id: net,
+                name: "sample".into(),
+                gateways: vec!["10.0.0.1".parse().unwrap()],
+                forwards: true,
+                upstreams: vec![],
+                domain: Some("cnet.test".into()),
+                subnets: vec!["10.0.0.0/24".parse().unwrap(), "fd00::/64".parse().unwrap()],
+            },
+        );
+        ix.clients.insert("10.0.0.2".parse().unwrap(), vec![net]);
+        let web: Vec<IpAddr> = vec!["10.0.0.2".parse().unwrap(), "fd00::2".parse().unwrap()];
+        let db: Vec<IpAddr> = vec!["10.0.0.3".parse().unwrap()];
+        for (names, addrs) in
+            [(&["web", "web.cnet.test"][..], &web), (&["db", "store", "db.cnet.test", "store.cnet.test"][..], &db)]
+        {
+            for n in names {
+                ix.names.insert((net, n.to_string()), addrs.clone());
+            }
+        }
+        for ip in &web {
+            ix.ptr.insert((net, *ip), "web.cnet.test".into());
+        }
+        ix.ptr.insert((net, db[0]), "db.cnet.test".into());
+        ix
+    }
+
     /// Every name network `net` serves, with its addresses (for `cnet dns`).
     pub fn names_of(&self, net: Uuid) -> Vec<(String, Vec<IpAddr>)> {
         let mut out: Vec<(String, Vec<IpAddr>)> =
