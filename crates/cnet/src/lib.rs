@@ -3,3 +3,4 @@
 
 pub mod ports;
 pub mod table;
+pub mod views;

@@ -244,22 +244,24 @@ async fn forward(query: &[u8], upstreams: &[SocketAddr], tcp: bool) -> Option<Ve
     None
 }
 
-/// The answer to one query (forwarded when it must be).
-async fn handle(svc: &Weak<Service>, net: Uuid, query: &[u8], client: IpAddr, tcp: bool) -> Option<Vec<u8>> {
+/// The upstreams' answer to `query` for network `net`, or SERVFAIL.
+async fn forwarded(svc: &Weak<Service>, net: Uuid, query: &[u8], tcp: bool) -> Option<Vec<u8>> {
+    let upstreams = {
+        let s = svc.upgrade()?;
+        let ix = s.dns.index(&s);
+        s.dns.upstreams(&ix, net)
+    };
+    match forward(query, &upstreams, tcp).await {
+        Some(b) => Some(b),
+        None => answer::servfail(query),
+    }
+}
+
+/// What `query` from `client` gets from network `net`'s server at once.
+fn local(svc: &Weak<Service>, net: Uuid, query: &[u8], client: IpAddr, udp: bool) -> Option<Reply> {
     let s = svc.upgrade()?;
     let ix = s.dns.index(&s);
-    match answer::respond(query, client, net, &ix, !tcp) {
-        Reply::Answer(b) => Some(b),
-        Reply::Drop => None,
-        Reply::Forward => {
-            let upstreams = s.dns.upstreams(&ix, net);
-            drop(s);
-            match forward(query, &upstreams, tcp).await {
-                Some(b) => Some(b),
-                None => answer::servfail(query),
-            }
-        }
-    }
+    Some(answer::respond(query, client, net, &ix, udp))
 }
 
 async fn serve_udp(svc: Weak<Service>, net: Uuid, sock: Arc<tokio::net::UdpSocket>) {
@@ -269,12 +271,8 @@ async fn serve_udp(svc: Weak<Service>, net: Uuid, sock: Arc<tokio::net::UdpSocke
         let query = buf[..n].to_vec();
         // Local names are answered here at once; a forward gets a task of
         // its own, so one slow upstream never holds up the others.
-        let ix_hit = {
-            let Some(s) = svc.upgrade() else { return };
-            let ix = s.dns.index(&s);
-            answer::respond(&query, peer.ip(), net, &ix, true)
-        };
-        match ix_hit {
+        let Some(reply) = local(&svc, net, &query, peer.ip(), true) else { return };
+        match reply {
             Reply::Answer(b) => {
                 let _ = sock.send_to(&b, peer).await;
             }
@@ -282,7 +280,7 @@ async fn serve_udp(svc: Weak<Service>, net: Uuid, sock: Arc<tokio::net::UdpSocke
             Reply::Forward => {
                 let (svc, sock) = (svc.clone(), sock.clone());
                 tokio::spawn(async move {
-                    if let Some(b) = handle(&svc, net, &query, peer.ip(), false).await {
+                    if let Some(b) = forwarded(&svc, net, &query, false).await {
                         let _ = sock.send_to(&b, peer).await;
                     }
                 });
@@ -305,7 +303,14 @@ async fn serve_tcp(svc: Weak<Service>, net: Uuid, listener: tokio::net::TcpListe
                     Some(q)
                 };
                 let Ok(Some(q)) = tokio::time::timeout(Duration::from_secs(10), read).await else { return };
-                let Some(answer) = handle(&svc, net, &q, peer.ip(), true).await else { return };
+                let answer = match local(&svc, net, &q, peer.ip(), false) {
+                    Some(Reply::Answer(b)) => b,
+                    Some(Reply::Forward) => match forwarded(&svc, net, &q, true).await {
+                        Some(b) => b,
+                        None => return,
+                    },
+                    Some(Reply::Drop) | None => return,
+                };
                 let mut out = (answer.len() as u16).to_be_bytes().to_vec();
                 out.extend_from_slice(&answer);
                 if conn.write_all(&out).await.is_err() {

@@ -289,26 +289,11 @@ impl Dataplane for FakeDataplane {
         self.read(format!("overlay_entries {dev}"), |k| Ok(k.objects.overlay.get(dev).cloned().unwrap_or_default()))
     }
     fn apply_overlay(&self, dev: &str, op: &crate::dataplane::OverlayOp) -> DpResult<()> {
-        use crate::dataplane::OverlayOp::*;
         self.step(format!("apply_overlay {dev} {op:?}"), |k| {
             if !k.objects.links.contains_key(dev) {
                 return Err(errno(format!("looking up link {dev}"), libc::ENODEV));
             }
-            let e = k.objects.overlay.entry(dev.to_string()).or_default();
-            match *op {
-                AddNeighbour(ip, mac) => {
-                    e.neighbours.retain(|(i, _)| *i != ip);
-                    e.neighbours.insert((ip, mac));
-                }
-                AddFdb(mac, dst) => drop(e.fdb.insert((mac, dst))),
-                AddRoute(dst, via) => {
-                    e.routes.retain(|(d, _)| *d != dst);
-                    e.routes.insert((dst, via));
-                }
-                DeleteRoute(dst, via) => drop(e.routes.remove(&(dst, via))),
-                DeleteFdb(mac, dst) => drop(e.fdb.remove(&(mac, dst))),
-                DeleteNeighbour(ip) => e.neighbours.retain(|(i, _)| *i != ip),
-            }
+            k.objects.apply_overlay(dev, op);
             Ok(())
         })
     }

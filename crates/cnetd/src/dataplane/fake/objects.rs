@@ -88,3 +88,26 @@ pub(super) fn info(name: &str, l: &FakeLink) -> LinkInfo {
         mtu: l.mtu,
     }
 }
+
+impl Objects {
+    /// One change to VXLAN device `dev`'s remote-host entries, as the
+    /// kernel makes it (a neighbour or route replaced in place).
+    pub fn apply_overlay(&mut self, dev: &str, op: &crate::dataplane::OverlayOp) {
+        use crate::dataplane::OverlayOp::*;
+        let e = self.overlay.entry(dev.to_string()).or_default();
+        match *op {
+            AddNeighbour(ip, mac) => {
+                e.neighbours.retain(|(i, _)| *i != ip);
+                e.neighbours.insert((ip, mac));
+            }
+            AddFdb(mac, dst) => drop(e.fdb.insert((mac, dst))),
+            AddRoute(dst, via) => {
+                e.routes.retain(|(d, _)| *d != dst);
+                e.routes.insert((dst, via));
+            }
+            DeleteRoute(dst, via) => drop(e.routes.remove(&(dst, via))),
+            DeleteFdb(mac, dst) => drop(e.fdb.remove(&(mac, dst))),
+            DeleteNeighbour(ip) => e.neighbours.retain(|(i, _)| *i != ip),
+        }
+    }
+}
