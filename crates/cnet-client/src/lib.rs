@@ -42,6 +42,9 @@ impl ClientError {
 pub struct Client {
     socket: PathBuf,
     timeout: Duration,
+    /// How long to keep trying while the socket is missing or refuses
+    /// (cnetd restarting); zero: fail at once.
+    patience: Duration,
 }
 
 /// A raw answer: status and body.
@@ -52,7 +55,30 @@ pub struct Response {
 
 impl Client {
     pub fn new(socket: impl AsRef<Path>) -> Self {
-        Client { socket: socket.as_ref().to_path_buf(), timeout: Duration::from_secs(120) }
+        Client { socket: socket.as_ref().to_path_buf(), timeout: Duration::from_secs(120), patience: Duration::ZERO }
+    }
+
+    /// Waits up to `patience` for cnetd to answer a connection (it may be
+    /// restarting); only connecting is retried, never a request.
+    pub fn with_patience(mut self, patience: Duration) -> Self {
+        self.patience = patience;
+        self
+    }
+
+    fn connect(&self) -> Result<UnixStream, ClientError> {
+        let deadline = std::time::Instant::now() + self.patience;
+        loop {
+            match UnixStream::connect(&self.socket) {
+                Ok(s) => return Ok(s),
+                Err(e)
+                    if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused)
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(source) => return Err(ClientError::Connect { socket: self.socket.display().to_string(), source }),
+            }
+        }
     }
 
     pub fn socket(&self) -> &Path {
@@ -61,8 +87,7 @@ impl Client {
 
     /// Sends one request with a raw body and returns the raw answer.
     pub fn raw(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<Response, ClientError> {
-        let mut stream = UnixStream::connect(&self.socket)
-            .map_err(|source| ClientError::Connect { socket: self.socket.display().to_string(), source })?;
+        let mut stream = self.connect()?;
         stream.set_read_timeout(Some(self.timeout))?;
         let body = body.unwrap_or(&[]);
         let mut req = format!(
@@ -176,6 +201,29 @@ fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, ClientError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_patient_client_waits_for_the_socket_then_gives_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let started = std::time::Instant::now();
+        let err = Client::new(&path).with_patience(Duration::from_millis(300)).get::<u32>("/x").unwrap_err();
+        assert!(matches!(err, ClientError::Connect { .. }), "{err}");
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        // The socket appears while the client waits: the request goes through.
+        let p = path.clone();
+        let server = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            let l = std::os::unix::net::UnixListener::bind(&p).unwrap();
+            let (mut c, _) = l.accept().unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = c.read(&mut buf).unwrap();
+            c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\n7").unwrap();
+        });
+        let v: u32 = Client::new(&path).with_patience(Duration::from_secs(10)).get("/x").unwrap();
+        assert_eq!(v, 7);
+        server.join().unwrap();
+    }
 
     #[test]
     fn chunked_answers_are_decoded() {

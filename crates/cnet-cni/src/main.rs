@@ -24,7 +24,10 @@ fn run(stdin: &[u8]) -> Result<Option<serde_json::Value>, (CniError, String)> {
     let version = if conf.cni_version.is_empty() { fallback } else { conf.cni_version.clone() };
     let fail = |e: CniError| (e, version.clone());
     conf.check_version().map_err(fail)?;
-    let client = Client::new(&conf.socket);
+    // While cnetd restarts (an upgrade) its socket is gone for a moment:
+    // wait for it, a bounded time, rather than fail every ADD and DEL.
+    let wait = conf.raw.get("socketWaitSeconds").and_then(|v| v.as_f64()).unwrap_or(5.0).clamp(0.0, 60.0);
+    let client = Client::new(&conf.socket).with_patience(std::time::Duration::from_secs_f64(wait));
     match cmd {
         Command::Add => plugin::add(&client, &conf, &inv).map(Some),
         Command::Del => plugin::del(&client, &conf, &inv).map(|_| None),

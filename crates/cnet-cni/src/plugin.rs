@@ -18,6 +18,9 @@ pub const ANN_IFNAME: &str = "cni.dev/ifname";
 pub const ANN_NETWORK: &str = "cni.dev/network";
 pub const ANN_BANDWIDTH: &str = "cni.dev/bandwidth";
 pub const ANN_ALIASES: &str = "cni.dev/aliases";
+/// The pod identity Kubernetes runtimes pass in `CNI_ARGS`, kept as
+/// annotations of the same name.
+pub const POD_ARGS: [&str; 3] = ["K8S_POD_NAMESPACE", "K8S_POD_NAME", "K8S_POD_UID"];
 
 /// The endpoint ID of an attachment: a stable function of the spec's
 /// primary key `(network name, container ID, interface)`.
@@ -71,6 +74,12 @@ fn ensure_network(c: &Client, conf: &NetConf) -> Result<Network, CniError> {
         None => {
             let mut body = want.clone();
             body["Name"] = json!(conf.name);
+            // The runtime may remove the configuration without telling
+            // cnet: the network goes with its last endpoint. An Overlay
+            // network is the cluster's, not this host's.
+            if shape(want).0 != "OVERLAY" && body.get("AutoDelete").is_none() {
+                body["AutoDelete"] = json!(true);
+            }
             match c.post::<Network>("/networks", &body) {
                 Ok(net) => return Ok(net),
                 // Another ADD created it a moment ago: compare with that one.
@@ -143,6 +152,11 @@ pub fn add(c: &Client, conf: &NetConf, inv: &Invocation) -> Result<Value, CniErr
         policies.push(json!({"Type": "InterfaceParameters", "Settings": {"Mtu": mtu}}));
     }
     let mut annotations = json!({ANN_CONTAINER: inv.container_id, ANN_IFNAME: inv.ifname, ANN_NETWORK: conf.name});
+    for key in POD_ARGS {
+        if let Some(v) = inv.args.get(key).filter(|v| !v.is_empty()) {
+            annotations[key] = json!(v);
+        }
+    }
     for (key, ann) in [("bandwidth", ANN_BANDWIDTH), ("aliases", ANN_ALIASES)] {
         if let Some(v) = crate::config::get_ci(&conf.runtime, key).filter(|v| !v.is_null()) {
             annotations[ann] = json!(v.to_string());
@@ -168,7 +182,14 @@ pub fn add(c: &Client, conf: &NetConf, inv: &Invocation) -> Result<Value, CniErr
     if let Some(list) = aliases {
         body["Aliases"] = json!(list.iter().filter_map(Value::as_str).collect::<Vec<_>>());
     }
-    let ep: Endpoint = match c.post("/endpoints", &body) {
+    let mut created = c.post::<Endpoint>("/endpoints", &body);
+    if matches!(&created, Err(e) if e.code() == Some(ErrorCode::NetworkNotFound)) && conf.network.is_some() {
+        // Its last endpoint left a moment ago and took the (AutoDelete)
+        // network with it: make it again.
+        body["HostComputeNetwork"] = json!(ensure_network(c, conf)?.id);
+        created = c.post("/endpoints", &body);
+    }
+    let ep: Endpoint = match created {
         Ok(ep) => ep,
         Err(e) => {
             let _ = release_namespace(c, &ns.id.to_string());

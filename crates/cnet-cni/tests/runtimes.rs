@@ -2,121 +2,19 @@
 //! containerd's `ctr run --cni`. Each runs with private configuration and
 //! state (never the machine's own), inside the test world's host namespace.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 use cnet_model::{Endpoint, Namespace};
+use cnet_testkit::podman::{conflist, nat, ok, Podman};
 use cnet_testkit::{bin, probe, World, HOST_IP, LAN_IP};
 use serde_json::json;
-
-fn ok(out: Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A directory with a busybox root filesystem tarball (no registry here).
-fn busybox_tar(dir: &Path) -> PathBuf {
-    let root = dir.join("rootfs");
-    for d in ["bin", "etc", "tmp", "www"] {
-        std::fs::create_dir_all(root.join(d)).unwrap();
-    }
-    let busybox = ["/bin/busybox", "/usr/bin/busybox"].into_iter().find(|p| Path::new(p).exists());
-    let busybox = busybox.expect("busybox is missing: apt-get install busybox-static");
-    std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
-    let list = ok(Command::new(busybox).arg("--list").output().unwrap(), "busybox --list");
-    for applet in list.lines().filter(|a| *a != "busybox") {
-        let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(applet));
-    }
-    std::fs::write(root.join("www/index.html"), "hello-from-cnet\n").unwrap();
-    let tar = dir.join("rootfs.tar");
-    ok(Command::new("tar").arg("-C").arg(&root).arg("-cf").arg(&tar).arg(".").output().unwrap(), "tar");
-    tar
-}
-
-fn nat(subnet: &str) -> serde_json::Value {
-    json!({"Type": "NAT", "Ipams": [{"Type": "Static", "Subnets": [{"IpAddressPrefix": subnet}]}]})
-}
-
-fn conflist(w: &World, name: &str, network: &serde_json::Value) -> String {
-    json!({"cniVersion": "0.4.0", "name": name, "plugins": [{
-        "type": "cnet-cni", "socket": w.socket,
-        "network": network,
-        "capabilities": {"portMappings": true, "ips": true, "mac": true, "bandwidth": true, "dns": true, "aliases": true}
-    }]})
-    .to_string()
-}
-
-/// Podman with the CNI backend, configured in a private directory.
-struct Podman {
-    dir: tempfile::TempDir,
-    host: String,
-}
-
-impl Podman {
-    /// Podman with one CNI network `network` on cnet, made from the
-    /// HostComputeNetwork `block`.
-    fn new(w: &World, network: &str, block: &serde_json::Value) -> Podman {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path().display().to_string();
-        for sub in ["cni/net.d", "cni/bin", "tmp"] {
-            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
-        }
-        std::fs::copy(bin("cnet-cni"), dir.path().join("cni/bin/cnet-cni")).unwrap();
-        std::fs::write(dir.path().join(format!("cni/net.d/{network}.conflist")), conflist(w, network, block)).unwrap();
-        std::fs::write(
-            dir.path().join("containers.conf"),
-            format!(
-                "[containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\n\
-                 [engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\nevents_logfile_path = \"{d}/events.log\"\n\
-                 tmp_dir = \"{d}/tmp\"\nruntime = \"runc\"\nvolume_path = \"{d}/volumes\"\nstatic_dir = \"{d}/storage/libpod\"\n\
-                 [network]\nnetwork_backend = \"cni\"\nnetwork_config_dir = \"{d}/cni/net.d\"\ncni_plugin_dirs = [\"{d}/cni/bin\"]\n"
-            ),
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("storage.conf"),
-            format!("[storage]\ndriver = \"overlay\"\ngraphroot = \"{d}/storage\"\nrunroot = \"{d}/run\"\n"),
-        )
-        .unwrap();
-        let p = Podman { dir, host: w.host_path() };
-        let tar = busybox_tar(p.dir.path());
-        p.ok(&["import", tar.to_str().unwrap(), "localhost/bb"]);
-        p
-    }
-
-    fn cmd(&self, args: &[&str]) -> Output {
-        Command::new("nsenter")
-            .arg(format!("--net={}", self.host))
-            .arg("podman")
-            .args(args)
-            .env("CONTAINERS_CONF", self.dir.path().join("containers.conf"))
-            .env("CONTAINERS_STORAGE_CONF", self.dir.path().join("storage.conf"))
-            .stdin(Stdio::null())
-            .output()
-            .expect("podman is missing: apt-get install podman runc")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        ok(self.cmd(args), &format!("podman {args:?}"))
-    }
-}
-
-impl Drop for Podman {
-    fn drop(&mut self) {
-        let _ = self.cmd(&["rm", "-af", "-t", "0"]);
-    }
-}
 
 #[test]
 fn podman_containers_on_a_cnet_network_talk_reach_the_lan_and_publish_ports() {
     cnet_testkit::require_root!();
     let w = World::new();
-    let podman = Podman::new(&w, "cnetpod", &nat("10.151.0.0/24"));
+    let podman = Podman::cni(&w, &[("cnetpod", nat("10.151.0.0/24"))]);
     let _lan = probe::tcp_greeter(&w.lan_path(), "0.0.0.0:7070");
 
     // A web server with a published port.
@@ -200,7 +98,7 @@ fn a_podman_container_goes_on_the_lan_with_a_dhcp_lease_through_cnet() {
     let dhcp = cnet_testkit::lan::DhcpServer::start(&w, "198.18.0.100", "198.18.0.150", 60);
     let lan = json!({"Type": "Transparent", "Ipams": [{"Type": "Dhcp"}],
                      "Policies": [{"Type": "NetAdapterName", "Settings": {"NetworkAdapterName": "uplink0"}}]});
-    let podman = Podman::new(&w, "cnetlan", &lan);
+    let podman = Podman::cni(&w, &[("cnetlan", lan.clone())]);
     podman.ok(&[
         "run",
         "-d",
@@ -296,7 +194,7 @@ fn containerd_ctr_runs_a_container_on_a_cnet_network_and_cleans_up() {
     let w = World::new();
     let cd = Containerd::start(&w);
     // The image: the busybox root filesystem, through podman save.
-    let podman = Podman::new(&w, "unused", &nat("10.152.0.0/24"));
+    let podman = Podman::cni(&w, &[("unused", nat("10.152.0.0/24"))]);
     let archive = cd.dir.path().join("bb.tar");
     podman.ok(&["save", "--format", "docker-archive", "-o", archive.to_str().unwrap(), "localhost/bb"]);
     ok(cd.ctr(&["images", "import", archive.to_str().unwrap()]), "ctr images import");

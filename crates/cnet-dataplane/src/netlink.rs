@@ -415,11 +415,14 @@ impl Rtnl {
     pub fn add_address(&mut self, dev: &str, addr: &Addr, replace: bool) -> Result<()> {
         let index = self.require_index(dev)?;
         let flags = NLM_F_CREATE | if replace { NLM_F_REPLACE } else { NLM_F_EXCL };
-        self.request(
-            || format!("adding address {addr} to {dev}"),
-            RouteNetlinkMessage::NewAddress(Self::address_message(index, addr)),
-            flags,
-        )
+        let mut m = Self::address_message(index, addr);
+        // The subnet's broadcast address (`ip addr add … brd +`), which some
+        // programs read; /31 and /32 have none.
+        if let (IpAddr::V4(ip), 0..=30) = (addr.ip, addr.prefix_len) {
+            let bcast = u32::from(ip) | (u32::MAX >> addr.prefix_len);
+            m.attributes.push(AddressAttribute::Broadcast(bcast.into()));
+        }
+        self.request(|| format!("adding address {addr} to {dev}"), RouteNetlinkMessage::NewAddress(m), flags)
     }
 
     /// Appends a route through link `dev` (a second default route next to an

@@ -2,6 +2,7 @@
 
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -375,6 +376,16 @@ pub struct Network {
     /// Linux extension, read-only: the bridge that is this network's switch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bridge_name: Option<String>,
+    /// Linux extension: delete the network when its last endpoint is
+    /// deleted. The CNI plugin and `cnet-netavark` set it on the networks
+    /// they create from a runtime's configuration, which the runtime may
+    /// remove without telling cnet.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auto_delete: bool,
+    /// Linux extension: labels for the client's own use (at most 64; keys of
+    /// 1 to 253 bytes, values up to 4096), e.g. the runtime's network ID.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
 }
 
 impl Network {

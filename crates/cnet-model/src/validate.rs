@@ -102,6 +102,7 @@ pub(crate) fn policy_type(p: &crate::NetworkPolicy) -> &'static str {
 }
 
 pub fn validate_network(net: &Network, existing: &[&Network]) -> Result<()> {
+    check_annotations(&net.annotations)?;
     match (net.r#type.needs_uplink(), net.adapter_name()) {
         (true, None) => {
             return Err(ApiError::invalid_param(format!(
@@ -208,6 +209,8 @@ pub fn validate_network(net: &Network, existing: &[&Network]) -> Result<()> {
 pub struct Publisher<'a> {
     pub id: Uuid,
     pub name: Option<&'a ObjectName>,
+    /// The namespace it is attached to.
+    pub namespace: Option<Uuid>,
 }
 
 impl Publisher<'_> {
@@ -231,6 +234,19 @@ pub struct Usage<'a> {
     /// The address handed out last on the network, per family: allocation
     /// goes on after it, so a freed address is not handed out again at once.
     pub last_allocated: Vec<IpAddr>,
+    /// The namespace the endpoint goes into, if known.
+    pub namespace: Option<Uuid>,
+}
+
+/// Annotations of a network or an endpoint: bounded, so a client cannot
+/// grow the store without limit.
+pub fn check_annotations(a: &std::collections::BTreeMap<String, String>) -> Result<()> {
+    if a.len() > 64 || a.iter().any(|(k, v)| k.is_empty() || k.len() > 253 || v.len() > 4096) {
+        return Err(ApiError::invalid_param(
+            "Annotations: at most 64 entries, keys of 1 to 253 bytes, values up to 4096 bytes",
+        ));
+    }
+    Ok(())
 }
 
 /// The gateway of a subnet on this network, if the network has one.
@@ -239,9 +255,14 @@ pub fn gateway_of(net: &Network, s: &Subnet) -> Option<IpAddr> {
 }
 
 /// Checks port mappings of one endpoint against the host's and each other.
+/// A mapping that another endpoint in the same namespace (`ns`) publishes
+/// identically is not a conflict: runtimes send a container's ports with
+/// every network it joins, and it stays one published port (the firewall
+/// serves it through the endpoint that published it first).
 pub fn check_port_mappings(
     mappings: &[&PortMapping],
     used: &[(&PortMapping, Publisher)],
+    ns: Option<Uuid>,
     sctp_available: bool,
 ) -> Result<()> {
     for (i, m) in mappings.iter().enumerate() {
@@ -271,7 +292,8 @@ pub fn check_port_mappings(
             (m.protocol, (m.external_port as u32)) < (u.protocol, (start + 1).saturating_sub(widest))
         });
         let hi = sorted.partition_point(|m| (m.protocol, (m.external_port as u32)) < (u.protocol, end));
-        if let Some(m) = sorted[lo..hi].iter().find(|m| u.conflicts_with(m)) {
+        let repeat = |m: &PortMapping| ns.is_some() && owner.namespace == ns && m == *u;
+        if let Some(m) = sorted[lo..hi].iter().find(|m| u.conflicts_with(m) && !repeat(m)) {
             return Err(ApiError::new(
                 ErrorCode::PortAlreadyExists,
                 format!(
@@ -289,12 +311,7 @@ pub fn check_port_mappings(
 /// Validates an endpoint request for `net` and fills in what cnetd decides:
 /// addresses (one per subnet family), prefix lengths, MAC, routes.
 pub fn prepare_endpoint(ep: &mut Endpoint, net: &Network, usage: &Usage, sctp: bool) -> Result<()> {
-    if ep.annotations.len() > 64 || ep.annotations.iter().any(|(k, v)| k.is_empty() || k.len() > 253 || v.len() > 4096)
-    {
-        return Err(ApiError::invalid_param(
-            "Annotations: at most 64 entries, keys of 1 to 253 bytes, values up to 4096 bytes",
-        ));
-    }
+    check_annotations(&ep.annotations)?;
     if let Some(mtu) = ep.mtu() {
         if !(576..=65535).contains(&mtu) {
             return Err(ApiError::invalid_param(format!("endpoint Mtu {mtu} is out of range: use 576 to 65535")));
@@ -335,7 +352,7 @@ pub fn prepare_endpoint(ep: &mut Endpoint, net: &Network, usage: &Usage, sctp: b
         }
         return Ok(());
     }
-    check_port_mappings(&mappings, &usage.port_mappings, sctp)?;
+    check_port_mappings(&mappings, &usage.port_mappings, usage.namespace, sctp)?;
 
     // Addresses: each requested one must fit a subnet and be free; families
     // the request leaves out are allocated.
@@ -530,7 +547,7 @@ mod tests {
                 port_count: 1 + next(8) as u16,
             }
         }
-        let owner = Publisher { id: Uuid::new_v4(), name: None };
+        let owner = Publisher { id: Uuid::new_v4(), name: None, namespace: None };
         for _ in 0..300 {
             let used: Vec<PortMapping> = (0..next(20)).map(|_| random(&mut next)).collect();
             let request: Vec<PortMapping> = (0..1 + next(4)).map(|_| random(&mut next)).collect();
@@ -539,7 +556,7 @@ mod tests {
             let pairwise = request.iter().enumerate().any(|(i, m)| {
                 used.iter().any(|u| u.conflicts_with(m)) || request[..i].iter().any(|o| o.conflicts_with(m))
             });
-            let got = check_port_mappings(&request_refs, &used_refs, true);
+            let got = check_port_mappings(&request_refs, &used_refs, None, true);
             assert_eq!(got.is_err(), pairwise, "used {used:?} request {request:?}: {got:?}");
         }
     }

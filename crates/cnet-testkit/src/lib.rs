@@ -11,6 +11,7 @@
 
 pub mod cluster;
 pub mod lan;
+pub mod podman;
 pub mod probe;
 
 use std::path::PathBuf;

@@ -24,6 +24,19 @@ pub fn networks_table(nets: &[Network]) -> String {
     table::render(&["ID", "NAME", "TYPE", "SUBNETS", "BRIDGE"], &rows)
 }
 
+/// Whose endpoint it is, from the annotations runtimes leave: a Kubernetes
+/// pod (`namespace/name`), a named container, or a container ID.
+fn owner(ep: &Endpoint) -> String {
+    let a = |k: &str| ep.annotations.get(k).filter(|v| !v.is_empty());
+    if let (Some(ns), Some(pod)) = (a("K8S_POD_NAMESPACE"), a("K8S_POD_NAME")) {
+        return format!("pod {ns}/{pod}");
+    }
+    if let Some(name) = a("cnet.dev/container-name") {
+        return name.clone();
+    }
+    a("cni.dev/containerID").map(|id| id.chars().take(12).collect()).unwrap_or_default()
+}
+
 pub fn endpoints_table(eps: &[Endpoint]) -> String {
     let rows: Vec<Vec<String>> = eps
         .iter()
@@ -35,10 +48,11 @@ pub fn endpoints_table(eps: &[Endpoint]) -> String {
                 e.mac_address.map(|m| m.to_string()).unwrap_or_default(),
                 format!("{:?}", e.state),
                 e.port_mappings().map(ports::format_publish).collect::<Vec<_>>().join(","),
+                owner(e),
             ]
         })
         .collect();
-    table::render(&["ID", "NAME", "ADDRESSES", "MAC", "STATE", "PORTS"], &rows)
+    table::render(&["ID", "NAME", "ADDRESSES", "MAC", "STATE", "PORTS", "OWNER"], &rows)
 }
 
 pub fn cluster_text(st: &cnet_model::cluster::ClusterStatus) -> String {
@@ -106,7 +120,20 @@ mod tests {
     #[test]
     fn empty_lists_print_the_header_line_ending_in_a_newline() {
         assert_eq!(networks_table(&[]), "ID  NAME  TYPE  SUBNETS  BRIDGE\n");
-        assert_eq!(endpoints_table(&[]), "ID  NAME  ADDRESSES  MAC  STATE  PORTS\n");
+        assert_eq!(endpoints_table(&[]), "ID  NAME  ADDRESSES  MAC  STATE  PORTS  OWNER\n");
         assert_eq!(namespaces_table(&[]), "ID  NAME  NETNS  ENDPOINTS\n");
+    }
+
+    #[test]
+    fn the_owner_column_names_the_pod_or_the_container() {
+        let ep = |ann: serde_json::Value| -> Endpoint {
+            serde_json::from_value(serde_json::json!({"HostComputeNetwork": "n", "Annotations": ann})).unwrap()
+        };
+        let pod = ep(serde_json::json!({"K8S_POD_NAMESPACE": "default", "K8S_POD_NAME": "web-0",
+                                         "cni.dev/containerID": "0123456789abcdef"}));
+        assert_eq!(owner(&pod), "pod default/web-0");
+        assert_eq!(owner(&ep(serde_json::json!({"cni.dev/containerID": "0123456789abcdef"}))), "0123456789ab");
+        assert_eq!(owner(&ep(serde_json::json!({"cnet.dev/container-name": "c1"}))), "c1");
+        assert!(endpoints_table(&[pod]).lines().nth(1).unwrap().ends_with("pod default/web-0"));
     }
 }

@@ -16,8 +16,12 @@
 //!   with one lookup, whether conntrack may hold flows leading to the
 //!   endpoint, and only then pays for a conntrack walk. A full load carries
 //!   these elements over.
+//! - Owners may claim the same set key (one container publishing a port
+//!   through each of its networks): the kernel holds the element of the
+//!   owner that claimed the key first, and the next claimant's takes over,
+//!   in the same transaction, when that owner lets go.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
@@ -157,12 +161,72 @@ fn dnat_elem(ip: IpAddr) -> FwElem {
     FwElem { set: if ip.is_ipv4() { "dnat4" } else { "dnat6" }, key: ip.to_string(), value: None }
 }
 
+/// A set and a key in it: what the kernel holds one element of.
+type Key = (&'static str, String);
+
+fn key_of(e: &FwElem) -> Key {
+    (e.set, e.key.clone())
+}
+
 #[derive(Default)]
 struct Model {
     owners: BTreeMap<Uuid, Vec<FwElem>>,
+    /// When each owner first contributed (a counter), and per key its
+    /// claimants in that order: the first one's element is in the kernel.
+    since: HashMap<Uuid, u64>,
+    next: u64,
+    claims: HashMap<Key, BTreeMap<u64, Uuid>>,
     /// The table's listing right after our last full load (chains and rules
     /// as the kernel holds them; listings leave out elements).
     baseline: Option<String>,
+}
+
+impl Model {
+    /// Replaces what `owner` contributes.
+    fn put(&mut self, owner: Uuid, elems: Vec<FwElem>) {
+        let since = match self.since.get(&owner) {
+            Some(s) => *s,
+            None => {
+                self.next += 1;
+                self.next
+            }
+        };
+        for e in self.owners.remove(&owner).unwrap_or_default() {
+            let k = key_of(&e);
+            if let Some(c) = self.claims.get_mut(&k) {
+                c.remove(&since);
+                if c.is_empty() {
+                    self.claims.remove(&k);
+                }
+            }
+        }
+        if elems.is_empty() {
+            self.since.remove(&owner);
+            return;
+        }
+        self.since.insert(owner, since);
+        for e in &elems {
+            self.claims.entry(key_of(e)).or_default().insert(since, owner);
+        }
+        self.owners.insert(owner, elems);
+    }
+
+    /// The element the kernel holds for a key.
+    fn winner(&self, k: &Key) -> Option<&FwElem> {
+        let owner = self.claims.get(k)?.values().next()?;
+        self.owners.get(owner)?.iter().find(|e| e.set == k.0 && e.key == k.1)
+    }
+
+    /// Every element the kernel holds.
+    fn effective(&self) -> Vec<FwElem> {
+        self.claims.keys().filter_map(|k| self.winner(k)).cloned().collect()
+    }
+
+    /// What the kernel holds for the keys of `elems`.
+    fn winners_of<'a>(&self, elems: impl Iterator<Item = &'a FwElem>) -> BTreeSet<FwElem> {
+        let keys: BTreeSet<Key> = elems.map(key_of).collect();
+        keys.iter().filter_map(|k| self.winner(k)).cloned().collect()
+    }
 }
 
 pub struct Firewall {
@@ -191,26 +255,29 @@ impl Firewall {
         if model.baseline.is_none() {
             return self.load_with(&mut model, owner, elems);
         }
-        let gone: Vec<FwElem> = old.iter().filter(|e| !elems.contains(e)).cloned().collect();
-        let new: Vec<FwElem> = elems.iter().filter(|e| !old.contains(e)).cloned().collect();
-        match self.dp.fw_update(&gone, &new) {
-            Ok(()) => {
-                set_owner(&mut model, owner, elems);
-                Ok(())
-            }
-            Err(e) if e.kind() == ErrorKind::NotFound => self.load_with(&mut model, owner, elems),
-            Err(e) => Err(e),
+        let before = model.winners_of(old.iter().chain(&elems));
+        model.put(owner, elems.clone());
+        let after = model.winners_of(old.iter().chain(&elems));
+        let gone: Vec<FwElem> = before.difference(&after).cloned().collect();
+        let new: Vec<FwElem> = after.difference(&before).cloned().collect();
+        let result = match self.dp.fw_update(&gone, &new) {
+            Err(e) if e.kind() == ErrorKind::NotFound => self.load(&mut model),
+            other => other,
+        };
+        if result.is_err() {
+            model.put(owner, old);
         }
+        result
     }
 
     /// A full load with `owner`'s elements replaced; the model changes only
     /// if the kernel took it.
     fn load_with(&self, model: &mut Model, owner: Uuid, elems: Vec<FwElem>) -> DpResult<()> {
         let old = model.owners.get(&owner).cloned();
-        set_owner(model, owner, elems);
+        model.put(owner, elems);
         let loaded = self.load(model);
         if loaded.is_err() {
-            set_owner(model, owner, old.unwrap_or_default());
+            model.put(owner, old.unwrap_or_default());
         }
         loaded
     }
@@ -222,7 +289,7 @@ impl Firewall {
 
     /// Fills the model without touching the kernel (start-up, before [`Firewall::reload`]).
     pub fn preload(&self, owner: Uuid, elems: Vec<FwElem>) {
-        set_owner(&mut self.model(), owner, elems);
+        self.model().put(owner, elems);
     }
 
     /// Replaces the whole table with the skeleton and every element of the model.
@@ -232,7 +299,7 @@ impl Firewall {
     }
 
     fn load(&self, model: &mut Model) -> DpResult<()> {
-        let mut all: Vec<FwElem> = model.owners.values().flatten().cloned().collect();
+        let mut all = model.effective();
         all.extend(self.data_path_elems()?);
         self.dp.fw_load(SKELETON, &all)?;
         model.baseline = self.dp.fw_listing()?;
@@ -293,7 +360,12 @@ impl Firewall {
 
     /// Elements of one owner that the kernel lacks.
     pub fn owner_drift(&self, owner: Uuid, subject: &Subject) -> DpResult<Vec<Finding>> {
-        let want = self.model().owners.get(&owner).cloned().unwrap_or_default();
+        let want: Vec<FwElem> = {
+            let model = self.model();
+            let mine = model.owners.get(&owner).map(Vec::as_slice).unwrap_or_default();
+            // Keys another owner claimed first are served by that one.
+            mine.iter().filter(|e| model.winner(&key_of(e)) == Some(*e)).cloned().collect()
+        };
         if want.is_empty() {
             return Ok(vec![]);
         }
@@ -339,7 +411,7 @@ impl Firewall {
             }
         }
         let mut expected: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-        for e in model.owners.values().flatten() {
+        for e in model.effective() {
             expected.entry(e.set).or_default().push(e.text());
         }
         for (set, want) in &expected {
@@ -363,14 +435,6 @@ impl Firewall {
             }
         }
         Ok(out)
-    }
-}
-
-fn set_owner(model: &mut Model, owner: Uuid, elems: Vec<FwElem>) {
-    if elems.is_empty() {
-        model.owners.remove(&owner);
-    } else {
-        model.owners.insert(owner, elems);
     }
 }
 
@@ -398,5 +462,32 @@ mod tests {
                 "pm6 tcp . 8081 : fd00::2 . 81",
             ]
         );
+    }
+
+    fn elem(key: &str, value: &str) -> FwElem {
+        FwElem { set: "pm4", key: key.into(), value: Some(value.into()) }
+    }
+
+    #[test]
+    fn a_key_two_owners_claim_is_served_by_the_first_then_handed_to_the_next() {
+        let dp = Arc::new(crate::dataplane::fake::FakeDataplane::new());
+        let fw = Firewall::new(dp.clone());
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let held = || dp.fw_elements().unwrap().unwrap_or_default().get("pm4").cloned().unwrap_or_default();
+        fw.set(a, vec![elem("tcp . 8080", "10.0.0.2 . 80")]).unwrap();
+        fw.set(b, vec![elem("tcp . 8080", "10.1.0.2 . 80"), elem("tcp . 9090", "10.1.0.2 . 90")]).unwrap();
+        assert_eq!(held(), vec!["tcp . 8080 : 10.0.0.2 . 80", "tcp . 9090 : 10.1.0.2 . 90"]);
+        assert!(fw.drift().unwrap().is_empty(), "{:?}", fw.drift());
+        assert!(fw.owner_drift(b, &Subject::firewall()).unwrap().is_empty());
+        fw.remove(a).unwrap();
+        assert_eq!(held(), vec!["tcp . 8080 : 10.1.0.2 . 80", "tcp . 9090 : 10.1.0.2 . 90"]);
+        // A's return does not take the key back from B.
+        fw.set(a, vec![elem("tcp . 8080", "10.0.0.2 . 80")]).unwrap();
+        assert_eq!(held(), vec!["tcp . 8080 : 10.1.0.2 . 80", "tcp . 9090 : 10.1.0.2 . 90"]);
+        fw.remove(b).unwrap();
+        assert_eq!(held(), vec!["tcp . 8080 : 10.0.0.2 . 80"]);
+        fw.reload().unwrap();
+        assert_eq!(held(), vec!["tcp . 8080 : 10.0.0.2 . 80"]);
+        assert!(fw.drift().unwrap().is_empty());
     }
 }

@@ -145,6 +145,7 @@ impl Service {
             };
             let mut used = usage(o, &net, None);
             used.reserved.clone_from(&reserved);
+            used.namespace = ns.as_ref().map(|n| n.id);
             match (&blocks, net.kind == cnet_model::NetworkType::Overlay) {
                 (Some((_, blocks)), true) => {
                     let wire = super::overlay::restricted(&net.to_wire(), blocks);
@@ -205,6 +206,7 @@ impl Service {
             Err(err) => {
                 self.state.write(|ch| ch.delete_endpoint(rec.id))?;
                 self.release_empty_blocks(&net);
+                self.delete_if_abandoned(&net);
                 Err(err)
             }
         }
@@ -232,6 +234,7 @@ impl Service {
             self.cluster_changed();
         } else if let Some(net) = &net {
             self.release_empty_blocks(net);
+            self.delete_if_abandoned(net);
         }
         Ok(())
     }
@@ -264,7 +267,12 @@ impl Service {
             if !mappings.is_empty() && !net.kind.publishes_ports() {
                 return Err(ServiceError::unsupported(validate::port_mappings_refused(&net.to_wire())));
             }
-            validate::check_port_mappings(&mappings, &usage(o, net, Some(id)).port_mappings, self.caps.sctp)?;
+            validate::check_port_mappings(
+                &mappings,
+                &usage(o, net, Some(id)).port_mappings,
+                new.namespace,
+                self.caps.sctp,
+            )?;
             validate::check_vlan_policies(&new.policies, &net.to_wire())?;
             if cnet_model::endpoint::vlan_in(&new.policies) != cnet_model::endpoint::vlan_in(&old.policies)
                 && new.namespace.is_some()

@@ -326,7 +326,7 @@ fn usage<'a>(o: &'a Objects, net: &NetworkRecord, except: Option<Uuid>) -> Usage
     usage.macs.insert(net.bridge_mac());
     for e in o.endpoints.values().map(|s| &s.record).filter(|e| Some(e.id) != except) {
         for m in e.port_mappings() {
-            usage.port_mappings.push((m, Publisher { id: e.id, name: e.name.as_ref() }));
+            usage.port_mappings.push((m, Publisher { id: e.id, name: e.name.as_ref(), namespace: e.namespace }));
         }
         if e.network == net.id {
             usage.ips.extend(e.ips());

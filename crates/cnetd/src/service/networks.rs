@@ -125,6 +125,11 @@ impl Service {
                 )));
             }
         }
+        if net.auto_delete && net.r#type == NetworkType::Overlay {
+            return Err(ServiceError::invalid(
+                "AutoDelete is for networks of one host: an Overlay network spans hosts; omit AutoDelete",
+            ));
+        }
         let driver = self.drivers.get(net.r#type)?;
         driver.validate(&net)?;
         super::dns::check_dns_request(&net)?;
@@ -314,6 +319,25 @@ impl Service {
         match net {
             Some(net) => self.finish_network_delete(&net),
             None => Ok(()),
+        }
+    }
+
+    /// An `AutoDelete` network goes once its last endpoint has: the
+    /// runtime that made it may have forgotten it. Another endpoint arriving
+    /// meanwhile keeps it (the delete is refused).
+    pub(crate) fn delete_if_abandoned(&self, net: &NetworkRecord) {
+        let unused = {
+            let o = self.state.read();
+            o.networks.get(&net.id).is_some_and(|s| s.record.auto_delete && s.intent.is_none())
+                && !o.endpoints.values().any(|e| e.record.network == net.id)
+        };
+        if !unused {
+            return;
+        }
+        match self.delete_network(&net.id.to_string()) {
+            Ok(()) => tracing::info!(network = %net.name, "deleted with its last endpoint (AutoDelete)"),
+            Err(e) if e.code == ErrorCode::EntityHasReferences => {}
+            Err(e) => tracing::warn!(network = %net.name, "AutoDelete failed: {}", e.message),
         }
     }
 

@@ -152,6 +152,11 @@ pub struct NetworkRecord {
     /// Host-local, for an Overlay network: this host's tunnel end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overlay_host: Option<OverlayHost>,
+    /// Deleted with its last endpoint (`AutoDelete`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auto_delete: bool,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// This host as an Overlay network's tunnel end (from its cluster membership).
@@ -189,6 +194,8 @@ impl NetworkRecord {
             dr_mac: net.dr_mac(),
             automatic_dns: net.automatic_dns(),
             overlay_host: None,
+            auto_delete: net.auto_delete,
+            annotations: net.annotations.clone(),
         })
     }
 
@@ -218,6 +225,8 @@ impl NetworkRecord {
             schema_version: Default::default(),
             mtu: self.mtu,
             bridge_name: Some(self.bridge.clone()),
+            auto_delete: self.auto_delete,
+            annotations: self.annotations.clone(),
         }
     }
 
