@@ -4,6 +4,8 @@
 //! small, and a full HTTP client stack (hyper + a connector) would cost the
 //! CNI plugin's start-up time and the build's.
 
+pub mod runtime;
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};

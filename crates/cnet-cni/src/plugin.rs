@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 
+use cnet_client::runtime::{self, not_found};
 use cnet_client::{escape, Client, ClientError};
 use cnet_model::{Endpoint, ErrorCode, Finding, FindingKind, Namespace, Network, SubjectKind};
 use serde_json::{json, Value};
@@ -25,17 +26,7 @@ pub const POD_ARGS: [&str; 3] = ["K8S_POD_NAMESPACE", "K8S_POD_NAME", "K8S_POD_U
 /// The endpoint ID of an attachment: a stable function of the spec's
 /// primary key `(network name, container ID, interface)`.
 pub fn endpoint_id(network: &str, container_id: &str, ifname: &str) -> Uuid {
-    let key = format!("{network}\0{container_id}\0{ifname}");
-    let a = cnet_model::names::stable_hash(key.as_bytes());
-    let b = cnet_model::names::stable_hash(format!("cnet-cni\0{key}").as_bytes());
-    let mut bytes = [0u8; 16];
-    bytes[..8].copy_from_slice(&a.to_be_bytes());
-    bytes[8..].copy_from_slice(&b.to_be_bytes());
-    uuid::Builder::from_random_bytes(bytes).into_uuid()
-}
-
-fn not_found(e: &ClientError) -> bool {
-    matches!(e.code(), Some(ErrorCode::NetworkNotFound | ErrorCode::EndpointNotFound | ErrorCode::NamespaceNotFound))
+    cnet_client::runtime::stable_id("cnet-cni", &format!("{network}\0{container_id}\0{ifname}"))
 }
 
 /// The subnets and type of a network, for comparing a config with what exists.
@@ -110,32 +101,16 @@ fn ensure_network(c: &Client, conf: &NetConf) -> Result<Network, CniError> {
 
 /// The namespace object of a netns path, adopting it when new.
 fn ensure_namespace(c: &Client, netns: &str) -> Result<Namespace, CniError> {
-    match c.post::<Namespace>("/namespaces", &json!({"NetnsPath": netns})) {
-        Ok(ns) => Ok(ns),
-        Err(e) if e.code() == Some(ErrorCode::NamespaceAlreadyExists) => {
-            Ok(c.get(&format!("/namespaces/{}", escape(netns)))?)
-        }
+    match runtime::adopt_namespace(c, netns) {
         Err(e) if e.code() == Some(ErrorCode::NamespaceNotFound) => {
             Err(CniError::new(code::INVALID_ENVIRONMENT, format!("CNI_NETNS {netns} is not a network namespace")))
         }
-        Err(e) => Err(e.into()),
+        other => other.map_err(Into::into),
     }
 }
 
-/// Deletes an adopted namespace object once no endpoint is left in it.
-fn release_namespace(c: &Client, ns_id: &str) -> Result<(), CniError> {
-    match c.get::<Namespace>(&format!("/namespaces/{}", escape(ns_id))) {
-        Ok(ns) if ns.resources.is_empty() && !ns.managed => {
-            match c.delete(&format!("/namespaces/{}", ns.id)) {
-                // A concurrent ADD attached something meanwhile: keep it.
-                Err(e) if e.code() == Some(ErrorCode::EntityHasReferences) => Ok(()),
-                other => other.map_err(Into::into),
-            }
-        }
-        Ok(_) => Ok(()),
-        Err(e) if not_found(&e) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+fn release_namespace(c: &Client, ns_key: &str) -> Result<(), CniError> {
+    runtime::release_namespace(c, ns_key).map_err(Into::into)
 }
 
 pub fn add(c: &Client, conf: &NetConf, inv: &Invocation) -> Result<Value, CniError> {

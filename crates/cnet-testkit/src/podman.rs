@@ -92,7 +92,13 @@ impl Podman {
         }
         std::fs::copy(bin("cnet-netavark"), dir.path().join("helpers/netavark")).unwrap();
         // aardvark-dns stays findable (Podman warns without it); cnet-netavark never starts it.
-        let engine = format!("helper_binaries_dir = [\"{d}/helpers\", \"/usr/lib/podman\", \"/usr/libexec/podman\"]\n");
+        // conmon runs the cleanup (teardown) of a container that exits with
+        // only the environment it is given: the socket must be in it.
+        let engine = format!(
+            "helper_binaries_dir = [\"{d}/helpers\", \"/usr/lib/podman\", \"/usr/libexec/podman\"]\n\
+             conmon_env_vars = [\"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\", \"CNET_SOCKET={}\"]\n",
+            w.socket.display()
+        );
         let network = format!("network_backend = \"netavark\"\nnetwork_config_dir = \"{d}/networks\"\n");
         Podman::configured(w, dir, &engine, &network)
     }
