@@ -559,7 +559,7 @@ impl Dataplane for FakeDataplane {
             }
             // As nft: a map holds one element per key.
             if let Some(e) = new.iter().find(|n| table.iter().any(|t| t.set == n.set && t.key == n.key)) {
-                return Err(errno(&format!("adding {} {} (the key is taken)", e.set, e.key), libc::EEXIST));
+                return Err(errno(format!("adding {} {} (the key is taken)", e.set, e.key), libc::EEXIST));
             }
             table.extend(new.iter().cloned());
             Ok(())
