@@ -9,6 +9,9 @@ scripts/install-deps
 scripts/build-release
 install -m 0755 target/release/cnetd target/release/cnet /usr/local/bin/
 install -d /opt/cni/bin && install -m 0755 target/release/cnet-cni /opt/cni/bin/
+# Podman's network backend on cnet; Podman uses it once switched (docs/podman.md).
+install -m 0755 target/release/cnet-netavark /usr/local/bin/
+install -d /usr/local/libexec/cnet && ln -sf /usr/local/bin/cnet-netavark /usr/local/libexec/cnet/netavark
 mkdir -p /run/cnet /var/lib/cnet /var/log/cnet
 if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
   install -m 0644 contrib/cnetd.service /etc/systemd/system/cnetd.service

@@ -16,6 +16,7 @@ mod dns;
 mod overlay;
 mod physical;
 mod rules;
+mod runtimes;
 mod systems;
 
 use std::collections::{BTreeMap, HashMap};
@@ -73,6 +74,10 @@ struct Args {
     /// reps of name creation per row (dnsperf runs --datapath-seconds).
     #[arg(long)]
     dns_reps: Option<usize>,
+    /// Measure whole container runs (`podman run --rm`) on cnet and on the
+    /// engine's own network stack, this many runs each.
+    #[arg(long)]
+    runtime_reps: Option<usize>,
     /// How long each dnsperf run lasts.
     #[arg(long, default_value_t = 5)]
     dns_seconds: u64,
@@ -412,6 +417,9 @@ fn main() -> Result<()> {
             seconds,
         };
         dns::print(&d.run()?, reps, seconds);
+    }
+    if let Some(reps) = args.runtime_reps {
+        runtimes::print(&runtimes::run(&w, reps)?, reps);
     }
     if let Some(reps) = args.overlay_reps {
         // A world of its own (host namespaces and etcd), after the rest.

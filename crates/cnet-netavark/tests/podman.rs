@@ -176,3 +176,25 @@ fn a_container_on_two_networks_publishes_once_and_rm_after_a_killed_conmon_leave
     nothing_left(&w);
     assert!(probe::http_get(&w.lan_path(), &format!("{HOST_IP}:18303")).is_none());
 }
+
+#[test]
+fn a_podman_macvlan_network_puts_the_container_on_the_lan_through_cnets_transparent_driver() {
+    cnet_testkit::require_root!();
+    let w = World::new();
+    let podman = Podman::netavark(&w);
+    podman.ok(&[
+        "network", "create", "-d", "macvlan", "-o", "parent=uplink0", "--subnet", "198.18.0.0/24", "--gateway",
+        LAN_IP, "--ip-range", "198.18.0.64/26", "lanmv",
+    ]);
+    podman.ok(&["run", "-d", "--name", "onlan", "--network", "lanmv", "localhost/bb", "sleep", "600"]);
+    let nets: Vec<Network> = w.client().get("/networks").unwrap();
+    assert_eq!(nets.len(), 1);
+    assert_eq!(nets[0].r#type, cnet_model::NetworkType::Transparent);
+    let ep: Vec<Endpoint> = w.client().get("/endpoints").unwrap();
+    let ip = ep[0].ip_configurations[0].ip_address.to_string();
+    assert!(ip.starts_with("198.18.0.") && ip.rsplit('.').next().unwrap().parse::<u8>().unwrap() >= 64, "{ip}");
+    // The container is on the LAN: the LAN reaches it directly.
+    assert!(probe::ping(&w.lan_path(), &ip), "LAN → container {ip}");
+    podman.ok(&["rm", "-f", "-t", "0", "onlan"]);
+    nothing_left(&w);
+}

@@ -103,6 +103,16 @@ impl Podman {
         Podman::configured(w, dir, &engine, &network)
     }
 
+    /// The netavark backend with the distribution's netavark (the
+    /// benchmark's reference), its firewall rules in the world's host namespace.
+    pub fn native(w: &World) -> Podman {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        std::fs::create_dir_all(dir.path().join("networks")).unwrap();
+        let network = format!("network_backend = \"netavark\"\nnetwork_config_dir = \"{d}/networks\"\n");
+        Podman::configured(w, dir, "", &network)
+    }
+
     fn configured(w: &World, dir: tempfile::TempDir, engine: &str, network: &str) -> Podman {
         let d = dir.path().display().to_string();
         std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
