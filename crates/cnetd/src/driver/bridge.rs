@@ -74,6 +74,11 @@ impl NetworkDriver for Bridge {
     }
 
     fn setup(&self, dp: &dyn Dataplane, net: &NetworkRecord) -> DpResult<()> {
+        if dp.releasing() && dp.link(&net.bridge)?.is_some() {
+            // The bridge of this network's previous life, still being
+            // deleted: wait, rather than adopt what the reaper will delete.
+            dp.settle();
+        }
         dp.ensure_bridge(&bridge_spec(net)?)?;
         let has_v6 = net.subnets.iter().any(|s| s.ip_address_prefix.addr().is_ipv6());
         match net.kind {
@@ -104,8 +109,13 @@ impl NetworkDriver for Bridge {
         Ok(())
     }
 
+    /// The bridge is cut off at once (down: its subnet routes go) and
+    /// deleted in the background, as endpoints' veths are: deleting a
+    /// bridge waits ~40 ms for the kernel's RCU grace periods, and a
+    /// runtime's network that goes with its last container pays it on
+    /// every container stop.
     fn teardown(&self, dp: &dyn Dataplane, net: &NetworkRecord) -> DpResult<()> {
-        dp.delete_link(&net.bridge)
+        dp.release_link(&net.bridge)
     }
 
     fn firewall(&self, net: &NetworkRecord) -> Vec<FwElem> {
