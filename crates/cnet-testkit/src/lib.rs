@@ -10,6 +10,7 @@
 //! [`probe`] sends real TCP, UDP and ICMP and reports what arrived.
 
 pub mod cluster;
+pub mod docker;
 pub mod lan;
 pub mod probe;
 
@@ -95,6 +96,8 @@ pub struct World {
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     pub state_dir: PathBuf,
+    /// More flags for cnetd, on every start.
+    pub daemon_args: Vec<std::ffi::OsString>,
     daemon: Option<Child>,
 }
 
@@ -109,6 +112,7 @@ impl World {
             state_dir: dir.path().join("state"),
             tag,
             dir,
+            daemon_args: vec![],
             daemon: None,
         };
         let (h, l) = (w.host(), w.lan());
@@ -177,6 +181,7 @@ impl World {
             .arg(&self.state_dir)
             .arg("--log-level")
             .arg("debug")
+            .args(&self.daemon_args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
