@@ -84,7 +84,7 @@ fn fetched(out: &std::process::Output) -> bool {
 #[test]
 fn docker_containers_on_a_cnet_network_talk_publish_and_survive_a_dockerd_restart() {
     require_docker!();
-    let (w, mut dk) = world();
+    let (mut w, mut dk) = world();
     let p = dk.plugin.clone();
     dk.ok(&["network", "create", "-d", &p, "--ipam-driver", &p, "--subnet", "10.80.0.0/24", "web"]);
     let nets = cnet_list(&w, "/networks");
@@ -111,6 +111,16 @@ fn docker_containers_on_a_cnet_network_talk_publish_and_survive_a_dockerd_restar
     let eps = cnet_list(&w, "/endpoints");
     assert_eq!(eps.len(), 2, "{eps:?}");
     assert!(eps.iter().all(|e| e["State"] == "Attached"), "{eps:?}");
+    assert!(w.drift().is_empty(), "{:?}", w.drift());
+
+    // cnetd restarts under running containers: it keeps their veths (no
+    // orphans) and their published port.
+    w.stop_daemon();
+    w.start_daemon();
+    assert!(eventually(|| fetched(&dk.docker(&["exec", "c2", "sh", "-c", &fetch(&ip1)]))), "after a cnetd restart");
+    let page = probe::http_get(&w.lan_path(), &format!("{HOST_IP}:8080"));
+    assert!(page.as_deref().unwrap_or_default().contains("hello-from-cnet"), "after a cnetd restart: {page:?}");
+    assert!(!w.log().contains("removed_orphans: [\"cnv"), "{}", w.log());
     assert!(w.drift().is_empty(), "{:?}", w.drift());
 
     // Removing the containers removes their endpoints and veths in cnet.
