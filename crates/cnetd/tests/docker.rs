@@ -171,13 +171,29 @@ fn docker_network_options_are_honoured_or_refused_and_internal_networks_have_no_
     let out = dk.docker(&["run", "--rm", "--network", "int", "bb", "nc", "-w", "2", LAN_IP, "7000"]);
     assert!(!out.status.success(), "an internal network's container reached the LAN");
 
+    // --ipv6: the IPv6 subnet too; the container reaches its gateway over IPv6.
+    let out = create(&["--ipv6", "--subnet", "10.83.0.0/24", "--subnet", "fd00:83::/64", "v6"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let inside = dk.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "v6",
+        "bb",
+        "sh",
+        "-c",
+        "ip -6 addr; ip -6 route; ping -6 -c 1 -W 2 fd00:83::1",
+    ]);
+    assert!(inside.contains("fd00:83::2/64") && inside.contains("default via fd00:83::1"), "{inside}");
+    assert!(inside.contains("1 packets received"), "no IPv6 to the gateway: {inside}");
+
     // Without --subnet: a pool from cnet's default range.
     let out = create(&["auto"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let nets = cnet_list(&w, "/networks");
     let subnets = serde_json::to_string(&nets).unwrap();
     assert!(subnets.contains("10.90.0.0/24"), "{subnets}");
-    dk.ok(&["network", "rm", "int", "auto"]);
+    dk.ok(&["network", "rm", "int", "auto", "v6"]);
     assert!(cnet_list(&w, "/networks").is_empty());
     assert!(w.drift().is_empty(), "{:?}", w.drift());
 }

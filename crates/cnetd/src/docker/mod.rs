@@ -23,6 +23,7 @@
 
 pub mod driver;
 pub mod ipam;
+pub mod ports;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -48,7 +49,7 @@ pub struct Plugin {
     book: Mutex<ipam::Book>,
     /// Port bindings given with `CreateEndpoint`, for a
     /// `ProgramExternalConnectivity` that comes without them.
-    ports: Mutex<HashMap<Uuid, Vec<driver::PortBinding>>>,
+    ports: Mutex<HashMap<Uuid, Vec<ports::PortBinding>>>,
 }
 
 impl Plugin {
@@ -58,7 +59,7 @@ impl Plugin {
     fn book(&self) -> MutexGuard<'_, ipam::Book> {
         self.book.lock().unwrap_or_else(|e| e.into_inner())
     }
-    fn ports(&self) -> MutexGuard<'_, HashMap<Uuid, Vec<driver::PortBinding>>> {
+    fn ports(&self) -> MutexGuard<'_, HashMap<Uuid, Vec<ports::PortBinding>>> {
         self.ports.lock().unwrap_or_else(|e| e.into_inner())
     }
 
