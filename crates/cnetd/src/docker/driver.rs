@@ -257,10 +257,18 @@ impl Plugin {
             used.extend(e.port_mappings().flat_map(|m| m.ports().map(|(ext, _)| (m.protocol.number(), ext))));
         }
         let have: Vec<_> = ep.port_mappings().cloned().collect();
-        // A retry: the mappings this endpoint already has are not asked for again.
+        // A retry: the mappings this endpoint already has are not asked for
+        // again (a fixed host port by its number, a chosen one by the container port).
         let wanted: Vec<PortBinding> = bindings
             .into_iter()
-            .filter(|b| !have.iter().any(|m| m.protocol.number() == b.proto && m.internal_port == b.port))
+            .filter(|b| {
+                let fixed = b.host_port != 0 && b.host_port_end <= b.host_port;
+                !have.iter().any(|m| {
+                    m.protocol.number() == b.proto
+                        && m.internal_port == b.port
+                        && (!fixed || m.external_port == b.host_port)
+                })
+            })
             .collect();
         let add: Vec<EndpointPolicy> =
             port_mappings(&wanted, &used)?.into_iter().map(EndpointPolicy::PortMapping).collect();

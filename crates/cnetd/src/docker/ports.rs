@@ -50,6 +50,7 @@ pub fn port_mappings(
 ) -> Result<Vec<cnet_model::PortMapping>, String> {
     let mut used = used.clone();
     let mut out: Vec<cnet_model::PortMapping> = Vec::new();
+    let mut seen = BTreeSet::new();
     for b in bindings {
         let protocol = match b.proto {
             6 => Protocol::Tcp,
@@ -63,7 +64,7 @@ pub fn port_mappings(
         }
         .filter(|ip| !ip.is_unspecified());
         // Docker sends 0.0.0.0 and :: bindings of one port: one mapping covers both families.
-        if out.iter().any(|m| m.protocol == protocol && m.internal_port == b.port && m.vip == vip) {
+        if !seen.insert((b.proto, b.port, b.host_port, b.host_port_end, vip)) {
             continue;
         }
         let candidates = match (b.host_port, b.host_port_end) {
@@ -100,7 +101,8 @@ mod tests {
             {"Proto": 6, "IP": "", "Port": 80, "HostIP": "", "HostPort": 8080, "HostPortEnd": 8080},
             {"Proto": 6, "IP": "", "Port": 80, "HostIP": "::", "HostPort": 8080, "HostPortEnd": 8080},
             {"Proto": 17, "Port": 53, "HostIP": "198.18.0.2", "HostPort": 5300, "HostPortEnd": 5302},
-            {"Proto": 6, "Port": 22, "HostPort": 0}
+            {"Proto": 6, "Port": 22, "HostPort": 0},
+            {"Proto": 6, "IP": "", "Port": 80, "HostIP": "", "HostPort": 8081, "HostPortEnd": 8081}
         ]))
         .unwrap();
         let used: BTreeSet<(u8, u16)> = [(17, 5300), (6, 49153)].into();
@@ -109,8 +111,13 @@ mod tests {
             m.iter().map(|m| (m.external_port, m.internal_port, m.vip)).collect();
         assert_eq!(
             got,
-            vec![(8080, 80, None), (5301, 53, Some("198.18.0.2".parse().unwrap())), (49154, 22, None)],
-            "one mapping for both families, the first free port of a range, a chosen port"
+            vec![
+                (8080, 80, None),
+                (5301, 53, Some("198.18.0.2".parse().unwrap())),
+                (49154, 22, None),
+                (8081, 80, None)
+            ],
+            "one mapping for both families, the first free port of a range, a chosen port, a second host port"
         );
         let bad: Vec<PortBinding> = serde_json::from_value(json!([{"Proto": 1, "Port": 1, "HostPort": 1}])).unwrap();
         assert!(port_mappings(&bad, &BTreeSet::new()).is_err());
