@@ -108,6 +108,21 @@ fn docker_containers_on_a_cnet_network_talk_publish_and_survive_a_dockerd_restar
     // The published port, from the LAN at the host's address.
     let page = probe::http_get(&w.lan_path(), &format!("{HOST_IP}:8080"));
     assert!(page.as_deref().unwrap_or_default().contains("hello-from-cnet"), "from the LAN: {page:?}");
+    // A fixed address, and a port Docker leaves to the driver (`-p 80`):
+    // cnet picks a free host port; `docker port` shows nothing for remote
+    // drivers (Docker's limitation), cnet's endpoint has the mapping.
+    dk.ok(&[&["run", "-d", "--name", "c4", "--network", "web", "--ip", "10.80.0.77", "-p", "80", "bb"][..], &PAGE[..]]
+        .concat());
+    assert_eq!(ip_of(&dk, "c4"), "10.80.0.77");
+    assert_eq!(dk.ok(&["port", "c4"]), "", "Docker 20.10 shows no ports of remote drivers");
+    let eps = cnet_list(&w, "/endpoints");
+    let c4 = eps.iter().find(|e| e["IpConfigurations"][0]["IpAddress"] == "10.80.0.77").expect("c4's endpoint");
+    let port = c4["Policies"][0]["Settings"]["ExternalPort"].as_u64().expect("a chosen host port");
+    assert!((49153..=65535).contains(&port), "{c4}");
+    let page = probe::http_get(&w.lan_path(), &format!("{HOST_IP}:{port}"));
+    assert!(page.as_deref().unwrap_or_default().contains("hello-from-cnet"), "chosen port {port}: {page:?}");
+    dk.ok(&["rm", "-f", "c4"]);
+
     let eps = cnet_list(&w, "/endpoints");
     assert_eq!(eps.len(), 2, "{eps:?}");
     assert!(eps.iter().all(|e| e["State"] == "Attached"), "{eps:?}");
