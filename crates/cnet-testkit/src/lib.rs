@@ -10,6 +10,7 @@
 //! [`probe`] sends real TCP, UDP and ICMP and reports what arrived.
 
 pub mod cluster;
+pub mod docker;
 pub mod lan;
 pub mod podman;
 pub mod probe;
@@ -96,6 +97,8 @@ pub struct World {
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     pub state_dir: PathBuf,
+    /// More flags for cnetd, on every start.
+    pub daemon_args: Vec<std::ffi::OsString>,
     daemon: Option<Child>,
 }
 
@@ -110,6 +113,7 @@ impl World {
             state_dir: dir.path().join("state"),
             tag,
             dir,
+            daemon_args: vec![],
             daemon: None,
         };
         let (h, l) = (w.host(), w.lan());
@@ -178,6 +182,7 @@ impl World {
             .arg(&self.state_dir)
             .arg("--log-level")
             .arg("debug")
+            .args(&self.daemon_args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

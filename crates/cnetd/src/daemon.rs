@@ -18,6 +18,9 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// With `--etcd`: the cluster to join.
     pub cluster: Option<crate::cluster::Config>,
+    /// With `--docker-plugin-socket`: where Docker's network and IPAM
+    /// plugin protocol is answered (dockerd must share cnetd's network namespace).
+    pub docker_plugin_socket: Option<PathBuf>,
 }
 
 /// Refuses to take over the socket of a live daemon; removes a stale one.
@@ -85,6 +88,19 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         }
     });
 
+    // Docker's plugin protocol, on its own socket (dockerd retries a
+    // plugin it cannot reach for 30 s, so answering a moment after the API is fine).
+    if let Some(path) = cfg.docker_plugin_socket.clone() {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        claim_socket(&path)?;
+        let listener = UnixListener::bind(&path).with_context(|| format!("cannot bind {}", path.display()))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660))?;
+        let s = svc.clone();
+        tokio::spawn(async move { crate::docker::serve(s, listener, &path).await });
+    }
+
     let listener = UnixListener::bind(&cfg.socket).with_context(|| format!("cannot bind {}", cfg.socket.display()))?;
     std::fs::set_permissions(&cfg.socket, std::fs::Permissions::from_mode(0o660))?;
     tracing::info!(socket = %cfg.socket.display(), "cnetd ready");
@@ -102,5 +118,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         })
         .await?;
     let _ = std::fs::remove_file(socket);
+    if let Some(path) = &cfg.docker_plugin_socket {
+        let _ = std::fs::remove_file(path);
+    }
     Ok(())
 }

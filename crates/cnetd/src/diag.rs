@@ -57,11 +57,19 @@ pub fn diag(svc: &Service) -> Result<DiagReport> {
             ));
         }
     }
+    let own = crate::service::own_namespace();
     for ep in o.endpoints.values().filter(|s| s.intent.is_none()).map(|s| &s.record) {
-        let Some(ns_id) = ep.namespace else { continue };
-        let (Some(ns), Some(net)) = (o.namespaces.get(&ns_id), o.networks.get(&ep.network)) else { continue };
-        r.drift
-            .extend(svc.driver(&net.record)?.check_endpoint(dp, &net.record, ep, &ns.record, &links).map_err(kernel)?);
+        let Some(net) = o.networks.get(&ep.network) else { continue };
+        // A handed-off endpoint: only its host end is checked (its driver knows).
+        let ns = match ep.namespace {
+            Some(ns_id) => match o.namespaces.get(&ns_id) {
+                Some(ns) => &ns.record,
+                None => continue,
+            },
+            None if ep.handed_off.is_some() => &own,
+            None => continue,
+        };
+        r.drift.extend(svc.driver(&net.record)?.check_endpoint(dp, &net.record, ep, ns, &links).map_err(kernel)?);
     }
     for name in orphans(svc, &o, &links) {
         r.drift.push(Finding::new(

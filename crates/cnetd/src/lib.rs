@@ -7,6 +7,7 @@
 //! [`firewall`] (the one owner of the nftables table) → [`dataplane`] (the
 //! seam: the kernel, or a fake in tests). [`reconcile`] repairs at start,
 //! [`diag`] compares the store with the kernel; both answer findings (`cnet_model::findings`).
+//! [`docker`] answers Docker's network and IPAM plugin protocol on a socket of its own.
 //! See `docs/architecture.md`.
 
 pub mod api;
@@ -16,6 +17,7 @@ pub mod dataplane;
 pub mod dhcp;
 pub mod diag;
 pub mod dns;
+pub mod docker;
 pub mod driver;
 pub mod error;
 pub mod firewall;

@@ -44,6 +44,11 @@ struct Args {
     /// This host's underlay address (default: the source address towards etcd).
     #[arg(long)]
     provider_address: Option<std::net::IpAddr>,
+    /// Also answer Docker's network and IPAM plugin protocol on this socket
+    /// (`/run/docker/plugins/cnet.sock` makes `docker network create -d cnet`
+    /// work); dockerd must run in cnetd's network namespace.
+    #[arg(long)]
+    docker_plugin_socket: Option<PathBuf>,
     /// Print the OpenAPI document and exit.
     #[arg(long)]
     openapi: bool,
@@ -83,5 +88,11 @@ async fn serve() -> anyhow::Result<()> {
         provider_address: args.provider_address,
         block_grace: std::time::Duration::from_secs(args.cluster_block_grace),
     });
-    cnetd::daemon::run(cnetd::daemon::Config { socket: args.socket, state_dir: args.state_dir, cluster }).await
+    cnetd::daemon::run(cnetd::daemon::Config {
+        socket: args.socket,
+        state_dir: args.state_dir,
+        cluster,
+        docker_plugin_socket: args.docker_plugin_socket,
+    })
+    .await
 }

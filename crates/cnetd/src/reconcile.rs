@@ -48,7 +48,7 @@ pub fn startup(svc: &Service) -> Result<StartupReport> {
     for net in o.networks.values().map(|s| &s.record) {
         svc.firewall.preload(net.id, svc.driver(net)?.firewall(net));
     }
-    for ep in o.endpoints.values().map(|s| &s.record).filter(|e| e.namespace.is_some()) {
+    for ep in o.endpoints.values().map(|s| &s.record).filter(|e| e.in_kernel()) {
         svc.firewall.preload(ep.id, firewall::port_mapping_elems(ep));
     }
     if o.networks.is_empty() {
@@ -77,12 +77,21 @@ pub fn startup(svc: &Service) -> Result<StartupReport> {
             report.recreated.push(format!("namespace {}", ns.netns_path));
         }
     }
+    let own = crate::service::own_namespace();
     for ep in o.endpoints.values().map(|s| &s.record) {
-        let Some(ns_id) = ep.namespace else { continue };
-        let (Some(ns), Some(net)) = (o.namespaces.get(&ns_id), o.networks.get(&ep.network)) else { continue };
+        let Some(net) = o.networks.get(&ep.network) else { continue };
+        // A handed-off endpoint's pair was made in cnetd's own namespace.
+        let ns = match ep.namespace {
+            Some(ns_id) => match o.namespaces.get(&ns_id) {
+                Some(ns) => &ns.record,
+                None => continue,
+            },
+            None if ep.handed_off.is_some() => &own,
+            None => continue,
+        };
         let repair = svc
             .driver(&net.record)?
-            .repair_endpoint(dp, &net.record, ep, &ns.record, &links)
+            .repair_endpoint(dp, &net.record, ep, ns, &links)
             .map_err(kernel(&format!("repairing endpoint {}", ep.display_name())))?;
         let state = match repair {
             Repair::Intact => continue,
@@ -99,7 +108,7 @@ pub fn startup(svc: &Service) -> Result<StartupReport> {
     }
     for net in o.networks.values().map(|s| &s.record) {
         let eps: Vec<&EndpointRecord> =
-            o.endpoints.values().map(|s| &s.record).filter(|e| e.network == net.id && e.namespace.is_some()).collect();
+            o.endpoints.values().map(|s| &s.record).filter(|e| e.network == net.id && e.in_kernel()).collect();
         match svc.driver(net)?.sweep(dp, net, &eps) {
             Ok(gone) => report.removed_orphans.extend(gone.into_iter().map(|g| format!("{g} of network {}", net.name))),
             Err(e) => report.degraded.push(format!("network {}: cleaning up: {e}", net.name)),
@@ -124,7 +133,7 @@ pub(crate) fn orphans(svc: &Service, o: &Objects, links: &Links) -> Vec<String> 
                     .values()
                     .map(|s| &s.record)
                     // Only attached endpoints have links: a detached one's leftover is an orphan.
-                    .filter(|e| e.network == net.id && e.namespace.is_some())
+                    .filter(|e| e.network == net.id && e.in_kernel())
                     .flat_map(|e| d.endpoint_links(e)),
             );
         }
@@ -173,7 +182,11 @@ fn resolve_intents(svc: &Service, report: &mut StartupReport) -> Result<()> {
         svc.state.write(|ch| match intent {
             Intent::Create | Intent::Delete => ch.delete_endpoint(ep.id),
             Intent::Modify => ch.put_endpoint(Stored::done(ep.clone())),
-            Intent::Attach(_) | Intent::Detach => ch.put_endpoint(Stored::done(crate::service::detached(ep.clone()))),
+            // A hand-off is rolled back: the record as before it (a
+            // handed-off endpoint never had a namespace).
+            Intent::Attach(_) | Intent::Detach | Intent::HandOff => {
+                ch.put_endpoint(Stored::done(crate::service::detached(ep.clone())))
+            }
         })?;
         count(report, intent);
     }
@@ -199,7 +212,7 @@ fn resolve_intents(svc: &Service, report: &mut StartupReport) -> Result<()> {
 
 fn count(report: &mut StartupReport, intent: Intent) {
     match intent {
-        Intent::Create | Intent::Attach(_) => report.rolled_back += 1,
+        Intent::Create | Intent::Attach(_) | Intent::HandOff => report.rolled_back += 1,
         _ => report.finished += 1,
     }
 }

@@ -7,6 +7,9 @@
 //! - An endpoint's kernel state is exactly: a veth pair (inside: the
 //!   endpoint's name, MAC, MTU, addresses, routes; outside: `cnv…` on the
 //!   bridge) plus its firewall elements, owned by [`crate::firewall`].
+//! - A handed-off endpoint (Docker's `Join`) has the same pair, made with
+//!   its container end in cnetd's own namespace ([`OWN_NETNS`]) and
+//!   configured by the runtime: cnet checks and repairs only the host end.
 
 use cnet_dataplane::{Addr, IfName, Mac, Route};
 use cnet_model::NetworkType;
@@ -20,6 +23,10 @@ use crate::state::{EndpointRecord, NamespaceRecord, NetworkRecord};
 use cnet_model::findings::{Finding, FindingKind};
 
 pub struct Bridge;
+
+/// cnetd's own network namespace, where a handed-off endpoint's container
+/// end is left (and where the runtime that takes it runs).
+pub const OWN_NETNS: &str = "/proc/self/ns/net";
 
 pub(super) fn name(s: &str) -> DpResult<IfName> {
     IfName::new(s)
@@ -128,6 +135,20 @@ impl NetworkDriver for Bridge {
     /// and tries once more.
     fn attach(&self, dp: &dyn Dataplane, net: &NetworkRecord, ep: &EndpointRecord, netns_path: &str) -> DpResult<()> {
         let spec = veth_spec(ep, net, netns_path)?;
+        match dp.create_veth(&spec) {
+            Err(e) if e.kind() == cnet_dataplane::ErrorKind::Exists && dp.releasing() => {
+                dp.settle();
+                dp.create_veth(&spec)
+            }
+            result => result,
+        }
+    }
+
+    /// The pair is made "inside" cnetd's own namespace: both ends appear
+    /// there, the container end configured with nothing (the runtime moves,
+    /// renames, addresses and routes it).
+    fn hand_off(&self, dp: &dyn Dataplane, net: &NetworkRecord, ep: &EndpointRecord, peer: &str) -> DpResult<()> {
+        let spec = VethSpec { ifname: name(peer)?, addrs: vec![], routes: vec![], ..veth_spec(ep, net, OWN_NETNS)? };
         match dp.create_veth(&spec) {
             Err(e) if e.kind() == cnet_dataplane::ErrorKind::Exists && dp.releasing() => {
                 dp.settle();
@@ -262,7 +283,10 @@ impl NetworkDriver for Bridge {
             }
             Some(_) => {}
         }
-        out.extend(super::check_adapter(dp, ep, ns)?);
+        // A handed-off adapter is the runtime's inside: nothing to compare.
+        if ep.handed_off.is_none() {
+            out.extend(super::check_adapter(dp, ep, ns)?);
+        }
         Ok(out)
     }
 
@@ -282,6 +306,13 @@ impl NetworkDriver for Bridge {
                 return Ok(Repair::Repaired(format!("bridge port {host} of endpoint {}", ep.display_name())));
             }
             return Ok(Repair::Intact);
+        }
+        if ep.handed_off.is_some() {
+            // Its container end went with the runtime's sandbox: only the
+            // runtime can make it again.
+            return Ok(Repair::Degraded(format!(
+                "the veth handed off to the runtime is gone ({host}): restart the container"
+            )));
         }
         if ns.kind.is_guest() {
             return match self.attach_vm(dp, net, ep, &ns.vm_nic.clone().unwrap_or_default()) {

@@ -112,6 +112,19 @@ pub trait NetworkDriver: Send + Sync {
         Ok(vec![])
     }
 
+    /// Hands the endpoint's adapter off to a runtime that configures it
+    /// itself (Docker's remote driver, `Join`): a veth pair whose host end
+    /// is on the switch and whose container end, named `peer`, is left in
+    /// cnetd's own namespace with the endpoint's MAC and MTU, down, without
+    /// addresses or routes. Completes or leaves nothing; [`NetworkDriver::detach`]
+    /// removes it (both ends, wherever the runtime moved the container end).
+    fn hand_off(&self, _dp: &dyn Dataplane, net: &NetworkRecord, _ep: &EndpointRecord, _peer: &str) -> DpResult<()> {
+        Err(cnet_dataplane::DataplaneError::Invalid {
+            what: format!("network {} ({})", net.name, net.kind),
+            reason: "its endpoints cannot be handed off to a runtime: use a NAT, Internal or Private network".into(),
+        })
+    }
+
     /// Cuts the endpoint off at once and removes its adapter (`netns`: the
     /// path of its namespace, when that is still known).
     fn detach(&self, dp: &dyn Dataplane, net: &NetworkRecord, ep: &EndpointRecord, netns: Option<&str>)

@@ -223,7 +223,7 @@ impl Service {
             Ok(Some((s.record.clone(), o.networks.get(&s.record.network).map(|n| n.record.clone()))))
         })?;
         let Some((ep, net)) = found else { return Ok(()) };
-        if ep.namespace.is_some() {
+        if ep.in_kernel() {
             self.detach_kernel(&ep, net.as_ref(), self.netns_path(ep.namespace).as_deref())?;
         }
         self.state.write(|ch| ch.delete_endpoint(ep.id))?;
@@ -275,13 +275,13 @@ impl Service {
             )?;
             validate::check_vlan_policies(&new.policies, &net.to_wire())?;
             if cnet_model::endpoint::vlan_in(&new.policies) != cnet_model::endpoint::vlan_in(&old.policies)
-                && new.namespace.is_some()
+                && new.in_kernel()
             {
                 return Err(ServiceError::unsupported(
                     "changing the VLAN of an attached endpoint is not supported: detach it first",
                 ));
             }
-            if new.mtu() != old.mtu() && new.namespace.is_some() {
+            if new.mtu() != old.mtu() && new.in_kernel() {
                 return Err(ServiceError::unsupported(
                     "changing InterfaceParameters of an attached endpoint is not supported: detach it first",
                 ));
@@ -289,7 +289,7 @@ impl Service {
             ch.put_endpoint(Stored::with(new.clone(), Intent::Modify));
             Ok((old, new))
         })?;
-        if new.namespace.is_some() {
+        if new.in_kernel() {
             if let Err(e) = self.firewall.set(new.id, firewall::port_mapping_elems(&new)) {
                 self.put_endpoint_done(&old)?;
                 return Err(ServiceError::kernel("updating port mappings", e));
@@ -326,6 +326,12 @@ impl Service {
                     ))
                 }
                 None => {}
+            }
+            if let Some(peer) = &ep.handed_off {
+                return Err(ServiceError::new(
+                    ErrorCode::EndpointAlreadyAttached,
+                    format!("endpoint {} was handed off to a runtime as {peer}: delete it instead", ep.display_name()),
+                ));
             }
             if ep.flags & REMOTE_ENDPOINT != 0 {
                 return Err(ServiceError::invalid(format!(
@@ -398,6 +404,7 @@ pub(crate) fn attached(mut ep: EndpointRecord, ns: &NamespaceRecord) -> Endpoint
 pub(crate) fn detached(mut ep: EndpointRecord) -> EndpointRecord {
     ep.namespace = None;
     ep.vm_device = None;
+    ep.handed_off = None;
     ep.state = EndpointState::Created;
     if ep.lease.take().is_some() {
         ep.ip_configurations.clear();

@@ -16,6 +16,7 @@
 
 mod dns;
 mod endpoints;
+mod handoff;
 mod leases;
 mod namespaces;
 mod networks;
@@ -36,6 +37,7 @@ use crate::state::{EndpointRecord, Intent, NamespaceRecord, NetworkRecord, Objec
 
 pub(crate) use endpoints::detached;
 pub use endpoints::PolicyChange;
+pub(crate) use handoff::own_namespace;
 pub use namespaces::NamespaceChange;
 pub use namespaces::NamespaceView;
 pub use networks::NetworkChange;

@@ -49,6 +49,8 @@ pub enum Intent {
     Detach,
     Delete,
     Modify,
+    /// Handing its adapter off to a runtime (`Service::hand_off_endpoint`).
+    HandOff,
 }
 
 /// How a network's addresses are managed.
@@ -307,6 +309,13 @@ pub struct EndpointRecord {
     /// More names it answers to in DNS.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<String>,
+    /// Handed off (Docker's remote driver, `Service::hand_off_endpoint`):
+    /// the name its veth's container end had when cnetd left it,
+    /// unconfigured, in cnetd's own namespace for a runtime to move and
+    /// configure itself. Such an endpoint has no namespace: only its host
+    /// end and its firewall elements are cnet's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handed_off: Option<String>,
 }
 
 impl EndpointRecord {
@@ -331,6 +340,7 @@ impl EndpointRecord {
             lease: None,
             vm_device: None,
             aliases: ep.aliases,
+            handed_off: None,
         })
     }
 
@@ -367,6 +377,11 @@ impl EndpointRecord {
     }
     pub fn ips(&self) -> impl Iterator<Item = IpAddr> + '_ {
         self.ip_configurations.iter().map(|c| c.ip_address)
+    }
+    /// Whether it has kernel state (an adapter, firewall elements): attached
+    /// to a namespace, or handed off.
+    pub fn in_kernel(&self) -> bool {
+        self.namespace.is_some() || self.handed_off.is_some()
     }
 }
 
