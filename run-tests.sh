@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 [ "$(id -u)" = 0 ] || { echo "run-tests.sh needs root (it creates network namespaces)" >&2; exit 1; }
-scripts/install-deps
+scripts/install-deps --for-tests
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
 cargo build --workspace --bins --quiet
