@@ -183,8 +183,19 @@ fn a_podman_macvlan_network_puts_the_container_on_the_lan_through_cnets_transpar
     let w = World::new();
     let podman = Podman::netavark(&w);
     podman.ok(&[
-        "network", "create", "-d", "macvlan", "-o", "parent=uplink0", "--subnet", "198.18.0.0/24", "--gateway",
-        LAN_IP, "--ip-range", "198.18.0.64/26", "lanmv",
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "-o",
+        "parent=uplink0",
+        "--subnet",
+        "198.18.0.0/24",
+        "--gateway",
+        LAN_IP,
+        "--ip-range",
+        "198.18.0.64/26",
+        "lanmv",
     ]);
     podman.ok(&["run", "-d", "--name", "onlan", "--network", "lanmv", "localhost/bb", "sleep", "600"]);
     let nets: Vec<Network> = w.client().get("/networks").unwrap();
