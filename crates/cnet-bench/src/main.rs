@@ -419,7 +419,12 @@ fn main() -> Result<()> {
         dns::print(&d.run()?, reps, seconds);
     }
     if let Some(reps) = args.runtime_reps {
-        runtimes::print(&runtimes::run(&w, reps)?, reps);
+        let mut rows = runtimes::podman(&w, reps)?;
+        match cnet_testkit::docker::missing() {
+            None => rows.extend(runtimes::docker(reps)?),
+            Some(why) => println!("\n(docker rows left out: {why})"),
+        }
+        runtimes::print(&rows, reps);
     }
     if let Some(reps) = args.overlay_reps {
         // A world of its own (host namespaces and etcd), after the rest.
