@@ -223,8 +223,11 @@ fn containerd_ctr_runs_a_container_on_a_cnet_network_and_cleans_up() {
     assert!(text.contains("inet 10.153.0."), "the container got its address: {text}");
     assert!(text.lines().any(|l| l.trim() == HOST_IP), "the LAN saw the host's address: {text}");
     // The task's exit and removal (DEL with an empty CNI_NETNS) leave nothing behind.
-    let eps: Vec<Endpoint> = w.client().get("/endpoints?network=cnetctr").unwrap();
+    let eps: Vec<Endpoint> = w.client().get("/endpoints").unwrap();
     assert!(eps.is_empty(), "{eps:?}");
+    // The network the plugin made went with its last endpoint.
+    let nets: Vec<cnet_model::Network> = w.client().get("/networks").unwrap();
+    assert!(nets.is_empty(), "{nets:?}");
     let nss: Vec<Namespace> = w.client().get("/namespaces").unwrap();
     assert!(nss.is_empty(), "{nss:?}");
     assert!(w.drift().is_empty(), "{:?}", w.drift());
