@@ -109,16 +109,21 @@ pub fn check_endpoint(svc: &Service, key: &str) -> Result<Vec<Finding>> {
     let dp = svc.dp.as_ref();
     let ep = svc.get_endpoint(key)?;
     let who = Subject::new(SubjectKind::Endpoint, Some(ep.id), ep.display_name());
-    let Some(ns_id) = ep.namespace else {
-        return Ok(vec![Finding::new(
-            who,
-            FindingKind::Missing,
-            format!("endpoint {} is not attached to a namespace", ep.display_name()),
-        )]);
-    };
     let (net, ns) = {
         let o = svc.state.read();
-        (o.network(ep.network)?.record.clone(), o.namespace(ns_id)?.record.clone())
+        let ns = match (ep.namespace, &ep.handed_off) {
+            (Some(ns_id), _) => o.namespace(ns_id)?.record.clone(),
+            // Handed off to its runtime: only its host end is cnet's to check.
+            (None, Some(_)) => crate::service::own_namespace(),
+            (None, None) => {
+                return Ok(vec![Finding::new(
+                    who,
+                    FindingKind::Missing,
+                    format!("endpoint {} is not attached to a namespace", ep.display_name()),
+                )])
+            }
+        };
+        (o.network(ep.network)?.record.clone(), ns)
     };
     let driver = svc.driver(&net)?;
     let mut links = Links::new();

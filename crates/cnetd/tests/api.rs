@@ -142,8 +142,14 @@ fn deletes_are_idempotent_and_references_are_protected() {
     for _ in 0..2 {
         w.client().delete(&format!("/networks/{}", net.id)).expect("network delete, twice");
     }
-    let links = w.exec_in(&w.host_path(), &["ip", "-o", "link"]);
-    assert!(!String::from_utf8_lossy(&links.stdout).contains("cnb"), "bridge left behind");
+    // The bridge is cut off at once and deleted in the background.
+    let bridge_gone =
+        || !String::from_utf8_lossy(&w.exec_in(&w.host_path(), &["ip", "-o", "link"]).stdout).contains("cnb");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !bridge_gone() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(bridge_gone(), "bridge left behind");
     let table = w.exec_in(&w.host_path(), &["nft", "list", "table", "inet", "cnet"]);
     assert!(!table.status.success(), "the nftables table must go with the last network");
 }

@@ -127,6 +127,10 @@ fn docker_containers_on_a_cnet_network_talk_publish_and_survive_a_dockerd_restar
     assert_eq!(eps.len(), 2, "{eps:?}");
     assert!(eps.iter().all(|e| e["State"] == "Attached"), "{eps:?}");
     assert!(w.drift().is_empty(), "{:?}", w.drift());
+    for e in &eps {
+        let check: Value = w.client().get(&format!("/endpoints/{}/check", e["ID"].as_str().unwrap())).unwrap();
+        assert_eq!(check["Drift"], serde_json::json!([]), "a handed-off endpoint checks clean: {check}");
+    }
 
     // cnetd restarts under running containers: it keeps their veths (no
     // orphans) and their published port.
