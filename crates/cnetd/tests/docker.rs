@@ -90,6 +90,8 @@ fn docker_containers_on_a_cnet_network_talk_publish_and_survive_a_dockerd_restar
     let nets = cnet_list(&w, "/networks");
     assert_eq!(nets.len(), 1, "{nets:?}");
     assert!(nets[0]["Name"].as_str().unwrap().starts_with("docker-"));
+    let docker_id = dk.ok(&["network", "inspect", "-f", "{{.Id}}", "web"]);
+    assert_eq!(nets[0]["Annotations"]["com.docker.network.id"], docker_id.as_str(), "{nets:?}");
 
     // Two containers: one serves a page (published on 8080), the other fetches it.
     let web = ["run", "-d", "--name", "c1", "--network", "web", "-p", "8080:80", "bb"];

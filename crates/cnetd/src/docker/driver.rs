@@ -151,6 +151,7 @@ pub fn network_request(r: &NetworkRequest) -> Result<cnet_model::Network, String
         "Name": format!("docker-{}", short(&r.network_id)),
         "Type": if o.internal { "Internal" } else { "NAT" },
         "Ipams": [{"Subnets": subnets}],
+        "Annotations": {"com.docker.network.id": r.network_id},
     });
     if let Some(mtu) = o.mtu {
         req["Mtu"] = json!(mtu);
