@@ -170,10 +170,13 @@ fn a_container_on_two_networks_publishes_once_and_rm_after_a_killed_conmon_leave
     let addrs = podman.ok(&["exec", "multi", "ip", "-o", "addr"]);
     assert!(addrs.contains("10.176.0.") && addrs.contains("10.177.0.") && addrs.contains("fd00:177::"), "{addrs}");
     assert!(w.drift().is_empty(), "{:?}", w.drift());
+    let sandbox = podman.ok(&["inspect", "-f", "{{.NetworkSettings.SandboxKey}}", "multi"]);
+    assert!(std::path::Path::new(sandbox.trim()).exists(), "{sandbox}");
     let conmon = podman.ok(&["inspect", "-f", "{{.State.ConmonPid}}", "multi"]);
     assert!(std::process::Command::new("kill").args(["-9", conmon.trim()]).status().unwrap().success());
     podman.ok(&["rm", "-f", "-t", "0", "multi"]);
     nothing_left(&w);
+    assert!(!std::path::Path::new(sandbox.trim()).exists(), "Podman's netns {sandbox} is left");
     assert!(probe::http_get(&w.lan_path(), &format!("{HOST_IP}:18303")).is_none());
 }
 
