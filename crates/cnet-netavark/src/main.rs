@@ -13,7 +13,10 @@ use cnet_netavark::types::NetworkOptions;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-fn options(file: Option<&str>) -> Result<NetworkOptions, String> {
+/// The options' bytes, from `-f FILE` or all of stdin. Read before any
+/// refusal: Podman writes stdin through a pipe and would report a broken
+/// pipe instead of our error if we exited without reading it.
+fn input(file: Option<&str>) -> Result<Vec<u8>, String> {
     let mut text = Vec::new();
     match file {
         Some(f) => text = std::fs::read(f).map_err(|e| format!("cannot read {f}: {e}"))?,
@@ -21,7 +24,11 @@ fn options(file: Option<&str>) -> Result<NetworkOptions, String> {
             std::io::stdin().read_to_end(&mut text).map_err(|e| format!("cannot read stdin: {e}"))?;
         }
     }
-    serde_json::from_slice(&text).map_err(|e| format!("the network options are not netavark's JSON: {e}"))
+    Ok(text)
+}
+
+fn options(text: &[u8]) -> Result<NetworkOptions, String> {
+    serde_json::from_slice(text).map_err(|e| format!("the network options are not netavark's JSON: {e}"))
 }
 
 fn client() -> Client {
@@ -33,17 +40,21 @@ fn client() -> Client {
 fn run() -> Result<Option<String>, String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let inv = cli::parse(&args)?;
+    let text = match inv.command {
+        Command::Setup(_) | Command::Teardown(_) => input(inv.file.as_deref())?,
+        _ => Vec::new(),
+    };
     if inv.rootless && matches!(inv.command, Command::Setup(_) | Command::Teardown(_)) {
         return Err("rootless Podman is not supported by cnet: cnetd serves rootful containers; run Podman as root or switch this user back to netavark".into());
     }
     match inv.command {
         Command::Setup(netns) => {
-            let o = options(inv.file.as_deref())?;
+            let o = options(&text)?;
             let status = backend::setup(&client(), &netns, &o)?;
             Ok(Some(serde_json::to_string(&status).expect("serialisable")))
         }
         Command::Teardown(netns) => {
-            let o = options(inv.file.as_deref())?;
+            let o = options(&text)?;
             backend::teardown(&client(), &netns, &o).map(|_| None)
         }
         Command::Version => Ok(Some(

@@ -20,7 +20,12 @@ fn netavark(socket: &str, args: &[&str], stdin: &Value) -> (bool, Value) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.to_string().as_bytes()).unwrap();
+    // A call refused before its options are read (rootless, version) may
+    // exit first: Podman's Go exec ignores that EPIPE, and so do we.
+    match child.stdin.take().unwrap().write_all(stdin.to_string().as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => panic!("writing stdin: {e}"),
+        _ => {}
+    }
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     let v = if text.trim().is_empty() {
