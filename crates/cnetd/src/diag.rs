@@ -61,14 +61,7 @@ pub fn diag(svc: &Service) -> Result<DiagReport> {
     for ep in o.endpoints.values().filter(|s| s.intent.is_none()).map(|s| &s.record) {
         let Some(net) = o.networks.get(&ep.network) else { continue };
         // A handed-off endpoint: only its host end is checked (its driver knows).
-        let ns = match ep.namespace {
-            Some(ns_id) => match o.namespaces.get(&ns_id) {
-                Some(ns) => &ns.record,
-                None => continue,
-            },
-            None if ep.handed_off.is_some() => &own,
-            None => continue,
-        };
+        let Some(ns) = crate::service::adapter_namespace(&o, ep, &own) else { continue };
         r.drift.extend(svc.driver(&net.record)?.check_endpoint(dp, &net.record, ep, ns, &links).map_err(kernel)?);
     }
     for name in orphans(svc, &o, &links) {

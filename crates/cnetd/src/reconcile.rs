@@ -80,15 +80,8 @@ pub fn startup(svc: &Service) -> Result<StartupReport> {
     let own = crate::service::own_namespace();
     for ep in o.endpoints.values().map(|s| &s.record) {
         let Some(net) = o.networks.get(&ep.network) else { continue };
-        // A handed-off endpoint's pair was made in cnetd's own namespace.
-        let ns = match ep.namespace {
-            Some(ns_id) => match o.namespaces.get(&ns_id) {
-                Some(ns) => &ns.record,
-                None => continue,
-            },
-            None if ep.handed_off.is_some() => &own,
-            None => continue,
-        };
+        // A handed-off endpoint: only its host end is checked (its driver knows).
+        let Some(ns) = crate::service::adapter_namespace(&o, ep, &own) else { continue };
         let repair = svc
             .driver(&net.record)?
             .repair_endpoint(dp, &net.record, ep, ns, &links)

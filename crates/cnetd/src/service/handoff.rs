@@ -86,3 +86,17 @@ pub(crate) fn own_namespace() -> crate::state::NamespaceRecord {
         vm_nic: None,
     }
 }
+
+/// The namespace an endpoint's adapter is checked and repaired in: its own,
+/// or cnetd's (`own`, from [`own_namespace`]) when it was handed off; `None`
+/// when it has none, or its namespace record is gone.
+pub(crate) fn adapter_namespace<'a>(
+    o: &'a crate::state::Objects,
+    ep: &EndpointRecord,
+    own: &'a crate::state::NamespaceRecord,
+) -> Option<&'a crate::state::NamespaceRecord> {
+    match ep.namespace {
+        Some(ns_id) => o.namespaces.get(&ns_id).map(|s| &s.record),
+        None => ep.handed_off.is_some().then_some(own),
+    }
+}

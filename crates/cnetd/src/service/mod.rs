@@ -37,7 +37,7 @@ use crate::state::{EndpointRecord, Intent, NamespaceRecord, NetworkRecord, Objec
 
 pub(crate) use endpoints::detached;
 pub use endpoints::PolicyChange;
-pub(crate) use handoff::own_namespace;
+pub(crate) use handoff::{adapter_namespace, own_namespace};
 pub use namespaces::NamespaceChange;
 pub use namespaces::NamespaceView;
 pub use networks::NetworkChange;

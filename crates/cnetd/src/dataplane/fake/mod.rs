@@ -553,16 +553,7 @@ impl Dataplane for FakeDataplane {
     }
     fn fw_update(&self, gone: &[FwElem], new: &[FwElem]) -> DpResult<()> {
         self.step(format!("fw_update -{} +{}", gone.len(), new.len()), |k| {
-            let table = k.objects.table.as_mut().ok_or_else(|| errno("updating table inet cnet", libc::ENOENT))?;
-            for e in gone {
-                table.remove(e);
-            }
-            // As nft: a map holds one element per key.
-            if let Some(e) = new.iter().find(|n| table.iter().any(|t| t.set == n.set && t.key == n.key)) {
-                return Err(errno(format!("adding {} {} (the key is taken)", e.set, e.key), libc::EEXIST));
-            }
-            table.extend(new.iter().cloned());
-            Ok(())
+            k.objects.fw_update(gone, new).map_err(|(what, code)| errno(what, code))
         })
     }
     fn fw_delete(&self) -> DpResult<()> {

@@ -90,6 +90,23 @@ pub(super) fn info(name: &str, l: &FakeLink) -> LinkInfo {
 }
 
 impl Objects {
+    /// One nft transaction on cnet's table: `gone` out, then `new` in. The
+    /// failure as (what, errno): no table, or a key already taken (as nft,
+    /// a map holds one element per key).
+    pub fn fw_update(&mut self, gone: &[FwElem], new: &[FwElem]) -> Result<(), (String, i32)> {
+        let table = self.table.as_mut().ok_or(("updating table inet cnet".to_string(), libc::ENOENT))?;
+        let taken = |n: &FwElem| table.iter().any(|t| t.set == n.set && t.key == n.key && !gone.contains(t));
+        if let Some(e) = new.iter().find(|n| taken(n)) {
+            // Refused whole, as an nft transaction is.
+            return Err((format!("adding {} {} (the key is taken)", e.set, e.key), libc::EEXIST));
+        }
+        for e in gone {
+            table.remove(e);
+        }
+        table.extend(new.iter().cloned());
+        Ok(())
+    }
+
     /// One change to VXLAN device `dev`'s remote-host entries, as the
     /// kernel makes it (a neighbour or route replaced in place).
     pub fn apply_overlay(&mut self, dev: &str, op: &crate::dataplane::OverlayOp) {
