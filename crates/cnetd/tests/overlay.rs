@@ -376,6 +376,13 @@ fn next_ip(ip: &str) -> String {
     std::net::Ipv4Addr::from(u32::from(v) + 1).to_string()
 }
 
+/// Host `n` of the /26 half the /16 away from `ip`'s: a block the host holding
+/// only `ip`'s block does not hold (which block a host claims first depends on its ID).
+fn far_ip(ip: &str, n: u32) -> String {
+    let v: std::net::Ipv4Addr = ip.parse().unwrap();
+    std::net::Ipv4Addr::from(((u32::from(v) ^ 0x8000) & !0x3f) + n).to_string()
+}
+
 #[test]
 fn a_remote_endpoint_behind_a_foreign_vtep_costs_one_neighbour_and_one_fdb_entry() {
     cnet_testkit::require_root!();
@@ -384,7 +391,8 @@ fn a_remote_endpoint_behind_a_foreign_vtep_costs_one_neighbour_and_one_fdb_entry
     let vtep_mac = w.status(0).host.unwrap().vtep_mac;
     let vxlan = format!("cnx{}", &net.bridge_name.clone().unwrap()[3..]);
     // A hardware VTEP, played by a plain VXLAN device on the underlay with an address of the overlay.
-    let (mac, remote_ip) = ("02:00:00:00:ab:01", "10.240.200.5");
+    let (mac, remote_ip) = ("02:00:00:00:ab:01", far_ip(&ip(&a, true), 5));
+    let remote_ip = remote_ip.as_str();
     let script = format!(
         "link add fvx type vxlan id 5500 local 10.254.0.100 dstport 4789 nolearning\nlink set fvx address {mac}\n\
          address add {remote_ip}/32 dev fvx\nlink set fvx up\nroute add {}/32 dev fvx\n\
@@ -421,7 +429,7 @@ fn a_remote_endpoint_behind_a_foreign_vtep_costs_one_neighbour_and_one_fdb_entry
     // Refused with what to fix: no provider, a namespace, an address of this host's block.
     for (bad, want) in [
         (
-            json!({"HostComputeNetwork": net.id, "Flags": 1, "MacAddress": mac, "IpConfigurations": [{"IpAddress": "10.240.200.6"}]}),
+            json!({"HostComputeNetwork": net.id, "Flags": 1, "MacAddress": mac, "IpConfigurations": [{"IpAddress": far_ip(&ip(&a, true), 6)}]}),
             "ProviderAddress",
         ),
         (json!({"HostComputeNetwork": net.id, "Policies": def["Policies"]}), "Flags 1"),
