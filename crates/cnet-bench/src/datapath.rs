@@ -46,7 +46,7 @@ fn nsenter(netns: &str) -> Command {
 
 impl Datapath {
     /// Throughput from `client_ns` to `target:port`, served by iperf3 in `server_ns` on [`PORT`].
-    fn iperf(&self, server_ns: &str, client_ns: &str, target: &str, port: u16) -> Result<f64> {
+    pub(crate) fn iperf(&self, server_ns: &str, client_ns: &str, target: &str, port: u16) -> Result<f64> {
         let mut server = nsenter(server_ns)
             .args(["iperf3", "-s", "-1", "-p", &PORT.to_string()])
             .stdout(Stdio::null())

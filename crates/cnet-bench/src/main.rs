@@ -9,6 +9,7 @@
 //! further networks of the same host (the measured network keeps
 //! [`PER_NETWORK`]), and the incumbents' rows are left out.
 
+mod acls;
 mod churn;
 mod daemon_cost;
 mod datapath;
@@ -62,6 +63,9 @@ struct Args {
     /// Publish this many port mappings and measure the scale of rules.
     #[arg(long)]
     rule_scale: Option<usize>,
+    /// Give this many endpoints 20 ACL rules each and measure the scale of ACLs.
+    #[arg(long)]
+    acl_scale: Option<usize>,
     /// Measure the physical-network types (Transparent static/DHCP/VLAN,
     /// L2Bridge) and the CNI macvlan plugins, this many reps per row.
     #[arg(long)]
@@ -93,6 +97,7 @@ struct Measured {
     churns: Vec<churn::Churn>,
     paths: Vec<datapath::PathResult>,
     rules: Option<rules::RuleScale>,
+    acls: Option<acls::AclScale>,
     physical: Vec<physical::Row>,
     physical_paths: Vec<datapath::PathResult>,
 }
@@ -303,6 +308,7 @@ fn main() -> Result<()> {
     }
     let churn_plugin = CnetCni::nat(bin("cnet-cni"), w.socket.clone(), "churn", "10.140.0.0/16");
     let (datapath_seconds, rule_scale, lan) = (args.datapath_seconds, args.rule_scale, w.lan_path());
+    let acl_scale = args.acl_scale;
     // The physical types' DHCP rows lease from dnsmasq on the LAN.
     let _dhcp =
         args.physical_reps.map(|_| cnet_testkit::lan::DhcpServer::start(&w, "198.18.0.150", "198.18.0.250", 60));
@@ -333,6 +339,15 @@ fn main() -> Result<()> {
         }
         if let Some(total) = rule_scale {
             m.rules = Some(rules::run(&bench.client, &tag, &lan, total, reps.clamp(5, 100))?);
+        }
+        if let Some(fillers) = acl_scale {
+            let dp = datapath_seconds.map(|seconds| datapath::Datapath {
+                seconds,
+                round_trips: 0,
+                tag: tag.clone(),
+                lan: lan.clone(),
+            });
+            m.acls = Some(acls::run(&bench.client, &tag, &lan, fillers, reps.clamp(5, 100), dp.as_ref())?);
         }
         let through_cni = || -> Box<dyn System + Send> {
             Box::new(CnetCni {
@@ -390,7 +405,7 @@ fn main() -> Result<()> {
         }
         Ok(m)
     })??;
-    let Measured { medians, costs, churns, paths, rules, physical, physical_paths } = m;
+    let Measured { medians, costs, churns, paths, rules, acls, physical, physical_paths } = m;
     let diag = diag_clean(&w, "after the benchmark")?;
     println!("\n(times in ms; {reps} reps per row; {diag})");
     if !paths.is_empty() {
@@ -404,6 +419,9 @@ fn main() -> Result<()> {
     }
     if let Some(r) = &rules {
         rules::print(r, reps.clamp(5, 100));
+    }
+    if let Some(r) = &acls {
+        acls::print(r, reps.clamp(5, 100));
     }
     if let Some(reps) = args.dns_reps {
         let seconds = args.dns_seconds;

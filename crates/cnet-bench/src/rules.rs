@@ -53,8 +53,12 @@ fn time_adds(c: &cnet_client::Client, ep: &str, reps: usize) -> Result<Stats> {
 }
 
 fn time_connects(lan: &str, port: u16, reps: usize) -> Result<Stats> {
-    let target = format!("{HOST_IP}:{port}");
-    let times = run_in(lan, move || -> Result<Vec<Duration>> {
+    time_connects_to(lan, format!("{HOST_IP}:{port}"), reps)
+}
+
+/// `reps` TCP connects from `ns` to `target`, each timed until established.
+pub(crate) fn time_connects_to(ns: &str, target: String, reps: usize) -> Result<Stats> {
+    let times = run_in(ns, move || -> Result<Vec<Duration>> {
         let mut times = Vec::new();
         for _ in 0..reps {
             let t = Instant::now();

@@ -135,11 +135,14 @@ pub enum EndpointPolicy {
     Vlan(crate::network::Isolation),
     /// A remote endpoint's host: the tunnel end it lives behind.
     ProviderAddress(ProviderAddress),
+    /// A firewall rule for the endpoint's traffic.
+    #[serde(rename = "ACL")]
+    Acl(crate::acl::AclPolicy),
 }
 
 impl EndpointPolicy {
     /// Policy types this build understands.
-    pub const SUPPORTED: [&'static str; 4] = ["PortMapping", "InterfaceParameters", "VLAN", "ProviderAddress"];
+    pub const SUPPORTED: [&'static str; 5] = ["PortMapping", "InterfaceParameters", "VLAN", "ProviderAddress", "ACL"];
 }
 
 /// `ProviderAddress` settings: the underlay address of the host (or
@@ -250,6 +253,14 @@ pub fn port_mappings_in(policies: &[EndpointPolicy]) -> impl Iterator<Item = &Po
 pub fn vlan_in(policies: &[EndpointPolicy]) -> Option<crate::network::Isolation> {
     policies.iter().find_map(|p| match p {
         EndpointPolicy::Vlan(v) => Some(*v),
+        _ => None,
+    })
+}
+
+/// The `ACL` policies among `policies`.
+pub fn acls_in(policies: &[EndpointPolicy]) -> impl Iterator<Item = &crate::acl::AclPolicy> {
+    policies.iter().filter_map(|p| match p {
+        EndpointPolicy::Acl(a) => Some(a),
         _ => None,
     })
 }

@@ -11,6 +11,7 @@
 //! - A value that passed [`validate`] can be programmed into the kernel: names
 //!   fit, subnets are canonical, addresses lie inside their subnet.
 
+pub mod acl;
 pub mod alloc;
 pub mod cluster;
 pub mod endpoint;

@@ -87,8 +87,10 @@ fn check_subnet(s: &Subnet) -> Result<()> {
 }
 
 /// Checks a network request against the rules and the networks that exist.
+mod acls;
 mod overlay;
 mod ports;
+pub use acls::check_acls;
 use overlay::check_overlay;
 pub use ports::{check_port_mappings, Publisher};
 
@@ -254,6 +256,7 @@ pub fn prepare_endpoint(ep: &mut Endpoint, net: &Network, usage: &Usage, sctp: b
         return Err(ApiError::unsupported(port_mappings_refused(net)));
     }
     check_vlan_policies(&ep.policies, net)?;
+    check_acls(&ep.policies, net)?;
     overlay::check_remote_endpoint(ep, net)?;
     if net.is_dhcp() {
         if !ep.ip_configurations.is_empty() {

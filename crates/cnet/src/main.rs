@@ -169,6 +169,47 @@ enum EndpointCmd {
         endpoint: String,
         specs: Vec<String>,
     },
+    /// Add or remove an endpoint's ACL rules (see docs/policies.md).
+    #[command(subcommand)]
+    Acl(AclCmd),
+}
+
+#[derive(Subcommand)]
+enum AclCmd {
+    /// Add a rule; it applies at once, open connections stay.
+    Add {
+        endpoint: String,
+        /// A name for the rule, to remove it by.
+        #[arg(long)]
+        id: Option<String>,
+        /// Allow, Block or Pass.
+        #[arg(long)]
+        action: String,
+        /// In (to the endpoint) or Out (from it).
+        #[arg(long)]
+        direction: String,
+        /// IANA protocol numbers, comma separated (6 TCP, 17 UDP, 1 ICMP); any when absent.
+        #[arg(long, default_value = "")]
+        protocols: String,
+        #[arg(long, default_value = "")]
+        local_addresses: String,
+        #[arg(long, default_value = "")]
+        remote_addresses: String,
+        /// Ports and ranges of the endpoint's side: 80,8000-8080.
+        #[arg(long, default_value = "")]
+        local_ports: String,
+        #[arg(long, default_value = "")]
+        remote_ports: String,
+        /// Lower goes first.
+        #[arg(long, default_value_t = 0)]
+        priority: u16,
+    },
+    /// Remove the rule with this ID.
+    Remove {
+        endpoint: String,
+        #[arg(long)]
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -456,6 +497,38 @@ fn run(cli: Cli) -> Result<ExitCode> {
             EndpointCmd::Unpublish { endpoint, specs } => {
                 let ep: Endpoint =
                     c.patch(&format!("/endpoints/{}", escape(&endpoint)), &policy_request("Remove", &specs)?)?;
+                show(out, &ep, |e| endpoints_table(std::slice::from_ref(e)));
+            }
+            EndpointCmd::Acl(cmd) => {
+                let (endpoint, kind, settings) = match cmd {
+                    AclCmd::Add {
+                        endpoint,
+                        id,
+                        action,
+                        direction,
+                        protocols,
+                        local_addresses,
+                        remote_addresses,
+                        local_ports,
+                        remote_ports,
+                        priority,
+                    } => {
+                        let mut s = json!({"Action": action, "Direction": direction, "Protocols": protocols,
+                            "LocalAddresses": local_addresses, "RemoteAddresses": remote_addresses,
+                            "LocalPorts": local_ports, "RemotePorts": remote_ports, "Priority": priority});
+                        if let Some(id) = id {
+                            s["Id"] = json!(id);
+                        }
+                        (endpoint, "Add", s)
+                    }
+                    // Rules are named by their ID; the other fields only need to parse.
+                    AclCmd::Remove { endpoint, id } => {
+                        (endpoint, "Remove", json!({"Id": id, "Action": "Block", "Direction": "In"}))
+                    }
+                };
+                let body = json!({"ResourceType": "Policy", "RequestType": kind,
+                    "Settings": {"Policies": [{"Type": "ACL", "Settings": settings}]}});
+                let ep: Endpoint = c.patch(&format!("/endpoints/{}", escape(&endpoint)), &body)?;
                 show(out, &ep, |e| endpoints_table(std::slice::from_ref(e)));
             }
         },

@@ -4,7 +4,8 @@
 //! wire structs in, records out) → [`service`] (one file per object kind:
 //! validation, intents, lifecycles and rollbacks) → [`state`] (the one owner
 //! of the store) and [`driver`] (one file per network type) with
-//! [`firewall`] (the one owner of the nftables table) → [`dataplane`] (the
+//! [`firewall`] (the one owner of the nftables table) and [`policy`] (of the
+//! policy table: ACLs) → [`dataplane`] (the
 //! seam: the kernel, or a fake in tests). [`reconcile`] repairs at start,
 //! [`diag`] compares the store with the kernel; both answer findings (`cnet_model::findings`).
 //! [`docker`] answers Docker's network and IPAM plugin protocol on a socket of its own.
@@ -21,6 +22,7 @@ pub mod docker;
 pub mod driver;
 pub mod error;
 pub mod firewall;
+pub mod policy;
 pub mod reconcile;
 pub mod service;
 pub mod state;

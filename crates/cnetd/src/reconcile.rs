@@ -50,7 +50,11 @@ pub fn startup(svc: &Service) -> Result<StartupReport> {
     }
     for ep in o.endpoints.values().map(|s| &s.record).filter(|e| e.in_kernel()) {
         svc.firewall.preload(ep.id, firewall::port_mapping_elems(ep));
+        if let Some(net) = o.networks.get(&ep.network) {
+            svc.policies.preload(ep, &net.record);
+        }
     }
+    svc.policies.reload().map_err(kernel("loading the nftables policy table"))?;
     if o.networks.is_empty() {
         let _ = svc.firewall.delete_if_unused();
     } else {

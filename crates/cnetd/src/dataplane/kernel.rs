@@ -270,6 +270,15 @@ impl Dataplane for Kernel {
     fn fw_elements(&self) -> DpResult<Option<BTreeMap<String, Vec<String>>>> {
         Ok(nft::table_json("inet", TABLE)?.map(|dump| elements_of(&dump)))
     }
+    fn pol_apply(&self, script: &str) -> DpResult<()> {
+        nft::apply(script)
+    }
+    fn pol_alive(&self) -> DpResult<bool> {
+        match nft::has_address(crate::policy::TABLE, "alive", std::net::Ipv4Addr::LOCALHOST.into()) {
+            Err(e) if e.kind() == cnet_dataplane::ErrorKind::NotFound => Ok(false),
+            other => other,
+        }
+    }
     fn foreign_drop_chains(&self) -> DpResult<Vec<String>> {
         nft::foreign_drop_chains(TABLE)
     }

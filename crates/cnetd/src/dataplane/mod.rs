@@ -174,6 +174,11 @@ pub trait Dataplane: Send + Sync {
     /// The elements of every set and map (as [`FwElem::text`] writes them),
     /// or `None` when the table is missing.
     fn fw_elements(&self) -> DpResult<Option<BTreeMap<String, Vec<String>>>>;
+    /// Runs an nft script on the policy table (`inet cnetpol`) in one
+    /// transaction: all of it or none.
+    fn pol_apply(&self, script: &str) -> DpResult<()>;
+    /// Whether the policy table is there (one lookup, no listing).
+    fn pol_alive(&self) -> DpResult<bool>;
     /// Base chains of other tables with `policy drop`.
     fn foreign_drop_chains(&self) -> DpResult<Vec<String>>;
 

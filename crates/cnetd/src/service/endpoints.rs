@@ -240,7 +240,7 @@ impl Service {
     }
 
     pub fn modify_endpoint(&self, key: &str, change: PolicyChange) -> Result<EndpointRecord> {
-        let (old, new) = self.state.change(|o, ch| {
+        let (old, new, net) = self.state.change(|o, ch| {
             let id = o.endpoint_id(key)?;
             let s = o.endpoint(id)?;
             not_busy(s.intent, || format!("endpoint {}", s.record.display_name()))?;
@@ -274,6 +274,7 @@ impl Service {
                 self.caps.sctp,
             )?;
             validate::check_vlan_policies(&new.policies, &net.to_wire())?;
+            validate::check_acls(&new.policies, &net.to_wire())?;
             if cnet_model::endpoint::vlan_in(&new.policies) != cnet_model::endpoint::vlan_in(&old.policies)
                 && new.in_kernel()
             {
@@ -287,10 +288,15 @@ impl Service {
                 ));
             }
             ch.put_endpoint(Stored::with(new.clone(), Intent::Modify));
-            Ok((old, new))
+            Ok((old, new, net.clone()))
         })?;
         if new.in_kernel() {
+            if let Err(e) = self.policies.set(&new, &net) {
+                self.put_endpoint_done(&old)?;
+                return Err(ServiceError::kernel("updating ACLs", e));
+            }
             if let Err(e) = self.firewall.set(new.id, firewall::port_mapping_elems(&new)) {
+                let _ = self.policies.set(&old, &net);
                 self.put_endpoint_done(&old)?;
                 return Err(ServiceError::kernel("updating port mappings", e));
             }

@@ -67,6 +67,11 @@ impl Service {
             let _ = driver.detach(dp, &net, &new, None);
             return undo(ServiceError::kernel("publishing ports", e));
         }
+        if let Err(e) = self.policies.set(&new, &net) {
+            let _ = self.firewall.remove(new.id);
+            let _ = driver.detach(dp, &net, &new, None);
+            return undo(ServiceError::kernel("programming ACLs", e));
+        }
         self.forget(&udp_to_host_ports(new.port_mappings()));
         let done = EndpointRecord { state: EndpointState::Attached, ..new };
         self.state.write(|ch| ch.put_endpoint(Stored::done(done.clone())))?;

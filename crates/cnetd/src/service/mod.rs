@@ -122,6 +122,8 @@ pub struct Service {
     pub state: State,
     pub dp: Arc<dyn Dataplane>,
     pub firewall: Firewall,
+    /// Endpoint policies (ACLs) in the kernel.
+    pub policies: crate::policy::Policies,
     pub drivers: Registry,
     pub caps: Capabilities,
     /// The DHCP renewal schedule (the leases themselves are in the records).
@@ -141,6 +143,7 @@ impl Service {
         Service {
             state,
             firewall: Firewall::new(dp.clone()),
+            policies: crate::policy::Policies::new(dp.clone()),
             dp,
             drivers,
             caps,
@@ -186,6 +189,11 @@ impl Service {
                 let _ = driver.detach(dp, net, ep, None);
                 return Err(ServiceError::kernel("publishing ports", e));
             }
+            if let Err(e) = self.policies.set(ep, net) {
+                let _ = self.firewall.remove(ep.id);
+                let _ = driver.detach(dp, net, ep, None);
+                return Err(ServiceError::kernel("programming ACLs", e));
+            }
             self.forget(&udp_to_host_ports(ep.port_mappings()));
             return Ok(EndpointRecord { vm_device: device, ..ep.clone() });
         }
@@ -208,7 +216,13 @@ impl Service {
                 }
             }
         }
+        if let Err(e) = self.policies.set(&ep, net) {
+            self.release_lease(&ep, Some(path));
+            let _ = driver.detach(dp, net, &ep, Some(path));
+            return Err(ServiceError::kernel("programming ACLs", e));
+        }
         if let Err(e) = self.firewall.set(ep.id, firewall::port_mapping_elems(&ep)) {
+            let _ = self.policies.remove(ep.id);
             self.release_lease(&ep, Some(path));
             let _ = driver.detach(dp, net, &ep, Some(path));
             return Err(ServiceError::kernel("publishing ports", e));
@@ -230,6 +244,9 @@ impl Service {
     ) -> Result<()> {
         let mut errors = Vec::new();
         if let Err(e) = self.firewall.remove(ep.id) {
+            errors.push(e.to_string());
+        }
+        if let Err(e) = self.policies.remove(ep.id) {
             errors.push(e.to_string());
         }
         self.release_lease(ep, netns);
@@ -352,6 +369,8 @@ fn same_policy(a: &EndpointPolicy, b: &EndpointPolicy) -> bool {
         (EndpointPolicy::PortMapping(x), EndpointPolicy::PortMapping(y)) => {
             x.protocol == y.protocol && x.external_port == y.external_port && x.vip == y.vip
         }
+        // An ACL with an Id is named by it.
+        (EndpointPolicy::Acl(x), EndpointPolicy::Acl(y)) if x.id.is_some() && y.id.is_some() => x.id == y.id,
         _ => a == b,
     }
 }

@@ -582,6 +582,12 @@ impl Dataplane for FakeDataplane {
             }))
         })
     }
+    fn pol_apply(&self, script: &str) -> DpResult<()> {
+        self.step(format!("pol_apply {} lines", script.lines().count()), |k| k.objects.pol_apply(script))
+    }
+    fn pol_alive(&self) -> DpResult<bool> {
+        self.read("pol_alive".into(), |k| Ok(k.objects.policy.is_some()))
+    }
     fn foreign_drop_chains(&self) -> DpResult<Vec<String>> {
         self.read("foreign_drop_chains".into(), |_| Ok(vec![]))
     }

@@ -74,6 +74,41 @@ pub struct Objects {
     pub rules: BTreeSet<Rule>,
     /// VXLAN devices' remote-host entries, by device.
     pub overlay: BTreeMap<String, crate::dataplane::OverlayEntries>,
+    /// The policy table's endpoint chains, or `None` when it is not loaded.
+    pub policy: Option<BTreeSet<String>>,
+}
+
+impl Objects {
+    /// A policy script: a load (re)creates the table, a deletion removes
+    /// it, anything else needs it, as nft does.
+    pub fn pol_apply(&mut self, script: &str) -> crate::dataplane::DpResult<()> {
+        let load = format!("table inet {} {{}}\ndelete table inet {}\n", crate::policy::TABLE, crate::policy::TABLE);
+        let (mut chains, rest) = match script.strip_prefix(&load) {
+            Some("") => {
+                self.policy = None;
+                return Ok(());
+            }
+            Some(rest) => (BTreeSet::new(), rest),
+            None => match self.policy.clone() {
+                Some(chains) => (chains, script),
+                None => {
+                    return Err(crate::dataplane::DataplaneError::Netlink {
+                        what: "changing table inet cnetpol".into(),
+                        source: std::io::Error::from_raw_os_error(libc::ENOENT),
+                    })
+                }
+            },
+        };
+        for line in rest.lines() {
+            if let Some(c) = line.strip_prefix("add chain inet cnetpol ") {
+                chains.insert(c.to_string());
+            } else if let Some(c) = line.strip_prefix("delete chain inet cnetpol ") {
+                chains.remove(c);
+            }
+        }
+        self.policy = Some(chains);
+        Ok(())
+    }
 }
 
 /// What the kernel would say about `l`.

@@ -135,7 +135,8 @@ fn ep_req(ns: Option<&str>) -> Endpoint {
     serde_json::from_value(json!({
         "ID": EP, "Name": "web1", "HostComputeNetwork": "web", "HostComputeNamespace": ns,
         "Policies": [{"Type": "PortMapping", "Settings": {"Protocol": 17, "InternalPort": 53, "ExternalPort": 5353}},
-                     {"Type": "PortMapping", "Settings": {"Protocol": 6, "InternalPort": 80, "ExternalPort": 8080}}]
+                     {"Type": "PortMapping", "Settings": {"Protocol": 6, "InternalPort": 80, "ExternalPort": 8080}},
+                     {"Type": "ACL", "Settings": {"Action": "Block", "Direction": "In", "Protocols": "6", "LocalPorts": "22"}}]
     }))
     .unwrap()
 }
@@ -268,6 +269,7 @@ fn nothing_of_the_endpoint_is_left(b: &Bed) {
     assert!(main.is_empty(), "endpoint routes left: {main:?}");
     assert!(k.links.keys().all(|l| !l.starts_with("cnv")), "{:?}", k.links.keys());
     assert!(k.inside.is_empty(), "{:?}", k.inside);
+    assert_eq!(k.policy, None, "the policy table is left");
     let pm = k.table.unwrap_or_default().into_iter().filter(|e| e.set.starts_with("pm")).count();
     assert_eq!(pm, 0, "port mapping elements left");
 }
@@ -499,4 +501,26 @@ fn an_overlay_network_without_a_cluster_is_refused_with_the_fix() {
     let err = b.svc().create_network(net).unwrap_err();
     assert!(err.message.contains("--etcd"), "{}", err.message);
     assert!(b.fake.calls().is_empty(), "no kernel call");
+}
+
+#[test]
+fn an_endpoints_acls_are_in_the_policy_table_while_it_is_attached_and_after_a_restart() {
+    let mut b = attached();
+    let tag = &EP.replace('-', "")[..16];
+    let chains = |b: &Bed| b.fake.objects().policy.map(|c| c.into_iter().collect::<Vec<_>>());
+    let want = Some(vec![format!("ep_{tag}_in"), format!("ep_{tag}_out")]);
+    assert_eq!(chains(&b), want);
+    b.fake.tamper(|k| k.policy = None);
+    assert!(b.svc().policies.check_and_repair().unwrap(), "a deleted table is noticed");
+    assert_eq!(chains(&b), want, "and restored");
+    b.restart();
+    assert_eq!(chains(&b), want, "loaded again at start");
+    let no_acl = json!({"Type": "ACL", "Settings": {"Action": "Block", "Direction": "In", "Protocols": "6", "LocalPorts": "22"}});
+    let p: EndpointPolicy = serde_json::from_value(no_acl).unwrap();
+    b.fake.fail_step(0);
+    assert!(b.svc().modify_endpoint(EP, PolicyChange::Remove(vec![p.clone()])).is_err(), "a failed change is reported");
+    assert_eq!(chains(&b), want, "and changes nothing");
+    assert_eq!(b.svc().get_endpoint(EP).unwrap().policies.len(), 3);
+    b.svc().modify_endpoint(EP, PolicyChange::Remove(vec![p])).unwrap();
+    assert_eq!(chains(&b), None, "the last endpoint's ACLs gone: the table goes");
 }

@@ -1,0 +1,168 @@
+//! Endpoint policies with real packets: ACLs.
+
+mod common;
+use common::*;
+use serde_json::{json, Value};
+
+fn acl(action: &str, dir: &str, settings: Value) -> Value {
+    let mut s = json!({"Action": action, "Direction": dir});
+    s.as_object_mut().unwrap().extend(settings.as_object().unwrap().clone());
+    json!({"Type": "ACL", "Settings": s})
+}
+
+fn patch(w: &World, ep: &cnet_model::Endpoint, kind: &str, policies: Value) -> Result<Value, cnet_client::ClientError> {
+    let body = json!({"ResourceType": "Policy", "RequestType": kind, "Settings": {"Policies": policies}});
+    w.client().patch::<Value>(&format!("/endpoints/{}", ep.id), &body)
+}
+
+/// Packets the endpoint's ACLs dropped, from its counter in the kernel.
+fn acl_drops(w: &World, ep: &cnet_model::Endpoint) -> u64 {
+    let counter = format!("acl_{}", &ep.id.simple().to_string()[..16]);
+    let out = w.exec_in(&w.host_path(), &["nft", "list", "counter", "inet", "cnetpol", &counter]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace().skip_while(|t| *t != "packets").nth(1).and_then(|n| n.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn acls_allow_and_block_tcp_udp_and_icmp_both_ways_in_priority_order() {
+    cnet_testkit::require_root!();
+    let w = World::new();
+    let net = network(&w, "nat", "NAT", &["10.120.0.0/24"]);
+    let b = container(&w, &net, "b", json!([]));
+    let c = container(&w, &net, "c", json!([]));
+    let a = container(
+        &w,
+        &net,
+        "a",
+        json!([
+            acl(
+                "Allow",
+                "In",
+                json!({"Protocols": "6", "LocalPorts": "80", "RemoteAddresses": b.ip(), "Priority": 100})
+            ),
+            acl("Block", "In", json!({"Protocols": "6", "LocalPorts": "80,8000-8001", "Priority": 200})),
+            acl("Block", "In", json!({"Protocols": "17", "LocalPorts": "53", "Priority": 100})),
+            acl("Block", "In", json!({"Protocols": "1", "RemoteAddresses": c.ip(), "Priority": 100})),
+            acl("Block", "Out", json!({"Protocols": "6", "RemotePorts": "7020", "Priority": 100})),
+            acl("Block", "Out", json!({"Protocols": "1", "RemoteAddresses": LAN_IP, "Priority": 100})),
+        ]),
+    );
+    let _tcp: Vec<_> = [80, 81, 8001].iter().map(|p| probe::tcp_server(&a.path(), &format!("0.0.0.0:{p}"))).collect();
+    let _udp: Vec<_> = [53, 54].iter().map(|p| probe::udp_server(&a.path(), &format!("0.0.0.0:{p}"))).collect();
+    let at = |port: u16| format!("{}:{port}", a.ip());
+
+    // In: the allow at priority 100 goes before the block at 200.
+    assert_eq!(probe::tcp_seen_as(&b.path(), &at(80)).as_deref(), Some(b.ip().as_str()), "b → a:80 allowed");
+    assert_eq!(probe::tcp_seen_as(&c.path(), &at(80)), None, "c → a:80 blocked");
+    assert_eq!(probe::tcp_seen_as(&b.path(), &at(8001)), None, "a port range is blocked");
+    assert!(probe::tcp_seen_as(&c.path(), &at(81)).is_some(), "no rule: inbound TCP allowed by default");
+    assert!(probe::tcp_seen_as(&w.host_path(), &at(81)).is_some(), "host → a:81 allowed");
+    assert_eq!(probe::tcp_seen_as(&w.host_path(), &at(80)), None, "host → a:80 blocked too");
+    assert_eq!(probe::udp_seen_as(&b.path(), &at(53)), None, "UDP 53 blocked");
+    assert!(probe::udp_seen_as(&b.path(), &at(54)).is_some(), "UDP 54 allowed");
+    assert!(probe::ping(&b.path(), &a.ip()), "b pings a");
+    assert!(!probe::ping(&c.path(), &a.ip()), "c's ping blocked");
+
+    // Out: replies of allowed flows pass back in (stateful).
+    let _lan: Vec<_> = [7020, 7021].iter().map(|p| probe::tcp_server(&w.lan_path(), &format!("0.0.0.0:{p}"))).collect();
+    assert_eq!(probe::tcp_seen_as(&a.path(), &format!("{LAN_IP}:7020")), None, "a → LAN:7020 blocked");
+    assert!(probe::tcp_seen_as(&a.path(), &format!("{LAN_IP}:7021")).is_some(), "a → LAN:7021 allowed");
+    assert!(!probe::ping(&a.path(), LAN_IP), "a's ping to the LAN blocked");
+    assert!(probe::ping(&a.path(), &b.ip()), "a pings b");
+    assert!(acl_drops(&w, &a.ep) > 0, "drops are counted");
+    // The other endpoints have no ACLs and nothing in the table.
+    assert!(probe::tcp_seen_as(&a.path(), &format!("{}:9", b.ip())).is_none());
+    assert!(w.drift().is_empty(), "{:?}", w.drift());
+
+    // Deleted: its chains go with it.
+    w.client().delete(&format!("/endpoints/{}", a.ep.id)).unwrap();
+    let table = w.exec_in(&w.host_path(), &["nft", "list", "table", "inet", "cnetpol"]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(!table.contains(&a.ep.id.simple().to_string()[..16]), "{table}");
+}
+
+#[test]
+fn an_acl_change_at_run_time_keeps_open_connections_and_bad_policies_change_nothing() {
+    cnet_testkit::require_root!();
+    let mut w = World::new();
+    let net = network(&w, "nat", "NAT", &["10.121.0.0/24"]);
+    let a = container(&w, &net, "a", json!([]));
+    let b = container(&w, &net, "b", json!([]));
+    let _srv = probe::tcp_server(&a.path(), "0.0.0.0:80");
+    let target = format!("{}:80", a.ip());
+    let mut open = probe::tcp_connect(&b.path(), &target).expect("b → a before any ACL");
+
+    let block = acl("Block", "In", json!({"Id": "no-web", "Protocols": "6", "LocalPorts": "80"}));
+    patch(&w, &a.ep, "Add", json!([block.clone()])).unwrap();
+    assert_eq!(probe::tcp_seen_as(&b.path(), &target), None, "a new connection is blocked");
+    assert_eq!(open.echo("still here").unwrap(), "still here", "the open connection is not disturbed");
+
+    // Bad policies are refused with what to fix, and change nothing.
+    for (bad, want) in [
+        (acl("Block", "In", json!({"Protocols": "6", "LocalPorts": "90-80"})), "backwards"),
+        (acl("Block", "In", json!({"LocalPorts": "80"})), "need Protocols"),
+        (acl("Block", "In", json!({"RemoteAddresses": "some-set"})), "SetPolicy"),
+        (acl("Block", "In", json!({"Protocols": "6", "Colour": "red"})), "unknown field"),
+    ] {
+        let err = patch(&w, &a.ep, "Add", json!([bad])).unwrap_err().to_string();
+        assert!(err.contains(want), "{want}: {err}");
+    }
+    let now: cnet_model::Endpoint = w.client().get(&format!("/endpoints/{}", a.ep.id)).unwrap();
+    assert_eq!(now.policies.len(), 1, "{:?}", now.policies);
+
+    // The table survives a restart of cnetd and someone deleting it.
+    w.stop_daemon();
+    w.start_daemon();
+    assert_eq!(probe::tcp_seen_as(&b.path(), &target), None, "still blocked after a restart");
+    w.exec_in(&w.host_path(), &["nft", "delete", "table", "inet", "cnetpol"]);
+    let restored = (0..50).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        w.exec_in(&w.host_path(), &["nft", "list", "table", "inet", "cnetpol"]).status.success()
+    });
+    assert!(restored, "the policy table is restored");
+    assert_eq!(probe::tcp_seen_as(&b.path(), &target), None, "still blocked after the repair");
+
+    // Removed by its Id: open again.
+    patch(&w, &a.ep, "Remove", json!([acl("Block", "In", json!({"Id": "no-web"}))])).unwrap();
+    assert!(probe::tcp_seen_as(&b.path(), &target).is_some(), "open again");
+
+    // The same from the command line.
+    let ep = a.ep.id.to_string();
+    let add = ["endpoint", "acl", "add", &ep, "--id", "cli", "--action", "Block", "--direction", "In"];
+    let out =
+        w.cnet(&[&add[..], &["--protocols", "6", "--local-ports", "79-81", "--remote-addresses", &b.ip()]].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(probe::tcp_seen_as(&b.path(), &target), None, "blocked from the command line");
+    let out = w.cnet(&["endpoint", "acl", "add", &ep, "--action", "Block", "--direction", "In", "--local-ports", "80"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("need Protocols"));
+    assert!(w.cnet(&["endpoint", "acl", "remove", &ep, "--id", "cli"]).status.success());
+    assert!(probe::tcp_seen_as(&b.path(), &target).is_some(), "open again");
+    assert!(w.drift().is_empty(), "{:?}", w.drift());
+}
+
+#[test]
+fn acls_are_refused_where_the_host_never_sees_the_traffic() {
+    cnet_testkit::require_root!();
+    let w = World::new();
+    let caps: Value = w.client().get("/capabilities").unwrap();
+    if caps["Macvlan"] != json!(true) {
+        return;
+    }
+    let net: cnet_model::Network = w
+        .client()
+        .post(
+            "/networks",
+            &json!({"Name": "lan", "Type": "Transparent",
+                "Policies": [{"Type": "NetAdapterName", "Settings": {"NetworkAdapterName": "uplink0"}}],
+                "Ipams": [{"Type": "Static", "Subnets": [{"IpAddressPrefix": "198.18.0.0/24"}]}]}),
+        )
+        .unwrap();
+    let err = w
+        .client()
+        .post::<Value>(
+            "/endpoints",
+            &json!({"HostComputeNetwork": net.id, "Policies": [acl("Block", "In", json!({}))]}),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("not supported on Transparent networks"), "{err}");
+}
