@@ -11,5 +11,5 @@ cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
 cargo build --workspace --bins --quiet
 echo "== benchmark smoke run =="
-target/debug/cnet-bench --sizes 1,10 --reps 5 --churn 1,4 --churn-seconds 1 --daemon-cost --physical-reps 2 --overlay-reps 2 --dns-reps 2 --dns-seconds 1 --datapath-seconds 1 --plot "$(mktemp -d)/setup.png"
+target/debug/cnet-bench --sizes 1,10 --reps 5 --churn 1,4 --churn-seconds 1 --daemon-cost --physical-reps 2 --overlay-reps 2 --dns-reps 2 --dns-seconds 1 --datapath-seconds 1 --acl-scale 20 --plot "$(mktemp -d)/setup.png"
 cargo test --workspace
