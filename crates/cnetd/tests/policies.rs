@@ -166,3 +166,55 @@ fn acls_are_refused_where_the_host_never_sees_the_traffic() {
         .unwrap_err();
     assert!(err.to_string().contains("not supported on Transparent networks"), "{err}");
 }
+
+#[test]
+fn acls_hold_for_ipv6_too() {
+    cnet_testkit::require_root!();
+    let w = World::new();
+    let net = network(&w, "nat", "NAT", &["10.122.0.0/24", "fd00:122::/64"]);
+    let b = container(&w, &net, "b", json!([]));
+    let c = container(&w, &net, "c", json!([]));
+    let a = container(
+        &w,
+        &net,
+        "a",
+        json!([
+            acl(
+                "Block",
+                "In",
+                json!({"Protocols": "6", "LocalPorts": "80", "RemoteAddresses": format!("{}/128", c.ip6())})
+            ),
+            acl("Block", "In", json!({"Protocols": "58", "RemoteAddresses": c.ip6()})),
+            acl("Block", "Out", json!({"Protocols": "6", "RemoteAddresses": LAN_IP6, "RemotePorts": "7030"})),
+        ]),
+    );
+    let _srv = probe::tcp_server(&a.path(), "[::]:80");
+    let at = format!("[{}]:80", a.ip6());
+    assert!(probe::tcp_seen_as(&b.path(), &at).is_some(), "b → a:80 over IPv6");
+    assert_eq!(probe::tcp_seen_as(&c.path(), &at), None, "c → a:80 over IPv6 blocked");
+    assert!(probe::tcp_seen_as(&c.path(), &format!("{}:80", a.ip())).is_some(), "the IPv4 rule is not there");
+    assert!(probe::ping(&b.path(), &a.ip6()), "b pings a over IPv6 (and neighbour discovery passes)");
+    assert!(!probe::ping(&c.path(), &a.ip6()), "c's ICMPv6 echo blocked");
+    let _lan: Vec<_> = [7030, 7031].iter().map(|p| probe::tcp_server(&w.lan_path(), &format!("[::]:{p}"))).collect();
+    assert_eq!(probe::tcp_seen_as(&a.path(), &format!("[{LAN_IP6}]:7030")), None, "a → LAN:7030 over IPv6 blocked");
+    assert!(probe::tcp_seen_as(&a.path(), &format!("[{LAN_IP6}]:7031")).is_some(), "a → LAN:7031 over IPv6");
+}
+
+#[test]
+fn acls_hold_on_an_l2bridge_network() {
+    cnet_testkit::require_root!();
+    let w = World::new();
+    let net: cnet_model::Network = w
+        .client()
+        .post(
+            "/networks",
+            &json!({"Name": "l2", "Type": "L2Bridge",
+                "Policies": [{"Type": "NetAdapterName", "Settings": {"NetworkAdapterName": "uplink0"}}],
+                "Ipams": [{"Type": "Static", "Subnets": [{"IpAddressPrefix": "198.18.0.0/24"}]}]}),
+        )
+        .unwrap();
+    let a = container(&w, &net, "a", json!([acl("Block", "In", json!({"Protocols": "6", "LocalPorts": "80"}))]));
+    let _tcp: Vec<_> = [80, 81].iter().map(|p| probe::tcp_server(&a.path(), &format!("0.0.0.0:{p}"))).collect();
+    assert_eq!(probe::tcp_seen_as(&w.lan_path(), &format!("{}:80", a.ip())), None, "LAN → a:80 blocked");
+    assert!(probe::tcp_seen_as(&w.lan_path(), &format!("{}:81", a.ip())).is_some(), "LAN → a:81 allowed");
+}
