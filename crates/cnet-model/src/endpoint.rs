@@ -158,6 +158,10 @@ pub struct ProviderAddress {
 /// with this MAC, live behind `ProviderAddress`" on an Overlay network.
 pub const REMOTE_ENDPOINT: u32 = 1;
 
+/// Endpoint flag `DisableInterComputeCommunication` (DisableICC): no
+/// traffic with the other endpoints of its network.
+pub const DISABLE_ICC: u32 = 2;
+
 /// The `ProviderAddress` policy among `policies`.
 pub fn provider_in(policies: &[EndpointPolicy]) -> Option<IpAddr> {
     policies.iter().find_map(|p| match p {

@@ -90,7 +90,7 @@ fn check_subnet(s: &Subnet) -> Result<()> {
 mod acls;
 mod overlay;
 mod ports;
-pub use acls::check_acls;
+pub use acls::{check_acls, check_disable_icc};
 use overlay::check_overlay;
 pub use ports::{check_port_mappings, Publisher};
 
@@ -257,6 +257,7 @@ pub fn prepare_endpoint(ep: &mut Endpoint, net: &Network, usage: &Usage, sctp: b
     }
     check_vlan_policies(&ep.policies, net)?;
     check_acls(&ep.policies, net)?;
+    check_disable_icc(ep.flags, net)?;
     overlay::check_remote_endpoint(ep, net)?;
     if net.is_dhcp() {
         if !ep.ip_configurations.is_empty() {

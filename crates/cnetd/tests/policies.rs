@@ -218,3 +218,33 @@ fn acls_hold_on_an_l2bridge_network() {
     assert_eq!(probe::tcp_seen_as(&w.lan_path(), &format!("{}:80", a.ip())), None, "LAN → a:80 blocked");
     assert!(probe::tcp_seen_as(&w.lan_path(), &format!("{}:81", a.ip())).is_some(), "LAN → a:81 allowed");
 }
+
+#[test]
+fn disable_icc_cuts_an_endpoint_off_its_network_peers_only() {
+    cnet_testkit::require_root!();
+    let w = World::new();
+    let net = network(&w, "nat", "NAT", &["10.123.0.0/24", "fd00:123::/64"]);
+    let b = container(&w, &net, "b", json!([]));
+    let c = container(&w, &net, "c", json!([]));
+    let ns: cnet_model::Namespace = w.client().post("/namespaces", &json!({"Name": w.name("a")})).unwrap();
+    let ep: cnet_model::Endpoint = w
+        .client()
+        .post(
+            "/endpoints",
+            &json!({"HostComputeNetwork": net.id, "HostComputeNamespace": ns.id, "Flags": 2,
+                "Policies": [port_map(6, 8095, 80)]}),
+        )
+        .unwrap();
+    let a = Container { ns, ep };
+    let _srv = probe::tcp_server(&a.path(), "[::]:80");
+    let _peer = probe::tcp_server(&b.path(), "0.0.0.0:80");
+    assert!(!probe::ping(&b.path(), &a.ip()), "b → a cut");
+    assert!(!probe::ping(&a.path(), &b.ip()), "a → b cut");
+    assert!(!probe::ping(&a.path(), &b.ip6()), "a → b cut over IPv6");
+    assert_eq!(probe::tcp_seen_as(&a.path(), &format!("{}:80", b.ip())), None);
+    assert!(probe::ping(&b.path(), &c.ip()), "b ↔ c untouched");
+    assert!(probe::ping(&a.path(), LAN_IP), "a → LAN works");
+    assert!(probe::ping(&w.host_path(), &a.ip()), "host → a works");
+    assert!(probe::tcp_seen_as(&w.lan_path(), &format!("{HOST_IP}:8095")).is_some(), "a's published port works");
+    assert!(w.drift().is_empty(), "{:?}", w.drift());
+}

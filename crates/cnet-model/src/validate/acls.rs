@@ -7,6 +7,17 @@ use crate::{Network, NetworkType};
 /// At most this many ACL policies on one endpoint.
 pub const MAX_ACLS: usize = 1000;
 
+/// The flag DisableICC needs a network whose traffic passes the host's switch.
+pub fn check_disable_icc(flags: u32, net: &Network) -> Result<()> {
+    if flags & crate::endpoint::DISABLE_ICC != 0 && net.r#type == NetworkType::Transparent {
+        return Err(ApiError::unsupported(format!(
+            "the endpoint flag DisableInterComputeCommunication (2) is not supported on Transparent networks in this build ({} is one)",
+            net.name
+        )));
+    }
+    Ok(())
+}
+
 /// Each `ACL` policy is a rule the kernel can match, and the network's
 /// traffic passes the host's switch, where cnet enforces them.
 pub fn check_acls(policies: &[EndpointPolicy], net: &Network) -> Result<()> {

@@ -31,8 +31,12 @@ pub struct Program {
     /// The switch its traffic is seen on, with its addresses: the dispatch keys.
     pub switch: String,
     pub ips: Vec<IpAddr>,
+    /// Whether it has ACL rules (and so chains and dispatch elements).
+    pub has_acls: bool,
     pub rules_in: Vec<String>,
     pub rules_out: Vec<String>,
+    /// DisableICC: no traffic with the other endpoints of its switch.
+    pub isolated: bool,
 }
 
 impl Program {
@@ -45,14 +49,20 @@ impl Program {
     pub fn counter(&self) -> String {
         format!("acl_{}", self.tag)
     }
-    /// The dispatch map elements: (map, key, verdict).
-    pub fn dispatch(&self) -> Vec<(&'static str, String, String)> {
+    /// Its elements of the table's maps and sets: (map or set, key, verdict of a map).
+    pub fn dispatch(&self) -> Vec<(&'static str, String, Option<String>)> {
         let mut out = Vec::new();
         for ip in &self.ips {
-            let (i, o) = if ip.is_ipv4() { ("in4", "out4") } else { ("in6", "out6") };
+            let v4 = ip.is_ipv4();
             let key = format!("\"{}\" . {ip}", self.switch);
-            out.push((i, key.clone(), format!("jump {}", self.chain(AclDirection::In))));
-            out.push((o, key, format!("jump {}", self.chain(AclDirection::Out))));
+            if self.has_acls {
+                let (i, o) = if v4 { ("in4", "out4") } else { ("in6", "out6") };
+                out.push((i, key.clone(), Some(format!("jump {}", self.chain(AclDirection::In)))));
+                out.push((o, key.clone(), Some(format!("jump {}", self.chain(AclDirection::Out)))));
+            }
+            if self.isolated {
+                out.push((if v4 { "noicc4" } else { "noicc6" }, key, None));
+            }
         }
         out
     }
@@ -64,10 +74,17 @@ pub fn tag_of(id: Uuid) -> String {
 }
 
 /// Compiles `rules` of endpoint `id`, whose traffic passes `switch` from
-/// and to `ips`.
-pub fn compile(id: Uuid, switch: &str, ips: &[IpAddr], rules: &[AclRule]) -> Result<Program, String> {
-    let mut p =
-        Program { tag: tag_of(id), switch: switch.to_string(), ips: ips.to_vec(), rules_in: vec![], rules_out: vec![] };
+/// and to `ips` (isolated from the switch's other endpoints when `isolated`).
+pub fn compile(id: Uuid, switch: &str, ips: &[IpAddr], rules: &[AclRule], isolated: bool) -> Result<Program, String> {
+    let mut p = Program {
+        tag: tag_of(id),
+        switch: switch.to_string(),
+        ips: ips.to_vec(),
+        has_acls: !rules.is_empty(),
+        rules_in: vec![],
+        rules_out: vec![],
+        isolated,
+    };
     let mut order: Vec<&AclRule> = rules.iter().collect();
     order.sort_by_key(|r| (r.priority, r.action != AclAction::Block));
     let block = format!("counter name \"{}\" drop", p.counter());
@@ -174,6 +191,7 @@ mod tests {
             "cnb0",
             &["10.0.0.2".parse().unwrap()],
             rules,
+            false,
         )
         .unwrap()
     }
@@ -220,7 +238,16 @@ mod tests {
             p.rules_out,
             vec!["meta l4proto 1 ip daddr 192.0.2.1/32 return", "meta l4proto 58 ip6 daddr 2001:db8::/64 return"]
         );
-        assert_eq!(p.dispatch()[0], ("in4", "\"cnb0\" . 10.0.0.2".to_string(), "jump ep_abcdef0123456789_in".into()));
+        assert_eq!(
+            p.dispatch()[0],
+            ("in4", "\"cnb0\" . 10.0.0.2".to_string(), Some("jump ep_abcdef0123456789_in".into()))
+        );
+        let isolated = compile(Uuid::nil(), "cnb0", &["fd00::2".parse().unwrap()], &[], true).unwrap();
+        assert_eq!(
+            isolated.dispatch(),
+            vec![("noicc6", "\"cnb0\" . fd00::2".to_string(), None)],
+            "no chains without ACLs"
+        );
     }
 
     #[test]
@@ -229,7 +256,7 @@ mod tests {
         let addrs: Vec<String> = (1..=60).map(|i| format!("10.9.0.{i}")).collect();
         let r = rule(serde_json::json!({"Action": "Allow", "Direction": "In", "Protocols": "6",
             "LocalPorts": ports.join(","), "RemoteAddresses": addrs.join(",")}));
-        let err = compile(Uuid::nil(), "b", &[], &[r]).unwrap_err();
+        let err = compile(Uuid::nil(), "b", &[], &[r], false).unwrap_err();
         assert!(err.contains("prefixes and port ranges"), "{err}");
     }
 }

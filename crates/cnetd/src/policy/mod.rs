@@ -47,6 +47,8 @@ pub const SKELETON: &str = r#"table inet cnetpol {
   map out4 { type ifname . ipv4_addr : verdict; }
   map in6 { type ifname . ipv6_addr : verdict; }
   map out6 { type ifname . ipv6_addr : verdict; }
+  set noicc4 { type ifname . ipv4_addr; }
+  set noicc6 { type ifname . ipv6_addr; }
   set alive { type ipv4_addr; elements = { 127.0.0.1 } }
   chain prerouting { type filter hook prerouting priority -150; policy accept;
     ct state established,related accept
@@ -56,6 +58,10 @@ pub const SKELETON: &str = r#"table inet cnetpol {
   }
   chain forward { type filter hook forward priority -10; policy accept;
     ct state established,related accept
+    meta nfproto ipv4 iifname . ip saddr @noicc4 oifname . ip saddr @noicc4 counter drop
+    meta nfproto ipv4 iifname . ip daddr @noicc4 oifname . ip daddr @noicc4 counter drop
+    meta nfproto ipv6 iifname . ip6 saddr @noicc6 oifname . ip6 saddr @noicc6 counter drop
+    meta nfproto ipv6 iifname . ip6 daddr @noicc6 oifname . ip6 daddr @noicc6 counter drop
     meta nfproto ipv4 oifname . ip daddr vmap @in4
     meta nfproto ipv6 oifname . ip6 daddr vmap @in6
   }
@@ -84,15 +90,16 @@ pub struct Policies {
     model: Mutex<Model>,
 }
 
-/// The compiled ACLs of `ep` on `net`, or `None` when it has none.
+/// The compiled policies of `ep` on `net`, or `None` when it has none.
 pub fn program_of(ep: &EndpointRecord, net: &NetworkRecord) -> DpResult<Option<Program>> {
     let invalid = |reason: String| DataplaneError::Invalid { what: format!("endpoint {}", ep.display_name()), reason };
     let rules = acls_in(&ep.policies).map(|a| a.rule()).collect::<Result<Vec<_>, _>>().map_err(invalid)?;
-    if rules.is_empty() {
+    let isolated = ep.flags & cnet_model::endpoint::DISABLE_ICC != 0;
+    if rules.is_empty() && !isolated {
         return Ok(None);
     }
     let ips: Vec<_> = ep.ips().collect();
-    acl::compile(ep.id, &net.bridge, &ips, &rules).map(Some).map_err(invalid)
+    acl::compile(ep.id, &net.bridge, &ips, &rules, isolated).map(Some).map_err(invalid)
 }
 
 impl Policies {
@@ -188,48 +195,71 @@ fn load_script<'a>(programs: impl Iterator<Item = &'a Program>) -> String {
     s
 }
 
-/// Brings endpoint `new.tag`'s chains and dispatch elements from `old` to `new`.
+/// `key` or `key : verdict`.
+fn element(key: &str, verdict: &Option<String>) -> String {
+    match verdict {
+        Some(v) => format!("{key} : {v}"),
+        None => key.to_string(),
+    }
+}
+
+/// Brings endpoint `new.tag`'s chains and elements from `old` to `new`.
 pub fn set_script(new: &Program, old: Option<&Program>) -> String {
     let mut s = String::new();
-    for dir in [AclDirection::In, AclDirection::Out] {
-        let _ = writeln!(s, "add chain inet {TABLE} {}", new.chain(dir));
-        let _ = writeln!(s, "flush chain inet {TABLE} {}", new.chain(dir));
-    }
-    let _ = writeln!(s, "add counter inet {TABLE} {}", new.counter());
-    for (dir, rules) in [(AclDirection::In, &new.rules_in), (AclDirection::Out, &new.rules_out)] {
-        for r in rules {
-            let _ = writeln!(s, "add rule inet {TABLE} {} {r}", new.chain(dir));
+    if new.has_acls {
+        for dir in [AclDirection::In, AclDirection::Out] {
+            let _ = writeln!(s, "add chain inet {TABLE} {}", new.chain(dir));
+            let _ = writeln!(s, "flush chain inet {TABLE} {}", new.chain(dir));
+        }
+        let _ = writeln!(s, "add counter inet {TABLE} {}", new.counter());
+        for (dir, rules) in [(AclDirection::In, &new.rules_in), (AclDirection::Out, &new.rules_out)] {
+            for r in rules {
+                let _ = writeln!(s, "add rule inet {TABLE} {} {r}", new.chain(dir));
+            }
         }
     }
     let wanted = new.dispatch();
-    for (map, key, verdict) in old.map(|o| o.dispatch()).unwrap_or_default() {
-        if !wanted.iter().any(|(m, k, _)| *m == map && *k == key) {
-            // Added first, so that deleting one that is gone succeeds.
-            let _ = writeln!(s, "add element inet {TABLE} {map} {{ {key} : {verdict} }}");
-            let _ = writeln!(s, "delete element inet {TABLE} {map} {{ {key} }}");
-        }
+    let gone: Vec<_> = old
+        .map(|o| o.dispatch())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(m, k, _)| !wanted.iter().any(|(wm, wk, _)| wm == m && wk == k))
+        .collect();
+    remove_elements(&mut s, &gone);
+    for (set, key, verdict) in &wanted {
+        let _ = writeln!(s, "add element inet {TABLE} {set} {{ {} }}", element(key, verdict));
     }
-    for (map, key, verdict) in wanted {
-        let _ = writeln!(s, "add element inet {TABLE} {map} {{ {key} : {verdict} }}");
+    if let Some(old) = old.filter(|o| o.has_acls && !new.has_acls) {
+        remove_chains(&mut s, old);
     }
     s
 }
 
-/// Removes endpoint `old.tag`'s dispatch elements, chains and counter.
-pub fn remove_script(old: &Program) -> String {
-    let mut s = String::new();
+/// Deletes `elems`; each is added first, so that deleting one that is gone succeeds.
+fn remove_elements(s: &mut String, elems: &[(&'static str, String, Option<String>)]) {
+    for (set, key, verdict) in elems {
+        let _ = writeln!(s, "add element inet {TABLE} {set} {{ {} }}", element(key, verdict));
+        let _ = writeln!(s, "delete element inet {TABLE} {set} {{ {key} }}");
+    }
+}
+
+/// Deletes `old`'s chains and counter (nothing refers to them any more).
+fn remove_chains(s: &mut String, old: &Program) {
     for dir in [AclDirection::In, AclDirection::Out] {
         let _ = writeln!(s, "add chain inet {TABLE} {}", old.chain(dir));
-    }
-    for (map, key, verdict) in old.dispatch() {
-        let _ = writeln!(s, "add element inet {TABLE} {map} {{ {key} : {verdict} }}");
-        let _ = writeln!(s, "delete element inet {TABLE} {map} {{ {key} }}");
-    }
-    for dir in [AclDirection::In, AclDirection::Out] {
         let _ = writeln!(s, "flush chain inet {TABLE} {}", old.chain(dir));
         let _ = writeln!(s, "delete chain inet {TABLE} {}", old.chain(dir));
     }
     let _ = writeln!(s, "add counter inet {TABLE} {}", old.counter());
     let _ = writeln!(s, "delete counter inet {TABLE} {}", old.counter());
+}
+
+/// Removes endpoint `old.tag`'s elements, chains and counter.
+pub fn remove_script(old: &Program) -> String {
+    let mut s = String::new();
+    remove_elements(&mut s, &old.dispatch());
+    if old.has_acls {
+        remove_chains(&mut s, old);
+    }
     s
 }
