@@ -148,15 +148,7 @@ fn acls_are_refused_where_the_host_never_sees_the_traffic() {
     if caps["Macvlan"] != json!(true) {
         return;
     }
-    let net: cnet_model::Network = w
-        .client()
-        .post(
-            "/networks",
-            &json!({"Name": "lan", "Type": "Transparent",
-                "Policies": [{"Type": "NetAdapterName", "Settings": {"NetworkAdapterName": "uplink0"}}],
-                "Ipams": [{"Type": "Static", "Subnets": [{"IpAddressPrefix": "198.18.0.0/24"}]}]}),
-        )
-        .unwrap();
+    let net = physical_network(&w, "lan", "Transparent");
     let err = w
         .client()
         .post::<Value>(
@@ -204,15 +196,7 @@ fn acls_hold_for_ipv6_too() {
 fn acls_hold_on_an_l2bridge_network() {
     cnet_testkit::require_root!();
     let w = World::new();
-    let net: cnet_model::Network = w
-        .client()
-        .post(
-            "/networks",
-            &json!({"Name": "l2", "Type": "L2Bridge",
-                "Policies": [{"Type": "NetAdapterName", "Settings": {"NetworkAdapterName": "uplink0"}}],
-                "Ipams": [{"Type": "Static", "Subnets": [{"IpAddressPrefix": "198.18.0.0/24"}]}]}),
-        )
-        .unwrap();
+    let net = physical_network(&w, "l2", "L2Bridge");
     let a = container(&w, &net, "a", json!([acl("Block", "In", json!({"Protocols": "6", "LocalPorts": "80"}))]));
     let _tcp: Vec<_> = [80, 81].iter().map(|p| probe::tcp_server(&a.path(), &format!("0.0.0.0:{p}"))).collect();
     assert_eq!(probe::tcp_seen_as(&w.lan_path(), &format!("{}:80", a.ip())), None, "LAN → a:80 blocked");

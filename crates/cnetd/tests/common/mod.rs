@@ -46,3 +46,15 @@ pub fn container(w: &World, net: &Network, short: &str, policies: Value) -> Cont
 pub fn port_map(proto: u32, ext: u16, int: u16) -> Value {
     json!({"Type": "PortMapping", "Settings": {"Protocol": proto, "ExternalPort": ext, "InternalPort": int}})
 }
+
+/// A network of type `ty` on the test host's LAN uplink (`uplink0`, 198.18.0.0/24).
+pub fn physical_network(w: &World, name: &str, ty: &str) -> Network {
+    w.client()
+        .post(
+            "/networks",
+            &json!({"Name": name, "Type": ty,
+                "Policies": [{"Type": "NetAdapterName", "Settings": {"NetworkAdapterName": "uplink0"}}],
+                "Ipams": [{"Type": "Static", "Subnets": [{"IpAddressPrefix": "198.18.0.0/24"}]}]}),
+        )
+        .unwrap_or_else(|e| panic!("create network {name}: {e}"))
+}
