@@ -29,7 +29,9 @@ use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use crate::nfnetlink::{self, nest, put, Nfnl, NFGENMSG_LEN, NLA_F_NESTED, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
+use crate::nfnetlink::{
+    self, attributes, nest, put, Nfnl, NFGENMSG_LEN, NLA_F_NESTED, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
+};
 use crate::{DataplaneError, ErrorKind, Result};
 
 /// A set of conntrack entries; a field that is None matches anything. At least one field must be set.
@@ -230,20 +232,6 @@ fn delete_request(seq: u32, e: &Entry) -> Vec<u8> {
 // Parsing.
 
 /// The attributes in `buf`: raw type (flags included) and value.
-fn attributes(mut buf: &[u8]) -> std::result::Result<Vec<(u16, &[u8])>, String> {
-    let mut out = Vec::new();
-    while buf.len() >= 4 {
-        let len = usize::from(u16::from_ne_bytes([buf[0], buf[1]]));
-        let kind = u16::from_ne_bytes([buf[2], buf[3]]);
-        if len < 4 || len > buf.len() {
-            return Err(format!("an attribute of type {kind} claims {len} bytes, {} are left", buf.len()));
-        }
-        out.push((kind, &buf[4..len]));
-        buf = &buf[len.next_multiple_of(4).min(buf.len())..];
-    }
-    Ok(out)
-}
-
 fn ip(kind: u16, value: &[u8]) -> std::result::Result<IpAddr, String> {
     match (<[u8; 4]>::try_from(value), <[u8; 16]>::try_from(value)) {
         (Ok(v4), _) if matches!(kind, CTA_IP_V4_SRC | CTA_IP_V4_DST) => Ok(IpAddr::V4(Ipv4Addr::from(v4))),

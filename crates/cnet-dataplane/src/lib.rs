@@ -29,6 +29,7 @@ pub mod netlink;
 pub mod netns;
 mod nfnetlink;
 pub mod nft;
+pub mod nftobj;
 pub mod probe;
 pub mod reaper;
 pub mod sysctl;

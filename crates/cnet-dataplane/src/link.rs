@@ -344,6 +344,11 @@ pub fn link(netns: Option<&str>, name: &str) -> Result<Option<LinkInfo>> {
     rtnl(netns)?.link(name)
 }
 
+/// A link's traffic counters, or `None` when it does not exist.
+pub fn link_stats(netns: Option<&str>, name: &str) -> Result<Option<crate::types::LinkStats>> {
+    rtnl(netns)?.link_stats(name)
+}
+
 /// Global-scope addresses of a link; an error of kind
 /// [`ErrorKind::NotFound`] when there is no such link.
 pub fn addresses(netns: Option<&str>, dev: &str) -> Result<Vec<Addr>> {

@@ -442,6 +442,24 @@ impl Rtnl {
         Ok(Some(info))
     }
 
+    /// A link's traffic counters, or `None` when there is no such link.
+    pub fn link_stats(&mut self, name: &str) -> Result<Option<crate::types::LinkStats>> {
+        let Some(m) = self.get_link(by_name(name), || format!("reading the counters of link {name}"))? else {
+            return Ok(None);
+        };
+        Ok(m.attributes.iter().find_map(|a| match a {
+            LinkAttribute::Stats64(s) => Some(crate::types::LinkStats {
+                rx_bytes: s.rx_bytes,
+                rx_packets: s.rx_packets,
+                tx_bytes: s.tx_bytes,
+                tx_packets: s.tx_packets,
+                rx_dropped: s.rx_dropped,
+                tx_dropped: s.tx_dropped,
+            }),
+            _ => None,
+        }))
+    }
+
     /// Every link of the namespace, from one dump; masters resolved to names
     /// from the same dump.
     pub fn links(&mut self) -> Result<Vec<LinkInfo>> {

@@ -54,6 +54,22 @@ pub fn message(subsys: u16, msg_type: u8, flags: u16, seq: u32, family: u8, attr
     buf
 }
 
+/// The (kind, value) attributes in `buf`, as the kernel packs them (the kind
+/// with its flags).
+pub fn attributes(mut buf: &[u8]) -> std::result::Result<Vec<(u16, &[u8])>, String> {
+    let mut out = Vec::new();
+    while buf.len() >= 4 {
+        let len = usize::from(u16::from_ne_bytes([buf[0], buf[1]]));
+        let kind = u16::from_ne_bytes([buf[2], buf[3]]);
+        if len < 4 || len > buf.len() {
+            return Err(format!("an attribute of type {kind} claims {len} bytes, {} are left", buf.len()));
+        }
+        out.push((kind, &buf[4..len]));
+        buf = &buf[len.next_multiple_of(4).min(buf.len())..];
+    }
+    Ok(out)
+}
+
 /// A netfilter netlink socket in the calling thread's namespace.
 pub struct Nfnl {
     socket: Socket,

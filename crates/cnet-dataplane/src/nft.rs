@@ -320,9 +320,10 @@ pub fn has_address(table: &str, set: &str, ip: std::net::IpAddr) -> Result<bool>
         // ENOENT: no such element (a missing set or table says ENOENT too).
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
             // Tell a missing element from a missing table by the table.
-            match table_terse("inet", table)? {
-                Some(_) => Ok(false),
-                None => Err(failed(e)),
+            // (one netlink lookup: a listing costs a ruleset cache fetch).
+            match crate::nftobj::table_exists(crate::nftobj::Family::Inet, table)? {
+                true => Ok(false),
+                false => Err(failed(e)),
             }
         }
         Err(e) => Err(failed(e)),

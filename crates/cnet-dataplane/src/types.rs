@@ -213,6 +213,17 @@ pub struct LinkInfo {
     pub mtu: u32,
 }
 
+/// A link's traffic counters (`IFLA_STATS64`), as the link sees them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    pub rx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_bytes: u64,
+    pub tx_packets: u64,
+    pub rx_dropped: u64,
+    pub tx_dropped: u64,
+}
+
 /// An endpoint's adapter as seen inside its namespace.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Inside {

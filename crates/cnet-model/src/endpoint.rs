@@ -138,11 +138,15 @@ pub enum EndpointPolicy {
     /// A firewall rule for the endpoint's traffic.
     #[serde(rename = "ACL")]
     Acl(crate::acl::AclPolicy),
+    /// Source translation of the endpoint's outbound traffic.
+    #[serde(rename = "OutBoundNAT")]
+    OutboundNat(crate::nat::OutboundNatPolicy),
 }
 
 impl EndpointPolicy {
     /// Policy types this build understands.
-    pub const SUPPORTED: [&'static str; 5] = ["PortMapping", "InterfaceParameters", "VLAN", "ProviderAddress", "ACL"];
+    pub const SUPPORTED: [&'static str; 6] =
+        ["PortMapping", "InterfaceParameters", "VLAN", "ProviderAddress", "ACL", "OutBoundNAT"];
 }
 
 /// `ProviderAddress` settings: the underlay address of the host (or
@@ -161,6 +165,11 @@ pub const REMOTE_ENDPOINT: u32 = 1;
 /// Endpoint flag `DisableInterComputeCommunication` (DisableICC): no
 /// traffic with the other endpoints of its network.
 pub const DISABLE_ICC: u32 = 2;
+
+/// Endpoint flag `AllowSpoofing`, a Linux extension: the endpoint may send
+/// from any MAC and address (a router or VPN container). Without it, cnet
+/// drops what an endpoint sends from another MAC or address.
+pub const ALLOW_SPOOFING: u32 = 1 << 16;
 
 /// The `ProviderAddress` policy among `policies`.
 pub fn provider_in(policies: &[EndpointPolicy]) -> Option<IpAddr> {
@@ -262,6 +271,14 @@ pub fn vlan_in(policies: &[EndpointPolicy]) -> Option<crate::network::Isolation>
 }
 
 /// The `ACL` policies among `policies`.
+/// The `OutBoundNAT` policies among `policies`.
+pub fn outbound_nats_in(policies: &[EndpointPolicy]) -> impl Iterator<Item = &crate::nat::OutboundNatPolicy> {
+    policies.iter().filter_map(|p| match p {
+        EndpointPolicy::OutboundNat(n) => Some(n),
+        _ => None,
+    })
+}
+
 pub fn acls_in(policies: &[EndpointPolicy]) -> impl Iterator<Item = &crate::acl::AclPolicy> {
     policies.iter().filter_map(|p| match p {
         EndpointPolicy::Acl(a) => Some(a),

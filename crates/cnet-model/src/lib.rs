@@ -20,8 +20,10 @@ pub mod findings;
 pub mod modify;
 pub mod names;
 pub mod namespace;
+pub mod nat;
 pub mod net;
 pub mod network;
+pub mod stats;
 pub mod validate;
 
 pub use endpoint::{Endpoint, EndpointPolicy, EndpointState, IpConfig, PortMapping};

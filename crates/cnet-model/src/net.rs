@@ -147,6 +147,15 @@ impl<'de> Deserialize<'de> for Protocol {
     }
 }
 
+/// An address or a prefix (`10.0.0.7` is `10.0.0.7/32`), with the host
+/// bits cleared; `None` when it is neither.
+pub fn parse_prefix(s: &str) -> Option<ipnet::IpNet> {
+    match s.parse::<ipnet::IpNet>() {
+        Ok(n) => Some(n.trunc()),
+        Err(_) => s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

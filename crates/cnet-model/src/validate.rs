@@ -88,9 +88,11 @@ fn check_subnet(s: &Subnet) -> Result<()> {
 
 /// Checks a network request against the rules and the networks that exist.
 mod acls;
+mod nat;
 mod overlay;
 mod ports;
 pub use acls::{check_acls, check_disable_icc};
+pub use nat::check_outbound_nat;
 use overlay::check_overlay;
 pub use ports::{check_port_mappings, Publisher};
 
@@ -257,6 +259,7 @@ pub fn prepare_endpoint(ep: &mut Endpoint, net: &Network, usage: &Usage, sctp: b
     }
     check_vlan_policies(&ep.policies, net)?;
     check_acls(&ep.policies, net)?;
+    check_outbound_nat(&ep.policies, net)?;
     check_disable_icc(ep.flags, net)?;
     overlay::check_remote_endpoint(ep, net)?;
     if net.is_dhcp() {

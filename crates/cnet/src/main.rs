@@ -153,7 +153,12 @@ enum EndpointCmd {
         #[arg(long)]
         namespace: Option<String>,
     },
+    /// The endpoint as JSON, with its traffic statistics (`Statistics`) when attached.
     Show {
+        endpoint: String,
+    },
+    /// An endpoint's traffic statistics: bytes, packets, drops by reason.
+    Stats {
         endpoint: String,
     },
     Delete {
@@ -482,7 +487,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             EndpointCmd::Show { endpoint } => {
                 let ep: Endpoint = c.get(&format!("/endpoints/{}", escape(&endpoint)))?;
-                print_json(&ep);
+                let mut shown = serde_json::to_value(&ep).expect("serialisable");
+                if ep.host_compute_namespace.is_some() || ep.host_interface_name.is_some() {
+                    if let Ok(stats) = c.get::<serde_json::Value>(&format!("/endpoints/{}/stats", ep.id)) {
+                        shown["Statistics"] = stats;
+                    }
+                }
+                print_json(&shown);
+            }
+            EndpointCmd::Stats { endpoint } => {
+                let st: cnet_model::stats::EndpointStats = c.get(&format!("/endpoints/{}/stats", escape(&endpoint)))?;
+                show(out, &st, views::stats_text);
             }
             EndpointCmd::Delete { endpoints } => {
                 for e in endpoints {

@@ -113,6 +113,27 @@ pub fn dns_table(names: &[DnsName]) -> String {
     table::render(&["NAME", "ADDRESSES"], &rows)
 }
 
+/// An endpoint's statistics: one row each way, then the policy drops.
+pub fn stats_text(st: &cnet_model::stats::EndpointStats) -> String {
+    let rows = vec![
+        vec![
+            "received".into(),
+            st.bytes_received.to_string(),
+            st.packets_received.to_string(),
+            st.dropped_packets_incoming.to_string(),
+        ],
+        vec![
+            "sent".into(),
+            st.bytes_sent.to_string(),
+            st.packets_sent.to_string(),
+            st.dropped_packets_outgoing.to_string(),
+        ],
+    ];
+    let d = &st.policy_drops;
+    table::render(&["DIRECTION", "BYTES", "PACKETS", "DROPPED"], &rows)
+        + &format!("policy drops: acl {}, spoofing {}, qos {}\n", d.acl, d.spoofing, d.qos)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

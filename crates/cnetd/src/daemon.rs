@@ -80,8 +80,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let w = watch.clone();
-            match tokio::task::spawn_blocking(move || w.firewall.check_and_repair().and(w.policies.check_and_repair()))
-                .await
+            match tokio::task::spawn_blocking(move || {
+                w.firewall.check_and_repair().and(w.policies.check_and_repair()).and(w.guards.check_and_repair())
+            })
+            .await
             {
                 Ok(Err(e)) => tracing::warn!("firewall check failed: {e}"),
                 Err(e) => tracing::warn!("firewall check panicked: {e}"),

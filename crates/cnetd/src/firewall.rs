@@ -48,6 +48,16 @@ const SKELETON: &str = r#"table inet cnet {
   set vxports { type inet_service; }
   set vteps4 { type ipv4_addr; }
   set vteps6 { type ipv6_addr; }
+  set onat_exc4 { type ipv4_addr . ipv4_addr; flags interval; }
+  set onat_exc6 { type ipv6_addr . ipv6_addr; flags interval; }
+  set onat_only4 { type ipv4_addr; }
+  set onat_only6 { type ipv6_addr; }
+  set onat_dst4 { type ipv4_addr . ipv4_addr; flags interval; }
+  set onat_dst6 { type ipv6_addr . ipv6_addr; flags interval; }
+  map onat_vip4 { type ipv4_addr : ipv4_addr; }
+  map onat_vip6 { type ipv6_addr : ipv6_addr; }
+  set onat_masq4 { type ipv4_addr; }
+  set onat_masq6 { type ipv6_addr; }
   chain tunnels { type filter hook input priority -10; policy accept;
     udp dport @vxports ip saddr != @vteps4 counter drop
     udp dport @vxports ip6 saddr != @vteps6 counter drop
@@ -74,6 +84,14 @@ const SKELETON: &str = r#"table inet cnet {
     ct status dnat ip saddr 127.0.0.0/8 masquerade
     ct status dnat ip saddr @masq4 ip daddr @masq4 masquerade
     ct status dnat ip6 saddr @masq6 ip6 daddr @masq6 masquerade
+    ip saddr . ip daddr @onat_exc4 return
+    ip6 saddr . ip6 daddr @onat_exc6 return
+    ip saddr @onat_only4 ip saddr . ip daddr != @onat_dst4 return
+    ip6 saddr @onat_only6 ip6 saddr . ip6 daddr != @onat_dst6 return
+    oifname != @bridges snat ip to ip saddr map @onat_vip4
+    oifname != @bridges snat ip6 to ip6 saddr map @onat_vip6
+    ip saddr @onat_masq4 oifname != @bridges masquerade fully-random
+    ip6 saddr @onat_masq6 oifname != @bridges masquerade fully-random
     ip saddr @masq4 oifname != @bridges masquerade fully-random
     ip6 saddr @masq6 oifname != @bridges masquerade fully-random
   }
@@ -128,8 +146,55 @@ pub fn tunnel_elems(ports: &std::collections::BTreeSet<u16>, peers: &[IpAddr]) -
     out
 }
 
-/// The elements an attached endpoint contributes: its port mappings, one per
-/// port and address family.
+/// The elements an attached endpoint contributes: its port mappings and its
+/// outbound NAT.
+pub fn endpoint_elems(ep: &EndpointRecord) -> Vec<FwElem> {
+    let mut out = port_mapping_elems(ep);
+    out.extend(outbound_nat_elems(ep));
+    out
+}
+
+/// An endpoint's `OutBoundNAT`, per address of the endpoint: its exceptions
+/// (`onat_exc`), its destinations (`onat_only` + `onat_dst`), then either
+/// its VirtualIP (`onat_vip`) or the host's address (`onat_masq`), for the
+/// postrouting rules before the network's own masquerade.
+pub fn outbound_nat_elems(ep: &EndpointRecord) -> Vec<FwElem> {
+    let mut out = Vec::new();
+    let Some(rule) = cnet_model::endpoint::outbound_nats_in(&ep.policies).next().and_then(|n| n.rule().ok()) else {
+        return out;
+    };
+    let elem = |set, key: String, value: Option<String>| FwElem { set, key, value };
+    for ip in ep.ips() {
+        let v4 = ip.is_ipv4();
+        let f = |a, b| if v4 { a } else { b };
+        let same = |n: &&ipnet::IpNet| n.addr().is_ipv4() == v4;
+        for n in rule.exceptions.iter().filter(same) {
+            out.push(elem(f("onat_exc4", "onat_exc6"), format!("{ip} . {}", nft_prefix(n)), None));
+        }
+        if !rule.destinations.is_empty() {
+            out.push(elem(f("onat_only4", "onat_only6"), ip.to_string(), None));
+            for n in rule.destinations.iter().filter(same) {
+                out.push(elem(f("onat_dst4", "onat_dst6"), format!("{ip} . {}", nft_prefix(n)), None));
+            }
+        }
+        match rule.virtual_ip.filter(|vip| vip.is_ipv4() == v4) {
+            Some(vip) => out.push(elem(f("onat_vip4", "onat_vip6"), ip.to_string(), Some(vip.to_string()))),
+            None => out.push(elem(f("onat_masq4", "onat_masq6"), ip.to_string(), None)),
+        }
+    }
+    out
+}
+
+/// A prefix as nft lists it: a single address without its length.
+fn nft_prefix(n: &ipnet::IpNet) -> String {
+    if n.prefix_len() == n.max_prefix_len() {
+        n.addr().to_string()
+    } else {
+        n.to_string()
+    }
+}
+
+/// An endpoint's port mappings, one element per port and address family.
 pub fn port_mapping_elems(ep: &EndpointRecord) -> Vec<FwElem> {
     let mut out = Vec::new();
     for m in ep.port_mappings() {

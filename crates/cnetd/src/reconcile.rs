@@ -49,12 +49,14 @@ pub fn startup(svc: &Service) -> Result<StartupReport> {
         svc.firewall.preload(net.id, svc.driver(net)?.firewall(net));
     }
     for ep in o.endpoints.values().map(|s| &s.record).filter(|e| e.in_kernel()) {
-        svc.firewall.preload(ep.id, firewall::port_mapping_elems(ep));
+        svc.firewall.preload(ep.id, firewall::endpoint_elems(ep));
         if let Some(net) = o.networks.get(&ep.network) {
             svc.policies.preload(ep, &net.record);
+            svc.guards.preload(ep, &net.record);
         }
     }
     svc.policies.reload().map_err(kernel("loading the nftables policy table"))?;
+    svc.guards.reload().map_err(kernel("loading the nftables anti-spoofing table"))?;
     if o.networks.is_empty() {
         let _ = svc.firewall.delete_if_unused();
     } else {

@@ -8,6 +8,7 @@
 pub mod wire;
 
 use cnet_model::cluster::{ClusterBlock, ClusterHost, ClusterStatus};
+use cnet_model::stats::{DropCounts, EndpointStats};
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -229,6 +230,12 @@ async fn check_endpoint(State(svc): Svc, Path(id): Path<String>) -> Answer<Endpo
     ok(EndpointCheck { drift })
 }
 
+#[utoipa::path(get, path = "/endpoints/{id}/stats", params(("id" = String, Path)),
+    responses((status = 200, body = EndpointStats), (status = "4XX", body = ApiError)))]
+async fn endpoint_stats(State(svc): Svc, Path(id): Path<String>) -> Answer<EndpointStats> {
+    ok(blocking(svc, move |s| s.endpoint_stats(&id)).await?)
+}
+
 #[utoipa::path(delete, path = "/endpoints/{id}", params(("id" = String, Path)), responses((status = 200, body = Success)))]
 async fn delete_endpoint(State(svc): Svc, Path(id): Path<String>) -> Answer<Success> {
     blocking(svc, move |s| s.delete_endpoint(&id)).await?;
@@ -295,6 +302,7 @@ async fn delete_namespace(State(svc): Svc, Path(id): Path<String>) -> Answer<Suc
         list_endpoints,
         get_endpoint,
         modify_endpoint,
+        endpoint_stats,
         delete_endpoint,
         create_namespace,
         list_namespaces,
@@ -313,6 +321,8 @@ async fn delete_namespace(State(svc): Svc, Path(id): Path<String>) -> Answer<Suc
         ClusterBlock,
         DiagReport,
         EndpointCheck,
+        EndpointStats,
+        DropCounts,
         Finding,
         FindingKind,
         Subject,
@@ -347,6 +357,7 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route("/endpoints", get(list_endpoints).post(create_endpoint))
         .route("/endpoints/{id}", get(get_endpoint).patch(modify_endpoint).delete(delete_endpoint))
         .route("/endpoints/{id}/check", get(check_endpoint))
+        .route("/endpoints/{id}/stats", get(endpoint_stats))
         .route("/namespaces", get(list_namespaces).post(create_namespace))
         .route("/namespaces/{id}", get(get_namespace).patch(modify_namespace).delete(delete_namespace))
         .fallback(fallback)

@@ -221,6 +221,9 @@ impl Dataplane for Kernel {
     fn link(&self, name: &str) -> DpResult<Option<LinkInfo>> {
         link::link(None, name)
     }
+    fn link_stats(&self, netns: Option<&str>, name: &str) -> DpResult<Option<cnet_dataplane::types::LinkStats>> {
+        link::link_stats(netns, name)
+    }
     fn addresses(&self, dev: &str) -> DpResult<Vec<Addr>> {
         link::addresses(None, dev)
     }
@@ -273,11 +276,15 @@ impl Dataplane for Kernel {
     fn pol_apply(&self, script: &str) -> DpResult<()> {
         nft::apply(script)
     }
-    fn pol_alive(&self) -> DpResult<bool> {
-        match nft::has_address(crate::policy::TABLE, "alive", std::net::Ipv4Addr::LOCALHOST.into()) {
-            Err(e) if e.kind() == cnet_dataplane::ErrorKind::NotFound => Ok(false),
-            other => other,
-        }
+    fn pol_exists(&self, family: cnet_dataplane::nftobj::Family) -> DpResult<bool> {
+        cnet_dataplane::nftobj::table_exists(family, crate::policy::TABLE)
+    }
+    fn pol_counter(
+        &self,
+        family: cnet_dataplane::nftobj::Family,
+        name: &str,
+    ) -> DpResult<Option<cnet_dataplane::nftobj::Counter>> {
+        cnet_dataplane::nftobj::counter(family, crate::policy::TABLE, name)
     }
     fn foreign_drop_chains(&self) -> DpResult<Vec<String>> {
         nft::foreign_drop_chains(TABLE)

@@ -148,6 +148,8 @@ pub trait Dataplane: Send + Sync {
     fn releasing(&self) -> bool;
     fn links(&self) -> DpResult<Vec<LinkInfo>>;
     fn link(&self, name: &str) -> DpResult<Option<LinkInfo>>;
+    /// A link's traffic counters, in `netns` (a path) or cnetd's own namespace.
+    fn link_stats(&self, netns: Option<&str>, name: &str) -> DpResult<Option<cnet_dataplane::types::LinkStats>>;
     /// Global-scope addresses of a host link.
     fn addresses(&self, dev: &str) -> DpResult<Vec<Addr>>;
     fn delete_address(&self, dev: &str, addr: Addr) -> DpResult<()>;
@@ -174,11 +176,17 @@ pub trait Dataplane: Send + Sync {
     /// The elements of every set and map (as [`FwElem::text`] writes them),
     /// or `None` when the table is missing.
     fn fw_elements(&self) -> DpResult<Option<BTreeMap<String, Vec<String>>>>;
-    /// Runs an nft script on the policy table (`inet cnetpol`) in one
-    /// transaction: all of it or none.
+    /// Runs an nft script on the policy tables (`inet cnetpol`, `bridge
+    /// cnetpol`) in one transaction: all of it or none.
     fn pol_apply(&self, script: &str) -> DpResult<()>;
-    /// Whether the policy table is there (one lookup, no listing).
-    fn pol_alive(&self) -> DpResult<bool>;
+    /// Whether the policy table of `family` is there (one lookup, no listing).
+    fn pol_exists(&self, family: cnet_dataplane::nftobj::Family) -> DpResult<bool>;
+    /// Counter `name` of the policy table of `family`, when it is there.
+    fn pol_counter(
+        &self,
+        family: cnet_dataplane::nftobj::Family,
+        name: &str,
+    ) -> DpResult<Option<cnet_dataplane::nftobj::Counter>>;
     /// Base chains of other tables with `policy drop`.
     fn foreign_drop_chains(&self) -> DpResult<Vec<String>>;
 

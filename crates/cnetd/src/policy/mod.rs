@@ -24,6 +24,7 @@
 //!   from the model when someone deletes it ([`Policies::check_and_repair`]).
 
 pub mod acl;
+pub mod spoof;
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -40,8 +41,7 @@ use acl::Program;
 /// The table's name.
 pub const TABLE: &str = "cnetpol";
 
-/// The fixed part of the table. `alive` holds one element, so that its
-/// presence is checked with one netlink lookup.
+/// The fixed part of the table.
 pub const SKELETON: &str = r#"table inet cnetpol {
   map in4 { type ifname . ipv4_addr : verdict; }
   map out4 { type ifname . ipv4_addr : verdict; }
@@ -49,7 +49,6 @@ pub const SKELETON: &str = r#"table inet cnetpol {
   map out6 { type ifname . ipv6_addr : verdict; }
   set noicc4 { type ifname . ipv4_addr; }
   set noicc6 { type ifname . ipv6_addr; }
-  set alive { type ipv4_addr; elements = { 127.0.0.1 } }
   chain prerouting { type filter hook prerouting priority -150; policy accept;
     ct state established,related accept
     icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, nd-router-advert } accept
@@ -177,7 +176,7 @@ impl Policies {
     /// Whether the table was there; restores it when someone deleted it.
     pub fn check_and_repair(&self) -> DpResult<bool> {
         let mut model = self.model();
-        if !model.loaded || self.dp.pol_alive()? {
+        if !model.loaded || self.dp.pol_exists(cnet_dataplane::nftobj::Family::Inet)? {
             return Ok(false);
         }
         tracing::warn!("the nftables table inet {TABLE} was deleted by someone else: restoring it");

@@ -275,6 +275,7 @@ impl Service {
             )?;
             validate::check_vlan_policies(&new.policies, &net.to_wire())?;
             validate::check_acls(&new.policies, &net.to_wire())?;
+            validate::check_outbound_nat(&new.policies, &net.to_wire())?;
             if cnet_model::endpoint::vlan_in(&new.policies) != cnet_model::endpoint::vlan_in(&old.policies)
                 && new.in_kernel()
             {
@@ -295,7 +296,7 @@ impl Service {
                 self.put_endpoint_done(&old)?;
                 return Err(ServiceError::kernel("updating ACLs", e));
             }
-            if let Err(e) = self.firewall.set(new.id, firewall::port_mapping_elems(&new)) {
+            if let Err(e) = self.firewall.set(new.id, firewall::endpoint_elems(&new)) {
                 let _ = self.policies.set(&old, &net);
                 self.put_endpoint_done(&old)?;
                 return Err(ServiceError::kernel("updating port mappings", e));

@@ -17,9 +17,8 @@
 
 use cnet_model::{EndpointState, ErrorCode};
 
-use super::{not_busy, udp_to_host_ports, Service};
+use super::{not_busy, Service};
 use crate::error::{Result, ServiceError};
-use crate::firewall;
 use crate::state::{EndpointRecord, Intent, Stored};
 
 impl Service {
@@ -63,16 +62,10 @@ impl Service {
         if let Err(e) = driver.hand_off(dp, &net, &new, peer) {
             return undo(ServiceError::kernel(&format!("handing off endpoint {}", new.display_name()), e));
         }
-        if let Err(e) = self.firewall.set(new.id, firewall::port_mapping_elems(&new)) {
+        if let Err(e) = self.program_endpoint(&new, &net) {
             let _ = driver.detach(dp, &net, &new, None);
-            return undo(ServiceError::kernel("publishing ports", e));
+            return undo(e);
         }
-        if let Err(e) = self.policies.set(&new, &net) {
-            let _ = self.firewall.remove(new.id);
-            let _ = driver.detach(dp, &net, &new, None);
-            return undo(ServiceError::kernel("programming ACLs", e));
-        }
-        self.forget(&udp_to_host_ports(new.port_mappings()));
         let done = EndpointRecord { state: EndpointState::Attached, ..new };
         self.state.write(|ch| ch.put_endpoint(Stored::done(done.clone())))?;
         Ok(done)

@@ -21,6 +21,7 @@ mod leases;
 mod namespaces;
 mod networks;
 mod overlay;
+mod stats;
 
 use std::sync::Arc;
 
@@ -124,6 +125,8 @@ pub struct Service {
     pub firewall: Firewall,
     /// Endpoint policies (ACLs) in the kernel.
     pub policies: crate::policy::Policies,
+    /// Anti-spoofing of every endpoint on a host switch.
+    pub guards: crate::policy::spoof::Guards,
     pub drivers: Registry,
     pub caps: Capabilities,
     /// The DHCP renewal schedule (the leases themselves are in the records).
@@ -144,6 +147,7 @@ impl Service {
             state,
             firewall: Firewall::new(dp.clone()),
             policies: crate::policy::Policies::new(dp.clone()),
+            guards: crate::policy::spoof::Guards::new(dp.clone()),
             dp,
             drivers,
             caps,
@@ -185,16 +189,10 @@ impl Service {
             let device = driver
                 .attach_vm(dp, net, ep, &ns.vm_nic.clone().unwrap_or_default())
                 .map_err(|e| ServiceError::kernel(&format!("attaching VM endpoint {}", ep.display_name()), e))?;
-            if let Err(e) = self.firewall.set(ep.id, firewall::port_mapping_elems(ep)) {
+            if let Err(e) = self.program_endpoint(ep, net) {
                 let _ = driver.detach(dp, net, ep, None);
-                return Err(ServiceError::kernel("publishing ports", e));
+                return Err(e);
             }
-            if let Err(e) = self.policies.set(ep, net) {
-                let _ = self.firewall.remove(ep.id);
-                let _ = driver.detach(dp, net, ep, None);
-                return Err(ServiceError::kernel("programming ACLs", e));
-            }
-            self.forget(&udp_to_host_ports(ep.port_mappings()));
             return Ok(EndpointRecord { vm_device: device, ..ep.clone() });
         }
         if !self.dp.netns_exists(path) {
@@ -216,21 +214,31 @@ impl Service {
                 }
             }
         }
-        if let Err(e) = self.policies.set(&ep, net) {
+        if let Err(e) = self.program_endpoint(&ep, net) {
             self.release_lease(&ep, Some(path));
             let _ = driver.detach(dp, net, &ep, Some(path));
+            return Err(e);
+        }
+        Ok(ep)
+    }
+
+    /// Programs what an attached (or handed-off) endpoint has beyond its
+    /// adapter: its guard, its ACLs, its published ports; all or nothing.
+    pub(crate) fn program_endpoint(&self, ep: &EndpointRecord, net: &NetworkRecord) -> Result<()> {
+        self.guards.set(ep, net).map_err(|e| ServiceError::kernel("guarding against spoofing", e))?;
+        if let Err(e) = self.policies.set(ep, net) {
+            let _ = self.guards.remove(ep.id);
             return Err(ServiceError::kernel("programming ACLs", e));
         }
-        if let Err(e) = self.firewall.set(ep.id, firewall::port_mapping_elems(&ep)) {
+        if let Err(e) = self.firewall.set(ep.id, firewall::endpoint_elems(ep)) {
             let _ = self.policies.remove(ep.id);
-            self.release_lease(&ep, Some(path));
-            let _ = driver.detach(dp, net, &ep, Some(path));
+            let _ = self.guards.remove(ep.id);
             return Err(ServiceError::kernel("publishing ports", e));
         }
         // As CNI portmap does: a UDP flow to a host port that was someone
         // else's would otherwise stay DNAT'd to the old owner.
         self.forget(&udp_to_host_ports(ep.port_mappings()));
-        Ok(ep)
+        Ok(())
     }
 
     /// Removes an endpoint's kernel state: firewall elements first (no new
@@ -247,6 +255,9 @@ impl Service {
             errors.push(e.to_string());
         }
         if let Err(e) = self.policies.remove(ep.id) {
+            errors.push(e.to_string());
+        }
+        if let Err(e) = self.guards.remove(ep.id) {
             errors.push(e.to_string());
         }
         self.release_lease(ep, netns);
@@ -371,6 +382,8 @@ fn same_policy(a: &EndpointPolicy, b: &EndpointPolicy) -> bool {
         }
         // An ACL with an Id is named by it.
         (EndpointPolicy::Acl(x), EndpointPolicy::Acl(y)) if x.id.is_some() && y.id.is_some() => x.id == y.id,
+        // An endpoint has one OutBoundNAT: any names it.
+        (EndpointPolicy::OutboundNat(_), EndpointPolicy::OutboundNat(_)) => true,
         _ => a == b,
     }
 }

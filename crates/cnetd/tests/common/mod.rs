@@ -58,3 +58,14 @@ pub fn physical_network(w: &World, name: &str, ty: &str) -> Network {
         )
         .unwrap_or_else(|e| panic!("create network {name}: {e}"))
 }
+
+/// A modify request on an endpoint's policies (`kind`: Add, Remove, Update).
+pub fn patch_policies(
+    w: &World,
+    ep: &Endpoint,
+    kind: &str,
+    policies: Value,
+) -> Result<Value, cnet_client::ClientError> {
+    let body = json!({"ResourceType": "Policy", "RequestType": kind, "Settings": {"Policies": policies}});
+    w.client().patch::<Value>(&format!("/endpoints/{}", ep.id), &body)
+}

@@ -16,6 +16,7 @@ use std::io;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
+use cnet_dataplane::nftobj::{Counter, Family};
 use cnet_dataplane::{Mac, Route};
 
 mod objects;
@@ -498,6 +499,9 @@ impl Dataplane for FakeDataplane {
     fn link(&self, name: &str) -> DpResult<Option<LinkInfo>> {
         self.read(format!("link {name}"), |k| Ok(k.objects.links.get(name).map(|l| info(name, l))))
     }
+    fn link_stats(&self, _netns: Option<&str>, name: &str) -> DpResult<Option<cnet_dataplane::types::LinkStats>> {
+        self.read(format!("link_stats {name}"), |k| Ok(k.objects.links.get(name).map(|_| Default::default())))
+    }
     fn addresses(&self, dev: &str) -> DpResult<Vec<Addr>> {
         self.read(format!("addresses {dev}"), |k| match k.objects.links.get(dev) {
             Some(l) => Ok(l.addrs.clone()),
@@ -571,21 +575,18 @@ impl Dataplane for FakeDataplane {
         self.read("fw_listing".into(), |k| Ok(k.objects.table.as_ref().map(|_| k.skeleton.clone())))
     }
     fn fw_elements(&self) -> DpResult<Option<BTreeMap<String, Vec<String>>>> {
-        self.read("fw_elements".into(), |k| {
-            Ok(k.objects.table.as_ref().map(|t| {
-                let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-                for e in t {
-                    out.entry(e.set.to_string()).or_default().push(e.text());
-                }
-                out
-            }))
-        })
+        self.read("fw_elements".into(), |k| Ok(k.objects.fw_elements()))
     }
     fn pol_apply(&self, script: &str) -> DpResult<()> {
         self.step(format!("pol_apply {} lines", script.lines().count()), |k| k.objects.pol_apply(script))
     }
-    fn pol_alive(&self) -> DpResult<bool> {
-        self.read("pol_alive".into(), |k| Ok(k.objects.policy.is_some()))
+    fn pol_exists(&self, family: Family) -> DpResult<bool> {
+        self.read(format!("pol_exists {family:?}"), |k| Ok(k.objects.pol_exists(family)))
+    }
+    fn pol_counter(&self, family: Family, name: &str) -> DpResult<Option<Counter>> {
+        self.read(format!("pol_counter {family:?} {name}"), |k| {
+            Ok(k.objects.pol_exists(family).then_some(Counter::default()))
+        })
     }
     fn foreign_drop_chains(&self) -> DpResult<Vec<String>> {
         self.read("foreign_drop_chains".into(), |_| Ok(vec![]))

@@ -76,12 +76,17 @@ pub struct Objects {
     pub overlay: BTreeMap<String, crate::dataplane::OverlayEntries>,
     /// The policy table's endpoint chains, or `None` when it is not loaded.
     pub policy: Option<BTreeSet<String>>,
+    /// The anti-spoofing table's guarded ports, or `None` when it is not loaded.
+    pub guarded: Option<BTreeSet<String>>,
 }
 
 impl Objects {
     /// A policy script: a load (re)creates the table, a deletion removes
     /// it, anything else needs it, as nft does.
     pub fn pol_apply(&mut self, script: &str) -> crate::dataplane::DpResult<()> {
+        if script.contains(" bridge cnetpol") {
+            return self.guard_apply(script);
+        }
         let load = format!("table inet {} {{}}\ndelete table inet {}\n", crate::policy::TABLE, crate::policy::TABLE);
         let (mut chains, rest) = match script.strip_prefix(&load) {
             Some("") => {
@@ -108,6 +113,53 @@ impl Objects {
         }
         self.policy = Some(chains);
         Ok(())
+    }
+}
+
+impl Objects {
+    /// An anti-spoofing script, as [`Objects::pol_apply`] for `bridge cnetpol`.
+    fn guard_apply(&mut self, script: &str) -> crate::dataplane::DpResult<()> {
+        let table = crate::policy::spoof::TABLE;
+        let load = format!("table bridge {table} {{}}\ndelete table bridge {table}\n");
+        let mut ports = match script.strip_prefix(&load) {
+            Some("") => {
+                self.guarded = None;
+                return Ok(());
+            }
+            Some(_) => BTreeSet::new(),
+            None => self.guarded.clone().ok_or_else(|| crate::dataplane::DataplaneError::Netlink {
+                what: format!("changing table bridge {table}"),
+                source: std::io::Error::from_raw_os_error(libc::ENOENT),
+            })?,
+        };
+        let port = |l: &str| l.split('"').nth(1).unwrap_or_default().to_string();
+        for line in script.lines() {
+            if line.starts_with(&format!("add element bridge {table} guarded ")) {
+                ports.insert(port(line));
+            } else if line.starts_with(&format!("delete element bridge {table} guarded ")) {
+                ports.remove(&port(line));
+            }
+        }
+        self.guarded = Some(ports);
+        Ok(())
+    }
+
+    pub fn pol_exists(&self, family: cnet_dataplane::nftobj::Family) -> bool {
+        match family {
+            cnet_dataplane::nftobj::Family::Inet => self.policy.is_some(),
+            cnet_dataplane::nftobj::Family::Bridge => self.guarded.is_some(),
+        }
+    }
+
+    /// Every set's and map's elements, as [`FwElem::text`] writes them.
+    pub fn fw_elements(&self) -> Option<BTreeMap<String, Vec<String>>> {
+        self.table.as_ref().map(|t| {
+            let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for e in t {
+                out.entry(e.set.to_string()).or_default().push(e.text());
+            }
+            out
+        })
     }
 }
 

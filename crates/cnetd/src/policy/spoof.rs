@@ -1,0 +1,291 @@
+//! Anti-spoofing, on by default: an endpoint sends only from its own MAC
+//! and its own addresses. This module is the one owner of the nftables
+//! table `bridge cnetpol`.
+//!
+//! The bridge family sees the endpoint's own switch port (its veth's host
+//! end or its TAP), where the `inet` hooks see only the bridge; and its
+//! prerouting hook at −300 runs before br_netfilter and conntrack, so a
+//! spoofed frame is dropped before it creates any state. The table is
+//! elements only: a guarded port, its MAC, its addresses and its counter;
+//! no per-endpoint chain, so an attach costs the same at any scale.
+//!
+//! Invariants:
+//! - Every port in `guarded` has its counter in `spoof_ctr`, added in the
+//!   same transaction (a port without one would pass: a failed counter
+//!   lookup ends the rule before its drop).
+//! - A port in `ipguard` is checked on its source addresses too (ARP's
+//!   sender, IPv4, IPv6); one only in `guarded` (an endpoint whose address
+//!   a DHCP server hands out) on its MAC alone. 0.0.0.0 (DHCP), `::` (DAD)
+//!   and link-local IPv6 always pass; VLAN-tagged frames never do.
+//! - The model holds every guarded endpoint; the table exists while it is
+//!   not empty and is rebuilt whole from it when someone deletes it.
+//! - Transparent endpoints have no port on a host switch and are not
+//!   guarded here; an endpoint with the flag `AllowSpoofing` is not either.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use cnet_dataplane::nftobj::Family;
+use cnet_model::{MacAddr, NetworkType};
+use uuid::Uuid;
+
+use crate::dataplane::{Dataplane, DpResult};
+use crate::state::records::IpamType;
+use crate::state::{EndpointRecord, NetworkRecord};
+
+/// The table's name (in the bridge family).
+pub const TABLE: &str = "cnetpol";
+
+/// The fixed part of the table.
+pub const SKELETON: &str = r#"table bridge cnetpol {
+  set guarded { type ifname; }
+  set ipguard { type ifname; }
+  set own_mac { type ifname . ether_addr; }
+  set own_ip4 { type ifname . ipv4_addr; }
+  set own_ip6 { type ifname . ipv6_addr; }
+  map spoof_ctr { type ifname : counter; }
+  chain prerouting { type filter hook prerouting priority -300; policy accept;
+    iifname != @guarded accept
+    iifname . ether saddr != @own_mac counter name iifname map @spoof_ctr drop
+    ether type arp iifname . arp saddr ether != @own_mac counter name iifname map @spoof_ctr drop
+    ether type { 8021q, 8021ad } counter name iifname map @spoof_ctr drop
+    iifname != @ipguard accept
+    ether type arp arp saddr ip != 0.0.0.0 iifname . arp saddr ip != @own_ip4 counter name iifname map @spoof_ctr drop
+    ether type ip ip saddr != 0.0.0.0 iifname . ip saddr != @own_ip4 counter name iifname map @spoof_ctr drop
+    ether type ip6 ip6 saddr != { ::, fe80::/10 } iifname . ip6 saddr != @own_ip6 counter name iifname map @spoof_ctr drop
+  }
+}
+"#;
+
+/// Endpoint flag `AllowSpoofing` (a Linux extension): the endpoint may send
+/// from any MAC and address (a router or VPN container).
+pub const ALLOW_SPOOFING: u32 = cnet_model::endpoint::ALLOW_SPOOFING;
+
+/// One endpoint's guard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Guard {
+    /// 16 hex digits of the endpoint ID: names its counter.
+    pub tag: String,
+    /// Its switch port.
+    pub port: String,
+    pub mac: MacAddr,
+    /// Its addresses, or `None` when only the MAC is checked.
+    pub ips: Option<Vec<IpAddr>>,
+}
+
+/// The guard of `ep` on `net`, or `None` when it has none.
+pub fn guard_of(ep: &EndpointRecord, net: &NetworkRecord) -> Option<Guard> {
+    let remote = ep.flags & cnet_model::endpoint::REMOTE_ENDPOINT != 0;
+    if remote || ep.flags & ALLOW_SPOOFING != 0 || net.kind == NetworkType::Transparent {
+        return None;
+    }
+    if ep.host_interface_name.is_empty() {
+        return None;
+    }
+    Some(Guard {
+        tag: super::acl::tag_of(ep.id),
+        port: ep.host_interface_name.clone(),
+        mac: ep.mac,
+        // A leased address can change at a renewal; the MAC cannot.
+        ips: (net.ipam != IpamType::Dhcp).then(|| ep.ips().collect()),
+    })
+}
+
+impl Guard {
+    /// Its counter of dropped frames.
+    pub fn counter(&self) -> String {
+        format!("spoof_{}", self.tag)
+    }
+
+    /// Its elements: (set or map, element).
+    fn elements(&self) -> Vec<(&'static str, String)> {
+        let port = format!("\"{}\"", self.port);
+        let mut out = vec![
+            ("guarded", port.clone()),
+            ("spoof_ctr", format!("{port} : \"{}\"", self.counter())),
+            ("own_mac", format!("{port} . {}", self.mac)),
+        ];
+        if let Some(ips) = &self.ips {
+            out.push(("ipguard", port.clone()));
+            for ip in ips {
+                out.push((if ip.is_ipv4() { "own_ip4" } else { "own_ip6" }, format!("{port} . {ip}")));
+            }
+        }
+        out
+    }
+
+    /// The element's key (what a delete names).
+    fn key(elem: &str) -> &str {
+        elem.split(" : ").next().unwrap_or(elem)
+    }
+}
+
+/// Brings the table from guard `old` to guard `new` of one endpoint.
+pub fn change_script(old: Option<&Guard>, new: Option<&Guard>) -> String {
+    let mut s = String::new();
+    let before = old.map(Guard::elements).unwrap_or_default();
+    let after = new.map(Guard::elements).unwrap_or_default();
+    if let Some(n) = new {
+        let _ = writeln!(s, "add counter bridge {TABLE} {}", n.counter());
+    }
+    // Deletes before adds: a map holds one value per key.
+    for (set, e) in before.iter().filter(|x| !after.contains(x)) {
+        // Added first, so that deleting one that is gone succeeds.
+        let _ = writeln!(s, "add element bridge {TABLE} {set} {{ {e} }}");
+        let _ = writeln!(s, "delete element bridge {TABLE} {set} {{ {} }}", Guard::key(e));
+    }
+    for (set, e) in after.iter().filter(|x| !before.contains(x)) {
+        let _ = writeln!(s, "add element bridge {TABLE} {set} {{ {e} }}");
+    }
+    if let Some(o) = old.filter(|o| new.is_none_or(|n| n.counter() != o.counter())) {
+        let _ = writeln!(s, "add counter bridge {TABLE} {}", o.counter());
+        let _ = writeln!(s, "delete counter bridge {TABLE} {}", o.counter());
+    }
+    s
+}
+
+/// The whole table for `guards`, replacing what is there, in one transaction.
+pub fn load_script<'a>(guards: impl Iterator<Item = &'a Guard>) -> String {
+    let mut s = format!("table bridge {TABLE} {{}}\ndelete table bridge {TABLE}\n{SKELETON}");
+    for g in guards {
+        s += &change_script(None, Some(g));
+    }
+    s
+}
+
+/// The script that deletes the table (and succeeds when it is gone).
+pub fn delete_script() -> String {
+    format!("table bridge {TABLE} {{}}\ndelete table bridge {TABLE}\n")
+}
+
+/// The guards of attached endpoints, in the model and in the kernel.
+pub struct Guards {
+    dp: Arc<dyn Dataplane>,
+    model: Mutex<BTreeMap<Uuid, Guard>>,
+}
+
+impl Guards {
+    pub fn new(dp: Arc<dyn Dataplane>) -> Self {
+        Guards { dp, model: Mutex::new(BTreeMap::new()) }
+    }
+
+    fn model(&self) -> MutexGuard<'_, BTreeMap<Uuid, Guard>> {
+        self.model.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Guards `ep` (attached, on `net`) as it is now.
+    pub fn set(&self, ep: &EndpointRecord, net: &NetworkRecord) -> DpResult<()> {
+        self.change(ep.id, guard_of(ep, net))
+    }
+
+    /// Removes endpoint `id`'s guard; nothing when it has none.
+    pub fn remove(&self, id: Uuid) -> DpResult<()> {
+        self.change(id, None)
+    }
+
+    fn change(&self, id: Uuid, new: Option<Guard>) -> DpResult<()> {
+        let mut model = self.model();
+        let old = model.get(&id);
+        if old == new.as_ref() {
+            return Ok(());
+        }
+        let script = match (&new, model.len()) {
+            (None, 1) => delete_script(),
+            (Some(n), _) if model.is_empty() => load_script(std::iter::once(n)),
+            _ => change_script(old, new.as_ref()),
+        };
+        self.dp.pol_apply(&script)?;
+        match new {
+            Some(g) => model.insert(id, g),
+            None => model.remove(&id),
+        };
+        Ok(())
+    }
+
+    /// Fills the model without touching the kernel (start-up, before [`Guards::reload`]).
+    pub fn preload(&self, ep: &EndpointRecord, net: &NetworkRecord) {
+        if let Some(g) = guard_of(ep, net) {
+            self.model().insert(ep.id, g);
+        }
+    }
+
+    /// Replaces the table with the model (none when nothing is guarded).
+    pub fn reload(&self) -> DpResult<()> {
+        let model = self.model();
+        self.load(&model)
+    }
+
+    fn load(&self, model: &BTreeMap<Uuid, Guard>) -> DpResult<()> {
+        let script = if model.is_empty() { delete_script() } else { load_script(model.values()) };
+        self.dp.pol_apply(&script)
+    }
+
+    /// Whether the table was there; restores it when someone deleted it.
+    pub fn check_and_repair(&self) -> DpResult<bool> {
+        let model = self.model();
+        if model.is_empty() || self.dp.pol_exists(Family::Bridge)? {
+            return Ok(false);
+        }
+        tracing::warn!("the nftables table bridge {TABLE} was deleted by someone else: restoring it");
+        self.load(&model)?;
+        Ok(true)
+    }
+
+    /// The name of endpoint `id`'s counter, when it is guarded.
+    pub fn counter_of(&self, id: Uuid) -> Option<String> {
+        self.model().get(&id).map(Guard::counter)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guard(ips: Option<&[&str]>) -> Guard {
+        Guard {
+            tag: "00112233aabbccdd".into(),
+            port: "cnv1".into(),
+            mac: "02:00:00:00:00:01".parse().unwrap(),
+            ips: ips.map(|l| l.iter().map(|s| s.parse().unwrap()).collect()),
+        }
+    }
+
+    #[test]
+    fn a_guard_is_its_port_mac_addresses_and_counter_in_one_script() {
+        let g = guard(Some(&["10.0.0.2", "fd00::2"]));
+        assert_eq!(
+            change_script(None, Some(&g)),
+            concat!(
+                "add counter bridge cnetpol spoof_00112233aabbccdd\n",
+                "add element bridge cnetpol guarded { \"cnv1\" }\n",
+                "add element bridge cnetpol spoof_ctr { \"cnv1\" : \"spoof_00112233aabbccdd\" }\n",
+                "add element bridge cnetpol own_mac { \"cnv1\" . 02:00:00:00:00:01 }\n",
+                "add element bridge cnetpol ipguard { \"cnv1\" }\n",
+                "add element bridge cnetpol own_ip4 { \"cnv1\" . 10.0.0.2 }\n",
+                "add element bridge cnetpol own_ip6 { \"cnv1\" . fd00::2 }\n",
+            )
+        );
+        let removal = change_script(Some(&g), None);
+        assert!(removal.contains("delete element bridge cnetpol spoof_ctr { \"cnv1\" }\n"), "{removal}");
+        assert!(removal.ends_with("delete counter bridge cnetpol spoof_00112233aabbccdd\n"), "{removal}");
+        assert_eq!(removal.matches("delete element").count(), 6);
+    }
+
+    #[test]
+    fn a_dhcp_endpoint_is_checked_on_its_mac_only_and_a_change_touches_only_what_changed() {
+        let mac_only = change_script(None, Some(&guard(None)));
+        assert!(!mac_only.contains("ipguard") && !mac_only.contains("own_ip"), "{mac_only}");
+        let change = change_script(Some(&guard(Some(&["10.0.0.2"]))), Some(&guard(Some(&["10.0.0.3"]))));
+        assert_eq!(
+            change,
+            concat!(
+                "add counter bridge cnetpol spoof_00112233aabbccdd\n",
+                "add element bridge cnetpol own_ip4 { \"cnv1\" . 10.0.0.2 }\n",
+                "delete element bridge cnetpol own_ip4 { \"cnv1\" . 10.0.0.2 }\n",
+                "add element bridge cnetpol own_ip4 { \"cnv1\" . 10.0.0.3 }\n",
+            )
+        );
+    }
+}

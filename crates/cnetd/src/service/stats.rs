@@ -1,0 +1,85 @@
+//! An endpoint's traffic statistics: its adapter's counters and what cnet's
+//! policies dropped, read from the kernel on each request (cnetd keeps no
+//! counters of its own, so they survive a restart of cnetd and cost nothing
+//! until asked for).
+//!
+//! Every value is one netlink lookup: the link's `IFLA_STATS64`, and named
+//! nftables counters by `NFT_MSG_GETOBJ` (never a listing, whose cost grows
+//! with the ruleset).
+
+use cnet_dataplane::nftobj::Family;
+use cnet_dataplane::types::LinkStats;
+use cnet_model::stats::{DropCounts, EndpointStats};
+use cnet_model::{ErrorCode, NetworkType};
+
+use super::Service;
+use crate::error::{Result, ServiceError};
+
+impl Service {
+    pub fn endpoint_stats(&self, key: &str) -> Result<EndpointStats> {
+        let (ep, net, netns) = {
+            let o = self.state.read();
+            let ep = o.endpoint(o.endpoint_id(key)?)?.record.clone();
+            let net = o.network(ep.network)?.record.clone();
+            let netns = ep.namespace.and_then(|n| o.namespaces.get(&n)).map(|n| n.record.netns_path.clone());
+            (ep, net, netns)
+        };
+        if !ep.in_kernel() || ep.flags & cnet_model::endpoint::REMOTE_ENDPOINT != 0 {
+            return Err(ServiceError::new(
+                ErrorCode::EndpointNotAttached,
+                format!("endpoint {} has no adapter to count on: attach it first", ep.display_name()),
+            ));
+        }
+        // A Transparent container's adapter lives only in its namespace, and
+        // counts as the endpoint does; a host-side port counts the other way.
+        let (netns, link, endpoint_side) = if net.kind == NetworkType::Transparent && ep.vm_device.is_none() {
+            (netns.as_deref(), ep.interface_name.to_string(), true)
+        } else {
+            (None, ep.host_interface_name.clone(), net.kind == NetworkType::Transparent)
+        };
+        let counted = self
+            .dp
+            .link_stats(netns, &link)
+            .map_err(|e| ServiceError::kernel("reading the adapter's counters", e))?
+            .ok_or_else(|| {
+                ServiceError::new(
+                    ErrorCode::DegradedOperation,
+                    format!("the adapter {link} of endpoint {} is gone: run cnet diag --repair", ep.display_name()),
+                )
+            })?;
+        let s = if endpoint_side { counted } else { swapped(counted) };
+        let count = |family, name: Option<String>| -> Result<u64> {
+            let Some(name) = name else { return Ok(0) };
+            let c = self.dp.pol_counter(family, &name).map_err(|e| ServiceError::kernel("reading a counter", e))?;
+            Ok(c.map_or(0, |c| c.packets))
+        };
+        let acl = format!("acl_{}", crate::policy::acl::tag_of(ep.id));
+        Ok(EndpointStats {
+            endpoint_id: ep.id,
+            bytes_received: s.rx_bytes,
+            packets_received: s.rx_packets,
+            bytes_sent: s.tx_bytes,
+            packets_sent: s.tx_packets,
+            dropped_packets_incoming: s.rx_dropped,
+            dropped_packets_outgoing: s.tx_dropped,
+            policy_drops: DropCounts {
+                acl: count(Family::Inet, Some(acl))?,
+                spoofing: count(Family::Bridge, self.guards.counter_of(ep.id))?,
+                qos: 0,
+            },
+        })
+    }
+}
+
+/// The endpoint's view of its host-side port: what the port sent reached
+/// the endpoint.
+fn swapped(s: LinkStats) -> LinkStats {
+    LinkStats {
+        rx_bytes: s.tx_bytes,
+        rx_packets: s.tx_packets,
+        tx_bytes: s.rx_bytes,
+        tx_packets: s.rx_packets,
+        rx_dropped: s.tx_dropped,
+        tx_dropped: s.rx_dropped,
+    }
+}
