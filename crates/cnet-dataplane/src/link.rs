@@ -344,6 +344,11 @@ pub fn link(netns: Option<&str>, name: &str) -> Result<Option<LinkInfo>> {
     rtnl(netns)?.link(name)
 }
 
+/// Sets link `name`'s MTU, in `netns` (a path) or the calling thread's namespace.
+pub fn set_mtu(netns: Option<&str>, name: &str, mtu: u32) -> Result<()> {
+    rtnl(netns)?.set_mtu(name, mtu)
+}
+
 /// A link's traffic counters, or `None` when it does not exist.
 pub fn link_stats(netns: Option<&str>, name: &str) -> Result<Option<crate::types::LinkStats>> {
     rtnl(netns)?.link_stats(name)

@@ -286,6 +286,14 @@ impl Rtnl {
         self.request(|| format!("setting link {name} up={up}"), RouteNetlinkMessage::SetLink(m), 0)
     }
 
+    /// Sets a link's MTU (a running link keeps its connections: TCP learns
+    /// the new size from the next segments).
+    pub fn set_mtu(&mut self, name: &str, mtu: u32) -> Result<()> {
+        let mut m = by_name(name);
+        m.attributes.push(LinkAttribute::Mtu(mtu));
+        self.request(|| format!("setting the MTU of link {name} to {mtu}"), RouteNetlinkMessage::SetLink(m), 0)
+    }
+
     /// Keeps the (down) link `name` from making an IPv6 link-local address
     /// when it comes up: no duplicate address detection, router
     /// solicitations or multicast reports from it.

@@ -141,12 +141,22 @@ pub enum EndpointPolicy {
     /// Source translation of the endpoint's outbound traffic.
     #[serde(rename = "OutBoundNAT")]
     OutboundNat(crate::nat::OutboundNatPolicy),
+    /// Bytes an encapsulation outside the endpoint adds: its MTU is that
+    /// much smaller.
+    EncapOverhead(EncapOverhead),
+}
+
+/// `EncapOverhead` settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct EncapOverhead {
+    pub overhead: u16,
 }
 
 impl EndpointPolicy {
     /// Policy types this build understands.
-    pub const SUPPORTED: [&'static str; 6] =
-        ["PortMapping", "InterfaceParameters", "VLAN", "ProviderAddress", "ACL", "OutBoundNAT"];
+    pub const SUPPORTED: [&'static str; 7] =
+        ["PortMapping", "InterfaceParameters", "VLAN", "ProviderAddress", "ACL", "OutBoundNAT", "EncapOverhead"];
 }
 
 /// `ProviderAddress` settings: the underlay address of the host (or
@@ -292,6 +302,19 @@ pub fn mtu_in(policies: &[EndpointPolicy]) -> Option<u32> {
         EndpointPolicy::InterfaceParameters(i) => Some(i.mtu),
         _ => None,
     })
+}
+
+/// The MTU of an endpoint with `policies` on a network of MTU `network_mtu`:
+/// its `InterfaceParameters` MTU or the network's, less its `EncapOverhead`.
+pub fn effective_mtu(policies: &[EndpointPolicy], network_mtu: u32) -> u32 {
+    let overhead: u32 = policies
+        .iter()
+        .map(|p| match p {
+            EndpointPolicy::EncapOverhead(e) => u32::from(e.overhead),
+            _ => 0,
+        })
+        .sum();
+    mtu_in(policies).unwrap_or(network_mtu).saturating_sub(overhead)
 }
 
 #[cfg(test)]

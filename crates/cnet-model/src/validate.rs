@@ -244,15 +244,31 @@ pub fn gateway_of(net: &Network, s: &Subnet) -> Option<IpAddr> {
     net.r#type.has_gateway().then(|| s.gateway())
 }
 
+/// The endpoint's MTU, after its `EncapOverhead`, is one Linux takes (576
+/// to 65535; 1280 at least on a network with IPv6).
+pub fn check_mtu(policies: &[crate::EndpointPolicy], net: &Network) -> Result<()> {
+    let mtu = crate::endpoint::mtu_in(policies);
+    if let Some(mtu) = mtu.filter(|m| !(576..=65535).contains(m)) {
+        return Err(ApiError::invalid_param(format!("endpoint Mtu {mtu} is out of range: use 576 to 65535")));
+    }
+    let default = if net.r#type == crate::NetworkType::Overlay { 1450 } else { 1500 };
+    let effective = crate::endpoint::effective_mtu(policies, net.mtu.unwrap_or(default));
+    let v6 = net.ipams.iter().flat_map(|i| &i.subnets).any(|s| s.ip_address_prefix.addr().is_ipv6());
+    let least = if v6 { 1280 } else { 576 };
+    if effective < least {
+        return Err(ApiError::invalid_param(format!(
+            "the endpoint's MTU after its EncapOverhead would be {effective}, below {least}{}: lower the Overhead or raise the Mtu",
+            if v6 { " (IPv6's minimum)" } else { "" }
+        )));
+    }
+    Ok(())
+}
+
 /// Validates an endpoint request for `net` and fills in what cnetd decides:
 /// addresses (one per subnet family), prefix lengths, MAC, routes.
 pub fn prepare_endpoint(ep: &mut Endpoint, net: &Network, usage: &Usage, sctp: bool) -> Result<()> {
     check_annotations(&ep.annotations)?;
-    if let Some(mtu) = ep.mtu() {
-        if !(576..=65535).contains(&mtu) {
-            return Err(ApiError::invalid_param(format!("endpoint Mtu {mtu} is out of range: use 576 to 65535")));
-        }
-    }
+    check_mtu(&ep.policies, net)?;
     let mappings: Vec<&PortMapping> = ep.port_mappings().collect();
     if !mappings.is_empty() && !net.r#type.publishes_ports() {
         return Err(ApiError::unsupported(port_mappings_refused(net)));

@@ -221,6 +221,9 @@ impl Dataplane for Kernel {
     fn link(&self, name: &str) -> DpResult<Option<LinkInfo>> {
         link::link(None, name)
     }
+    fn set_mtu(&self, netns: Option<&str>, name: &str, mtu: u32) -> DpResult<()> {
+        link::set_mtu(netns, name, mtu)
+    }
     fn link_stats(&self, netns: Option<&str>, name: &str) -> DpResult<Option<cnet_dataplane::types::LinkStats>> {
         link::link_stats(netns, name)
     }

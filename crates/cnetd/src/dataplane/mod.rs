@@ -148,6 +148,8 @@ pub trait Dataplane: Send + Sync {
     fn releasing(&self) -> bool;
     fn links(&self) -> DpResult<Vec<LinkInfo>>;
     fn link(&self, name: &str) -> DpResult<Option<LinkInfo>>;
+    /// Sets a link's MTU, in `netns` (a path) or cnetd's own namespace.
+    fn set_mtu(&self, netns: Option<&str>, name: &str, mtu: u32) -> DpResult<()>;
     /// A link's traffic counters, in `netns` (a path) or cnetd's own namespace.
     fn link_stats(&self, netns: Option<&str>, name: &str) -> DpResult<Option<cnet_dataplane::types::LinkStats>>;
     /// Global-scope addresses of a host link.

@@ -60,7 +60,7 @@ pub(super) fn veth_spec(ep: &EndpointRecord, net: &NetworkRecord, netns_path: &s
         host_name: name(&ep.host_interface_name)?,
         bridge: name(&net.bridge)?,
         mac: Some(Mac(ep.mac.0)),
-        mtu: ep.mtu().unwrap_or(net.mtu()),
+        mtu: ep.effective_mtu(net),
         addrs: ep.ip_configurations.iter().map(|c| addr(c.ip_address, c.prefix_length)).collect(),
         routes: ep.routes.iter().map(route).collect(),
         port: port_flags(net),
@@ -178,7 +178,7 @@ impl NetworkDriver for Bridge {
             owner: vm.owner,
             group: vm.group,
         };
-        let mtu = ep.mtu().unwrap_or(net.mtu());
+        let mtu = ep.effective_mtu(net);
         match dp.create_tap(&spec, mtu, &net.bridge, port_flags(net)) {
             Err(e) if e.kind() == cnet_dataplane::ErrorKind::Exists && dp.releasing() => {
                 dp.settle();

@@ -96,7 +96,7 @@ fn spec(net: &NetworkRecord, ep: &EndpointRecord, netns_path: &str) -> DpResult<
         parent: IfName::new(net.uplink())?,
         vlan: net.vlan_of(ep),
         mac: Mac(ep.mac.0),
-        mtu: ep.mtu().unwrap_or(net.mtu()),
+        mtu: ep.effective_mtu(net),
         addrs: ep.ip_configurations.iter().map(|c| addr(c.ip_address, c.prefix_length)).collect(),
         routes: ep.routes.iter().map(super::bridge::route).collect(),
     })
@@ -134,7 +134,7 @@ impl NetworkDriver for Transparent {
             name: name(&vm_link(ep))?,
             parent: name(net.uplink())?,
             mac: Mac(ep.mac.0),
-            mtu: ep.mtu().unwrap_or(net.mtu()),
+            mtu: ep.effective_mtu(net),
             vlan: net.vlan_of(ep),
             owner: vm.owner,
             group: vm.group,

@@ -283,21 +283,27 @@ impl Service {
                     "changing the VLAN of an attached endpoint is not supported: detach it first",
                 ));
             }
-            if new.mtu() != old.mtu() && new.in_kernel() {
-                return Err(ServiceError::unsupported(
-                    "changing InterfaceParameters of an attached endpoint is not supported: detach it first",
-                ));
-            }
+            validate::check_mtu(&new.policies, &net.to_wire())?;
             ch.put_endpoint(Stored::with(new.clone(), Intent::Modify));
             Ok((old, new, net.clone()))
         })?;
         if new.in_kernel() {
+            let (was, mtu) = (old.effective_mtu(&net), new.effective_mtu(&net));
+            if was != mtu {
+                if let Err(e) = self.set_adapter_mtu(&new, mtu) {
+                    let _ = self.set_adapter_mtu(&old, was);
+                    self.put_endpoint_done(&old)?;
+                    return Err(e);
+                }
+            }
             if let Err(e) = self.policies.set(&new, &net) {
+                let _ = self.set_adapter_mtu(&old, was);
                 self.put_endpoint_done(&old)?;
                 return Err(ServiceError::kernel("updating ACLs", e));
             }
             if let Err(e) = self.firewall.set(new.id, firewall::endpoint_elems(&new)) {
                 let _ = self.policies.set(&old, &net);
+                let _ = self.set_adapter_mtu(&old, was);
                 self.put_endpoint_done(&old)?;
                 return Err(ServiceError::kernel("updating port mappings", e));
             }
@@ -311,6 +317,28 @@ impl Service {
         }
         self.put_endpoint_done(&new)?;
         Ok(new)
+    }
+
+    /// Sets the MTU of an attached endpoint's adapter, on both ends where
+    /// cnet has both: the host's side (veth, TAP, macvtap) and, in a
+    /// container's namespace, its interface. A VM's guest sets its own.
+    fn set_adapter_mtu(&self, ep: &EndpointRecord, mtu: u32) -> Result<()> {
+        let failed = |e| ServiceError::kernel(&format!("setting the MTU of endpoint {}", ep.display_name()), e);
+        let inside = {
+            let o = self.state.read();
+            ep.namespace
+                .and_then(|n| o.namespaces.get(&n))
+                .filter(|n| !n.record.kind.is_guest())
+                .map(|n| n.record.netns_path.clone())
+        };
+        let host = &ep.host_interface_name;
+        if !host.is_empty() && self.dp.link(host).map_err(failed)?.is_some() {
+            self.dp.set_mtu(None, host, mtu).map_err(failed)?;
+        }
+        if let Some(path) = inside {
+            self.dp.set_mtu(Some(&path), ep.interface_name.as_str(), mtu).map_err(failed)?;
+        }
+        Ok(())
     }
 
     fn put_endpoint_done(&self, rec: &EndpointRecord) -> Result<()> {

@@ -372,6 +372,10 @@ impl EndpointRecord {
     pub fn mtu(&self) -> Option<u32> {
         cnet_model::endpoint::mtu_in(&self.policies)
     }
+    /// Its adapter's MTU on `net`: its own or the network's, less its `EncapOverhead`.
+    pub fn effective_mtu(&self, net: &NetworkRecord) -> u32 {
+        cnet_model::endpoint::effective_mtu(&self.policies, net.mtu())
+    }
     pub fn display_name(&self) -> String {
         cnet_model::names::display_name(self.name.as_ref(), &self.id)
     }

@@ -499,6 +499,9 @@ impl Dataplane for FakeDataplane {
     fn link(&self, name: &str) -> DpResult<Option<LinkInfo>> {
         self.read(format!("link {name}"), |k| Ok(k.objects.links.get(name).map(|l| info(name, l))))
     }
+    fn set_mtu(&self, netns: Option<&str>, name: &str, mtu: u32) -> DpResult<()> {
+        self.step(format!("set_mtu {netns:?} {name} {mtu}"), |k| k.objects.set_mtu(netns, name, mtu))
+    }
     fn link_stats(&self, _netns: Option<&str>, name: &str) -> DpResult<Option<cnet_dataplane::types::LinkStats>> {
         self.read(format!("link_stats {name}"), |k| Ok(k.objects.links.get(name).map(|_| Default::default())))
     }

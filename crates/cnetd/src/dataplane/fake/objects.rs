@@ -144,6 +144,22 @@ impl Objects {
         Ok(())
     }
 
+    /// A link's MTU, inside `netns` or on the host; ENODEV when there is no such link.
+    pub fn set_mtu(&mut self, netns: Option<&str>, name: &str, mtu: u32) -> crate::dataplane::DpResult<()> {
+        let found = match netns {
+            Some(ns) => self.inside.get_mut(&(ns.to_string(), name.to_string())).map(|i| &mut i.mtu),
+            None => self.links.get_mut(name).map(|l| &mut l.mtu),
+        };
+        let Some(m) = found else {
+            return Err(crate::dataplane::DataplaneError::Netlink {
+                what: format!("setting the MTU of link {name}"),
+                source: std::io::Error::from_raw_os_error(libc::ENODEV),
+            });
+        };
+        *m = mtu;
+        Ok(())
+    }
+
     pub fn pol_exists(&self, family: cnet_dataplane::nftobj::Family) -> bool {
         match family {
             cnet_dataplane::nftobj::Family::Inet => self.policy.is_some(),
