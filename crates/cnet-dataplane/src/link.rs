@@ -258,6 +258,24 @@ pub fn configure_inside(netns_path: &str, ifname: &str, addrs: &[Addr], routes: 
     Ok(())
 }
 
+/// Deletes routes `gone` and adds routes `new` of an adapter inside a
+/// namespace (a route already there is kept, one already gone is fine).
+pub fn change_routes_inside(netns_path: &str, ifname: &str, gone: &[Route], new: &[Route]) -> Result<()> {
+    let mut nl = Rtnl::open_in(netns_path)?;
+    let dev = IfName::new(ifname)?;
+    for r in gone {
+        let host = HostRoute { dev: dev.clone(), destination: r.destination, via: r.via, src: None, table: HostRoute::MAIN };
+        nl.delete_route(&host)?;
+    }
+    for r in new {
+        match nl.append_route(ifname, r) {
+            Err(e) if e.kind() == ErrorKind::Exists => {}
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
 /// Creates the host's own bridge-mode macvlan `name` on `parent` if it is
 /// missing, and sets it up (how the host reaches the macvlans of its
 /// endpoints, which the parent itself cannot).

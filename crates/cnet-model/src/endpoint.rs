@@ -144,6 +144,57 @@ pub enum EndpointPolicy {
     /// Bytes an encapsulation outside the endpoint adds: its MTU is that
     /// much smaller.
     EncapOverhead(EncapOverhead),
+    /// One more route of the endpoint's.
+    #[serde(rename = "SDNRoute")]
+    SdnRoute(SdnRoute),
+}
+
+/// `SDNRoute` settings: a route of the endpoint's. `NeedEncap` sends the
+/// prefix through the host (the network's gateway) instead of straight
+/// over the local switch; without it, `NextHop` (on the endpoint's subnet)
+/// or the link itself when empty.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct SdnRoute {
+    #[schema(example = "10.240.0.0/16")]
+    pub destination_prefix: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub next_hop: String,
+    #[serde(default)]
+    pub need_encap: bool,
+    /// In HCN's schema; accepted and not used.
+    #[serde(default)]
+    pub automatic_endpoint_monitor: bool,
+}
+
+impl SdnRoute {
+    /// The route it makes, given the gateways of the endpoint's network, or what to fix.
+    pub fn route(&self, gateways: &[IpAddr]) -> Result<crate::network::Route, String> {
+        let dst = crate::net::parse_prefix(self.destination_prefix.trim()).ok_or_else(|| {
+            format!(
+                "SDNRoute DestinationPrefix {:?} is not a prefix: write one such as 10.240.0.0/16",
+                self.destination_prefix
+            )
+        })?;
+        let v4 = dst.addr().is_ipv4();
+        let next_hop = if self.need_encap {
+            Some(gateways.iter().copied().find(|g| g.is_ipv4() == v4).ok_or_else(|| {
+                format!("SDNRoute {dst} with NeedEncap goes through the network's gateway, and the network has none of that family")
+            })?)
+        } else {
+            match self.next_hop.trim() {
+                "" => None,
+                s => {
+                    let hop: IpAddr = s.parse().map_err(|_| format!("SDNRoute NextHop {s:?} is not an address"))?;
+                    if hop.is_ipv4() != v4 {
+                        return Err(format!("SDNRoute NextHop {hop} is not of the family of {dst}"));
+                    }
+                    Some(hop)
+                }
+            }
+        };
+        Ok(crate::network::Route { next_hop, destination_prefix: dst, metric: 0 })
+    }
 }
 
 /// `EncapOverhead` settings.
@@ -155,8 +206,16 @@ pub struct EncapOverhead {
 
 impl EndpointPolicy {
     /// Policy types this build understands.
-    pub const SUPPORTED: [&'static str; 7] =
-        ["PortMapping", "InterfaceParameters", "VLAN", "ProviderAddress", "ACL", "OutBoundNAT", "EncapOverhead"];
+    pub const SUPPORTED: [&'static str; 8] = [
+        "PortMapping",
+        "InterfaceParameters",
+        "VLAN",
+        "ProviderAddress",
+        "ACL",
+        "OutBoundNAT",
+        "EncapOverhead",
+        "SDNRoute",
+    ];
 }
 
 /// `ProviderAddress` settings: the underlay address of the host (or
@@ -302,6 +361,18 @@ pub fn mtu_in(policies: &[EndpointPolicy]) -> Option<u32> {
         EndpointPolicy::InterfaceParameters(i) => Some(i.mtu),
         _ => None,
     })
+}
+
+/// The routes of the `SDNRoute` policies among `policies`, given the
+/// gateways of the endpoint's network.
+pub fn sdn_routes(policies: &[EndpointPolicy], gateways: &[IpAddr]) -> Result<Vec<crate::network::Route>, String> {
+    policies
+        .iter()
+        .filter_map(|p| match p {
+            EndpointPolicy::SdnRoute(r) => Some(r.route(gateways)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The MTU of an endpoint with `policies` on a network of MTU `network_mtu`:

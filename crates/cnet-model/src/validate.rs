@@ -244,6 +244,22 @@ pub fn gateway_of(net: &Network, s: &Subnet) -> Option<IpAddr> {
     net.r#type.has_gateway().then(|| s.gateway())
 }
 
+/// Each `SDNRoute` makes a route the endpoint's network can carry: a
+/// `NextHop` on one of its subnets, a gateway for `NeedEncap`.
+pub fn check_sdn_routes(policies: &[crate::EndpointPolicy], net: &Network) -> Result<()> {
+    let subnets: Vec<&Subnet> = net.ipams.iter().flat_map(|i| &i.subnets).collect();
+    let gateways: Vec<IpAddr> = subnets.iter().filter_map(|s| gateway_of(net, s)).collect();
+    for r in crate::endpoint::sdn_routes(policies, &gateways).map_err(ApiError::invalid_param)? {
+        if let Some(hop) = r.next_hop.filter(|h| !subnets.iter().any(|s| s.ip_address_prefix.contains(h))) {
+            return Err(ApiError::invalid_param(format!(
+                "SDNRoute {} via {hop}: the next hop must be on a subnet of network {} (or use NeedEncap to go through its gateway)",
+                r.destination_prefix, net.name
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The endpoint's MTU, after its `EncapOverhead`, is one Linux takes (576
 /// to 65535; 1280 at least on a network with IPv6).
 pub fn check_mtu(policies: &[crate::EndpointPolicy], net: &Network) -> Result<()> {
@@ -276,6 +292,7 @@ pub fn prepare_endpoint(ep: &mut Endpoint, net: &Network, usage: &Usage, sctp: b
     check_vlan_policies(&ep.policies, net)?;
     check_acls(&ep.policies, net)?;
     check_outbound_nat(&ep.policies, net)?;
+    check_sdn_routes(&ep.policies, net)?;
     check_disable_icc(ep.flags, net)?;
     overlay::check_remote_endpoint(ep, net)?;
     if net.is_dhcp() {

@@ -10,6 +10,8 @@
 //! - A full load replaces the table atomically: packets see the old table or
 //!   the new one, never none, and conntrack keeps existing NAT bindings.
 //! - Deleting an element that is already gone succeeds.
+//! - The host never sends ICMP redirects to endpoints: a route of theirs
+//!   through the gateway (an `SDNRoute` with `NeedEncap`) stays one.
 //! - The `dnat4`/`dnat6` sets are filled by the data path, not by owners:
 //!   the first packet of every port-mapped flow (nat hooks see only first
 //!   packets) adds the endpoint address it was DNAT'd to. So a detach knows,
@@ -94,6 +96,10 @@ const SKELETON: &str = r#"table inet cnet {
     ip6 saddr @onat_masq6 oifname != @bridges masquerade fully-random
     ip saddr @masq4 oifname != @bridges masquerade fully-random
     ip6 saddr @masq6 oifname != @bridges masquerade fully-random
+  }
+  chain redirects { type filter hook output priority 0; policy accept;
+    oifname @bridges icmp type redirect drop
+    oifname @bridges icmpv6 type nd-redirect drop
   }
   chain forward { type filter hook forward priority 0; policy accept;
     ct state established,related accept

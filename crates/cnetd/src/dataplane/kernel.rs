@@ -221,6 +221,9 @@ impl Dataplane for Kernel {
     fn link(&self, name: &str) -> DpResult<Option<LinkInfo>> {
         link::link(None, name)
     }
+    fn change_routes_inside(&self, netns_path: &str, ifname: &str, gone: &[Route], new: &[Route]) -> DpResult<()> {
+        link::change_routes_inside(netns_path, ifname, gone, new)
+    }
     fn set_mtu(&self, netns: Option<&str>, name: &str, mtu: u32) -> DpResult<()> {
         link::set_mtu(netns, name, mtu)
     }

@@ -148,6 +148,8 @@ pub trait Dataplane: Send + Sync {
     fn releasing(&self) -> bool;
     fn links(&self) -> DpResult<Vec<LinkInfo>>;
     fn link(&self, name: &str) -> DpResult<Option<LinkInfo>>;
+    /// Deletes routes `gone` and adds routes `new` of an adapter inside a namespace.
+    fn change_routes_inside(&self, netns_path: &str, ifname: &str, gone: &[Route], new: &[Route]) -> DpResult<()>;
     /// Sets a link's MTU, in `netns` (a path) or cnetd's own namespace.
     fn set_mtu(&self, netns: Option<&str>, name: &str, mtu: u32) -> DpResult<()>;
     /// A link's traffic counters, in `netns` (a path) or cnetd's own namespace.

@@ -36,7 +36,7 @@ pub(super) fn addr(ip: std::net::IpAddr, prefix_len: u8) -> Addr {
     Addr { ip, prefix_len }
 }
 
-pub(super) fn route(r: &cnet_model::Route) -> Route {
+pub(crate) fn route(r: &cnet_model::Route) -> Route {
     Route {
         destination: addr(r.destination_prefix.addr(), r.destination_prefix.prefix_len()),
         via: r.next_hop,
@@ -62,7 +62,7 @@ pub(super) fn veth_spec(ep: &EndpointRecord, net: &NetworkRecord, netns_path: &s
         mac: Some(Mac(ep.mac.0)),
         mtu: ep.effective_mtu(net),
         addrs: ep.ip_configurations.iter().map(|c| addr(c.ip_address, c.prefix_length)).collect(),
-        routes: ep.routes.iter().map(route).collect(),
+        routes: ep.all_routes(net).iter().map(route).collect(),
         port: port_flags(net),
     })
 }
@@ -285,7 +285,7 @@ impl NetworkDriver for Bridge {
         }
         // A handed-off adapter is the runtime's inside: nothing to compare.
         if ep.handed_off.is_none() {
-            out.extend(super::check_adapter(dp, ep, ns)?);
+            out.extend(super::check_adapter(dp, net, ep, ns)?);
         }
         Ok(out)
     }

@@ -216,7 +216,12 @@ pub(crate) fn endpoint_subject(ep: &EndpointRecord) -> Subject {
 
 /// Differences between an endpoint's adapter inside its namespace and its
 /// record: the link, its MAC, addresses and routes.
-pub(crate) fn check_adapter(dp: &dyn Dataplane, ep: &EndpointRecord, ns: &NamespaceRecord) -> DpResult<Vec<Finding>> {
+pub(crate) fn check_adapter(
+    dp: &dyn Dataplane,
+    net: &NetworkRecord,
+    ep: &EndpointRecord,
+    ns: &NamespaceRecord,
+) -> DpResult<Vec<Finding>> {
     let mut out = Vec::new();
     let who = endpoint_subject(ep);
     let name = ep.display_name();
@@ -251,7 +256,7 @@ pub(crate) fn check_adapter(dp: &dyn Dataplane, ep: &EndpointRecord, ns: &Namesp
             ));
         }
     }
-    for want in &ep.routes {
+    for want in &ep.all_routes(net) {
         let dst = addr(want.destination_prefix.addr(), want.destination_prefix.prefix_len());
         if !inside.routes.iter().any(|r| r.destination == dst && r.via == want.next_hop) {
             out.push(Finding::new(

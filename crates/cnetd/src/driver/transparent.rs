@@ -98,7 +98,7 @@ fn spec(net: &NetworkRecord, ep: &EndpointRecord, netns_path: &str) -> DpResult<
         mac: Mac(ep.mac.0),
         mtu: ep.effective_mtu(net),
         addrs: ep.ip_configurations.iter().map(|c| addr(c.ip_address, c.prefix_length)).collect(),
-        routes: ep.routes.iter().map(super::bridge::route).collect(),
+        routes: ep.all_routes(net).iter().map(super::bridge::route).collect(),
     })
 }
 
@@ -273,7 +273,7 @@ impl NetworkDriver for Transparent {
                 .into_iter()
                 .collect()
         } else {
-            check_adapter(dp, ep, ns)?
+            check_adapter(dp, net, ep, ns)?
         };
         if let Some(lease) = &ep.lease {
             if crate::dhcp::now_unix() >= lease.expires_at() {

@@ -276,6 +276,7 @@ impl Service {
             validate::check_vlan_policies(&new.policies, &net.to_wire())?;
             validate::check_acls(&new.policies, &net.to_wire())?;
             validate::check_outbound_nat(&new.policies, &net.to_wire())?;
+            validate::check_sdn_routes(&new.policies, &net.to_wire())?;
             if cnet_model::endpoint::vlan_in(&new.policies) != cnet_model::endpoint::vlan_in(&old.policies)
                 && new.in_kernel()
             {
@@ -296,13 +297,20 @@ impl Service {
                     return Err(e);
                 }
             }
+            if let Err(e) = self.change_routes(&old, &new, &net) {
+                let _ = self.set_adapter_mtu(&old, was);
+                self.put_endpoint_done(&old)?;
+                return Err(e);
+            }
             if let Err(e) = self.policies.set(&new, &net) {
+                let _ = self.change_routes(&new, &old, &net);
                 let _ = self.set_adapter_mtu(&old, was);
                 self.put_endpoint_done(&old)?;
                 return Err(ServiceError::kernel("updating ACLs", e));
             }
             if let Err(e) = self.firewall.set(new.id, firewall::endpoint_elems(&new)) {
                 let _ = self.policies.set(&old, &net);
+                let _ = self.change_routes(&new, &old, &net);
                 let _ = self.set_adapter_mtu(&old, was);
                 self.put_endpoint_done(&old)?;
                 return Err(ServiceError::kernel("updating port mappings", e));
@@ -319,18 +327,35 @@ impl Service {
         Ok(new)
     }
 
+    /// Brings the routes inside an attached container's namespace from
+    /// `old`'s to `new`'s (its `SDNRoute`s changed). A VM's guest and a
+    /// runtime that took a handed-off adapter route for themselves.
+    fn change_routes(&self, old: &EndpointRecord, new: &EndpointRecord, net: &crate::state::NetworkRecord) -> Result<()> {
+        let (was, now) = (old.all_routes(net), new.all_routes(net));
+        if was == now {
+            return Ok(());
+        }
+        let Some(path) = self.container_netns(new) else { return Ok(()) };
+        let gone: Vec<_> = was.iter().filter(|r| !now.contains(r)).map(crate::driver::bridge::route).collect();
+        let added: Vec<_> = now.iter().filter(|r| !was.contains(r)).map(crate::driver::bridge::route).collect();
+        self.dp
+            .change_routes_inside(&path, new.interface_name.as_str(), &gone, &added)
+            .map_err(|e| ServiceError::kernel(&format!("changing the routes of endpoint {}", new.display_name()), e))
+    }
+
+    /// The path of the container namespace `ep` is attached to; `None` for a guest's.
+    fn container_netns(&self, ep: &EndpointRecord) -> Option<String> {
+        let o = self.state.read();
+        let ns = ep.namespace.and_then(|n| o.namespaces.get(&n))?;
+        (!ns.record.kind.is_guest()).then(|| ns.record.netns_path.clone())
+    }
+
     /// Sets the MTU of an attached endpoint's adapter, on both ends where
     /// cnet has both: the host's side (veth, TAP, macvtap) and, in a
     /// container's namespace, its interface. A VM's guest sets its own.
     fn set_adapter_mtu(&self, ep: &EndpointRecord, mtu: u32) -> Result<()> {
         let failed = |e| ServiceError::kernel(&format!("setting the MTU of endpoint {}", ep.display_name()), e);
-        let inside = {
-            let o = self.state.read();
-            ep.namespace
-                .and_then(|n| o.namespaces.get(&n))
-                .filter(|n| !n.record.kind.is_guest())
-                .map(|n| n.record.netns_path.clone())
-        };
+        let inside = self.container_netns(ep);
         let host = &ep.host_interface_name;
         if !host.is_empty() && self.dp.link(host).map_err(failed)?.is_some() {
             self.dp.set_mtu(None, host, mtu).map_err(failed)?;

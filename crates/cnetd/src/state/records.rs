@@ -372,6 +372,14 @@ impl EndpointRecord {
     pub fn mtu(&self) -> Option<u32> {
         cnet_model::endpoint::mtu_in(&self.policies)
     }
+    /// The routes inside its namespace on `net`: its own and its `SDNRoute`s
+    /// (those were checked when they came; one that no longer resolves is left out).
+    pub fn all_routes(&self, net: &NetworkRecord) -> Vec<cnet_model::network::Route> {
+        let gateways: Vec<IpAddr> = net.gateways().map(|(_, g)| g).collect();
+        let mut out = self.routes.clone();
+        out.extend(cnet_model::endpoint::sdn_routes(&self.policies, &gateways).unwrap_or_default());
+        out
+    }
     /// Its adapter's MTU on `net`: its own or the network's, less its `EncapOverhead`.
     pub fn effective_mtu(&self, net: &NetworkRecord) -> u32 {
         cnet_model::endpoint::effective_mtu(&self.policies, net.mtu())

@@ -499,6 +499,15 @@ impl Dataplane for FakeDataplane {
     fn link(&self, name: &str) -> DpResult<Option<LinkInfo>> {
         self.read(format!("link {name}"), |k| Ok(k.objects.links.get(name).map(|l| info(name, l))))
     }
+    fn change_routes_inside(&self, netns_path: &str, ifname: &str, gone: &[Route], new: &[Route]) -> DpResult<()> {
+        self.step(format!("change_routes_inside {ifname} -{} +{}", gone.len(), new.len()), |k| {
+            let key = (netns_path.to_string(), ifname.to_string());
+            let i = k.objects.inside.get_mut(&key).ok_or_else(|| errno(format!("no {ifname} in {netns_path}"), libc::ENODEV))?;
+            i.routes.retain(|r| !gone.contains(r));
+            i.routes.extend(new.iter().filter(|r| !i.routes.contains(r)).cloned().collect::<Vec<_>>());
+            Ok(())
+        })
+    }
     fn set_mtu(&self, netns: Option<&str>, name: &str, mtu: u32) -> DpResult<()> {
         self.step(format!("set_mtu {netns:?} {name} {mtu}"), |k| k.objects.set_mtu(netns, name, mtu))
     }
