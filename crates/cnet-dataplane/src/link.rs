@@ -264,7 +264,8 @@ pub fn change_routes_inside(netns_path: &str, ifname: &str, gone: &[Route], new:
     let mut nl = Rtnl::open_in(netns_path)?;
     let dev = IfName::new(ifname)?;
     for r in gone {
-        let host = HostRoute { dev: dev.clone(), destination: r.destination, via: r.via, src: None, table: HostRoute::MAIN };
+        let host =
+            HostRoute { dev: dev.clone(), destination: r.destination, via: r.via, src: None, table: HostRoute::MAIN };
         nl.delete_route(&host)?;
     }
     for r in new {

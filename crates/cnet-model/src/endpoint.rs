@@ -147,6 +147,8 @@ pub enum EndpointPolicy {
     /// One more route of the endpoint's.
     #[serde(rename = "SDNRoute")]
     SdnRoute(SdnRoute),
+    /// The endpoint's outbound TCP flows go to a proxy on the host.
+    L4Proxy(crate::proxy::L4ProxyPolicy),
 }
 
 /// `SDNRoute` settings: a route of the endpoint's. `NeedEncap` sends the
@@ -206,7 +208,7 @@ pub struct EncapOverhead {
 
 impl EndpointPolicy {
     /// Policy types this build understands.
-    pub const SUPPORTED: [&'static str; 8] = [
+    pub const SUPPORTED: [&'static str; 9] = [
         "PortMapping",
         "InterfaceParameters",
         "VLAN",
@@ -215,6 +217,7 @@ impl EndpointPolicy {
         "OutBoundNAT",
         "EncapOverhead",
         "SDNRoute",
+        "L4Proxy",
     ];
 }
 
@@ -340,6 +343,14 @@ pub fn vlan_in(policies: &[EndpointPolicy]) -> Option<crate::network::Isolation>
 }
 
 /// The `ACL` policies among `policies`.
+/// The `L4Proxy` policies among `policies`.
+pub fn l4proxies_in(policies: &[EndpointPolicy]) -> impl Iterator<Item = &crate::proxy::L4ProxyPolicy> {
+    policies.iter().filter_map(|p| match p {
+        EndpointPolicy::L4Proxy(n) => Some(n),
+        _ => None,
+    })
+}
+
 /// The `OutBoundNAT` policies among `policies`.
 pub fn outbound_nats_in(policies: &[EndpointPolicy]) -> impl Iterator<Item = &crate::nat::OutboundNatPolicy> {
     policies.iter().filter_map(|p| match p {

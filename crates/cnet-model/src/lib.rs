@@ -23,6 +23,7 @@ pub mod namespace;
 pub mod nat;
 pub mod net;
 pub mod network;
+pub mod proxy;
 pub mod stats;
 pub mod validate;
 

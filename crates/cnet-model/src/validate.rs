@@ -92,7 +92,7 @@ mod nat;
 mod overlay;
 mod ports;
 pub use acls::{check_acls, check_disable_icc};
-pub use nat::check_outbound_nat;
+pub use nat::{check_l4proxy, check_outbound_nat};
 use overlay::check_overlay;
 pub use ports::{check_port_mappings, Publisher};
 
@@ -293,6 +293,8 @@ pub fn prepare_endpoint(ep: &mut Endpoint, net: &Network, usage: &Usage, sctp: b
     check_acls(&ep.policies, net)?;
     check_outbound_nat(&ep.policies, net)?;
     check_sdn_routes(&ep.policies, net)?;
+    let given: Vec<IpAddr> = ep.ip_configurations.iter().map(|c| c.ip_address).collect();
+    check_l4proxy(&ep.policies, &given, net)?;
     check_disable_icc(ep.flags, net)?;
     overlay::check_remote_endpoint(ep, net)?;
     if net.is_dhcp() {

@@ -174,3 +174,34 @@ pub fn tcp_greeter(netns: &str, addr: &str) -> Server {
         let _ = writeln!(s, "{}", peer.ip());
     })
 }
+
+/// A transparent proxy's end in `netns` on `addr`: each connection redirected
+/// to it gets the destination its client chose (`SO_ORIGINAL_DST`, IPv4) as
+/// the line `proxied <address>:<port>`, or `not redirected` without one.
+pub fn original_destination_server(netns: &str, addr: &str) -> Server {
+    tcp_accept_loop(netns, addr, |mut s, _| {
+        let line = match original_destination(&s) {
+            Some(dst) => format!("proxied {dst}"),
+            None => "not redirected".to_string(),
+        };
+        let _ = writeln!(s, "{line}");
+    })
+}
+
+fn original_destination(s: &TcpStream) -> Option<std::net::SocketAddrV4> {
+    use std::os::fd::AsRawFd;
+    const SO_ORIGINAL_DST: libc::c_int = 80;
+    let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: sa and len are valid for the kernel to write a sockaddr_in.
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::SOL_IP,
+            SO_ORIGINAL_DST,
+            (&mut sa as *mut libc::sockaddr_in).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then(|| std::net::SocketAddrV4::new(u32::from_be(sa.sin_addr.s_addr).into(), u16::from_be(sa.sin_port)))
+}

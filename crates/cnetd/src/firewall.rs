@@ -31,7 +31,7 @@ use cnet_dataplane::ErrorKind;
 use uuid::Uuid;
 
 use crate::dataplane::{Dataplane, DpResult, FwElem};
-use crate::state::EndpointRecord;
+use crate::state::{EndpointRecord, NetworkRecord};
 use cnet_model::findings::{Finding, FindingKind, Subject};
 
 /// The fixed part of the table. Per-object data lives in the sets and maps.
@@ -60,12 +60,34 @@ const SKELETON: &str = r#"table inet cnet {
   map onat_vip6 { type ipv6_addr : ipv6_addr; }
   set onat_masq4 { type ipv4_addr; }
   set onat_masq6 { type ipv6_addr; }
+  set l4p_exc4 { type ifname . ipv4_addr . ipv4_addr; flags interval; }
+  set l4p_exc6 { type ifname . ipv6_addr . ipv6_addr; flags interval; }
+  set l4p_only4 { type ifname . ipv4_addr; }
+  set l4p_only6 { type ifname . ipv6_addr; }
+  set l4p_dst4 { type ifname . ipv4_addr . ipv4_addr; flags interval; }
+  set l4p_dst6 { type ifname . ipv6_addr . ipv6_addr; flags interval; }
+  map l4p_dnat4 { type ifname . ipv4_addr : ipv4_addr . inet_service; }
+  map l4p_dnat6 { type ifname . ipv6_addr : ipv6_addr . inet_service; }
+  map l4p_redir4 { type ifname . ipv4_addr : inet_service; }
+  map l4p_redir6 { type ifname . ipv6_addr : inet_service; }
   chain tunnels { type filter hook input priority -10; policy accept;
     udp dport @vxports ip saddr != @vteps4 counter drop
     udp dport @vxports ip6 saddr != @vteps6 counter drop
   }
   chain martians { type filter hook prerouting priority -300; policy accept;
     iifname != "lo" ip daddr 127.0.0.0/8 drop
+  }
+  chain l4proxy { type nat hook prerouting priority -110; policy accept;
+    meta l4proto != tcp return
+    fib daddr type local return
+    iifname . ip saddr . ip daddr @l4p_exc4 return
+    iifname . ip6 saddr . ip6 daddr @l4p_exc6 return
+    iifname . ip saddr @l4p_only4 iifname . ip saddr . ip daddr != @l4p_dst4 return
+    iifname . ip6 saddr @l4p_only6 iifname . ip6 saddr . ip6 daddr != @l4p_dst6 return
+    meta l4proto tcp dnat ip to iifname . ip saddr map @l4p_dnat4
+    meta l4proto tcp dnat ip6 to iifname . ip6 saddr map @l4p_dnat6
+    meta l4proto tcp meta nfproto ipv4 redirect to iifname . ip saddr map @l4p_redir4
+    meta l4proto tcp meta nfproto ipv6 redirect to iifname . ip6 saddr map @l4p_redir6
   }
   chain prerouting { type nat hook prerouting priority -100; policy accept;
     fib daddr type local jump portmap
@@ -152,11 +174,46 @@ pub fn tunnel_elems(ports: &std::collections::BTreeSet<u16>, peers: &[IpAddr]) -
     out
 }
 
-/// The elements an attached endpoint contributes: its port mappings and its
-/// outbound NAT.
-pub fn endpoint_elems(ep: &EndpointRecord) -> Vec<FwElem> {
+/// The elements an attached endpoint on `net` contributes: its port
+/// mappings, its outbound NAT and its L4 proxy.
+pub fn endpoint_elems(ep: &EndpointRecord, net: &NetworkRecord) -> Vec<FwElem> {
     let mut out = port_mapping_elems(ep);
     out.extend(outbound_nat_elems(ep));
+    out.extend(l4proxy_elems(ep, &net.bridge));
+    out
+}
+
+/// An endpoint's `L4Proxy`, keyed by (its switch, its address): what is
+/// not redirected (`l4p_exc`, and with a Destination `l4p_only` +
+/// `l4p_dst`), then where the rest goes: the proxy's address and port
+/// (`l4p_dnat`), or the port on the host (`l4p_redir`).
+pub fn l4proxy_elems(ep: &EndpointRecord, switch: &str) -> Vec<FwElem> {
+    let mut out = Vec::new();
+    let Some(rule) = cnet_model::endpoint::l4proxies_in(&ep.policies).next().and_then(|p| p.rule().ok()) else {
+        return out;
+    };
+    let elem = |set, key: String, value: Option<String>| FwElem { set, key, value };
+    for ip in ep.ips() {
+        let v4 = ip.is_ipv4();
+        if rule.ip.is_some_and(|p| p.is_ipv4() != v4) {
+            continue;
+        }
+        let f = |a, b| if v4 { a } else { b };
+        let key = format!("\"{switch}\" . {ip}");
+        for n in rule.exceptions.iter().filter(|n| n.addr().is_ipv4() == v4) {
+            out.push(elem(f("l4p_exc4", "l4p_exc6"), format!("{key} . {}", nft_prefix(n)), None));
+        }
+        if let Some(d) = rule.destination {
+            out.push(elem(f("l4p_only4", "l4p_only6"), key.clone(), None));
+            if d.addr().is_ipv4() == v4 {
+                out.push(elem(f("l4p_dst4", "l4p_dst6"), format!("{key} . {}", nft_prefix(&d)), None));
+            }
+        }
+        match rule.ip {
+            Some(p) => out.push(elem(f("l4p_dnat4", "l4p_dnat6"), key, Some(format!("{p} . {}", rule.port)))),
+            None => out.push(elem(f("l4p_redir4", "l4p_redir6"), key, Some(rule.port.to_string()))),
+        }
+    }
     out
 }
 

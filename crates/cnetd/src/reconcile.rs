@@ -49,10 +49,13 @@ pub fn startup(svc: &Service) -> Result<StartupReport> {
         svc.firewall.preload(net.id, svc.driver(net)?.firewall(net));
     }
     for ep in o.endpoints.values().map(|s| &s.record).filter(|e| e.in_kernel()) {
-        svc.firewall.preload(ep.id, firewall::endpoint_elems(ep));
-        if let Some(net) = o.networks.get(&ep.network) {
-            svc.policies.preload(ep, &net.record);
-            svc.guards.preload(ep, &net.record);
+        match o.networks.get(&ep.network) {
+            Some(net) => {
+                svc.firewall.preload(ep.id, firewall::endpoint_elems(ep, &net.record));
+                svc.policies.preload(ep, &net.record);
+                svc.guards.preload(ep, &net.record);
+            }
+            None => svc.firewall.preload(ep.id, firewall::port_mapping_elems(ep)),
         }
     }
     svc.policies.reload().map_err(kernel("loading the nftables policy table"))?;

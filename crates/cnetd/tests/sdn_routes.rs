@@ -45,10 +45,16 @@ fn an_sdn_route_leads_through_its_next_hop_and_need_encap_through_the_host() {
     // NeedEncap: b's own address goes through the host: an echo with a TTL
     // of 1 reaches b over the switch, and not through a router.
     let c = container(&w, &net, "c", json!([]));
-    let ttl1 = |c: &Container| w.exec_in(&c.path(), &["ping", "-c", "1", "-W", "1", "-t", "1", &b.ip()]).status.success();
+    let ttl1 =
+        |c: &Container| w.exec_in(&c.path(), &["ping", "-c", "1", "-W", "1", "-t", "1", &b.ip()]).status.success();
     assert!(ttl1(&c), "over the switch, TTL 1 is enough");
-    patch_policies(&w, &c.ep, "Add", json!([sdn(json!({"DestinationPrefix": format!("{}/32", b.ip()), "NeedEncap": true}))]))
-        .unwrap();
+    patch_policies(
+        &w,
+        &c.ep,
+        "Add",
+        json!([sdn(json!({"DestinationPrefix": format!("{}/32", b.ip()), "NeedEncap": true}))]),
+    )
+    .unwrap();
     assert!(routes_of(&w, &c).contains(&format!("{} via 10.127.0.1", b.ip())), "{}", routes_of(&w, &c));
     assert!(probe::ping(&c.path(), &b.ip()), "c → b through the host");
     assert!(!ttl1(&c), "through the host, a TTL of 1 runs out");

@@ -1,6 +1,7 @@
-//! Checks of an endpoint's `OutBoundNAT` policy.
+//! Checks of an endpoint's `OutBoundNAT` and `L4Proxy` policies: what the
+//! host's NAT does with its traffic.
 
-use crate::endpoint::{outbound_nats_in, EndpointPolicy};
+use crate::endpoint::{l4proxies_in, outbound_nats_in, EndpointPolicy};
 use crate::error::{ApiError, Result};
 use crate::{Network, NetworkType};
 
@@ -30,6 +31,36 @@ pub fn check_outbound_nat(policies: &[EndpointPolicy], net: &Network) -> Result<
                 net.name
             )));
         }
+    }
+    Ok(())
+}
+
+/// At most one `L4Proxy` policy, whose settings the kernel can take, on a
+/// network whose endpoints reach the host, with a proxy that is not the
+/// endpoint itself.
+pub fn check_l4proxy(policies: &[EndpointPolicy], ips: &[std::net::IpAddr], net: &Network) -> Result<()> {
+    let proxies: Vec<_> = l4proxies_in(policies).collect();
+    let Some(proxy) = proxies.first() else { return Ok(()) };
+    if proxies.len() > 1 {
+        return Err(ApiError::invalid_param(format!(
+            "an endpoint takes one L4Proxy policy, this one has {}: one proxy takes all its flows",
+            proxies.len()
+        )));
+    }
+    let rule = proxy.rule().map_err(ApiError::invalid_param)?;
+    if !matches!(
+        net.r#type,
+        NetworkType::Nat | NetworkType::Internal | NetworkType::L2Bridge | NetworkType::L2Tunnel | NetworkType::Overlay
+    ) {
+        return Err(ApiError::invalid_param(format!(
+            "L4Proxy needs a network whose endpoints reach the host (NAT, Internal, L2Bridge, L2Tunnel, Overlay); {} is {:?}",
+            net.name, net.r#type
+        )));
+    }
+    if let Some(ip) = rule.ip.filter(|ip| ips.contains(ip)) {
+        return Err(ApiError::invalid_param(format!(
+            "L4Proxy IP {ip} is the endpoint's own address: a proxy inside the endpoint is not supported in this build; run it on the host and leave IP empty"
+        )));
     }
     Ok(())
 }

@@ -277,6 +277,7 @@ impl Service {
             validate::check_acls(&new.policies, &net.to_wire())?;
             validate::check_outbound_nat(&new.policies, &net.to_wire())?;
             validate::check_sdn_routes(&new.policies, &net.to_wire())?;
+            validate::check_l4proxy(&new.policies, &new.ips().collect::<Vec<_>>(), &net.to_wire())?;
             if cnet_model::endpoint::vlan_in(&new.policies) != cnet_model::endpoint::vlan_in(&old.policies)
                 && new.in_kernel()
             {
@@ -308,7 +309,7 @@ impl Service {
                 self.put_endpoint_done(&old)?;
                 return Err(ServiceError::kernel("updating ACLs", e));
             }
-            if let Err(e) = self.firewall.set(new.id, firewall::endpoint_elems(&new)) {
+            if let Err(e) = self.firewall.set(new.id, firewall::endpoint_elems(&new, &net)) {
                 let _ = self.policies.set(&old, &net);
                 let _ = self.change_routes(&new, &old, &net);
                 let _ = self.set_adapter_mtu(&old, was);
@@ -330,7 +331,12 @@ impl Service {
     /// Brings the routes inside an attached container's namespace from
     /// `old`'s to `new`'s (its `SDNRoute`s changed). A VM's guest and a
     /// runtime that took a handed-off adapter route for themselves.
-    fn change_routes(&self, old: &EndpointRecord, new: &EndpointRecord, net: &crate::state::NetworkRecord) -> Result<()> {
+    fn change_routes(
+        &self,
+        old: &EndpointRecord,
+        new: &EndpointRecord,
+        net: &crate::state::NetworkRecord,
+    ) -> Result<()> {
         let (was, now) = (old.all_routes(net), new.all_routes(net));
         if was == now {
             return Ok(());

@@ -230,7 +230,7 @@ impl Service {
             let _ = self.guards.remove(ep.id);
             return Err(ServiceError::kernel("programming ACLs", e));
         }
-        if let Err(e) = self.firewall.set(ep.id, firewall::endpoint_elems(ep)) {
+        if let Err(e) = self.firewall.set(ep.id, firewall::endpoint_elems(ep, net)) {
             let _ = self.policies.remove(ep.id);
             let _ = self.guards.remove(ep.id);
             return Err(ServiceError::kernel("publishing ports", e));
@@ -382,8 +382,9 @@ fn same_policy(a: &EndpointPolicy, b: &EndpointPolicy) -> bool {
         }
         // An ACL with an Id is named by it.
         (EndpointPolicy::Acl(x), EndpointPolicy::Acl(y)) if x.id.is_some() && y.id.is_some() => x.id == y.id,
-        // An endpoint has one OutBoundNAT: any names it.
+        // An endpoint has one OutBoundNAT and one L4Proxy: any names it.
         (EndpointPolicy::OutboundNat(_), EndpointPolicy::OutboundNat(_)) => true,
+        (EndpointPolicy::L4Proxy(_), EndpointPolicy::L4Proxy(_)) => true,
         _ => a == b,
     }
 }
