@@ -191,6 +191,7 @@ pub fn original_destination_server(netns: &str, addr: &str) -> Server {
 fn original_destination(s: &TcpStream) -> Option<std::net::SocketAddrV4> {
     use std::os::fd::AsRawFd;
     const SO_ORIGINAL_DST: libc::c_int = 80;
+    // SAFETY: sockaddr_in is plain data, for which all zeroes is a valid value.
     let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
     // SAFETY: sa and len are valid for the kernel to write a sockaddr_in.
