@@ -30,6 +30,7 @@ pub mod netns;
 mod nfnetlink;
 pub mod nft;
 pub mod probe;
+pub mod qos;
 pub mod reaper;
 pub mod sysctl;
 pub mod tap;

@@ -138,11 +138,17 @@ pub enum EndpointPolicy {
     /// A firewall rule for the endpoint's traffic.
     #[serde(rename = "ACL")]
     Acl(crate::acl::AclPolicy),
+    /// The endpoint's egress cap (HCN).
+    #[serde(rename = "QOS")]
+    Qos(crate::qos::QosPolicy),
+    /// Linux extension: caps both ways, as the CNI `bandwidth` capability.
+    Bandwidth(crate::qos::BandwidthPolicy),
 }
 
 impl EndpointPolicy {
     /// Policy types this build understands.
-    pub const SUPPORTED: [&'static str; 5] = ["PortMapping", "InterfaceParameters", "VLAN", "ProviderAddress", "ACL"];
+    pub const SUPPORTED: [&'static str; 7] =
+        ["PortMapping", "InterfaceParameters", "VLAN", "ProviderAddress", "ACL", "QOS", "Bandwidth"];
 }
 
 /// `ProviderAddress` settings: the underlay address of the host (or

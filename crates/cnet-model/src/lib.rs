@@ -22,6 +22,7 @@ pub mod names;
 pub mod namespace;
 pub mod net;
 pub mod network;
+pub mod qos;
 pub mod validate;
 
 pub use endpoint::{Endpoint, EndpointPolicy, EndpointState, IpConfig, PortMapping};

@@ -90,7 +90,9 @@ fn check_subnet(s: &Subnet) -> Result<()> {
 mod acls;
 mod overlay;
 mod ports;
+mod qos;
 pub use acls::{check_acls, check_disable_icc};
+pub use qos::check_qos;
 use overlay::check_overlay;
 pub use ports::{check_port_mappings, Publisher};
 
@@ -257,6 +259,7 @@ pub fn prepare_endpoint(ep: &mut Endpoint, net: &Network, usage: &Usage, sctp: b
     }
     check_vlan_policies(&ep.policies, net)?;
     check_acls(&ep.policies, net)?;
+    check_qos(&ep.policies, net)?;
     check_disable_icc(ep.flags, net)?;
     overlay::check_remote_endpoint(ep, net)?;
     if net.is_dhcp() {

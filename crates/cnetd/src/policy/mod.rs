@@ -24,6 +24,7 @@
 //!   from the model when someone deletes it ([`Policies::check_and_repair`]).
 
 pub mod acl;
+pub mod qos;
 
 use std::collections::BTreeMap;
 use std::fmt::Write;

@@ -275,6 +275,7 @@ impl Service {
             )?;
             validate::check_vlan_policies(&new.policies, &net.to_wire())?;
             validate::check_acls(&new.policies, &net.to_wire())?;
+            validate::check_qos(&new.policies, &net.to_wire())?;
             if cnet_model::endpoint::vlan_in(&new.policies) != cnet_model::endpoint::vlan_in(&old.policies)
                 && new.in_kernel()
             {
@@ -299,6 +300,16 @@ impl Service {
                 let _ = self.policies.set(&old, &net);
                 self.put_endpoint_done(&old)?;
                 return Err(ServiceError::kernel("updating port mappings", e));
+            }
+            // A rate change is a `tc qdisc replace`: open connections keep going.
+            if crate::policy::qos::shaped(&old) || crate::policy::qos::shaped(&new) {
+                if let Err(e) = crate::policy::qos::set(self.dp.as_ref(), &new) {
+                    let _ = crate::policy::qos::set(self.dp.as_ref(), &old);
+                    let _ = self.firewall.set(old.id, firewall::port_mapping_elems(&old));
+                    let _ = self.policies.set(&old, &net);
+                    self.put_endpoint_done(&old)?;
+                    return Err(ServiceError::kernel("updating QoS", e));
+                }
             }
             let removed: Vec<&PortMapping> =
                 old.port_mappings().filter(|m| !new.port_mappings().any(|n| n == *m)).collect();

@@ -72,6 +72,12 @@ impl Service {
             let _ = driver.detach(dp, &net, &new, None);
             return undo(ServiceError::kernel("programming ACLs", e));
         }
+        if let Err(e) = self.set_qos(&new) {
+            let _ = self.policies.remove(new.id);
+            let _ = self.firewall.remove(new.id);
+            let _ = driver.detach(dp, &net, &new, None);
+            return undo(e);
+        }
         self.forget(&udp_to_host_ports(new.port_mappings()));
         let done = EndpointRecord { state: EndpointState::Attached, ..new };
         self.state.write(|ch| ch.put_endpoint(Stored::done(done.clone())))?;

@@ -194,6 +194,12 @@ impl Service {
                 let _ = driver.detach(dp, net, ep, None);
                 return Err(ServiceError::kernel("programming ACLs", e));
             }
+            if let Err(e) = self.set_qos(ep) {
+                let _ = self.policies.remove(ep.id);
+                let _ = self.firewall.remove(ep.id);
+                let _ = driver.detach(dp, net, ep, None);
+                return Err(e);
+            }
             self.forget(&udp_to_host_ports(ep.port_mappings()));
             return Ok(EndpointRecord { vm_device: device, ..ep.clone() });
         }
@@ -227,6 +233,13 @@ impl Service {
             let _ = driver.detach(dp, net, &ep, Some(path));
             return Err(ServiceError::kernel("publishing ports", e));
         }
+        if let Err(e) = self.set_qos(&ep) {
+            let _ = self.firewall.remove(ep.id);
+            let _ = self.policies.remove(ep.id);
+            self.release_lease(&ep, Some(path));
+            let _ = driver.detach(dp, net, &ep, Some(path));
+            return Err(e);
+        }
         // As CNI portmap does: a UDP flow to a host port that was someone
         // else's would otherwise stay DNAT'd to the old owner.
         self.forget(&udp_to_host_ports(ep.port_mappings()));
@@ -248,6 +261,11 @@ impl Service {
         }
         if let Err(e) = self.policies.remove(ep.id) {
             errors.push(e.to_string());
+        }
+        if crate::policy::qos::shaped(ep) {
+            if let Err(e) = crate::policy::qos::clear(self.dp.as_ref(), ep) {
+                errors.push(e.to_string());
+            }
         }
         self.release_lease(ep, netns);
         match net.map(|n| (n, self.driver(n))) {
@@ -287,6 +305,15 @@ impl Service {
                 ),
             ))
         }
+    }
+
+    /// Gives an endpoint with `QOS` or `Bandwidth` policies its caps
+    /// (nothing for one without).
+    pub(crate) fn set_qos(&self, ep: &EndpointRecord) -> Result<()> {
+        if !crate::policy::qos::shaped(ep) {
+            return Ok(());
+        }
+        crate::policy::qos::set(self.dp.as_ref(), ep).map_err(|e| ServiceError::kernel("capping bandwidth (QoS)", e))
     }
 
     /// Deletes conntrack entries; a failure is logged, never fatal (the
