@@ -114,10 +114,13 @@ impl NetConf {
         let num = |k: &str| -> Result<u64, CniError> {
             match get_ci(bw, k) {
                 None | Some(Value::Null) => Ok(0),
-                Some(v) => v.as_u64().ok_or_else(|| invalid(format!("bandwidth {k} must be a whole number above 0, not {v}"))),
+                Some(v) => {
+                    v.as_u64().ok_or_else(|| invalid(format!("bandwidth {k} must be a whole number above 0, not {v}")))
+                }
             }
         };
-        let pair = |rate: u64, burst: u64| if rate == 0 && burst == 0 { (None, None) } else { (Some(rate), Some(burst)) };
+        let pair =
+            |rate: u64, burst: u64| if rate == 0 && burst == 0 { (None, None) } else { (Some(rate), Some(burst)) };
         let (ingress_rate, ingress_burst) = pair(num("ingressRate")?, num("ingressBurst")?);
         let (egress_rate, egress_burst) = pair(num("egressRate")?, num("egressBurst")?);
         let p = cnet_model::qos::BandwidthPolicy { ingress_rate, ingress_burst, egress_rate, egress_burst };
@@ -239,7 +242,10 @@ mod tests {
     #[test]
     fn the_bandwidth_capability_is_a_bandwidth_policy_refused_as_the_cni_plugin_refuses() {
         let conf = |bw: Value| NetConf { runtime: serde_json::json!({"bandwidth": bw}), ..NetConf::default() };
-        let p = conf(serde_json::json!({"ingressRate": 40_000_000, "ingressBurst": 1_000_000})).bandwidth().unwrap().unwrap();
+        let p = conf(serde_json::json!({"ingressRate": 40_000_000, "ingressBurst": 1_000_000}))
+            .bandwidth()
+            .unwrap()
+            .unwrap();
         assert_eq!((p.ingress_rate, p.ingress_burst, p.egress_rate), (Some(40_000_000), Some(1_000_000), None));
         assert_eq!(conf(serde_json::json!({"ingressRate": 0, "egressRate": 0})).bandwidth().unwrap(), None);
         assert_eq!(NetConf::default().bandwidth().unwrap(), None);

@@ -68,12 +68,32 @@ fn tbf(s: &Shaper) -> String {
     format!("tbf rate {}bit burst {} limit {}", s.rate.saturating_mul(8), s.burst, s.limit)
 }
 
-/// The `tc -batch` lines that bring `dev` from `have` to `want`.
-pub fn script(dev: &str, ifb: &str, want: &QosSpec, have: &QosStatus) -> String {
+/// What the kernel has of an endpoint's buckets, piece by piece.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Have {
+    /// The drops of the `tbf` root of the host link.
+    pub root_tbf: Option<u64>,
+    /// Whether the host link has the `ingress` qdisc (and so, maybe, the redirect).
+    pub redirected: bool,
+    /// The drops of the ifb's `tbf` root.
+    pub ifb_tbf: Option<u64>,
+}
+
+impl Have {
+    /// A direction is capped when its bucket is there, and for the egress
+    /// the redirect to it too.
+    pub fn status(&self) -> QosStatus {
+        QosStatus { egress: self.ifb_tbf.filter(|_| self.redirected), ingress: self.root_tbf }
+    }
+}
+
+/// The `tc -batch` lines that bring `dev` from `have` to `want`. The ifb
+/// itself is made before and deleted after, over netlink.
+pub fn script(dev: &str, ifb: &str, want: &QosSpec, have: &Have) -> String {
     let mut lines = Vec::new();
     match &want.ingress {
         Some(s) => lines.push(format!("qdisc replace dev {dev} root handle 1: {}", tbf(s))),
-        None if have.ingress.is_some() => lines.push(format!("qdisc del dev {dev} root")),
+        None if have.root_tbf.is_some() => lines.push(format!("qdisc del dev {dev} root")),
         None => {}
     }
     match &want.egress {
@@ -84,7 +104,8 @@ pub fn script(dev: &str, ifb: &str, want: &QosSpec, have: &QosStatus) -> String 
                 "filter replace dev {dev} parent ffff: protocol all prio 1 handle 800::800 u32 match u32 0 0 action mirred egress redirect dev {ifb}"
             ));
         }
-        None if have.egress.is_some() => lines.push(format!("qdisc del dev {dev} ingress")),
+        // Even a redirect to an ifb that is gone: it would drop everything.
+        None if have.redirected => lines.push(format!("qdisc del dev {dev} ingress")),
         None => {}
     }
     lines.iter().map(|l| format!("{l}\n")).collect()
@@ -95,16 +116,22 @@ fn bucket(q: Option<Qdisc>) -> Option<u64> {
 }
 
 /// What `dev` and `ifb` have; nothing when `dev` is gone.
-pub fn status(dev: &str, ifb: &str) -> Result<QosStatus> {
-    let mut nl = Rtnl::open()?;
-    let Some(index) = nl.index(dev)? else { return Ok(QosStatus::default()) };
-    let ingress = bucket(nl.qdisc(index, QdiscParent::Root)?);
-    let redirected = nl.qdisc(index, QdiscParent::Ingress)?.is_some_and(|q| q.kind == "ingress");
-    let egress = match nl.index(ifb)? {
-        Some(i) => bucket(nl.qdisc(i, QdiscParent::Root)?).or(redirected.then_some(0)),
-        None => redirected.then_some(0),
+pub fn have(nl: &mut Rtnl, dev: &str, ifb: &str) -> Result<Have> {
+    let Some(index) = nl.index(dev)? else { return Ok(Have::default()) };
+    let ifb_tbf = match nl.index(ifb)? {
+        Some(i) => bucket(nl.qdisc(i, QdiscParent::Root)?),
+        None => None,
     };
-    Ok(QosStatus { egress, ingress })
+    Ok(Have {
+        root_tbf: bucket(nl.qdisc(index, QdiscParent::Root)?),
+        redirected: nl.qdisc(index, QdiscParent::Ingress)?.is_some_and(|q| q.kind == "ingress"),
+        ifb_tbf,
+    })
+}
+
+/// Which directions of `dev` are capped, with their drop counts.
+pub fn status(dev: &str, ifb: &str) -> Result<QosStatus> {
+    Ok(have(&mut Rtnl::open()?, dev, ifb)?.status())
 }
 
 /// Brings host link `dev` (and its `ifb`) to `want`.
@@ -120,7 +147,7 @@ pub fn set(dev: &str, ifb: &str, want: &QosSpec) -> Result<()> {
             source: std::io::Error::from_raw_os_error(libc::ENODEV),
         });
     }
-    let have = status(dev, ifb)?;
+    let have = have(&mut nl, dev, ifb)?;
     let mut made_ifb = false;
     if want.egress.is_some() && nl.index(ifb)?.is_none() {
         let mtu = nl.link(dev)?.map_or(1500, |l| l.mtu);
@@ -155,7 +182,7 @@ mod tests {
     #[test]
     fn egress_goes_through_the_ifb_and_ingress_is_the_host_links_root() {
         let both = QosSpec { egress: Some(S), ingress: Some(S) };
-        let s = script("cnv1", "cnq1", &both, &QosStatus::default());
+        let s = script("cnv1", "cnq1", &both, &Have::default());
         assert_eq!(
             s,
             "qdisc replace dev cnv1 root handle 1: tbf rate 20000000bit burst 65536 limit 128036\n\
@@ -167,10 +194,14 @@ mod tests {
 
     #[test]
     fn what_is_no_longer_wanted_is_deleted_and_what_is_not_there_is_left_alone() {
-        let have = QosStatus { egress: Some(3), ingress: Some(0) };
+        let have = Have { root_tbf: Some(0), redirected: true, ifb_tbf: Some(3) };
         let s = script("cnv1", "cnq1", &QosSpec::default(), &have);
         assert_eq!(s, "qdisc del dev cnv1 root\nqdisc del dev cnv1 ingress\n");
-        assert_eq!(script("cnv1", "cnq1", &QosSpec::default(), &QosStatus::default()), "");
+        assert_eq!(script("cnv1", "cnq1", &QosSpec::default(), &Have::default()), "");
+        // A redirect whose ifb is gone goes too; an ifb without a redirect caps nothing.
+        let stray = Have { redirected: true, ..Have::default() };
+        assert_eq!(script("cnv1", "cnq1", &QosSpec::default(), &stray), "qdisc del dev cnv1 ingress\n");
+        assert_eq!(Have { ifb_tbf: Some(1), ..Have::default() }.status(), QosStatus::default());
     }
 
     #[test]

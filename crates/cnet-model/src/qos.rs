@@ -130,7 +130,8 @@ mod tests {
 
     #[test]
     fn bandwidth_directions_need_rate_and_burst_above_zero_as_the_cni_plugin_wants() {
-        let bw = |ir, ib, er, eb| BandwidthPolicy { ingress_rate: ir, ingress_burst: ib, egress_rate: er, egress_burst: eb };
+        let bw =
+            |ir, ib, er, eb| BandwidthPolicy { ingress_rate: ir, ingress_burst: ib, egress_rate: er, egress_burst: eb };
         assert_eq!(bw(Some(8), Some(16), None, None).ingress(), Ok(Some((8, 16))));
         assert!(bw(Some(8), Some(16), None, None).check().is_ok());
         assert!(bw(Some(8), None, None, None).check().unwrap_err().contains("without IngressBurst"));

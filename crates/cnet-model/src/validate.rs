@@ -92,9 +92,9 @@ mod overlay;
 mod ports;
 mod qos;
 pub use acls::{check_acls, check_disable_icc};
-pub use qos::check_qos;
 use overlay::check_overlay;
 pub use ports::{check_port_mappings, Publisher};
+pub use qos::check_qos;
 
 pub(crate) fn policy_type(p: &crate::NetworkPolicy) -> &'static str {
     match p {

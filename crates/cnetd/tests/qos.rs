@@ -40,13 +40,6 @@ fn assert_capped(w: &World, c: &Container, egress: bool, cap: f64) {
     assert!((second - cap).abs() <= cap * 0.1, "{dir}: {first:.2} then {second:.2} Mbit/s, cap {cap}");
 }
 
-/// The host namespace's tc and ifb state, as text.
-fn host_tc(w: &World) -> String {
-    let q = w.exec_in(&w.host_path(), &["tc", "qdisc", "show"]);
-    let l = w.exec_in(&w.host_path(), &["ip", "-o", "link", "show", "type", "ifb"]);
-    format!("{}{}", String::from_utf8_lossy(&q.stdout), String::from_utf8_lossy(&l.stdout))
-}
-
 #[test]
 fn qos_caps_both_ways_changes_at_run_time_under_an_open_connection_and_survives_a_restart() {
     cnet_testkit::require_root!();
@@ -56,7 +49,7 @@ fn qos_caps_both_ways_changes_at_run_time_under_an_open_connection_and_survives_
     let a = container(&w, &net, "a", json!([qos(2_500_000), ingress(40_000_000)]));
     let host = a.ep.host_interface_name.clone().unwrap();
     let ifb = cnetd::policy::qos::ifb_name(&a.ep.id);
-    let tc = host_tc(&w);
+    let tc = w.host_tc();
     assert!(tc.contains(&format!("qdisc tbf 1: dev {host} root")), "{tc}");
     assert!(tc.contains(&format!("qdisc ingress ffff: dev {host}")), "{tc}");
     assert!(tc.contains(&format!("qdisc tbf 1: dev {ifb} root")), "{tc}");
@@ -65,7 +58,8 @@ fn qos_caps_both_ways_changes_at_run_time_under_an_open_connection_and_survives_
     assert!(w.drift().is_empty(), "{:?}", w.drift());
     // TCP probes past the cap: the buckets' drops are what the Dataplane reports.
     let (h, i) = (host.clone(), ifb.clone());
-    let status = cnet_dataplane::netns::run_in(&w.host_path(), move || cnet_dataplane::qos::status(&h, &i)).unwrap().unwrap();
+    let status =
+        cnet_dataplane::netns::run_in(&w.host_path(), move || cnet_dataplane::qos::status(&h, &i)).unwrap().unwrap();
     eprintln!("drops: {status:?}");
     assert!(status.egress.unwrap() > 0 && status.ingress.unwrap() > 0, "{status:?}");
 
@@ -81,13 +75,15 @@ fn qos_caps_both_ways_changes_at_run_time_under_an_open_connection_and_survives_
     assert_eq!(err.code(), Some(cnet_model::ErrorCode::InvalidParameter), "{err}");
     assert!(err.to_string().contains("above 0"), "{err}");
     let now: cnet_model::Endpoint = w.client().get(&format!("/endpoints/{}", a.ep.id)).unwrap();
-    assert!(now.policies.iter().any(|p| matches!(p, cnet_model::EndpointPolicy::Qos(q) if q.maximum_outgoing_bandwidth_in_bytes == 5_000_000)));
-    assert!(host_tc(&w).contains("rate 40Mbit"), "{}", host_tc(&w));
+    assert!(now.policies.iter().any(
+        |p| matches!(p, cnet_model::EndpointPolicy::Qos(q) if q.maximum_outgoing_bandwidth_in_bytes == 5_000_000)
+    ));
+    assert!(w.host_tc().contains("rate 40Mbit"), "{}", w.host_tc());
 
     // The kernel keeps the caps while cnetd is down, and cnetd puts back
     // what someone removed meanwhile.
     w.stop_daemon();
-    assert!(host_tc(&w).contains(&ifb), "{}", host_tc(&w));
+    assert!(w.host_tc().contains(&ifb), "{}", w.host_tc());
     w.exec_in(&w.host_path(), &["tc", "qdisc", "del", "dev", &host, "root"]);
     w.start_daemon();
     assert_capped(&w, &a, false, 40.0);
@@ -99,15 +95,15 @@ fn qos_caps_both_ways_changes_at_run_time_under_an_open_connection_and_survives_
     let free = rate(&w, &a, true);
     eprintln!("egress without a cap: {free:.0} Mbit/s");
     assert!(free > 120.0, "uncapped egress is well above the old cap: {free:.1} Mbit/s");
-    assert!(!host_tc(&w).contains(&ifb), "{}", host_tc(&w));
+    assert!(!w.host_tc().contains(&ifb), "{}", w.host_tc());
     assert_eq!(open.echo("uncapped").unwrap(), "uncapped");
     assert!(w.drift().is_empty(), "{:?}", w.drift());
 
     // Deleted: no ifb and no qdisc of it in the host namespace.
     patch(&w, &a.ep, "Add", json!([qos(2_500_000)])).unwrap();
-    assert!(host_tc(&w).contains(&ifb));
+    assert!(w.host_tc().contains(&ifb));
     w.client().delete(&format!("/endpoints/{}", a.ep.id)).unwrap();
-    let tc = host_tc(&w);
+    let tc = w.host_tc();
     assert!(!tc.contains(&ifb) && !tc.contains("tbf") && !tc.contains("ingress"), "{tc}");
 }
 
@@ -118,19 +114,19 @@ fn an_ifb_left_by_a_crash_is_removed_at_start_and_detach_leaves_no_ifb() {
     let net = network(&w, "nat", "NAT", &["10.131.0.0/24"]);
     let a = container(&w, &net, "a", json!([qos(2_500_000)]));
     let ifb = cnetd::policy::qos::ifb_name(&a.ep.id);
-    assert!(host_tc(&w).contains(&ifb));
+    assert!(w.host_tc().contains(&ifb));
     // A crash while the endpoint was being deleted: the record is gone, the ifb is not.
     let stray = cnetd::policy::qos::ifb_name(&uuid::Uuid::new_v4());
     w.exec_in(&w.host_path(), &["ip", "link", "add", &stray, "type", "ifb"]);
     assert!(w.drift().iter().any(|d| d.contains(&stray) && d.contains("orphan")), "{:?}", w.drift());
     w.kill_daemon();
     w.start_daemon();
-    let tc = host_tc(&w);
+    let tc = w.host_tc();
     assert!(!tc.contains(&stray), "the orphan ifb is removed: {tc}");
     assert!(tc.contains(&ifb), "the endpoint's own ifb stays: {tc}");
     let detach = json!({"ResourceType": "Endpoint", "RequestType": "Remove", "Settings": {"EndpointId": a.ep.id}});
     w.client().patch::<Value>(&format!("/namespaces/{}", a.ns.id), &detach).unwrap();
-    let tc = host_tc(&w);
+    let tc = w.host_tc();
     assert!(!tc.contains(&ifb) && !tc.contains("tbf") && !tc.contains("ingress"), "{tc}");
     assert!(w.drift().is_empty(), "{:?}", w.drift());
 }

@@ -1,7 +1,6 @@
 //! What QoS needs from route netlink: creating an `ifb` link, and reading
 //! one qdisc of a link (its kind and drop count) without a dump.
 
-
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo as NlLinkInfo};
 use netlink_packet_route::tc::{TcAttribute, TcHandle, TcMessage, TcStats2};

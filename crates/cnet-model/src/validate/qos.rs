@@ -27,9 +27,7 @@ pub fn check_qos(policies: &[EndpointPolicy], net: &Network) -> Result<()> {
         return Err(ApiError::invalid_param("an endpoint takes one QOS and one Bandwidth policy: keep one of each"));
     }
     if qos == 1 && bandwidth_in(policies).is_some_and(|b| b.egress_rate.is_some()) {
-        return Err(ApiError::invalid_param(
-            "QOS and Bandwidth EgressRate both cap the endpoint's egress: keep one",
-        ));
+        return Err(ApiError::invalid_param("QOS and Bandwidth EgressRate both cap the endpoint's egress: keep one"));
     }
     if qos + bw > 0 && net.r#type == NetworkType::Transparent {
         return Err(ApiError::unsupported(format!(

@@ -106,11 +106,13 @@ pub fn drift(dp: &dyn Dataplane, ep: &EndpointRecord) -> DpResult<Vec<Finding>> 
     let have = dp.qos_status(&ep.host_interface_name, &ifb_name(&ep.id))?;
     let who = || Subject::new(SubjectKind::Endpoint, Some(ep.id), ep.display_name());
     let mut out = Vec::new();
-    for (what, wanted, there) in
-        [("egress", want.egress.is_some(), have.egress.is_some()), ("ingress", want.ingress.is_some(), have.ingress.is_some())]
-    {
+    for (what, wanted, there) in [
+        ("egress", want.egress.is_some(), have.egress.is_some()),
+        ("ingress", want.ingress.is_some(), have.ingress.is_some()),
+    ] {
         if wanted != there {
-            let (kind, how) = if wanted { (FindingKind::Missing, "missing") } else { (FindingKind::Mismatch, "not asked for") };
+            let (kind, how) =
+                if wanted { (FindingKind::Missing, "missing") } else { (FindingKind::Mismatch, "not asked for") };
             out.push(Finding::new(
                 who(),
                 kind,

@@ -396,6 +396,9 @@ fn same_policy(a: &EndpointPolicy, b: &EndpointPolicy) -> bool {
         (EndpointPolicy::PortMapping(x), EndpointPolicy::PortMapping(y)) => {
             x.protocol == y.protocol && x.external_port == y.external_port && x.vip == y.vip
         }
+        // An endpoint has one of each: named by type alone.
+        (EndpointPolicy::Qos(_), EndpointPolicy::Qos(_))
+        | (EndpointPolicy::Bandwidth(_), EndpointPolicy::Bandwidth(_)) => true,
         // An ACL with an Id is named by it.
         (EndpointPolicy::Acl(x), EndpointPolicy::Acl(y)) if x.id.is_some() && y.id.is_some() => x.id == y.id,
         _ => a == b,

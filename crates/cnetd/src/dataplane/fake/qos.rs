@@ -23,7 +23,9 @@ impl Objects {
             return Err(super::errno(format!("shaping link {dev}"), libc::ENODEV));
         };
         if spec.egress.is_some() {
-            self.links.entry(ifb.to_string()).or_insert_with(|| FakeLink { up: true, ..FakeLink::new("ifb", None, mtu) });
+            self.links
+                .entry(ifb.to_string())
+                .or_insert_with(|| FakeLink { up: true, ..FakeLink::new("ifb", None, mtu) });
         } else {
             self.links.remove(ifb);
         }

@@ -61,7 +61,8 @@ fn a_rate_change_replaces_the_bucket_and_removing_the_policy_removes_the_ifb() {
         .collect();
     b.svc().modify_endpoint(EP, PolicyChange::Update(update)).unwrap();
     assert_eq!(caps(&b).unwrap().egress.unwrap().rate, 5_000_000);
-    b.svc().modify_endpoint(EP, PolicyChange::Remove(vec![qos(5_000_000)])).unwrap();
+    // Named by type alone: one QOS per endpoint.
+    b.svc().modify_endpoint(EP, PolicyChange::Remove(vec![qos(1)])).unwrap();
     assert_eq!(caps(&b), Some(QosSpec { egress: None, ingress: Some(INGRESS) }));
     assert!(!has_ifb(&b), "no egress cap, no ifb");
     assert!(b.drift().is_empty(), "{:?}", b.drift());
@@ -114,5 +115,19 @@ fn qos_on_a_transparent_network_is_refused_before_the_kernel_is_touched() {
         let err = b.svc().create_endpoint(req).unwrap_err();
         assert_eq!(err.code, cnet_model::ErrorCode::MappingNotSupported, "{}", err.message);
         assert_eq!(b.fake.steps(), steps);
+    });
+}
+
+#[test]
+fn a_crash_at_any_step_of_a_qos_change_is_resolved_at_start_with_the_caps_the_record_has() {
+    let n = crashing_at_each_step_then_restarting_resolves_the_intent(attached, drop_qos);
+    assert!(n >= 2, "the ACL table and QoS: {n} steps");
+}
+
+#[test]
+fn a_detach_that_fails_at_the_qos_step_is_finished_by_a_retry_and_leaves_no_ifb() {
+    failing_each_step_finishes_on_retry(attached, detach, |b| {
+        assert!(b.fake.objects().qos.is_empty());
+        assert!(!has_ifb(b));
     });
 }
