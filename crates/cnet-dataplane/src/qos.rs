@@ -118,14 +118,13 @@ fn bucket(q: Option<Qdisc>) -> Option<u64> {
 /// What `dev` and `ifb` have; nothing when `dev` is gone.
 pub fn have(nl: &mut Rtnl, dev: &str, ifb: &str) -> Result<Have> {
     let Some(index) = nl.index(dev)? else { return Ok(Have::default()) };
-    let ifb_tbf = match nl.index(ifb)? {
-        Some(i) => bucket(nl.qdisc(i, QdiscParent::Root)?),
-        None => None,
-    };
+    let ifb_index = nl.index(ifb)?;
+    let qdiscs = nl.qdiscs(&[Some(index), ifb_index].into_iter().flatten().collect::<Vec<_>>())?;
+    let find = |i: Option<u32>, p: QdiscParent| qdiscs.iter().find(|q| Some(q.0) == i && q.1 == p).map(|q| q.2.clone());
     Ok(Have {
-        root_tbf: bucket(nl.qdisc(index, QdiscParent::Root)?),
-        redirected: nl.qdisc(index, QdiscParent::Ingress)?.is_some_and(|q| q.kind == "ingress"),
-        ifb_tbf,
+        root_tbf: bucket(find(Some(index), QdiscParent::Root)),
+        redirected: find(Some(index), QdiscParent::Ingress).is_some_and(|q| q.kind == "ingress"),
+        ifb_tbf: bucket(find(ifb_index, QdiscParent::Root)),
     })
 }
 

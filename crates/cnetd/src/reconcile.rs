@@ -109,6 +109,7 @@ pub fn startup(svc: &Service) -> Result<StartupReport> {
     for ep in o.endpoints.values().map(|s| &s.record).filter(|e| e.in_kernel() && crate::policy::qos::shaped(e)) {
         if let Err(e) = svc.set_qos(ep) {
             report.degraded.push(format!("endpoint {}: {}", ep.display_name(), e.message));
+            mark(svc, ep.id, EndpointState::Degraded)?;
         }
     }
     for net in o.networks.values().map(|s| &s.record) {

@@ -66,7 +66,15 @@ fn qos_caps_both_ways_changes_at_run_time_under_an_open_connection_and_survives_
     // A rate change at run time: an open connection keeps going.
     let _srv = probe::tcp_server(&w.lan_path(), "0.0.0.0:7030");
     let mut open = probe::tcp_connect(&a.path(), &format!("{LAN_IP}:7030")).expect("a → LAN");
+    // ... and so does a stream at full speed through the change: 20 Mbit/s
+    // for its first measured second, 40 for the two after.
+    let (lan, path) = (w.lan_path(), a.path());
+    let running = std::thread::spawn(move || probe::iperf_mbit(&lan, &path, LAN_IP, false));
+    std::thread::sleep(std::time::Duration::from_millis(2000));
     patch(&w, &a.ep, "Update", json!([qos(5_000_000), ingress(40_000_000)])).unwrap();
+    let during = running.join().unwrap().expect("the stream survives the change");
+    eprintln!("egress through the change from 20 to 40 Mbit/s: {during:.2}");
+    assert!((20.0..44.0).contains(&during), "{during:.2} Mbit/s");
     assert_eq!(open.echo("still here").unwrap(), "still here", "the open connection is not disturbed");
     assert_capped(&w, &a, true, 40.0);
 
@@ -129,4 +137,31 @@ fn an_ifb_left_by_a_crash_is_removed_at_start_and_detach_leaves_no_ifb() {
     let tc = w.host_tc();
     assert!(!tc.contains(&ifb) && !tc.contains("tbf") && !tc.contains("ingress"), "{tc}");
     assert!(w.drift().is_empty(), "{:?}", w.drift());
+}
+
+#[test]
+fn a_vm_endpoints_tap_gets_the_same_buckets_and_loses_them_with_the_endpoint() {
+    cnet_testkit::require_root!();
+    let w = World::new();
+    let net = network(&w, "nat", "NAT", &["10.132.0.0/24"]);
+    let vm: cnet_model::Namespace =
+        w.client().post("/namespaces", &json!({"Name": w.name("vm"), "Type": "Guest"})).unwrap();
+    let ep: cnet_model::Endpoint = w
+        .client()
+        .post(
+            "/endpoints",
+            &json!({"HostComputeNetwork": net.id, "HostComputeNamespace": vm.id,
+                    "Policies": [qos(2_500_000), ingress(40_000_000)]}),
+        )
+        .unwrap();
+    let tap = ep.host_interface_name.clone().unwrap();
+    let ifb = cnetd::policy::qos::ifb_name(&ep.id);
+    let tc = w.host_tc();
+    assert!(tc.contains(&format!("qdisc tbf 1: dev {tap} root")), "{tc}");
+    assert!(tc.contains(&format!("qdisc ingress ffff: dev {tap}")), "{tc}");
+    assert!(tc.contains(&format!("qdisc tbf 1: dev {ifb} root")), "{tc}");
+    assert!(w.drift().is_empty(), "{:?}", w.drift());
+    w.client().delete(&format!("/endpoints/{}", ep.id)).unwrap();
+    let tc = w.host_tc();
+    assert!(!tc.contains(&ifb) && !tc.contains("tbf") && !tc.contains("ingress"), "{tc}");
 }

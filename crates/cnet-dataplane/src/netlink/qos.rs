@@ -53,24 +53,29 @@ impl Rtnl {
         self.request(|| format!("creating ifb {name}"), RouteNetlinkMessage::NewLink(m), NLM_F_CREATE | NLM_F_EXCL)
     }
 
-    /// The qdisc at `parent` of link `index`, or `None` when there is none
-    /// (a link's default root qdisc, `noqueue` or `noop`, is reported as it
-    /// is). A dump for the one link: this kernel answers a plain RTM_GETQDISC
-    /// with an acknowledgement only.
-    pub fn qdisc(&mut self, index: u32, parent: QdiscParent) -> Result<Option<Qdisc>> {
-        let want = match parent {
-            QdiscParent::Root => TcHandle::ROOT,
-            QdiscParent::Ingress => TcHandle::INGRESS,
-        };
+    /// The qdiscs of the links `indexes` by (link, parent), from one dump
+    /// (this kernel answers a plain RTM_GETQDISC with an acknowledgement
+    /// only, and dumps every link's). A link's default root qdisc
+    /// (`noqueue`, `noop`) is listed as it is.
+    pub fn qdiscs(&mut self, indexes: &[u32]) -> Result<Vec<(u32, QdiscParent, Qdisc)>> {
         let answers = self
-            .exchange(RouteNetlinkMessage::GetQueueDiscipline(TcMessage::with_index(index as i32)), NLM_F_DUMP)
-            .map_err(|e| failed(format!("reading the qdiscs of link {index}"), e))?;
-        Ok(answers.iter().find_map(|a| match a {
-            RouteNetlinkMessage::NewQueueDiscipline(q) if q.header.index == index as i32 && q.header.parent == want => {
-                Some(qdisc_of(q))
-            }
-            _ => None,
-        }))
+            .exchange(RouteNetlinkMessage::GetQueueDiscipline(TcMessage::default()), NLM_F_DUMP)
+            .map_err(|e| failed("listing qdiscs", e))?;
+        Ok(answers
+            .iter()
+            .filter_map(|a| match a {
+                RouteNetlinkMessage::NewQueueDiscipline(q) => {
+                    let index = u32::try_from(q.header.index).ok().filter(|i| indexes.contains(i))?;
+                    let parent = match q.header.parent {
+                        TcHandle::ROOT => QdiscParent::Root,
+                        TcHandle::INGRESS => QdiscParent::Ingress,
+                        _ => return None,
+                    };
+                    Some((index, parent, qdisc_of(q)))
+                }
+                _ => None,
+            })
+            .collect())
     }
 }
 

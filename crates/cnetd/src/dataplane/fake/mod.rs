@@ -1,8 +1,9 @@
 //! A [`Dataplane`] in memory, for unit tests without root: it keeps the
 //! kernel objects cnet makes (namespaces, links, the inside of veths, the
-//! firewall's elements, the policy table's chains), records every call, and
-//! on request fails a step or "crashes" (panics) at it, so a test can run a
-//! lifecycle with a failure at each kernel step and check what is left behind.
+//! firewall's elements, the policy table's chains, QoS buckets), records
+//! every call, and on request fails a step or "crashes" (panics) at it, so
+//! a test can run a lifecycle with a failure at each kernel step and check
+//! what is left behind.
 //!
 //! Invariants (the parts of the kernel's behaviour cnet relies on):
 //! - A step either happens whole or not at all; a failed or crashed step
