@@ -97,6 +97,15 @@ pub fn clear(dp: &dyn Dataplane, ep: &EndpointRecord) -> DpResult<()> {
     dp.qos_set(&ep.host_interface_name, &ifb_name(&ep.id), &QosSpec::default())
 }
 
+/// Packets `ep`'s caps dropped: `(egress, ingress)`, 0 for a direction
+/// without a cap (and for an endpoint without a host link).
+pub fn drops(dp: &dyn Dataplane, ep: &EndpointRecord) -> DpResult<(u64, u64)> {
+    if ep.host_interface_name.is_empty() {
+        return Ok((0, 0));
+    }
+    dp.qos_drops(&ep.host_interface_name, &ifb_name(&ep.id))
+}
+
 /// Buckets `ep` should have and the kernel lacks, or has and should not.
 pub fn drift(dp: &dyn Dataplane, ep: &EndpointRecord) -> DpResult<Vec<Finding>> {
     if !shaped(ep) {

@@ -37,6 +37,8 @@ fn an_attached_endpoint_has_its_caps_and_its_ifb_and_a_restart_restores_them() {
     assert_eq!(caps(&b), Some(QosSpec { egress: Some(EGRESS), ingress: Some(INGRESS) }));
     assert!(has_ifb(&b));
     assert!(b.drift().is_empty(), "{:?}", b.drift());
+    let rec = b.svc().get_endpoint(EP).unwrap();
+    assert_eq!(crate::policy::qos::drops(b.fake.as_ref(), &rec).unwrap(), (0, 0));
     // Someone deletes the qdiscs: diag says so, a restart puts them back.
     b.fake.tamper(|k| k.qos.clear());
     assert!(b.drift().iter().any(|d| d.contains("egress cap") && d.contains("missing")), "{:?}", b.drift());
