@@ -104,6 +104,33 @@ impl NetConf {
             .map_err(|e| invalid(format!("the network name: {}", e.error)))
     }
 
+    /// The `bandwidth` capability (`runtimeConfig.bandwidth`: rates in
+    /// bits/s and bursts in bits, as the CNI bandwidth plugin takes them) as
+    /// a cnet `Bandwidth` policy; `None` when absent or all zero. As the
+    /// plugin does, a direction with rate and burst 0 is not capped, and one
+    /// of them 0 (or negative) is refused.
+    pub fn bandwidth(&self) -> Result<Option<cnet_model::qos::BandwidthPolicy>, CniError> {
+        let Some(bw) = get_ci(&self.runtime, "bandwidth").filter(|v| !v.is_null()) else { return Ok(None) };
+        let num = |k: &str| -> Result<u64, CniError> {
+            match get_ci(bw, k) {
+                None | Some(Value::Null) => Ok(0),
+                Some(v) => {
+                    v.as_u64().ok_or_else(|| invalid(format!("bandwidth {k} must be a whole number above 0, not {v}")))
+                }
+            }
+        };
+        let pair =
+            |rate: u64, burst: u64| if rate == 0 && burst == 0 { (None, None) } else { (Some(rate), Some(burst)) };
+        let (ingress_rate, ingress_burst) = pair(num("ingressRate")?, num("ingressBurst")?);
+        let (egress_rate, egress_burst) = pair(num("egressRate")?, num("egressBurst")?);
+        let p = cnet_model::qos::BandwidthPolicy { ingress_rate, ingress_burst, egress_rate, egress_burst };
+        if p == cnet_model::qos::BandwidthPolicy::default() {
+            return Ok(None);
+        }
+        p.check().map_err(|e| invalid(format!("runtimeConfig.bandwidth: {e}")))?;
+        Ok(Some(p))
+    }
+
     /// Port mappings from `runtimeConfig.portMappings`, keys in any case.
     pub fn port_mappings(&self) -> Result<Vec<PortMapping>, CniError> {
         let Some(list) = get_ci(&self.runtime, "portMappings").and_then(Value::as_array) else {
@@ -210,6 +237,26 @@ mod tests {
             (18083, 8080, Some("127.0.0.1".parse().unwrap()))
         );
         assert_eq!((m[1].external_port, m[1].protocol, m[1].vip), (18095, Protocol::Udp, None));
+    }
+
+    #[test]
+    fn the_bandwidth_capability_is_a_bandwidth_policy_refused_as_the_cni_plugin_refuses() {
+        let conf = |bw: Value| NetConf { runtime: serde_json::json!({"bandwidth": bw}), ..NetConf::default() };
+        let p = conf(serde_json::json!({"ingressRate": 40_000_000, "ingressBurst": 1_000_000}))
+            .bandwidth()
+            .unwrap()
+            .unwrap();
+        assert_eq!((p.ingress_rate, p.ingress_burst, p.egress_rate), (Some(40_000_000), Some(1_000_000), None));
+        assert_eq!(conf(serde_json::json!({"ingressRate": 0, "egressRate": 0})).bandwidth().unwrap(), None);
+        assert_eq!(NetConf::default().bandwidth().unwrap(), None);
+        for bad in [
+            serde_json::json!({"egressRate": 1000}),
+            serde_json::json!({"ingressBurst": 1000}),
+            serde_json::json!({"egressRate": -5, "egressBurst": 10}),
+        ] {
+            let err = conf(bad.clone()).bandwidth().unwrap_err();
+            assert_eq!(err.code, code::INVALID_CONFIG, "{bad}");
+        }
     }
 
     #[test]

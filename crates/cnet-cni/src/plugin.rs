@@ -123,6 +123,10 @@ pub fn add(c: &Client, conf: &NetConf, inv: &Invocation) -> Result<Value, CniErr
         .into_iter()
         .map(|m| serde_json::to_value(cnet_model::EndpointPolicy::PortMapping(m)).expect("serialisable"))
         .collect();
+    // The `bandwidth` capability, enforced as cnet's Bandwidth policy.
+    if let Some(bw) = conf.bandwidth()? {
+        policies.push(serde_json::to_value(cnet_model::EndpointPolicy::Bandwidth(bw)).expect("serialisable"));
+    }
     if let Some(mtu) = conf.raw.get("mtu").and_then(Value::as_u64) {
         policies.push(json!({"Type": "InterfaceParameters", "Settings": {"Mtu": mtu}}));
     }

@@ -171,3 +171,37 @@ fn podman_cni_backend_publishes_a_port_of_a_container_on_two_networks_and_leaves
     assert!(nets.is_empty(), "the runtime's networks go with their last container: {nets:?}");
     assert!(w.drift().is_empty(), "{:?}", w.drift());
 }
+
+#[test]
+fn the_bandwidth_capability_caps_the_container_both_ways_and_del_leaves_no_ifb_or_qdisc() {
+    cnet_testkit::require_root!();
+    let w = World::new();
+    let mut c = named(&w, "bwnet", "10.171.0.0/24");
+    c["runtimeConfig"] = json!({"bandwidth": {
+        "ingressRate": 40_000_000, "ingressBurst": 1_000_000, "egressRate": 20_000_000, "egressBurst": 1_000_000}});
+    let ns = netns(&w, "bw");
+    let (ok, r) = cni(&Call::new("ADD", "bw", &ns), &c);
+    assert!(ok, "{r}");
+    let tc = w.host_tc();
+    assert_eq!(tc.matches("qdisc tbf 1: dev").count(), 2, "{tc}");
+    assert!(tc.contains("qdisc ingress ffff:") && tc.contains(": cnq"), "{tc}");
+    // A quick check at the receiver, with one retry: within 10% of each cap.
+    for (reverse, cap) in [(true, 40.0), (false, 20.0)] {
+        let near = |r: f64| (r - cap).abs() <= cap * 0.1;
+        let first = probe::iperf_mbit(&w.lan_path(), &ns, LAN_IP, reverse).expect("iperf3");
+        let got = if near(first) { first } else { probe::iperf_mbit(&w.lan_path(), &ns, LAN_IP, reverse).unwrap() };
+        eprintln!("bandwidth cap {cap} Mbit/s (reverse {reverse}): measured {first:.2}, {got:.2}");
+        assert!(near(got), "cap {cap} Mbit/s, measured {first:.2} then {got:.2}");
+    }
+    assert!(w.drift().is_empty(), "{:?}", w.drift());
+    assert!(cni(&Call::new("DEL", "bw", &ns), &c).0);
+    let tc = w.host_tc();
+    assert!(!tc.contains("tbf") && !tc.contains("ingress") && !tc.contains("cnq"), "{tc}");
+
+    // As the bandwidth plugin: a rate without its burst is refused, and nothing is made.
+    c["runtimeConfig"] = json!({"bandwidth": {"egressRate": 20_000_000}});
+    let (ok, r) = cni(&Call::new("ADD", "bw2", &ns), &c);
+    assert!(!ok && r["code"] == 7, "{r}");
+    assert!(r["msg"].as_str().unwrap().contains("EgressBurst"), "{r}");
+    assert!(w.client().get::<Vec<Endpoint>>("/endpoints").unwrap().is_empty());
+}

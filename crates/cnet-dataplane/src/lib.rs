@@ -31,6 +31,7 @@ mod nfnetlink;
 pub mod nft;
 pub mod nftobj;
 pub mod probe;
+pub mod qos;
 pub mod reaper;
 pub mod sysctl;
 pub mod tap;

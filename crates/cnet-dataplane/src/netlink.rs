@@ -40,6 +40,7 @@ use crate::{Addr, DataplaneError, ErrorKind, LinkInfo, Mac, PortFlags, Result, R
 
 mod address;
 pub mod overlay;
+pub mod qos;
 mod routing;
 pub mod vlan;
 

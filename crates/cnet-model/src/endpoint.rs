@@ -149,6 +149,11 @@ pub enum EndpointPolicy {
     SdnRoute(SdnRoute),
     /// The endpoint's outbound TCP flows go to a proxy on the host.
     L4Proxy(crate::proxy::L4ProxyPolicy),
+    /// The endpoint's egress cap (HCN).
+    #[serde(rename = "QOS")]
+    Qos(crate::qos::QosPolicy),
+    /// Linux extension: caps both ways, as the CNI `bandwidth` capability.
+    Bandwidth(crate::qos::BandwidthPolicy),
 }
 
 /// `SDNRoute` settings: a route of the endpoint's. `NeedEncap` sends the
@@ -208,7 +213,7 @@ pub struct EncapOverhead {
 
 impl EndpointPolicy {
     /// Policy types this build understands.
-    pub const SUPPORTED: [&'static str; 9] = [
+    pub const SUPPORTED: [&'static str; 11] = [
         "PortMapping",
         "InterfaceParameters",
         "VLAN",
@@ -218,6 +223,8 @@ impl EndpointPolicy {
         "EncapOverhead",
         "SDNRoute",
         "L4Proxy",
+        "QOS",
+        "Bandwidth",
     ];
 }
 

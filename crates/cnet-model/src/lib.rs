@@ -24,6 +24,7 @@ pub mod nat;
 pub mod net;
 pub mod network;
 pub mod proxy;
+pub mod qos;
 pub mod stats;
 pub mod validate;
 

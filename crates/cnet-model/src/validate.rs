@@ -91,10 +91,12 @@ mod acls;
 mod nat;
 mod overlay;
 mod ports;
+mod qos;
 pub use acls::{check_acls, check_disable_icc};
 pub use nat::{check_l4proxy, check_outbound_nat};
 use overlay::check_overlay;
 pub use ports::{check_port_mappings, Publisher};
+pub use qos::check_qos;
 
 pub(crate) fn policy_type(p: &crate::NetworkPolicy) -> &'static str {
     match p {
@@ -295,6 +297,7 @@ pub fn prepare_endpoint(ep: &mut Endpoint, net: &Network, usage: &Usage, sctp: b
     check_sdn_routes(&ep.policies, net)?;
     let given: Vec<IpAddr> = ep.ip_configurations.iter().map(|c| c.ip_address).collect();
     check_l4proxy(&ep.policies, &given, net)?;
+    check_qos(&ep.policies, net)?;
     check_disable_icc(ep.flags, net)?;
     overlay::check_remote_endpoint(ep, net)?;
     if net.is_dhcp() {

@@ -260,6 +260,14 @@ impl World {
         true
     }
 
+    /// The host namespace's qdiscs (`tc qdisc show`) and ifb links, as text:
+    /// what QoS leaves in the kernel.
+    pub fn host_tc(&self) -> String {
+        let q = self.exec_in(&self.host_path(), &["tc", "qdisc", "show"]);
+        let l = self.exec_in(&self.host_path(), &["ip", "-o", "link", "show", "type", "ifb"]);
+        format!("{}{}", String::from_utf8_lossy(&q.stdout), String::from_utf8_lossy(&l.stdout))
+    }
+
     /// `cnet diag` drift lines (empty = none).
     pub fn drift(&self) -> Vec<String> {
         let r: serde_json::Value = self.client().get("/diag").expect("diag");

@@ -206,3 +206,40 @@ fn original_destination(s: &TcpStream) -> Option<std::net::SocketAddrV4> {
     };
     (rc == 0).then(|| std::net::SocketAddrV4::new(u32::from_be(sa.sin_addr.s_addr).into(), u16::from_be(sa.sin_port)))
 }
+
+/// TCP throughput in Mbit/s between `client_ns` and an iperf3 server in
+/// `server_ns` on `server_ip`, as the **receiver** counted it: one stream,
+/// `iperf3 -O 1 -t 3` (the first second, slow start, left out). With
+/// `reverse` the server sends (`-R`): the client's namespace receives.
+/// `None` when iperf3 cannot run or connect.
+pub fn iperf_mbit(server_ns: &str, client_ns: &str, server_ip: &str, reverse: bool) -> Option<f64> {
+    use std::process::{Command, Stdio};
+    let nsenter = |ns: &str| {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net={ns}"));
+        c
+    };
+    let mut server = nsenter(server_ns)
+        .args(["iperf3", "-s", "-1", "-B", server_ip])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let mut args = vec!["iperf3", "-c", server_ip, "-O", "1", "-t", "3", "-J"];
+    if reverse {
+        args.push("-R");
+    }
+    // The server needs a moment to listen.
+    for _ in 0..50 {
+        let out = nsenter(client_ns).args(&args).output().ok()?;
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if let Some(bps) = report["end"]["sum_received"]["bits_per_second"].as_f64() {
+            let _ = server.wait();
+            return Some(bps / 1e6);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    None
+}

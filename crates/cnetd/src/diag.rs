@@ -63,6 +63,7 @@ pub fn diag(svc: &Service) -> Result<DiagReport> {
         // A handed-off endpoint: only its host end is checked (its driver knows).
         let Some(ns) = crate::service::adapter_namespace(&o, ep, &own) else { continue };
         r.drift.extend(svc.driver(&net.record)?.check_endpoint(dp, &net.record, ep, ns, &links).map_err(kernel)?);
+        r.drift.extend(crate::policy::qos::drift(dp, ep).map_err(kernel)?);
     }
     for name in orphans(svc, &o, &links) {
         r.drift.push(Finding::new(
@@ -134,6 +135,7 @@ pub fn check_endpoint(svc: &Service, key: &str) -> Result<Vec<Finding>> {
         ));
     }
     out.extend(svc.firewall.owner_drift(ep.id, &who).map_err(kernel)?);
+    out.extend(crate::policy::qos::drift(dp, &ep).map_err(kernel)?);
     Ok(out)
 }
 

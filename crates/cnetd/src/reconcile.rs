@@ -2,9 +2,11 @@
 //! that was in flight and finishes every detach or delete, (2) loads the
 //! firewall model from the store and replaces the nftables table
 //! atomically, (3) has each network's driver complete its switch, re-creates
-//! managed namespaces and repairs attached endpoints, and (4) deletes links
-//! with cnet's prefixes that no object owns. It never re-creates a link that
-//! exists, so traffic of working endpoints is not interrupted.
+//! managed namespaces and repairs attached endpoints, sets their QoS caps
+//! again (a `tc qdisc replace`, which no connection notices), and (4)
+//! deletes links with cnet's prefixes that no object owns (an ifb whose
+//! endpoint is gone among them). It never re-creates a link that exists, so
+//! traffic of working endpoints is not interrupted.
 
 use std::collections::HashSet;
 
@@ -29,8 +31,8 @@ pub struct StartupReport {
 }
 
 /// Prefixes of the links cnet owns in the host namespace: bridges, host sides and TAPs,
-/// Transparent shims, VM macvtaps, Overlay VXLAN devices.
-pub(crate) const OWN_PREFIXES: [&str; 5] = ["cnb", "cnv", "cnh", "cnm", "cnx"];
+/// Transparent shims, VM macvtaps, Overlay VXLAN devices, QoS ifbs.
+pub(crate) const OWN_PREFIXES: [&str; 6] = ["cnb", "cnv", "cnh", "cnm", "cnx", crate::policy::qos::IFB_PREFIX];
 
 fn kernel(what: &str) -> impl FnOnce(cnet_dataplane::DataplaneError) -> ServiceError + '_ {
     move |e| ServiceError::kernel(what, e)
@@ -108,6 +110,13 @@ pub fn startup(svc: &Service) -> Result<StartupReport> {
         };
         mark(svc, ep.id, state)?;
     }
+    // After the repairs: a re-made veth has no qdiscs yet.
+    for ep in o.endpoints.values().map(|s| &s.record).filter(|e| e.in_kernel() && crate::policy::qos::shaped(e)) {
+        if let Err(e) = svc.set_qos(ep) {
+            report.degraded.push(format!("endpoint {}: {}", ep.display_name(), e.message));
+            mark(svc, ep.id, EndpointState::Degraded)?;
+        }
+    }
     for net in o.networks.values().map(|s| &s.record) {
         let eps: Vec<&EndpointRecord> =
             o.endpoints.values().map(|s| &s.record).filter(|e| e.network == net.id && e.in_kernel()).collect();
@@ -140,6 +149,13 @@ pub(crate) fn orphans(svc: &Service, o: &Objects, links: &Links) -> Vec<String> 
             );
         }
     }
+    owned.extend(
+        o.endpoints
+            .values()
+            .map(|s| &s.record)
+            .filter(|e| e.in_kernel() && crate::policy::qos::shaped(e))
+            .map(|e| crate::policy::qos::ifb_name(&e.id)),
+    );
     let mut out: Vec<String> = links
         .keys()
         .filter(|n| OWN_PREFIXES.iter().any(|p| n.starts_with(p)) && n.len() >= 13 && !owned.contains(*n))
@@ -190,6 +206,13 @@ fn resolve_intents(svc: &Service, report: &mut StartupReport) -> Result<()> {
                 ch.put_endpoint(Stored::done(crate::service::detached(ep.clone())))
             }
         })?;
+        // A policy change cut short: the caps as the record has them now
+        // (it was stored before the kernel was touched).
+        if intent == Intent::Modify && ep.in_kernel() {
+            if let Err(e) = crate::policy::qos::set(svc.dp.as_ref(), ep) {
+                report.degraded.push(format!("endpoint {}: QoS: {e}", ep.display_name()));
+            }
+        }
         count(report, intent);
     }
     for s in o.namespaces.values().filter(|s| s.intent.is_some()) {

@@ -296,6 +296,13 @@ impl Dataplane for Kernel {
         nft::foreign_drop_chains(TABLE)
     }
 
+    fn qos_set(&self, dev: &str, ifb: &str, spec: &super::QosSpec) -> DpResult<()> {
+        cnet_dataplane::qos::set(dev, ifb, spec)
+    }
+    fn qos_status(&self, dev: &str, ifb: &str) -> DpResult<super::QosStatus> {
+        cnet_dataplane::qos::status(dev, ifb)
+    }
+
     /// Queues the matches; the entries go within milliseconds.
     fn forget_flows(&self, flows: &[FlowMatch]) -> DpResult<usize> {
         self.forgetter.push(flows);

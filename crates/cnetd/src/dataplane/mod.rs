@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 pub use cnet_dataplane::conntrack::FlowMatch;
+pub use cnet_dataplane::qos::{QosSpec, QosStatus, Shaper};
 pub use cnet_dataplane::tap::TapSpec;
 pub use cnet_dataplane::{
     Addr, BridgeSpec, DataplaneError, HostRoute, Inside, LinkInfo, Mac, MacvlanSpec, MacvtapSpec, PortFlags, Route,
@@ -193,6 +194,23 @@ pub trait Dataplane: Send + Sync {
     ) -> DpResult<Option<cnet_dataplane::nftobj::Counter>>;
     /// Base chains of other tables with `policy drop`.
     fn foreign_drop_chains(&self) -> DpResult<Vec<String>>;
+
+    // ---- QoS (tc) ----
+    /// Brings host link `dev`'s buckets to `spec`, whatever it had: the
+    /// endpoint's ingress as the root qdisc of `dev`, its egress redirected
+    /// to ifb link `ifb` (made while the egress is capped, deleted when not).
+    /// Setting the old spec again undoes a change; an empty spec on a link
+    /// that is gone succeeds.
+    fn qos_set(&self, dev: &str, ifb: &str, spec: &QosSpec) -> DpResult<()>;
+    /// Which directions of `dev` are capped, with their buckets' drop counts.
+    fn qos_status(&self, dev: &str, ifb: &str) -> DpResult<QosStatus>;
+    /// Packets the caps of host link `dev` dropped since they were set:
+    /// `(egress, ingress)` in the endpoint's directions (egress = what it
+    /// sent), 0 for a direction that is not capped.
+    fn qos_drops(&self, dev: &str, ifb: &str) -> DpResult<(u64, u64)> {
+        let s = self.qos_status(dev, ifb)?;
+        Ok((s.egress.unwrap_or(0), s.ingress.unwrap_or(0)))
+    }
 
     // ---- conntrack ----
     /// Deletes the conntrack entries matching any of `flows` (the real

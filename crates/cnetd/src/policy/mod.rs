@@ -1,6 +1,7 @@
 //! Endpoint policies in the kernel: the nftables table `inet cnetpol`, of
-//! which this module is the one owner. Drivers do not program policies;
-//! the service hands this module each attached endpoint with its switch.
+//! which this module is the one owner, and ([`qos`]) the tc token buckets
+//! of QoS. Drivers do not program policies; the service hands this module
+//! each attached endpoint with its switch.
 //!
 //! The table's base chains dispatch through verdict maps keyed by
 //! (switch, endpoint address): `out4`/`out6` at prerouting −150 (before
@@ -24,6 +25,7 @@
 //!   from the model when someone deletes it ([`Policies::check_and_repair`]).
 
 pub mod acl;
+pub mod qos;
 pub mod spoof;
 
 use std::collections::BTreeMap;

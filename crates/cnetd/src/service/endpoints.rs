@@ -278,6 +278,7 @@ impl Service {
             validate::check_outbound_nat(&new.policies, &net.to_wire())?;
             validate::check_sdn_routes(&new.policies, &net.to_wire())?;
             validate::check_l4proxy(&new.policies, &new.ips().collect::<Vec<_>>(), &net.to_wire())?;
+            validate::check_qos(&new.policies, &net.to_wire())?;
             if cnet_model::endpoint::vlan_in(&new.policies) != cnet_model::endpoint::vlan_in(&old.policies)
                 && new.in_kernel()
             {
@@ -290,31 +291,9 @@ impl Service {
             Ok((old, new, net.clone()))
         })?;
         if new.in_kernel() {
-            let (was, mtu) = (old.effective_mtu(&net), new.effective_mtu(&net));
-            if was != mtu {
-                if let Err(e) = self.set_adapter_mtu(&new, mtu) {
-                    let _ = self.set_adapter_mtu(&old, was);
-                    self.put_endpoint_done(&old)?;
-                    return Err(e);
-                }
-            }
-            if let Err(e) = self.change_routes(&old, &new, &net) {
-                let _ = self.set_adapter_mtu(&old, was);
+            if let Err(e) = self.reprogram(&old, &new, &net) {
                 self.put_endpoint_done(&old)?;
                 return Err(e);
-            }
-            if let Err(e) = self.policies.set(&new, &net) {
-                let _ = self.change_routes(&new, &old, &net);
-                let _ = self.set_adapter_mtu(&old, was);
-                self.put_endpoint_done(&old)?;
-                return Err(ServiceError::kernel("updating ACLs", e));
-            }
-            if let Err(e) = self.firewall.set(new.id, firewall::endpoint_elems(&new, &net)) {
-                let _ = self.policies.set(&old, &net);
-                let _ = self.change_routes(&new, &old, &net);
-                let _ = self.set_adapter_mtu(&old, was);
-                self.put_endpoint_done(&old)?;
-                return Err(ServiceError::kernel("updating port mappings", e));
             }
             let removed: Vec<&PortMapping> =
                 old.port_mappings().filter(|m| !new.port_mappings().any(|n| n == *m)).collect();
@@ -326,6 +305,59 @@ impl Service {
         }
         self.put_endpoint_done(&new)?;
         Ok(new)
+    }
+
+    /// Brings an attached endpoint's kernel state from `old`'s policies to
+    /// `new`'s: MTU, routes, ACLs, firewall elements, QoS; on a failure,
+    /// every step taken (the failed one too) is undone, last first.
+    fn reprogram(&self, old: &EndpointRecord, new: &EndpointRecord, net: &crate::state::NetworkRecord) -> Result<()> {
+        #[derive(Clone, Copy)]
+        enum Step {
+            Mtu,
+            Routes,
+            Acls,
+            Firewall,
+            Qos,
+        }
+        let (was, mtu) = (old.effective_mtu(net), new.effective_mtu(net));
+        let qos = crate::policy::qos::shaped(old) || crate::policy::qos::shaped(new);
+        let mut taken = Vec::new();
+        let mut run = |step: Step| -> Result<()> {
+            taken.push(step);
+            match step {
+                Step::Mtu if was != mtu => self.set_adapter_mtu(new, mtu),
+                Step::Mtu => Ok(()),
+                Step::Routes => self.change_routes(old, new, net),
+                Step::Acls => self.policies.set(new, net).map_err(|e| ServiceError::kernel("updating ACLs", e)),
+                Step::Firewall => self
+                    .firewall
+                    .set(new.id, firewall::endpoint_elems(new, net))
+                    .map_err(|e| ServiceError::kernel("updating port mappings", e)),
+                // A rate change is a `tc qdisc replace`: open connections keep going.
+                Step::Qos if qos => {
+                    crate::policy::qos::set(self.dp.as_ref(), new).map_err(|e| ServiceError::kernel("updating QoS", e))
+                }
+                Step::Qos => Ok(()),
+            }
+        };
+        let done = [Step::Mtu, Step::Routes, Step::Acls, Step::Firewall, Step::Qos].into_iter().try_for_each(&mut run);
+        let Err(e) = done else { return Ok(()) };
+        for step in taken.into_iter().rev() {
+            let _ = match step {
+                Step::Mtu => self.set_adapter_mtu(old, was),
+                Step::Routes => self.change_routes(new, old, net),
+                Step::Acls => self.policies.set(old, net).map_err(|e| ServiceError::kernel("", e)),
+                Step::Firewall => self
+                    .firewall
+                    .set(old.id, firewall::endpoint_elems(old, net))
+                    .map_err(|e| ServiceError::kernel("", e)),
+                Step::Qos if qos => {
+                    crate::policy::qos::set(self.dp.as_ref(), old).map_err(|e| ServiceError::kernel("", e))
+                }
+                Step::Qos => Ok(()),
+            };
+        }
+        Err(e)
     }
 
     /// Brings the routes inside an attached container's namespace from

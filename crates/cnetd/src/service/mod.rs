@@ -223,7 +223,8 @@ impl Service {
     }
 
     /// Programs what an attached (or handed-off) endpoint has beyond its
-    /// adapter: its guard, its ACLs, its published ports; all or nothing.
+    /// adapter: its guard, its ACLs, its firewall elements (published ports,
+    /// outbound NAT, L4 proxy), its QoS caps; all or nothing.
     pub(crate) fn program_endpoint(&self, ep: &EndpointRecord, net: &NetworkRecord) -> Result<()> {
         self.guards.set(ep, net).map_err(|e| ServiceError::kernel("guarding against spoofing", e))?;
         if let Err(e) = self.policies.set(ep, net) {
@@ -234,6 +235,12 @@ impl Service {
             let _ = self.policies.remove(ep.id);
             let _ = self.guards.remove(ep.id);
             return Err(ServiceError::kernel("publishing ports", e));
+        }
+        if let Err(e) = self.set_qos(ep) {
+            let _ = self.firewall.remove(ep.id);
+            let _ = self.policies.remove(ep.id);
+            let _ = self.guards.remove(ep.id);
+            return Err(e);
         }
         // As CNI portmap does: a UDP flow to a host port that was someone
         // else's would otherwise stay DNAT'd to the old owner.
@@ -257,8 +264,10 @@ impl Service {
         if let Err(e) = self.policies.remove(ep.id) {
             errors.push(e.to_string());
         }
-        if let Err(e) = self.guards.remove(ep.id) {
-            errors.push(e.to_string());
+        if crate::policy::qos::shaped(ep) {
+            if let Err(e) = crate::policy::qos::clear(self.dp.as_ref(), ep) {
+                errors.push(e.to_string());
+            }
         }
         self.release_lease(ep, netns);
         match net.map(|n| (n, self.driver(n))) {
@@ -298,6 +307,15 @@ impl Service {
                 ),
             ))
         }
+    }
+
+    /// Gives an endpoint with `QOS` or `Bandwidth` policies its caps
+    /// (nothing for one without).
+    pub(crate) fn set_qos(&self, ep: &EndpointRecord) -> Result<()> {
+        if !crate::policy::qos::shaped(ep) {
+            return Ok(());
+        }
+        crate::policy::qos::set(self.dp.as_ref(), ep).map_err(|e| ServiceError::kernel("capping bandwidth (QoS)", e))
     }
 
     /// Deletes conntrack entries; a failure is logged, never fatal (the
@@ -380,6 +398,9 @@ fn same_policy(a: &EndpointPolicy, b: &EndpointPolicy) -> bool {
         (EndpointPolicy::PortMapping(x), EndpointPolicy::PortMapping(y)) => {
             x.protocol == y.protocol && x.external_port == y.external_port && x.vip == y.vip
         }
+        // An endpoint has one of each: named by type alone.
+        (EndpointPolicy::Qos(_), EndpointPolicy::Qos(_))
+        | (EndpointPolicy::Bandwidth(_), EndpointPolicy::Bandwidth(_)) => true,
         // An ACL with an Id is named by it.
         (EndpointPolicy::Acl(x), EndpointPolicy::Acl(y)) if x.id.is_some() && y.id.is_some() => x.id == y.id,
         // An endpoint has one OutBoundNAT and one L4Proxy: any names it.

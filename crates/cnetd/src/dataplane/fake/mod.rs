@@ -1,8 +1,9 @@
 //! A [`Dataplane`] in memory, for unit tests without root: it keeps the
 //! kernel objects cnet makes (namespaces, links, the inside of veths, the
-//! firewall's elements, the policy table's chains), records every call, and
-//! on request fails a step or "crashes" (panics) at it, so a test can run a
-//! lifecycle with a failure at each kernel step and check what is left behind.
+//! firewall's elements, the policy table's chains, QoS buckets), records
+//! every call, and on request fails a step or "crashes" (panics) at it, so
+//! a test can run a lifecycle with a failure at each kernel step and check
+//! what is left behind.
 //!
 //! Invariants (the parts of the kernel's behaviour cnet relies on):
 //! - A step either happens whole or not at all; a failed or crashed step
@@ -20,8 +21,10 @@ use cnet_dataplane::nftobj::{Counter, Family};
 use cnet_dataplane::{Mac, Route};
 
 mod objects;
+mod qos;
 use objects::info;
 pub use objects::{FakeInside, FakeLink, Objects};
+pub use qos::FakeQos;
 
 use super::{
     Addr, BridgeSpec, Dataplane, DataplaneError, DpResult, FlowMatch, FwElem, HostRoute, Inside, LinkInfo, MacvlanSpec,
@@ -149,6 +152,7 @@ fn remove_link(k: &mut Inner, name: &str) {
             remove_link(k, &c);
         }
         k.objects.routes.retain(|r| r.dev.as_str() != name);
+        k.objects.qos.remove(name);
         k.objects.proxies.retain(|(dev, _)| dev != name);
         for other in k.objects.links.values_mut() {
             if other.master.as_deref() == Some(name) {
@@ -158,27 +162,6 @@ fn remove_link(k: &mut Inner, name: &str) {
         let part = format!("/conf/{name}/");
         k.sysctls.retain(|key, _| !key.contains(&part));
     }
-}
-
-/// A macvlan or VLAN link on `parent`, made if missing, up.
-fn ensure_child(
-    k: &mut Inner,
-    kind: &'static str,
-    name: &str,
-    parent: &str,
-    mac: Option<Mac>,
-    mtu: u32,
-) -> DpResult<()> {
-    if !k.objects.links.contains_key(parent) {
-        return Err(errno(format!("looking up link {parent}"), libc::ENODEV));
-    }
-    let l = k
-        .objects
-        .links
-        .entry(name.to_string())
-        .or_insert_with(|| FakeLink { parent: Some(parent.to_string()), ..FakeLink::new(kind, mac, mtu) });
-    l.up = true;
-    Ok(())
 }
 
 impl Dataplane for FakeDataplane {
@@ -272,7 +255,7 @@ impl Dataplane for FakeDataplane {
             if k.objects.links.contains_key(name) {
                 return Err(errno(format!("creating macvtap {name}"), libc::EEXIST));
             }
-            ensure_child(k, "macvtap", name, parent, Some(mac), mtu)?;
+            k.objects.ensure_child("macvtap", name, parent, Some(mac), mtu)?;
             k.objects.links.get_mut(name).expect("just made").vlan = spec.vlan;
             Ok(format!("/dev/tap-fake-{name}"))
         })
@@ -339,7 +322,7 @@ impl Dataplane for FakeDataplane {
     }
     fn ensure_macvlan(&self, name: &str, parent: &str, mac: Mac, mtu: u32) -> DpResult<()> {
         self.step(format!("ensure_macvlan {name} {parent}"), |k| {
-            ensure_child(k, "macvlan", name, parent, Some(mac), mtu)
+            k.objects.ensure_child("macvlan", name, parent, Some(mac), mtu)
         })
     }
     fn set_link_vlan(&self, netns_path: Option<&str>, ifname: &str, vid: u16) -> DpResult<()> {
@@ -606,6 +589,13 @@ impl Dataplane for FakeDataplane {
     }
     fn foreign_drop_chains(&self) -> DpResult<Vec<String>> {
         self.read("foreign_drop_chains".into(), |_| Ok(vec![]))
+    }
+
+    fn qos_set(&self, dev: &str, ifb: &str, spec: &crate::dataplane::QosSpec) -> DpResult<()> {
+        self.step(format!("qos_set {dev} {ifb} {spec:?}"), |k| k.objects.qos_set(dev, ifb, spec))
+    }
+    fn qos_status(&self, dev: &str, ifb: &str) -> DpResult<crate::dataplane::QosStatus> {
+        self.read(format!("qos_status {dev}"), |k| Ok(k.objects.qos_status(dev, ifb)))
     }
 
     fn forget_flows(&self, flows: &[FlowMatch]) -> DpResult<usize> {

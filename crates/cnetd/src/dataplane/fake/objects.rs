@@ -78,6 +78,8 @@ pub struct Objects {
     pub policy: Option<BTreeSet<String>>,
     /// The anti-spoofing table's guarded ports, or `None` when it is not loaded.
     pub guarded: Option<BTreeSet<String>>,
+    /// The QoS buckets of host links, by link.
+    pub qos: BTreeMap<String, super::FakeQos>,
 }
 
 impl Objects {
@@ -193,6 +195,26 @@ pub(super) fn info(name: &str, l: &FakeLink) -> LinkInfo {
 }
 
 impl Objects {
+    /// A macvlan or VLAN link on `parent`, made if missing, up.
+    pub(super) fn ensure_child(
+        &mut self,
+        kind: &'static str,
+        name: &str,
+        parent: &str,
+        mac: Option<Mac>,
+        mtu: u32,
+    ) -> crate::dataplane::DpResult<()> {
+        if !self.links.contains_key(parent) {
+            return Err(super::errno(format!("looking up link {parent}"), libc::ENODEV));
+        }
+        let l = self
+            .links
+            .entry(name.to_string())
+            .or_insert_with(|| FakeLink { parent: Some(parent.to_string()), ..FakeLink::new(kind, mac, mtu) });
+        l.up = true;
+        Ok(())
+    }
+
     /// One nft transaction on cnet's table: `gone` out, then `new` in. The
     /// failure as (what, errno): no table, or a key already taken (as nft,
     /// a map holds one element per key).

@@ -136,7 +136,9 @@ fn ep_req(ns: Option<&str>) -> Endpoint {
         "ID": EP, "Name": "web1", "HostComputeNetwork": "web", "HostComputeNamespace": ns,
         "Policies": [{"Type": "PortMapping", "Settings": {"Protocol": 17, "InternalPort": 53, "ExternalPort": 5353}},
                      {"Type": "PortMapping", "Settings": {"Protocol": 6, "InternalPort": 80, "ExternalPort": 8080}},
-                     {"Type": "ACL", "Settings": {"Action": "Block", "Direction": "In", "Protocols": "6", "LocalPorts": "22"}}]
+                     {"Type": "ACL", "Settings": {"Action": "Block", "Direction": "In", "Protocols": "6", "LocalPorts": "22"}},
+                     {"Type": "QOS", "Settings": {"MaximumOutgoingBandwidthInBytes": 2500000}},
+                     {"Type": "Bandwidth", "Settings": {"IngressRate": 40000000, "IngressBurst": 1000000}}]
     }))
     .unwrap()
 }
@@ -270,6 +272,8 @@ fn nothing_of_the_endpoint_is_left(b: &Bed) {
     assert!(k.links.keys().all(|l| !l.starts_with("cnv")), "{:?}", k.links.keys());
     assert!(k.inside.is_empty(), "{:?}", k.inside);
     assert_eq!(k.policy, None, "the policy table is left");
+    assert!(k.qos.is_empty(), "QoS buckets left: {:?}", k.qos);
+    assert!(k.links.keys().all(|l| !l.starts_with("cnq")), "an ifb is left: {:?}", k.links.keys());
     let pm = k.table.unwrap_or_default().into_iter().filter(|e| e.set.starts_with("pm")).count();
     assert_eq!(pm, 0, "port mapping elements left");
 }
@@ -490,6 +494,7 @@ fn a_bridge_with_as_many_ports_as_the_backlog_is_reported() {
 
 mod overlay;
 mod physical;
+mod qos;
 mod vm;
 
 #[test]
@@ -520,7 +525,7 @@ fn an_endpoints_acls_are_in_the_policy_table_while_it_is_attached_and_after_a_re
     b.fake.fail_step(0);
     assert!(b.svc().modify_endpoint(EP, PolicyChange::Remove(vec![p.clone()])).is_err(), "a failed change is reported");
     assert_eq!(chains(&b), want, "and changes nothing");
-    assert_eq!(b.svc().get_endpoint(EP).unwrap().policies.len(), 3);
+    assert_eq!(b.svc().get_endpoint(EP).unwrap().policies.len(), 5);
     b.svc().modify_endpoint(EP, PolicyChange::Remove(vec![p])).unwrap();
     assert_eq!(chains(&b), None, "the last endpoint's ACLs gone: the table goes");
 }

@@ -1,0 +1,201 @@
+//! QoS: an endpoint's `QOS` and `Bandwidth` policies → the token buckets
+//! of its host link ([`QosSpec`]), which the [`Dataplane`] programs with tc
+//! (`cnet_dataplane::qos`). The compiler ([`spec_of`]) is pure.
+//!
+//! - `QOS` (HCN): `MaximumOutgoingBandwidthInBytes` is the egress rate in
+//!   bytes/s; HCN has no burst, so cnet gives max(64 KiB, 10 ms of the rate).
+//! - `Bandwidth` (Linux extension; the CNI `bandwidth` capability): rates
+//!   in bits/s and bursts in bits, converted to bytes as the CNI bandwidth
+//!   plugin does.
+//! - Both: the queue behind the bucket holds 25 ms at the rate plus the
+//!   burst (the plugin's `limit = rate × latency + burst`, latency 25 ms).
+//!
+//! Invariants:
+//! - A burst is never below 64 KiB: veths carry GSO packets of up to
+//!   64 KiB, and a smaller bucket would split or drop every one of them.
+//! - Only endpoints whose policies cap something touch tc: attaching or
+//!   detaching one without QoS costs nothing here.
+//! - The `ifb` of an endpoint is named from its ID (`cnq` + 11 hex digits,
+//!   as its veth is `cnv` + the same digits), so start-up repair tells an
+//!   orphan from an owned one by name.
+
+use cnet_dataplane::qos::{QosSpec, Shaper};
+use cnet_model::findings::{Finding, FindingKind, Subject, SubjectKind};
+use cnet_model::qos::{bandwidth_in, has_qos, qos_in};
+use cnet_model::EndpointPolicy;
+use uuid::Uuid;
+
+use crate::dataplane::{Dataplane, DataplaneError, DpResult};
+use crate::state::EndpointRecord;
+
+/// The smallest bucket: one GSO packet.
+pub const MIN_BURST: u64 = 64 * 1024;
+/// How long a packet may wait behind the bucket (the CNI plugin's latency).
+pub const LATENCY_MS: u64 = 25;
+/// HCN QOS has no burst: the bucket holds this much time at the rate.
+pub const QOS_BURST_MS: u64 = 10;
+
+/// The prefix of the endpoints' ifb links.
+pub const IFB_PREFIX: &str = "cnq";
+
+/// The ifb link of endpoint `id`: at most 15 bytes.
+pub fn ifb_name(id: &Uuid) -> String {
+    format!("{IFB_PREFIX}{:011x}", cnet_model::names::stable_hash(id.as_bytes()) & 0xfff_ffff_ffff)
+}
+
+/// A bucket of `rate` bytes/s and (at least) `burst` bytes.
+fn shaper(rate: u64, burst: u64) -> Shaper {
+    let burst = burst.clamp(MIN_BURST, u32::MAX as u64);
+    let limit = (rate as u128 * LATENCY_MS as u128 / 1000 + burst as u128).min(u32::MAX as u128);
+    Shaper { rate, burst: burst as u32, limit: limit as u32 }
+}
+
+/// The buckets `policies` ask for (nothing when they cap nothing).
+pub fn spec_of(policies: &[EndpointPolicy]) -> Result<QosSpec, String> {
+    let mut spec = QosSpec::default();
+    if let Some(q) = qos_in(policies) {
+        q.check()?;
+        let rate = q.maximum_outgoing_bandwidth_in_bytes;
+        spec.egress = Some(shaper(rate, rate * QOS_BURST_MS / 1000));
+    }
+    if let Some(b) = bandwidth_in(policies) {
+        b.check()?;
+        if let Some((rate, burst)) = b.ingress()? {
+            spec.ingress = Some(shaper(rate / 8, burst / 8));
+        }
+        if let Some((rate, burst)) = b.egress()? {
+            if spec.egress.is_some() {
+                return Err("QOS and Bandwidth EgressRate both cap the egress: keep one".into());
+            }
+            spec.egress = Some(shaper(rate / 8, burst / 8));
+        }
+    }
+    Ok(spec)
+}
+
+/// Whether `ep` has buckets in the kernel to care about.
+pub fn shaped(ep: &EndpointRecord) -> bool {
+    !ep.host_interface_name.is_empty() && has_qos(&ep.policies)
+}
+
+/// Brings `ep`'s host link to what its policies ask for (removes every
+/// bucket when they ask for none).
+pub fn set(dp: &dyn Dataplane, ep: &EndpointRecord) -> DpResult<()> {
+    if ep.host_interface_name.is_empty() {
+        return Ok(());
+    }
+    let spec = spec_of(&ep.policies)
+        .map_err(|reason| DataplaneError::Invalid { what: format!("QoS of endpoint {}", ep.display_name()), reason })?;
+    dp.qos_set(&ep.host_interface_name, &ifb_name(&ep.id), &spec)
+}
+
+/// Removes `ep`'s buckets and its ifb.
+pub fn clear(dp: &dyn Dataplane, ep: &EndpointRecord) -> DpResult<()> {
+    if ep.host_interface_name.is_empty() {
+        return Ok(());
+    }
+    dp.qos_set(&ep.host_interface_name, &ifb_name(&ep.id), &QosSpec::default())
+}
+
+/// Packets `ep`'s caps dropped: `(egress, ingress)`, 0 for a direction
+/// without a cap (and for an endpoint without a host link).
+pub fn drops(dp: &dyn Dataplane, ep: &EndpointRecord) -> DpResult<(u64, u64)> {
+    if ep.host_interface_name.is_empty() {
+        return Ok((0, 0));
+    }
+    dp.qos_drops(&ep.host_interface_name, &ifb_name(&ep.id))
+}
+
+/// Buckets `ep` should have and the kernel lacks, or has and should not.
+pub fn drift(dp: &dyn Dataplane, ep: &EndpointRecord) -> DpResult<Vec<Finding>> {
+    if !shaped(ep) {
+        return Ok(vec![]);
+    }
+    let Ok(want) = spec_of(&ep.policies) else { return Ok(vec![]) };
+    let have = dp.qos_status(&ep.host_interface_name, &ifb_name(&ep.id))?;
+    let who = || Subject::new(SubjectKind::Endpoint, Some(ep.id), ep.display_name());
+    let mut out = Vec::new();
+    for (what, wanted, there) in [
+        ("egress", want.egress.is_some(), have.egress.is_some()),
+        ("ingress", want.ingress.is_some(), have.ingress.is_some()),
+    ] {
+        if wanted != there {
+            let (kind, how) =
+                if wanted { (FindingKind::Missing, "missing") } else { (FindingKind::Mismatch, "not asked for") };
+            out.push(Finding::new(
+                who(),
+                kind,
+                format!(
+                    "endpoint {}: the {what} cap on {} is {how} (restart cnetd or set the policy again)",
+                    ep.display_name(),
+                    ep.host_interface_name
+                ),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cnet_model::qos::{BandwidthPolicy, QosPolicy};
+
+    fn qos(n: u64) -> EndpointPolicy {
+        EndpointPolicy::Qos(QosPolicy { maximum_outgoing_bandwidth_in_bytes: n })
+    }
+    fn bw(i: Option<(u64, u64)>, e: Option<(u64, u64)>) -> EndpointPolicy {
+        EndpointPolicy::Bandwidth(BandwidthPolicy {
+            ingress_rate: i.map(|x| x.0),
+            ingress_burst: i.map(|x| x.1),
+            egress_rate: e.map(|x| x.0),
+            egress_burst: e.map(|x| x.1),
+        })
+    }
+
+    #[test]
+    fn hcn_qos_is_an_egress_bucket_of_ten_ms_but_at_least_64_kib() {
+        // 2.5 MB/s (20 Mbit/s): 10 ms is 25 KB, below one GSO packet.
+        let s = spec_of(&[qos(2_500_000)]).unwrap();
+        assert_eq!(s.ingress, None);
+        assert_eq!(s.egress, Some(Shaper { rate: 2_500_000, burst: 65_536, limit: 62_500 + 65_536 }));
+        // 125 MB/s (1 Gbit/s): 10 ms is 1.25 MB.
+        let s = spec_of(&[qos(125_000_000)]).unwrap().egress.unwrap();
+        assert_eq!((s.burst, s.limit), (1_250_000, 3_125_000 + 1_250_000));
+    }
+
+    #[test]
+    fn cni_bandwidth_is_converted_from_bits_with_the_plugins_limit() {
+        // 40 Mbit/s with a 1 Mbit burst in, 20 Mbit/s with 2 Mbit out.
+        let s = spec_of(&[bw(Some((40_000_000, 1_000_000)), Some((20_000_000, 2_000_000)))]).unwrap();
+        assert_eq!(s.ingress, Some(Shaper { rate: 5_000_000, burst: 125_000, limit: 125_000 + 125_000 }));
+        assert_eq!(s.egress, Some(Shaper { rate: 2_500_000, burst: 250_000, limit: 62_500 + 250_000 }));
+        // A small burst is raised to 64 KiB; kubelet's "no limit" burst fits.
+        let s = spec_of(&[bw(Some((8_000_000, 8)), None)]).unwrap();
+        assert_eq!(s.ingress.unwrap().burst, 65_536);
+        let s = spec_of(&[bw(None, Some((8_000_000, i32::MAX as u64)))]).unwrap();
+        assert_eq!(s.egress.unwrap().burst, i32::MAX as u32 / 8);
+        // QOS for the egress and Bandwidth for the ingress go together.
+        let s = spec_of(&[qos(2_500_000), bw(Some((40_000_000, 1_000_000)), None)]).unwrap();
+        assert!(s.egress.is_some() && s.ingress.is_some());
+    }
+
+    #[test]
+    fn what_the_cni_plugin_refuses_is_refused() {
+        assert!(spec_of(&[qos(0)]).is_err());
+        assert!(spec_of(&[bw(Some((0, 10)), None)]).is_err());
+        assert!(spec_of(&[bw(None, Some((10, 0)))]).is_err());
+        assert!(spec_of(&[bw(None, None)]).is_err());
+        assert!(spec_of(&[qos(1), bw(None, Some((8, 8)))]).unwrap_err().contains("keep one"));
+        assert_eq!(spec_of(&[]).unwrap(), QosSpec::default());
+    }
+
+    #[test]
+    fn ifb_names_fit_and_follow_the_veth_names() {
+        let id = Uuid::new_v4();
+        let name = ifb_name(&id);
+        assert_eq!(name.len(), 14);
+        let veth = format!("cnv{:011x}", cnet_model::names::stable_hash(id.as_bytes()) & 0xfff_ffff_ffff);
+        assert_eq!(name[3..], veth[3..]);
+    }
+}
