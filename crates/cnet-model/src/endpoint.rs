@@ -138,11 +138,14 @@ pub enum EndpointPolicy {
     /// A firewall rule for the endpoint's traffic.
     #[serde(rename = "ACL")]
     Acl(crate::acl::AclPolicy),
+    /// One tier of ordered firewall rules (`Pass` goes on to the next tier).
+    TierAcl(crate::tier::TierAclPolicy),
 }
 
 impl EndpointPolicy {
     /// Policy types this build understands.
-    pub const SUPPORTED: [&'static str; 5] = ["PortMapping", "InterfaceParameters", "VLAN", "ProviderAddress", "ACL"];
+    pub const SUPPORTED: [&'static str; 6] =
+        ["PortMapping", "InterfaceParameters", "VLAN", "ProviderAddress", "ACL", "TierAcl"];
 }
 
 /// `ProviderAddress` settings: the underlay address of the host (or
@@ -265,6 +268,14 @@ pub fn vlan_in(policies: &[EndpointPolicy]) -> Option<crate::network::Isolation>
 pub fn acls_in(policies: &[EndpointPolicy]) -> impl Iterator<Item = &crate::acl::AclPolicy> {
     policies.iter().filter_map(|p| match p {
         EndpointPolicy::Acl(a) => Some(a),
+        _ => None,
+    })
+}
+
+/// The `TierAcl` policies among `policies`.
+pub fn tiers_in(policies: &[EndpointPolicy]) -> impl Iterator<Item = &crate::tier::TierAclPolicy> {
+    policies.iter().filter_map(|p| match p {
+        EndpointPolicy::TierAcl(t) => Some(t),
         _ => None,
     })
 }

@@ -22,6 +22,8 @@ pub mod names;
 pub mod namespace;
 pub mod net;
 pub mod network;
+pub mod sets;
+pub mod tier;
 pub mod validate;
 
 pub use endpoint::{Endpoint, EndpointPolicy, EndpointState, IpConfig, PortMapping};

@@ -19,6 +19,7 @@ mod endpoints;
 mod handoff;
 mod leases;
 mod namespaces;
+mod network_policies;
 mod networks;
 mod overlay;
 
@@ -40,6 +41,7 @@ pub use endpoints::PolicyChange;
 pub(crate) use handoff::{adapter_namespace, own_namespace};
 pub use namespaces::NamespaceChange;
 pub use namespaces::NamespaceView;
+pub use network_policies::NetworkPolicyChange;
 pub use networks::NetworkChange;
 
 /// What this host's kernel can do, probed at start.

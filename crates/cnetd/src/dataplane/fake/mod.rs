@@ -1,6 +1,6 @@
 //! A [`Dataplane`] in memory, for unit tests without root: it keeps the
 //! kernel objects cnet makes (namespaces, links, the inside of veths, the
-//! firewall's elements, the policy table's chains), records every call, and
+//! firewall's elements, the policy table's chains and sets), records every call, and
 //! on request fails a step or "crashes" (panics) at it, so a test can run a
 //! lifecycle with a failure at each kernel step and check what is left behind.
 //!
@@ -12,12 +12,12 @@
 //! - Deleting a link removes its per-link sysctls.
 
 use std::collections::BTreeMap;
-use std::io;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
 use cnet_dataplane::{Mac, Route};
 
+pub mod nft;
 mod objects;
 use objects::info;
 pub use objects::{FakeInside, FakeLink, Objects};
@@ -50,7 +50,7 @@ pub struct FakeDataplane {
 }
 
 fn errno(what: impl Into<String>, code: i32) -> DataplaneError {
-    DataplaneError::Netlink { what: what.into(), source: io::Error::from_raw_os_error(code) }
+    DataplaneError::Netlink { what: what.into(), source: std::io::Error::from_raw_os_error(code) }
 }
 
 impl FakeDataplane {

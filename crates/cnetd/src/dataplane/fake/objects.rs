@@ -74,8 +74,8 @@ pub struct Objects {
     pub rules: BTreeSet<Rule>,
     /// VXLAN devices' remote-host entries, by device.
     pub overlay: BTreeMap<String, crate::dataplane::OverlayEntries>,
-    /// The policy table's endpoint chains, or `None` when it is not loaded.
-    pub policy: Option<BTreeSet<String>>,
+    /// The policy table's endpoint chains and IP sets, or `None` when it is not loaded.
+    pub policy: Option<super::nft::PolicyTable>,
 }
 
 impl Objects {
@@ -83,14 +83,14 @@ impl Objects {
     /// it, anything else needs it, as nft does.
     pub fn pol_apply(&mut self, script: &str) -> crate::dataplane::DpResult<()> {
         let load = format!("table inet {} {{}}\ndelete table inet {}\n", crate::policy::TABLE, crate::policy::TABLE);
-        let (mut chains, rest) = match script.strip_prefix(&load) {
+        let (mut table, rest) = match script.strip_prefix(&load) {
             Some("") => {
                 self.policy = None;
                 return Ok(());
             }
-            Some(rest) => (BTreeSet::new(), rest),
+            Some(rest) => (super::nft::PolicyTable::default(), rest),
             None => match self.policy.clone() {
-                Some(chains) => (chains, script),
+                Some(table) => (table, script),
                 None => {
                     return Err(crate::dataplane::DataplaneError::Netlink {
                         what: "changing table inet cnetpol".into(),
@@ -99,14 +99,8 @@ impl Objects {
                 }
             },
         };
-        for line in rest.lines() {
-            if let Some(c) = line.strip_prefix("add chain inet cnetpol ") {
-                chains.insert(c.to_string());
-            } else if let Some(c) = line.strip_prefix("delete chain inet cnetpol ") {
-                chains.remove(c);
-            }
-        }
-        self.policy = Some(chains);
+        table.apply(rest)?;
+        self.policy = Some(table);
         Ok(())
     }
 }
