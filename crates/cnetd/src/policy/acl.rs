@@ -375,7 +375,8 @@ mod tests {
             "RemoteAddresses": "web", "LocalPorts": "80", "Priority": 100}));
         let icmp = rule(serde_json::json!({"Action": "Allow", "Direction": "In", "Protocols": "1",
             "RemoteAddresses": "web,fd00::9", "Priority": 300}));
-        let network = rule(serde_json::json!({"Action": "Allow", "Direction": "In", "Protocols": "17", "Priority": 100}));
+        let network =
+            rule(serde_json::json!({"Action": "Allow", "Direction": "In", "Protocols": "17", "Priority": 100}));
         let network_block = rule(serde_json::json!({"Action": "Block", "Direction": "In", "Priority": 200}));
         let sets = BTreeMap::from([("web".to_string(), "ips_n_w".to_string())]);
         let rules = [own, icmp, network, network_block];

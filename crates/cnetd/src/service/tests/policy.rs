@@ -82,7 +82,11 @@ fn a_set_membership_change_changes_elements_only_in_one_transaction_and_a_failed
     modify(&b, NetworkPolicyChange::Update(vec![set("lan", "IPSET", "10.1.0.0/16,10.7.0.9")])).unwrap();
     let after = table(&b);
     assert_eq!(pol_applies(&b), n + 1, "one transaction");
-    assert_eq!(b.fake.calls().last().unwrap(), "pol_apply 1 lines", "one element added to the nested set, nothing else");
+    assert_eq!(
+        b.fake.calls().last().unwrap(),
+        "pol_apply 1 lines",
+        "one element added to the nested set, nothing else"
+    );
     assert_eq!(after.chains, before.chains, "no rule changed");
     assert!(set_elems(&after).iter().any(|(_, e)| e.contains(&"10.7.0.9/32".to_string())), "{:?}", set_elems(&after));
 
