@@ -173,8 +173,9 @@ fn a_nested_set_is_the_union_of_its_members_and_follows_their_changes() {
     assert!(probe::ping(&b.path(), &a.ip()) && probe::ping(&c.path(), &a.ip()), "neither is in a member set");
     let chain = in_chain(&w, &a.ep);
 
-    patch_net(&w, &net, "Update", json!([set("left", "IPSET", &b.ip())])).unwrap();
-    assert!(!probe::ping(&b.path(), &a.ip()), "b joined left, so both: blocked");
+    let out = w.cnet(&["network", "set", "update", &net.id.to_string(), "left", &b.ip()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!probe::ping(&b.path(), &a.ip()), "b joined left (from the command line), so both: blocked");
     assert!(probe::ping(&c.path(), &a.ip()), "c is in neither");
     patch_net(&w, &net, "Add", json!([set("more", "IPSET", &c.ip())])).unwrap();
     patch_net(&w, &net, "Update", json!([set("both", "NESTEDIPSET", "left,right,more")])).unwrap();
@@ -213,6 +214,22 @@ fn a_network_acl_blocks_a_flow_for_every_endpoint_of_the_network_added_and_remov
     for (ep, name) in [(&a, "a"), (&b, "b"), (&c, "c")] {
         assert!(probe::tcp_seen_as(&ep.path(), &lan(7040)).is_some(), "{name} → LAN:7040 open again");
     }
+
+    // The same from the command line, naming a set.
+    let id = net.id.to_string();
+    let ok = |args: &[&str]| {
+        let out = w.cnet(args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    ok(&["network", "set", "add", &id, "lan", LAN_IP]);
+    let add = ["network", "acl", "add", &id, "--id", "cli", "--action", "Block", "--direction", "Out"];
+    ok(&[&add[..], &["--protocols", "6", "--remote-addresses", "lan", "--remote-ports", "7041"]].concat());
+    assert_eq!(probe::tcp_seen_as(&a.path(), &lan(7041)), None, "a → LAN:7041 blocked from the command line");
+    let out = w.cnet(&["network", "set", "remove", &id, "lan"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("still named by a NetworkACL"));
+    ok(&["network", "acl", "remove", &id, "--id", "cli"]);
+    ok(&["network", "set", "remove", &id, "lan"]);
+    assert!(probe::tcp_seen_as(&a.path(), &lan(7041)).is_some(), "open again");
     assert!(w.drift().is_empty(), "{:?}", w.drift());
 }
 

@@ -149,7 +149,7 @@ impl Policies {
     pub fn set(&self, ep: &EndpointRecord, net: &NetworkRecord) -> DpResult<()> {
         let sets = sets_of(net)?;
         let new = program_of(ep, net, &sets)?;
-        self.apply(vec![(ep.id, new)], &sets.contents)
+        self.apply(vec![(ep.id, new)], &sets.contents, false)
     }
 
     /// Programs network `net`'s change (its sets, its NetworkACLs) for
@@ -157,18 +157,27 @@ impl Policies {
     pub fn network_changed(&self, net: &NetworkRecord, eps: &[EndpointRecord]) -> DpResult<()> {
         let sets = sets_of(net)?;
         let updates = eps.iter().map(|ep| Ok((ep.id, program_of(ep, net, &sets)?))).collect::<DpResult<Vec<_>>>()?;
-        self.apply(updates, &sets.contents)
+        self.apply(updates, &sets.contents, true)
     }
 
     /// Removes what endpoint `id` has in the table; nothing when it has nothing.
     pub fn remove(&self, id: Uuid) -> DpResult<()> {
-        self.apply(vec![(id, None)], &BTreeMap::new())
+        self.apply(vec![(id, None)], &BTreeMap::new(), false)
     }
 
     /// Moves the model and the kernel to `updates` (each endpoint's new
-    /// program, or none), with `contents` the current leaves of the sets of
-    /// the network they are on: one transaction, or nothing on failure.
-    fn apply(&self, updates: Vec<(Uuid, Option<Program>)>, contents: &BTreeMap<String, Vec<IpNet>>) -> DpResult<()> {
+    /// program, or none), with `contents` the leaves of the sets of the
+    /// network they are on: one transaction, or nothing on failure. Only a
+    /// network's own change (`authoritative`) changes the members of a set
+    /// in the kernel; an endpoint's takes them for the sets it adds, so an
+    /// endpoint change that read its network just before a set changed
+    /// cannot undo that change.
+    fn apply(
+        &self,
+        updates: Vec<(Uuid, Option<Program>)>,
+        contents: &BTreeMap<String, Vec<IpNet>>,
+        authoritative: bool,
+    ) -> DpResult<()> {
         let mut model = self.model();
         let updates: Vec<_> = updates.into_iter().filter(|(id, p)| model.programs.get(id) != p.as_ref()).collect();
         // The users each touched set gains or loses.
@@ -190,7 +199,8 @@ impl Policies {
         for name in touched {
             let old = model.sets.get(name);
             let users = (old.map_or(0, |o| o.users) as isize + delta.get(name).copied().unwrap_or(0)).max(0) as usize;
-            let state = match (users, contents.get(name).or(old.map(|o| &o.leaves))) {
+            let (given, kept) = (contents.get(name), old.map(|o| &o.leaves));
+            let state = match (users, if authoritative { given.or(kept) } else { kept.or(given) }) {
                 (0, _) => None,
                 (_, Some(leaves)) => Some(SetState { leaves: leaves.clone(), users }),
                 (_, None) => {

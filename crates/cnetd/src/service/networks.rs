@@ -460,6 +460,7 @@ impl Service {
                 // Back to the old kernel state as far as it goes; start-up repair does the rest.
                 let _ = driver.update(dp, &new, &old);
                 let _ = self.firewall.set(old.id, driver.firewall(&old));
+                let _ = self.policies.network_changed(&old, &eps);
                 self.state.write(|ch| ch.put_network(Stored::done(old.clone())))?;
                 Err(ServiceError::kernel("modifying network", e))
             }

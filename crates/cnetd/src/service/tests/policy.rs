@@ -90,6 +90,16 @@ fn a_set_membership_change_changes_elements_only_in_one_transaction_and_a_failed
     assert_eq!(after.chains, before.chains, "no rule changed");
     assert!(set_elems(&after).iter().any(|(_, e)| e.contains(&"10.7.0.9/32".to_string())), "{:?}", set_elems(&after));
 
+    // An endpoint change that read the network before the set changed does not undo it.
+    let mut stale = b.svc().get_network("web").unwrap();
+    stale.sets[0].values = "10.1.0.0/16".into();
+    let stored = b.svc().get_endpoint(EP).unwrap();
+    let mut ep = stored.clone();
+    ep.policies.pop();
+    b.svc().policies.set(&ep, &stale).unwrap();
+    assert_eq!(set_elems(&table(&b)), set_elems(&after), "the members stay the network's");
+    b.svc().policies.set(&stored, &b.svc().get_network("web").unwrap()).unwrap();
+
     b.fake.fail_step(0);
     let before = (b.svc().get_network("web").unwrap(), table(&b));
     assert!(modify(&b, NetworkPolicyChange::Update(vec![set("lan", "IPSET", "10.9.0.0/16")])).is_err());
