@@ -68,31 +68,27 @@ pub enum AclCmd {
     },
 }
 
+/// A set's ID and members.
+#[derive(Args)]
+pub struct SetArgs {
+    pub network: String,
+    pub id: String,
+    /// Addresses and prefixes, or with --nested the IDs of other sets.
+    pub values: Vec<String>,
+    /// A NESTEDIPSET: the union of the sets named in VALUES.
+    #[arg(long)]
+    pub nested: bool,
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
 /// `set add|update|remove` of a network (SetPolicy).
 #[derive(Subcommand)]
 pub enum SetCmd {
     /// Add an IP set that ACLs name by its ID.
-    Add {
-        network: String,
-        id: String,
-        /// Addresses and prefixes, or with --nested the IDs of other sets.
-        values: Vec<String>,
-        /// A NESTEDIPSET: the union of the sets named in VALUES.
-        #[arg(long)]
-        nested: bool,
-        #[arg(long)]
-        name: Option<String>,
-    },
+    Add(SetArgs),
     /// Replace a set's members (no rule changes).
-    Update {
-        network: String,
-        id: String,
-        values: Vec<String>,
-        #[arg(long)]
-        nested: bool,
-        #[arg(long)]
-        name: Option<String>,
-    },
+    Update(SetArgs),
     /// Remove a set no rule names any more.
     Remove { network: String, id: String },
 }
@@ -120,14 +116,13 @@ pub fn set_request(cmd: SetCmd) -> (String, Value) {
         json!({"Type": "SetPolicy", "Settings": {"Id": id, "Name": name.unwrap_or_default(), "PolicyType": ty,
             "Values": values.join(",")}})
     };
-    match cmd {
-        SetCmd::Add { network, id, values, nested, name } => (network, modify("Add", set(id, values, nested, name))),
-        SetCmd::Update { network, id, values, nested, name } => {
-            (network, modify("Update", set(id, values, nested, name)))
-        }
+    let (kind, a) = match cmd {
+        SetCmd::Add(a) => ("Add", a),
+        SetCmd::Update(a) => ("Update", a),
         // Named by its ID; the type only needs to parse.
-        SetCmd::Remove { network, id } => (network, modify("Remove", set(id, vec![], false, None))),
-    }
+        SetCmd::Remove { network, id } => return (network, modify("Remove", set(id, vec![], false, None))),
+    };
+    (a.network, modify(kind, set(a.id, a.values, a.nested, a.name)))
 }
 
 #[cfg(test)]

@@ -4,12 +4,6 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 
-fn acl(action: &str, dir: &str, settings: Value) -> Value {
-    let mut s = json!({"Action": action, "Direction": dir});
-    s.as_object_mut().unwrap().extend(settings.as_object().unwrap().clone());
-    json!({"Type": "ACL", "Settings": s})
-}
-
 fn set(id: &str, ty: &str, values: &str) -> Value {
     json!({"Type": "SetPolicy", "Settings": {"Id": id, "Name": id, "PolicyType": ty, "Values": values}})
 }
@@ -100,8 +94,7 @@ fn tiers_run_by_order_pass_hands_over_a_block_in_the_first_wins_and_no_match_fal
 
     // One tier fewer at run time: its chain goes, and b's port 80 opens.
     let only: Value = json!([tier(10, "In", json!([{"TierAclRuleAction": "Block", "RemoteAddresses": c.ip()}]))]);
-    let body = json!({"ResourceType": "Policy", "RequestType": "Update", "Settings": {"Policies": only}});
-    w.client().patch::<Value>(&format!("/endpoints/{}", a.ep.id), &body).unwrap();
+    patch(&w, &a.ep, "Update", only).unwrap();
     let table = nft(&w, &["list", "table", "inet", "cnetpol"]);
     let tag = &a.ep.id.simple().to_string()[..16];
     assert!(table.contains(&format!("ep_{tag}_in_t0")) && !table.contains(&format!("ep_{tag}_in_t1")), "{table}");
@@ -265,9 +258,7 @@ fn bad_sets_and_references_are_refused_with_what_to_fix_and_change_nothing_in_th
         assert_eq!(err.code().map(|c| c.http_status()), Some(status), "{policies}: {err}");
         assert!(err.to_string().contains(want), "{want}: {err}");
     }
-    let body = json!({"ResourceType": "Policy", "RequestType": "Add",
-        "Settings": {"Policies": [acl("Block", "Out", json!({"LocalAddresses": "missing"}))]}});
-    let err = w.client().patch::<Value>(&format!("/endpoints/{}", a.ep.id), &body).unwrap_err();
+    let err = patch(&w, &a.ep, "Add", json!([acl("Block", "Out", json!({"LocalAddresses": "missing"}))])).unwrap_err();
     assert_eq!(err.code().map(|c| c.http_status()), Some(400), "{err}");
     assert!(err.to_string().contains("\"missing\""), "{err}");
     let err = w
