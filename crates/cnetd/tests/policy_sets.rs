@@ -100,6 +100,13 @@ fn tiers_run_by_order_pass_hands_over_a_block_in_the_first_wins_and_no_match_fal
     assert!(table.contains(&format!("ep_{tag}_in_t0")) && !table.contains(&format!("ep_{tag}_in_t1")), "{table}");
     assert!(probe::tcp_seen_as(&b.path(), &at(80)).is_some(), "b → a:80 open");
     assert_eq!(probe::tcp_seen_as(&c.path(), &at(80)), None, "c still blocked");
+
+    // No tiers left: the dispatch goes straight to the ACL chain again.
+    patch(&w, &a.ep, "Update", json!([acl("Block", "In", json!({"Protocols": "6", "LocalPorts": "82"}))])).unwrap();
+    let table = nft(&w, &["list", "table", "inet", "cnetpol"]);
+    assert!(!table.contains(&format!("ep_{tag}_in_t0")) && table.contains(&format!("jump ep_{tag}_in")), "{table}");
+    assert!(probe::tcp_seen_as(&c.path(), &at(80)).is_some(), "c → a:80 open");
+    assert_eq!(probe::tcp_seen_as(&c.path(), &at(82)), None, "the ACL still holds");
     assert!(w.drift().is_empty(), "{:?}", w.drift());
 }
 

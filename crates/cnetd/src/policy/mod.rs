@@ -307,11 +307,6 @@ impl Policies {
         self.load(&mut model)?;
         Ok(true)
     }
-
-    /// The sets in the kernel with their leaves (for tests and diagnostics).
-    pub fn sets(&self) -> BTreeMap<String, Vec<IpNet>> {
-        self.model().sets.iter().map(|(n, s)| (n.clone(), s.leaves.clone())).collect()
-    }
 }
 
 /// Deletes the table (creating it first, so that it succeeds when it is gone).

@@ -373,6 +373,10 @@ fn same_policy(a: &EndpointPolicy, b: &EndpointPolicy) -> bool {
         }
         // An ACL with an Id is named by it.
         (EndpointPolicy::Acl(x), EndpointPolicy::Acl(y)) if x.id.is_some() && y.id.is_some() => x.id == y.id,
+        // A named tier by its name and direction.
+        (EndpointPolicy::TierAcl(x), EndpointPolicy::TierAcl(y)) if !x.name.is_empty() && !y.name.is_empty() => {
+            x.name == y.name && x.direction == y.direction
+        }
         _ => a == b,
     }
 }

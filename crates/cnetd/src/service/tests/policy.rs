@@ -194,10 +194,10 @@ fn tiers_add_and_delete_their_chains_and_a_restart_or_repair_restores_the_sets()
     let t0 = &t.chains[&format!("ep_{tag}_in_t0")];
     assert!(t0[0].ends_with(&format!("goto ep_{tag}_in_t1")), "Order 1 first, Pass to the next: {t0:?}");
     assert!(t.chains[&format!("ep_{tag}_in_t1")].last().unwrap().ends_with(&format!("goto ep_{tag}_in")));
-    let p: Vec<EndpointPolicy> = serde_json::from_value(json!([tier(1, "Allow")])).unwrap();
-    b.svc().modify_endpoint(EP, PolicyChange::Update(p)).unwrap();
+    let p: Vec<EndpointPolicy> = serde_json::from_value(json!([tier(2, "Allow")])).unwrap();
+    b.svc().modify_endpoint(EP, PolicyChange::Remove(p)).unwrap();
     let t = table(&b);
-    assert!(!t.chains.contains_key(&format!("ep_{tag}_in_t1")), "the second tier's chain is deleted");
+    assert!(!t.chains.contains_key(&format!("ep_{tag}_in_t1")), "the tier removed by its name: its chain is deleted");
     assert!(t.chains.contains_key(&format!("ep_{tag}_in_t0")));
 
     b.restart();
