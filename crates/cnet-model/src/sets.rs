@@ -69,11 +69,13 @@ pub fn prefix(item: &str) -> Option<IpNet> {
     }
 }
 
-/// Whether `s` can be a set Id (it is not an address: the caller tried that first).
+/// Whether `s` can be a set Id (it is not an address: the caller tried
+/// that first). Digits, dots and colons alone are a mistyped address.
 pub fn is_set_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_SET_ID
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        && !s.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b':'))
 }
 
 impl SetPolicy {
@@ -92,7 +94,7 @@ pub fn check_sets<'a>(sets: impl IntoIterator<Item = &'a SetPolicy>) -> Result<(
     for s in &sets {
         if prefix(&s.id).is_some() || !is_set_id(&s.id) {
             return Err(format!(
-                "SetPolicy Id {:?} is not a set name: use 1 to {MAX_SET_ID} letters, digits, '-', '_', '.' or ':', not an address",
+                "SetPolicy Id {:?} is not a set name: use 1 to {MAX_SET_ID} letters, digits, '-', '_', '.' or ':', with a letter, '-' or '_' (it must not read as an address)",
                 s.id
             ));
         }
@@ -225,6 +227,7 @@ mod tests {
             (vec![set("a", IpSet, ""), set("a", IpSet, "")], "given twice"),
             (vec![set("10.0.0.1", IpSet, "")], "not a set name"),
             (vec![set("a b", IpSet, "")], "not a set name"),
+            (vec![set("10.0.0", IpSet, "")], "not a set name"),
             (vec![set("x", NestedIpSet, "y"), set("y", NestedIpSet, "z"), set("z", NestedIpSet, "x")], "cycle"),
             (vec![set("x", NestedIpSet, "x")], "cycle"),
         ] {

@@ -193,7 +193,7 @@ impl Policies {
         let touched: BTreeSet<&str> = delta
             .keys()
             .copied()
-            .chain(contents.keys().map(|k| k.as_str()).filter(|k| model.sets.contains_key(*k)))
+            .chain(contents.keys().map(|k| k.as_str()).filter(|k| authoritative && model.sets.contains_key(*k)))
             .collect();
         let mut next: BTreeMap<String, Option<SetState>> = BTreeMap::new();
         for name in touched {

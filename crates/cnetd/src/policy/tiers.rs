@@ -103,6 +103,7 @@ mod tests {
             ]]
         );
         assert_eq!(p.rules_in, vec!["goto default_in"], "the ACL chain comes after the last tier");
+        assert!(p.chains().iter().all(|(_, rules)| rules.iter().all(|r| !r.contains('{'))), "no anonymous sets");
         let d = p.dispatch();
         assert_eq!(d[0].2.as_deref(), Some("jump ep_abcdef0123456789_in_t0"), "the dispatch enters the first tier");
         assert_eq!(d[1].2.as_deref(), Some("jump ep_abcdef0123456789_out_t0"));
