@@ -9,18 +9,23 @@
 //! - "Local" is the endpoint's side, "Remote" the peer's, whatever the
 //!   direction: for `In`, `LocalPorts` are destination ports; for `Out`,
 //!   source ports.
+//! - An address list item is an address or prefix when it parses as one,
+//!   else the `Id` of a `SetPolicy` of the endpoint's network (whether that
+//!   set exists is checked against the network, [`crate::validate`]).
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use std::net::IpAddr;
 use utoipa::ToSchema;
+
+use crate::sets::{is_set_id, items, prefix};
 
 /// What a matching packet gets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub enum AclAction {
     Allow,
     Block,
-    /// No decision from this endpoint's ACLs: the default decides.
+    /// No decision here: in a tier (`TierAcl`), the next tier decides; in
+    /// an ACL, the default.
     Pass,
 }
 
@@ -52,10 +57,10 @@ pub struct AclPolicy {
     pub protocols: String,
     pub action: AclAction,
     pub direction: AclDirection,
-    /// Comma list of addresses or prefixes of the endpoint's side; empty: any.
+    /// Comma list of addresses, prefixes or SetPolicy Ids of the endpoint's side; empty: any.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub local_addresses: String,
-    /// Comma list of addresses or prefixes of the peer; empty: any.
+    /// Comma list of addresses, prefixes or SetPolicy Ids of the peer; empty: any.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schema(example = "10.0.0.0/24,192.168.1.7")]
     pub remote_addresses: String,
@@ -80,6 +85,15 @@ pub struct PortRange {
     pub hi: u16,
 }
 
+/// One item of a checked address list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AclAddress {
+    /// Host bits cleared.
+    Prefix(IpNet),
+    /// A `SetPolicy` of the network, by its `Id`.
+    Set(String),
+}
+
 /// A checked ACL rule.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AclRule {
@@ -88,8 +102,8 @@ pub struct AclRule {
     /// Empty: any protocol.
     pub protocols: Vec<u8>,
     /// Empty: any address.
-    pub local: Vec<IpNet>,
-    pub remote: Vec<IpNet>,
+    pub local: Vec<AclAddress>,
+    pub remote: Vec<AclAddress>,
     /// Empty: any port.
     pub local_ports: Vec<PortRange>,
     pub remote_ports: Vec<PortRange>,
@@ -126,8 +140,14 @@ impl AclPolicy {
     }
 }
 
-fn items(list: &str) -> impl Iterator<Item = &str> {
-    list.split(',').map(str::trim).filter(|s| !s.is_empty())
+impl AclRule {
+    /// The set Ids it names.
+    pub fn sets(&self) -> impl Iterator<Item = &str> {
+        self.local.iter().chain(&self.remote).filter_map(|a| match a {
+            AclAddress::Set(id) => Some(id.as_str()),
+            AclAddress::Prefix(_) => None,
+        })
+    }
 }
 
 fn protocols(list: &str) -> Result<Vec<u8>, String> {
@@ -171,21 +191,18 @@ fn ports(field: &str, list: &str) -> Result<Vec<PortRange>, String> {
     Ok(out)
 }
 
-fn addresses(field: &str, list: &str) -> Result<Vec<IpNet>, String> {
+fn addresses(field: &str, list: &str) -> Result<Vec<AclAddress>, String> {
     let mut out = Vec::new();
     for item in items(list) {
-        let net = match item.parse::<IpNet>() {
-            Ok(n) => n.trunc(),
-            Err(_) => match item.parse::<IpAddr>() {
-                Ok(ip) => IpNet::from(ip),
-                Err(_) => {
-                    return Err(format!(
-                        "ACL {field} {item:?} is not an address or a prefix: IP sets (SetPolicy IDs) are not supported yet, list addresses such as 10.0.0.7 or 10.0.0.0/24"
-                    ))
-                }
-            },
-        };
-        out.push(net);
+        out.push(match prefix(item) {
+            Some(net) => AclAddress::Prefix(net),
+            None if is_set_id(item) => AclAddress::Set(item.to_string()),
+            None => {
+                return Err(format!(
+                    "ACL {field} {item:?} is not an address, a prefix or a SetPolicy Id: list addresses such as 10.0.0.7 or 10.0.0.0/24, or the Id of a set of the network"
+                ))
+            }
+        });
     }
     Ok(out)
 }
@@ -205,13 +222,21 @@ mod tests {
             "RuleType": "Switch", "Id": "web"}))
         .unwrap();
         assert_eq!(r.protocols, vec![6, 17]);
-        assert_eq!(r.remote, vec!["10.0.0.0/24".parse::<IpNet>().unwrap(), "fd00::1/128".parse().unwrap()]);
+        assert_eq!(
+            r.remote,
+            vec![
+                AclAddress::Prefix("10.0.0.0/24".parse().unwrap()),
+                AclAddress::Prefix("fd00::1/128".parse().unwrap())
+            ]
+        );
         assert_eq!(r.local_ports, vec![PortRange { lo: 80, hi: 80 }, PortRange { lo: 8000, hi: 8080 }]);
         assert!(r.remote_ports.is_empty() && r.local.is_empty());
         assert_eq!(
             acl(serde_json::json!({"Action": "Block", "Direction": "Out", "Protocols": "256"})).unwrap().protocols,
             Vec::<u8>::new()
         );
+        let r = acl(serde_json::json!({"Action": "Allow", "Direction": "In", "RemoteAddresses": "web, 10.0.0.1"}));
+        assert_eq!(r.unwrap().sets().collect::<Vec<_>>(), vec!["web"], "a set Id where an address is not one");
     }
 
     #[test]
@@ -231,7 +256,7 @@ mod tests {
                 serde_json::json!({"Action": "Allow", "Direction": "In", "Protocols": "6", "RemotePorts": "0"}),
                 "1 to 65535",
             ),
-            (serde_json::json!({"Action": "Allow", "Direction": "In", "RemoteAddresses": "web-set"}), "SetPolicy"),
+            (serde_json::json!({"Action": "Allow", "Direction": "In", "RemoteAddresses": "web set"}), "SetPolicy Id"),
             (serde_json::json!({"Action": "Allow", "Direction": "Sideways"}), "unknown variant"),
             (serde_json::json!({"Action": "Allow", "Direction": "In", "Colour": "red"}), "unknown field"),
         ] {

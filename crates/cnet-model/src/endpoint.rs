@@ -154,6 +154,8 @@ pub enum EndpointPolicy {
     Qos(crate::qos::QosPolicy),
     /// Linux extension: caps both ways, as the CNI `bandwidth` capability.
     Bandwidth(crate::qos::BandwidthPolicy),
+    /// One tier of ordered firewall rules (`Pass` goes on to the next tier).
+    TierAcl(crate::tier::TierAclPolicy),
 }
 
 /// `SDNRoute` settings: a route of the endpoint's. `NeedEncap` sends the
@@ -213,7 +215,7 @@ pub struct EncapOverhead {
 
 impl EndpointPolicy {
     /// Policy types this build understands.
-    pub const SUPPORTED: [&'static str; 11] = [
+    pub const SUPPORTED: [&'static str; 12] = [
         "PortMapping",
         "InterfaceParameters",
         "VLAN",
@@ -225,6 +227,7 @@ impl EndpointPolicy {
         "L4Proxy",
         "QOS",
         "Bandwidth",
+        "TierAcl",
     ];
 }
 
@@ -369,6 +372,14 @@ pub fn outbound_nats_in(policies: &[EndpointPolicy]) -> impl Iterator<Item = &cr
 pub fn acls_in(policies: &[EndpointPolicy]) -> impl Iterator<Item = &crate::acl::AclPolicy> {
     policies.iter().filter_map(|p| match p {
         EndpointPolicy::Acl(a) => Some(a),
+        _ => None,
+    })
+}
+
+/// The `TierAcl` policies among `policies`.
+pub fn tiers_in(policies: &[EndpointPolicy]) -> impl Iterator<Item = &crate::tier::TierAclPolicy> {
+    policies.iter().filter_map(|p| match p {
+        EndpointPolicy::TierAcl(t) => Some(t),
         _ => None,
     })
 }

@@ -25,7 +25,9 @@ pub mod net;
 pub mod network;
 pub mod proxy;
 pub mod qos;
+pub mod sets;
 pub mod stats;
+pub mod tier;
 pub mod validate;
 
 pub use endpoint::{Endpoint, EndpointPolicy, EndpointState, IpConfig, PortMapping};

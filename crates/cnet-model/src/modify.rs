@@ -17,7 +17,9 @@ pub enum RequestType {
 /// - namespace: `ResourceType: Endpoint`, `Add`/`Remove`, `Settings: {EndpointId}`
 /// - endpoint: `ResourceType: Policy`, `Add`/`Remove`/`Update`, `Settings: {Policies: [...]}`
 /// - network: `ResourceType: Subnet`, `Add`/`Remove`, `Settings: {IpAddressPrefix, Routes}`;
-///   `ResourceType: Dns`, `Update`, `Settings: Dns`
+///   `ResourceType: Dns`, `Update`, `Settings: Dns`; `ResourceType: Policy`,
+///   `Add`/`Remove`/`Update`, `Settings: {Policies: [...]}` (`SetPolicy` and
+///   `NetworkACL`; Remove and Update name them by `Id`)
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct ModifyRequest {

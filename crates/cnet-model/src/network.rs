@@ -251,6 +251,12 @@ pub enum NetworkPolicy {
     /// for NAT and Internal networks).
     #[serde(rename = "AutomaticDNS")]
     AutomaticDns(AutomaticDns),
+    /// A named IP set that ACLs of the network's endpoints reference.
+    SetPolicy(crate::sets::SetPolicy),
+    /// An ACL for every endpoint of the network, merged with each
+    /// endpoint's own by priority.
+    #[serde(rename = "NetworkACL")]
+    NetworkAcl(crate::acl::AclPolicy),
 }
 
 /// `AutomaticDNS` settings.
@@ -262,8 +268,10 @@ pub struct AutomaticDns {
 
 impl NetworkPolicy {
     /// Policy types this build understands.
-    pub const SUPPORTED: [&'static str; 5] =
-        ["NetAdapterName", "VxlanPort", "DrMacAddress", "RemoteSubnetRoute", "AutomaticDNS"];
+    pub const SUPPORTED: [&'static str; 7] =
+        ["NetAdapterName", "VxlanPort", "DrMacAddress", "RemoteSubnetRoute", "AutomaticDNS", "SetPolicy", "NetworkACL"];
+    /// Types a network may hold any number of, changed at run time by modify requests.
+    pub const REPEATED: [&'static str; 2] = ["SetPolicy", "NetworkACL"];
 }
 
 impl Subnet {
@@ -421,6 +429,20 @@ impl Network {
     pub fn dr_mac(&self) -> Option<MacAddr> {
         self.policies.iter().find_map(|p| match p {
             NetworkPolicy::DrMacAddress(d) => Some(d.address),
+            _ => None,
+        })
+    }
+    /// The `SetPolicy` policies.
+    pub fn sets(&self) -> impl Iterator<Item = &crate::sets::SetPolicy> {
+        self.policies.iter().filter_map(|p| match p {
+            NetworkPolicy::SetPolicy(s) => Some(s),
+            _ => None,
+        })
+    }
+    /// The `NetworkACL` policies.
+    pub fn network_acls(&self) -> impl Iterator<Item = &crate::acl::AclPolicy> {
+        self.policies.iter().filter_map(|p| match p {
+            NetworkPolicy::NetworkAcl(a) => Some(a),
             _ => None,
         })
     }

@@ -92,19 +92,22 @@ mod nat;
 mod overlay;
 mod ports;
 mod qos;
-pub use acls::{check_acls, check_disable_icc};
+pub use acls::{check_acls, check_disable_icc, check_network_policies};
 pub use nat::{check_l4proxy, check_outbound_nat};
 use overlay::check_overlay;
 pub use ports::{check_port_mappings, Publisher};
 pub use qos::check_qos;
 
-pub(crate) fn policy_type(p: &crate::NetworkPolicy) -> &'static str {
+/// The `Type` of a network policy on the wire.
+pub fn policy_type(p: &crate::NetworkPolicy) -> &'static str {
     match p {
         crate::NetworkPolicy::NetAdapterName(_) => "NetAdapterName",
         crate::NetworkPolicy::VxlanPort(_) => "VxlanPort",
         crate::NetworkPolicy::DrMacAddress(_) => "DrMacAddress",
         crate::NetworkPolicy::RemoteSubnetRoute(_) => "RemoteSubnetRoute",
         crate::NetworkPolicy::AutomaticDns(_) => "AutomaticDNS",
+        crate::NetworkPolicy::SetPolicy(_) => "SetPolicy",
+        crate::NetworkPolicy::NetworkAcl(_) => "NetworkACL",
     }
 }
 
@@ -127,12 +130,13 @@ pub fn validate_network(net: &Network, existing: &[&Network]) -> Result<()> {
         _ => {}
     }
     let count = |t: &str| net.policies.iter().filter(|p| policy_type(p) == t).count();
-    for t in crate::NetworkPolicy::SUPPORTED {
+    for t in crate::NetworkPolicy::SUPPORTED.into_iter().filter(|t| !crate::NetworkPolicy::REPEATED.contains(t)) {
         if count(t) > 1 {
             return Err(ApiError::invalid_param(format!("a network takes one {t} policy: keep one")));
         }
     }
     check_overlay(net)?;
+    check_network_policies(net)?;
     if net.subnets().any(|s| s.vlan().is_some()) && net.r#type != crate::NetworkType::Transparent {
         return Err(ApiError::unsupported(format!(
             "VLAN subnet policies need a Transparent network in this build; {} is {}",

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 
+use cnet::policies::{self, AclCmd, SetCmd};
 use cnet::views::{cluster_text, endpoints_table, namespaces_table, networks_table};
 use cnet::{ports, views};
 use cnet_client::{escape, Client, DEFAULT_SOCKET};
@@ -114,6 +115,12 @@ enum NetworkCmd {
         network: String,
         subnet: String,
     },
+    /// Add or remove the ACL rules of every endpoint of a network (NetworkACL).
+    #[command(subcommand)]
+    Acl(AclCmd),
+    /// Add, change or remove a network's IP sets (SetPolicy).
+    #[command(subcommand)]
+    Set(SetCmd),
 }
 
 #[derive(Subcommand)]
@@ -177,44 +184,6 @@ enum EndpointCmd {
     /// Add or remove an endpoint's ACL rules (see docs/policies.md).
     #[command(subcommand)]
     Acl(AclCmd),
-}
-
-#[derive(Subcommand)]
-enum AclCmd {
-    /// Add a rule; it applies at once, open connections stay.
-    Add {
-        endpoint: String,
-        /// A name for the rule, to remove it by.
-        #[arg(long)]
-        id: Option<String>,
-        /// Allow, Block or Pass.
-        #[arg(long)]
-        action: String,
-        /// In (to the endpoint) or Out (from it).
-        #[arg(long)]
-        direction: String,
-        /// IANA protocol numbers, comma separated (6 TCP, 17 UDP, 1 ICMP); any when absent.
-        #[arg(long, default_value = "")]
-        protocols: String,
-        #[arg(long, default_value = "")]
-        local_addresses: String,
-        #[arg(long, default_value = "")]
-        remote_addresses: String,
-        /// Ports and ranges of the endpoint's side: 80,8000-8080.
-        #[arg(long, default_value = "")]
-        local_ports: String,
-        #[arg(long, default_value = "")]
-        remote_ports: String,
-        /// Lower goes first.
-        #[arg(long, default_value_t = 0)]
-        priority: u16,
-    },
-    /// Remove the rule with this ID.
-    Remove {
-        endpoint: String,
-        #[arg(long)]
-        id: String,
-    },
 }
 
 #[derive(Subcommand)]
@@ -284,6 +253,12 @@ fn policy_request(request_type: &str, specs: &[String]) -> Result<Value> {
         .collect::<Result<_, _>>()
         .map_err(anyhow::Error::msg)?;
     Ok(json!({"ResourceType": "Policy", "RequestType": request_type, "Settings": {"Policies": policies}}))
+}
+
+fn network_policy(c: &Client, out: Output, (network, body): (String, Value)) -> Result<()> {
+    let net: Network = c.patch(&format!("/networks/{}", escape(&network)), &body)?;
+    show(out, &net, |n| networks_table(std::slice::from_ref(n)));
+    Ok(())
 }
 
 fn subnet_change(c: &Client, out: Output, rt: &str, network: &str, subnet: &str) -> Result<()> {
@@ -429,6 +404,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             NetworkCmd::AddSubnet { network, subnet } => subnet_change(&c, out, "Add", &network, &subnet)?,
             NetworkCmd::RemoveSubnet { network, subnet } => subnet_change(&c, out, "Remove", &network, &subnet)?,
+            NetworkCmd::Acl(cmd) => network_policy(&c, out, policies::acl_request("NetworkACL", cmd))?,
+            NetworkCmd::Set(cmd) => network_policy(&c, out, policies::set_request(cmd))?,
         },
         Cmd::Endpoint(cmd) => match cmd {
             EndpointCmd::Create { network, name, ip, mac, publish, namespace, interface_name, mtu, vlan, file } => {
@@ -515,34 +492,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 show(out, &ep, |e| endpoints_table(std::slice::from_ref(e)));
             }
             EndpointCmd::Acl(cmd) => {
-                let (endpoint, kind, settings) = match cmd {
-                    AclCmd::Add {
-                        endpoint,
-                        id,
-                        action,
-                        direction,
-                        protocols,
-                        local_addresses,
-                        remote_addresses,
-                        local_ports,
-                        remote_ports,
-                        priority,
-                    } => {
-                        let mut s = json!({"Action": action, "Direction": direction, "Protocols": protocols,
-                            "LocalAddresses": local_addresses, "RemoteAddresses": remote_addresses,
-                            "LocalPorts": local_ports, "RemotePorts": remote_ports, "Priority": priority});
-                        if let Some(id) = id {
-                            s["Id"] = json!(id);
-                        }
-                        (endpoint, "Add", s)
-                    }
-                    // Rules are named by their ID; the other fields only need to parse.
-                    AclCmd::Remove { endpoint, id } => {
-                        (endpoint, "Remove", json!({"Id": id, "Action": "Block", "Direction": "In"}))
-                    }
-                };
-                let body = json!({"ResourceType": "Policy", "RequestType": kind,
-                    "Settings": {"Policies": [{"Type": "ACL", "Settings": settings}]}});
+                let (endpoint, body) = policies::acl_request("ACL", cmd);
                 let ep: Endpoint = c.patch(&format!("/endpoints/{}", escape(&endpoint)), &body)?;
                 show(out, &ep, |e| endpoints_table(std::slice::from_ref(e)));
             }

@@ -38,13 +38,11 @@ fn an_endpoints_tcp_flows_reach_the_proxy_which_reads_their_original_destination
     );
 
     // Exceptions, a Destination, and the proxy named by address.
-    patch_policies(&w, &a.ep, "Update", json!([proxy(json!({"Port": "15001", "ExceptionList": [LAN_IP]}))])).unwrap();
+    patch(&w, &a.ep, "Update", json!([proxy(json!({"Port": "15001", "ExceptionList": [LAN_IP]}))])).unwrap();
     assert_eq!(probe::tcp_seen_as(&a.path(), &lan).as_deref(), Some(HOST_IP), "an exception goes straight out");
-    patch_policies(&w, &a.ep, "Update", json!([proxy(json!({"Port": "15001", "Destination": "192.0.2.0/24"}))]))
-        .unwrap();
+    patch(&w, &a.ep, "Update", json!([proxy(json!({"Port": "15001", "Destination": "192.0.2.0/24"}))])).unwrap();
     assert_eq!(probe::tcp_seen_as(&a.path(), &lan).as_deref(), Some(HOST_IP), "only the Destination is proxied");
-    patch_policies(&w, &a.ep, "Update", json!([proxy(json!({"Port": "15001", "IP": HOST_IP, "Exceptions": []}))]))
-        .unwrap();
+    patch(&w, &a.ep, "Update", json!([proxy(json!({"Port": "15001", "IP": HOST_IP, "Exceptions": []}))])).unwrap();
     assert_eq!(probe::tcp_seen_as(&a.path(), &lan), Some(proxied.clone()), "to the proxy by its address");
     assert!(w.drift().is_empty(), "{:?}", w.drift());
 
@@ -55,7 +53,7 @@ fn an_endpoints_tcp_flows_reach_the_proxy_which_reads_their_original_destination
         (proxy(json!({"Port": "15001", "IP": a.ip()})), "the endpoint's own address"),
         (proxy(json!({"Port": "15001", "ExceptionList": ["10.0.0.0/40"]})), "ExceptionList entry"),
     ] {
-        let err = patch_policies(&w, &a.ep, "Update", json!([bad])).unwrap_err().to_string();
+        let err = patch(&w, &a.ep, "Update", json!([bad])).unwrap_err().to_string();
         assert!(err.contains(want), "{want}: {err}");
     }
     assert_eq!(probe::tcp_seen_as(&a.path(), &lan), Some(proxied.clone()), "still proxied");
@@ -64,6 +62,6 @@ fn an_endpoints_tcp_flows_reach_the_proxy_which_reads_their_original_destination
     assert_eq!(probe::tcp_seen_as(&a.path(), &lan), Some(proxied), "proxied after a restart of cnetd");
 
     // Removed (an endpoint has one L4Proxy: any names it): straight out again.
-    patch_policies(&w, &a.ep, "Remove", json!([proxy(json!({"Port": "1"}))])).unwrap();
+    patch(&w, &a.ep, "Remove", json!([proxy(json!({"Port": "1"}))])).unwrap();
     assert_eq!(probe::tcp_seen_as(&a.path(), &lan).as_deref(), Some(HOST_IP), "no proxy any more");
 }

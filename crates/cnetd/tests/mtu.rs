@@ -40,7 +40,7 @@ fn an_endpoints_mtu_is_set_at_creation_and_changed_at_run_time_on_both_ends() {
     // Changed while a connection is open: the connection goes on.
     let _srv = probe::tcp_server(&w.lan_path(), "0.0.0.0:7041");
     let mut conn = probe::tcp_connect(&a.path(), &format!("{LAN_IP}:7041")).expect("connect");
-    patch_policies(&w, &a.ep, "Update", json!([params(1300)])).unwrap();
+    patch(&w, &a.ep, "Update", json!([params(1300)])).unwrap();
     assert_eq!(mtu_of(&w, &a.path(), "eth0"), 1300);
     assert_eq!(mtu_of(&w, &w.host_path(), &host_end), 1300);
     assert!(ping_df(&w, &a, 1272, LAN_IP) && !ping_df(&w, &a, 1273, LAN_IP), "the new MTU holds");
@@ -48,7 +48,7 @@ fn an_endpoints_mtu_is_set_at_creation_and_changed_at_run_time_on_both_ends() {
     assert_eq!(conn.echo(&long).expect("the open connection survives"), long);
 
     // EncapOverhead takes its bytes off.
-    patch_policies(&w, &a.ep, "Add", json!([{"Type": "EncapOverhead", "Settings": {"Overhead": 100}}])).unwrap();
+    patch(&w, &a.ep, "Add", json!([{"Type": "EncapOverhead", "Settings": {"Overhead": 100}}])).unwrap();
     assert_eq!(mtu_of(&w, &a.path(), "eth0"), 1200);
     assert_eq!(mtu_of(&w, &w.host_path(), &host_end), 1200);
 
@@ -58,13 +58,13 @@ fn an_endpoints_mtu_is_set_at_creation_and_changed_at_run_time_on_both_ends() {
         (json!([params(1300), {"Type": "EncapOverhead", "Settings": {"Overhead": 1000}}]), "below 576"),
         (json!([{"Type": "EncapOverhead", "Settings": {"Bytes": 50}}]), "unknown field"),
     ] {
-        let err = patch_policies(&w, &a.ep, "Update", bad).unwrap_err().to_string();
+        let err = patch(&w, &a.ep, "Update", bad).unwrap_err().to_string();
         assert!(err.contains(want), "{want}: {err}");
     }
     assert_eq!(mtu_of(&w, &a.path(), "eth0"), 1200, "unchanged");
 
     // Removed: back to the network's MTU.
-    patch_policies(&w, &a.ep, "Update", json!([])).unwrap();
+    patch(&w, &a.ep, "Update", json!([])).unwrap();
     assert_eq!(mtu_of(&w, &a.path(), "eth0"), 1500);
     assert_eq!(mtu_of(&w, &w.host_path(), &host_end), 1500);
     assert_eq!(conn.echo("still here").expect("and survives that"), "still here");

@@ -27,13 +27,13 @@ fn outbound_nat_picks_the_source_the_lan_sees_with_exceptions_destinations_and_a
     };
     seen("an exception is reached untranslated", &a.ip());
 
-    patch_policies(&w, &a.ep, "Update", json!([onat(json!({"VirtualIP": "198.18.0.77"}))])).unwrap();
+    patch(&w, &a.ep, "Update", json!([onat(json!({"VirtualIP": "198.18.0.77"}))])).unwrap();
     seen("translated to the VirtualIP", "198.18.0.77");
 
-    patch_policies(&w, &a.ep, "Update", json!([onat(json!({"Destinations": ["198.18.0.99"]}))])).unwrap();
+    patch(&w, &a.ep, "Update", json!([onat(json!({"Destinations": ["198.18.0.99"]}))])).unwrap();
     seen("only Destinations are translated: the LAN server is not one", &a.ip());
 
-    patch_policies(&w, &a.ep, "Update", json!([onat(json!({"Destinations": ["198.18.0.0/24"]}))])).unwrap();
+    patch(&w, &a.ep, "Update", json!([onat(json!({"Destinations": ["198.18.0.0/24"]}))])).unwrap();
     seen("a destination is translated to the host's address", HOST_IP);
     assert!(w.drift().is_empty(), "the kernel holds what cnet wrote: {:?}", w.drift());
 
@@ -45,16 +45,16 @@ fn outbound_nat_picks_the_source_the_lan_sees_with_exceptions_destinations_and_a
         (json!([onat(json!({})), onat(json!({}))]), "one OutBoundNAT"),
         (json!([onat(json!({"Exception": []}))]), "unknown field"),
     ] {
-        let err = patch_policies(&w, &a.ep, "Update", bad).unwrap_err().to_string();
+        let err = patch(&w, &a.ep, "Update", bad).unwrap_err().to_string();
         assert!(err.contains(want), "{want}: {err}");
     }
     seen("still as before", HOST_IP);
 
     // Removed: the network's own masquerade again.
-    patch_policies(&w, &a.ep, "Remove", json!([onat(json!({}))])).unwrap();
-    patch_policies(&w, &a.ep, "Add", json!([onat(json!({"Exceptions": ["198.18.0.0/24"]}))])).unwrap();
+    patch(&w, &a.ep, "Remove", json!([onat(json!({}))])).unwrap();
+    patch(&w, &a.ep, "Add", json!([onat(json!({"Exceptions": ["198.18.0.0/24"]}))])).unwrap();
     seen("an exception prefix", &a.ip());
-    patch_policies(&w, &a.ep, "Remove", json!([onat(json!({}))])).unwrap();
+    patch(&w, &a.ep, "Remove", json!([onat(json!({}))])).unwrap();
     seen("the network's masquerade", HOST_IP);
 
     // Refused where the host does not route the traffic out.
@@ -79,7 +79,7 @@ fn outbound_nat_translates_a_physical_network_endpoint_to_the_host() {
     let tcp = format!("{LAN_IP}:7033");
     let a = container(&w, &net, "a", json!([]));
     assert_eq!(probe::tcp_seen_as(&a.path(), &tcp), Some(a.ip()), "an L2Bridge endpoint is seen as itself");
-    patch_policies(&w, &a.ep, "Add", json!([onat(json!({}))])).unwrap();
+    patch(&w, &a.ep, "Add", json!([onat(json!({}))])).unwrap();
     assert_eq!(probe::tcp_seen_as(&a.path(), &tcp).as_deref(), Some(HOST_IP), "translated to the host");
     let b = container(&w, &net, "b", json!([]));
     let _local = probe::tcp_server(&b.path(), "0.0.0.0:7034");
@@ -88,7 +88,7 @@ fn outbound_nat_translates_a_physical_network_endpoint_to_the_host() {
         Some(a.ip()),
         "never between endpoints of the switch"
     );
-    patch_policies(&w, &a.ep, "Update", json!([onat(json!({"Exceptions": [LAN_IP]}))])).unwrap();
+    patch(&w, &a.ep, "Update", json!([onat(json!({"Exceptions": [LAN_IP]}))])).unwrap();
     assert_eq!(probe::tcp_seen_as(&a.path(), &tcp), Some(a.ip()), "an exception");
     assert!(w.drift().is_empty(), "{:?}", w.drift());
 }

@@ -4,17 +4,6 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 
-fn acl(action: &str, dir: &str, settings: Value) -> Value {
-    let mut s = json!({"Action": action, "Direction": dir});
-    s.as_object_mut().unwrap().extend(settings.as_object().unwrap().clone());
-    json!({"Type": "ACL", "Settings": s})
-}
-
-fn patch(w: &World, ep: &cnet_model::Endpoint, kind: &str, policies: Value) -> Result<Value, cnet_client::ClientError> {
-    let body = json!({"ResourceType": "Policy", "RequestType": kind, "Settings": {"Policies": policies}});
-    w.client().patch::<Value>(&format!("/endpoints/{}", ep.id), &body)
-}
-
 /// Packets the endpoint's ACLs dropped, from its counter in the kernel.
 fn acl_drops(w: &World, ep: &cnet_model::Endpoint) -> u64 {
     let counter = format!("acl_{}", &ep.id.simple().to_string()[..16]);

@@ -38,7 +38,7 @@ fn an_sdn_route_leads_through_its_next_hop_and_need_encap_through_the_host() {
     assert_eq!(probe::tcp_seen_as(&a.path(), service), Some(a.ip()), "reached through b");
 
     // Removed at run time: the service is out of reach (the host routes it to the LAN).
-    patch_policies(&w, &a.ep, "Update", json!([])).unwrap();
+    patch(&w, &a.ep, "Update", json!([])).unwrap();
     assert!(!routes_of(&w, &a).contains("192.0.2.0/24"), "{}", routes_of(&w, &a));
     assert_eq!(probe::tcp_seen_as(&a.path(), service), None, "no route through b");
 
@@ -48,13 +48,8 @@ fn an_sdn_route_leads_through_its_next_hop_and_need_encap_through_the_host() {
     let ttl1 =
         |c: &Container| w.exec_in(&c.path(), &["ping", "-c", "1", "-W", "1", "-t", "1", &b.ip()]).status.success();
     assert!(ttl1(&c), "over the switch, TTL 1 is enough");
-    patch_policies(
-        &w,
-        &c.ep,
-        "Add",
-        json!([sdn(json!({"DestinationPrefix": format!("{}/32", b.ip()), "NeedEncap": true}))]),
-    )
-    .unwrap();
+    patch(&w, &c.ep, "Add", json!([sdn(json!({"DestinationPrefix": format!("{}/32", b.ip()), "NeedEncap": true}))]))
+        .unwrap();
     assert!(routes_of(&w, &c).contains(&format!("{} via 10.127.0.1", b.ip())), "{}", routes_of(&w, &c));
     assert!(probe::ping(&c.path(), &b.ip()), "c → b through the host");
     assert!(!ttl1(&c), "through the host, a TTL of 1 runs out");
@@ -68,7 +63,7 @@ fn an_sdn_route_leads_through_its_next_hop_and_need_encap_through_the_host() {
         (sdn(json!({"DestinationPrefix": "fd00:1::/64", "NeedEncap": true})), "none of that family"),
         (sdn(json!({"DestinationPrefix": "192.0.2.0/24", "Via": "x"})), "unknown field"),
     ] {
-        let err = patch_policies(&w, &c.ep, "Add", json!([bad])).unwrap_err().to_string();
+        let err = patch(&w, &c.ep, "Add", json!([bad])).unwrap_err().to_string();
         assert!(err.contains(want), "{want}: {err}");
     }
     assert_eq!(w.client().get::<cnet_model::Endpoint>(&format!("/endpoints/{}", c.ep.id)).unwrap().policies.len(), 1);

@@ -17,7 +17,11 @@ pub(super) fn check_overlay(net: &Network) -> Result<()> {
     }
     let overlay = net.r#type == crate::NetworkType::Overlay;
     if !overlay {
-        if let Some(t) = net.policies.iter().map(policy_type).find(|t| !matches!(*t, "NetAdapterName" | "AutomaticDNS"))
+        if let Some(t) = net
+            .policies
+            .iter()
+            .map(policy_type)
+            .find(|t| !matches!(*t, "NetAdapterName" | "AutomaticDNS" | "SetPolicy" | "NetworkACL"))
         {
             return Err(ApiError::invalid_param(format!(
                 "{t} is a policy of Overlay networks; {} is {}: remove it",

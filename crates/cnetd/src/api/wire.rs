@@ -12,11 +12,11 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use cnet_model::validate::{check_policy_types, endpoint_policy_types};
-use cnet_model::{ApiError, EndpointPolicy, ErrorCode, ModifyRequest, RequestType, Subnet};
+use cnet_model::{ApiError, EndpointPolicy, ErrorCode, ModifyRequest, NetworkPolicy, RequestType, Subnet};
 
 use super::MAX_BODY;
 use crate::error::ServiceError;
-use crate::service::{NamespaceChange, NetworkChange, PolicyChange};
+use crate::service::{NamespaceChange, NetworkChange, NetworkPolicyChange, PolicyChange};
 
 /// An error answer: the HCN error body with the code's HTTP status.
 pub struct Failure(pub ApiError);
@@ -83,8 +83,30 @@ pub fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     q.map(|Query(t)| t).map_err(|e| ApiError::invalid_param(format!("bad query string: {e}")))
 }
 
-/// `Subnet` Add/Remove and `Dns` Update on a network.
+/// `{"Policies": [...]}`: the settings of a `Policy` modify request.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct Policies<T> {
+    policies: Vec<T>,
+}
+
+/// `Subnet` Add/Remove, `Dns` Update and `Policy` Add/Remove/Update
+/// (`SetPolicy`, `NetworkACL`) on a network.
 pub fn network_change(req: ModifyRequest) -> Result<NetworkChange, ApiError> {
+    if req.resource_type == "Policy" {
+        check_policy_types(&req.settings, &NetworkPolicy::SUPPORTED, "network")?;
+        let body: Policies<NetworkPolicy> = parse_settings(req.settings)?;
+        return Ok(NetworkChange::Policies(match req.request_type {
+            RequestType::Add => NetworkPolicyChange::Add(body.policies),
+            RequestType::Remove => NetworkPolicyChange::Remove(body.policies),
+            RequestType::Update => NetworkPolicyChange::Update(body.policies),
+            other => {
+                return Err(ApiError::unsupported(format!(
+                    "RequestType {other:?} is not supported for network policies: use Add, Remove or Update"
+                )))
+            }
+        }));
+    }
     match (req.resource_type.as_str(), req.request_type) {
         ("Subnet", RequestType::Add) => Ok(NetworkChange::AddSubnet(parse_settings(req.settings)?)),
         ("Subnet", RequestType::Remove) => {
@@ -93,18 +115,13 @@ pub fn network_change(req: ModifyRequest) -> Result<NetworkChange, ApiError> {
         }
         ("Dns", RequestType::Update) => Ok(NetworkChange::UpdateDns(parse_settings(req.settings)?)),
         (rt, q) => Err(ApiError::unsupported(format!(
-            "modify {rt}/{q:?} on a network is not supported: use Subnet Add/Remove or Dns Update"
+            "modify {rt}/{q:?} on a network is not supported: use Subnet Add/Remove, Dns Update or Policy Add/Remove/Update"
         ))),
     }
 }
 
 /// `Policy` Add/Remove/Update on an endpoint.
 pub fn policy_change(req: ModifyRequest) -> Result<PolicyChange, ApiError> {
-    #[derive(Deserialize)]
-    #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-    struct PolicyRequest {
-        policies: Vec<EndpointPolicy>,
-    }
     if req.resource_type != "Policy" {
         return Err(ApiError::unsupported(format!(
             "modify {} on an endpoint is not supported: use ResourceType Policy",
@@ -112,7 +129,7 @@ pub fn policy_change(req: ModifyRequest) -> Result<PolicyChange, ApiError> {
         )));
     }
     check_policy_types(&req.settings, endpoint_policy_types(), "endpoint")?;
-    let body: PolicyRequest = parse_settings(req.settings)?;
+    let body: Policies<EndpointPolicy> = parse_settings(req.settings)?;
     match req.request_type {
         RequestType::Add => Ok(PolicyChange::Add(body.policies)),
         RequestType::Remove => Ok(PolicyChange::Remove(body.policies)),

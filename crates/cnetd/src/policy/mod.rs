@@ -1,44 +1,54 @@
 //! Endpoint policies in the kernel: the nftables table `inet cnetpol`, of
-//! which this module is the one owner, and ([`qos`]) the tc token buckets
-//! of QoS. Drivers do not program policies; the service hands this module
-//! each attached endpoint with its switch.
+//! which this module is the one owner. Drivers do not program policies;
+//! the service hands this module each attached endpoint with its network.
 //!
 //! The table's base chains dispatch through verdict maps keyed by
 //! (switch, endpoint address): `out4`/`out6` at prerouting −150 (before
 //! any DNAT, so an Out rule sees the destination the endpoint chose),
 //! `in4`/`in6` in forward and output (after DNAT, so a published port is
 //! matched on the endpoint's own port). Each endpoint with ACLs has two
-//! chains of its own; one change rewrites only those, so its cost does not
-//! grow with the number of endpoints, and a packet's cost is one lookup
-//! plus that endpoint's rules, for the first packet of a flow only.
+//! chains of its own, and one more per tier ([`tiers`]); one change
+//! rewrites only those, so its cost does not grow with the number of
+//! endpoints, and a packet's cost is one lookup plus that endpoint's rules,
+//! for the first packet of a flow only. The IP sets its rules name are
+//! named sets of the table ([`sets`]).
 //!
 //! Invariants:
-//! - The model ([`Policies`]) holds every endpoint's compiled program;
-//!   every kernel change updates model and kernel under one lock, in one
-//!   nft transaction (a failed change leaves both as they were).
+//! - The model holds every endpoint's compiled program and every set in
+//!   the kernel with its contents and number of users; every kernel change
+//!   updates model and kernel under one lock, in one nft transaction (a
+//!   failed change leaves both as they were), however many endpoints and
+//!   sets it touches.
+//! - A set is in the kernel exactly while some program names it: created
+//!   before the first rule naming it, deleted after the last one is gone,
+//!   in the same transaction. Changing its members changes no rule.
 //! - Established and related flows are accepted before any dispatch:
 //!   replies of an allowed flow pass, and a policy change never cuts a
 //!   connection that was already open.
 //! - Neighbour discovery always passes (an ACL cannot break IPv6 on the link).
-//! - The table exists while some endpoint has ACLs (the last one's removal
-//!   deletes it), and is restored whole
-//!   from the model when someone deletes it ([`Policies::check_and_repair`]).
+//! - The table exists while some endpoint has ACLs or DisableICC (the last
+//!   one's removal deletes it), and is restored whole, sets included, from
+//!   the model when someone deletes it ([`Policies::check_and_repair`]).
 
 pub mod acl;
 pub mod qos;
+mod script;
+pub mod sets;
 pub mod spoof;
+mod tiers;
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use cnet_model::acl::AclDirection;
-use cnet_model::endpoint::acls_in;
+use cnet_model::endpoint::{acls_in, tiers_in};
+use ipnet::IpNet;
 use uuid::Uuid;
 
 use crate::dataplane::{Dataplane, DataplaneError, DpResult};
 use crate::state::{EndpointRecord, NetworkRecord};
-use acl::Program;
+use acl::{Program, Source};
+use script::{load_script, remove_script, set_script};
+use sets::NetSets;
 
 /// The table's name.
 pub const TABLE: &str = "cnetpol";
@@ -79,9 +89,18 @@ pub const SKELETON: &str = r#"table inet cnetpol {
 }
 "#;
 
+/// A set in the kernel.
+#[derive(Clone, Debug, PartialEq)]
+struct SetState {
+    leaves: Vec<IpNet>,
+    /// Programs that name it.
+    users: usize,
+}
+
 #[derive(Default)]
 struct Model {
     programs: BTreeMap<Uuid, Program>,
+    sets: BTreeMap<String, SetState>,
     /// Whether the table is in the kernel.
     loaded: bool,
 }
@@ -91,16 +110,29 @@ pub struct Policies {
     model: Mutex<Model>,
 }
 
-/// The compiled policies of `ep` on `net`, or `None` when it has none.
-pub fn program_of(ep: &EndpointRecord, net: &NetworkRecord) -> DpResult<Option<Program>> {
-    let invalid = |reason: String| DataplaneError::Invalid { what: format!("endpoint {}", ep.display_name()), reason };
-    let rules = acls_in(&ep.policies).map(|a| a.rule()).collect::<Result<Vec<_>, _>>().map_err(invalid)?;
+fn invalid(what: String) -> impl Fn(String) -> DataplaneError {
+    move |reason| DataplaneError::Invalid { what: what.clone(), reason }
+}
+
+/// The compiled policies of `ep` on `net` (whose sets are `sets`), or
+/// `None` when it has none.
+pub fn program_of(ep: &EndpointRecord, net: &NetworkRecord, sets: &NetSets) -> DpResult<Option<Program>> {
+    let invalid = invalid(format!("endpoint {}", ep.display_name()));
+    let rules =
+        acls_in(&ep.policies).chain(&net.acls).map(|a| a.rule()).collect::<Result<Vec<_>, _>>().map_err(&invalid)?;
+    let tiers = tiers_in(&ep.policies).map(|t| t.tier()).collect::<Result<Vec<_>, _>>().map_err(&invalid)?;
     let isolated = ep.flags & cnet_model::endpoint::DISABLE_ICC != 0;
-    if rules.is_empty() && !isolated {
+    if rules.is_empty() && tiers.is_empty() && !isolated {
         return Ok(None);
     }
     let ips: Vec<_> = ep.ips().collect();
-    acl::compile(ep.id, &net.bridge, &ips, &rules, isolated).map(Some).map_err(invalid)
+    let src = Source { rules: &rules, tiers: &tiers, sets: Some(&sets.names) };
+    acl::compile(ep.id, &net.bridge, &ips, &src, isolated).map(Some).map_err(invalid)
+}
+
+/// `net`'s sets, or the error of a network whose sets cannot be built.
+pub fn sets_of(net: &NetworkRecord) -> DpResult<NetSets> {
+    sets::of_network(net).map_err(invalid(format!("the IP sets of network {}", net.name)))
 }
 
 impl Policies {
@@ -115,45 +147,134 @@ impl Policies {
     /// Programs what `ep` (attached, on `net`) has now; removes what it had
     /// when it has no policies left.
     pub fn set(&self, ep: &EndpointRecord, net: &NetworkRecord) -> DpResult<()> {
-        let Some(new) = program_of(ep, net)? else { return self.remove(ep.id) };
-        let mut model = self.model();
-        if !model.loaded {
-            let mut all = model.programs.clone();
-            all.insert(ep.id, new.clone());
-            self.dp.pol_apply(&load_script(all.values()))?;
-            model.loaded = true;
-        } else {
-            self.dp.pol_apply(&set_script(&new, model.programs.get(&ep.id)))?;
-        }
-        model.programs.insert(ep.id, new);
-        Ok(())
+        let sets = sets_of(net)?;
+        let new = program_of(ep, net, &sets)?;
+        self.apply(vec![(ep.id, new)], &sets.contents, false)
+    }
+
+    /// Programs network `net`'s change (its sets, its NetworkACLs) for
+    /// `eps`, its endpoints in the kernel, in one transaction.
+    pub fn network_changed(&self, net: &NetworkRecord, eps: &[EndpointRecord]) -> DpResult<()> {
+        let sets = sets_of(net)?;
+        let updates = eps.iter().map(|ep| Ok((ep.id, program_of(ep, net, &sets)?))).collect::<DpResult<Vec<_>>>()?;
+        self.apply(updates, &sets.contents, true)
     }
 
     /// Removes what endpoint `id` has in the table; nothing when it has nothing.
     pub fn remove(&self, id: Uuid) -> DpResult<()> {
+        self.apply(vec![(id, None)], &BTreeMap::new(), false)
+    }
+
+    /// Moves the model and the kernel to `updates` (each endpoint's new
+    /// program, or none), with `contents` the leaves of the sets of the
+    /// network they are on: one transaction, or nothing on failure. Only a
+    /// network's own change (`authoritative`) changes the members of a set
+    /// in the kernel; an endpoint's takes them for the sets it adds, so an
+    /// endpoint change that read its network just before a set changed
+    /// cannot undo that change.
+    fn apply(
+        &self,
+        updates: Vec<(Uuid, Option<Program>)>,
+        contents: &BTreeMap<String, Vec<IpNet>>,
+        authoritative: bool,
+    ) -> DpResult<()> {
         let mut model = self.model();
-        let Some(old) = model.programs.remove(&id) else { return Ok(()) };
-        let done = if !model.loaded {
-            Ok(())
-        } else if model.programs.is_empty() {
-            // The last one: the table goes.
-            self.load(&mut model)
-        } else {
-            self.dp.pol_apply(&remove_script(&old))
-        };
-        if done.is_err() {
-            model.programs.insert(id, old);
+        let updates: Vec<_> = updates.into_iter().filter(|(id, p)| model.programs.get(id) != p.as_ref()).collect();
+        // The users each touched set gains or loses.
+        let mut delta: BTreeMap<&str, isize> = BTreeMap::new();
+        for (id, new) in &updates {
+            for s in model.programs.get(id).iter().flat_map(|p| &p.sets) {
+                *delta.entry(s).or_default() -= 1;
+            }
+            for s in new.iter().flat_map(|p| &p.sets) {
+                *delta.entry(s).or_default() += 1;
+            }
         }
-        done
+        let touched: BTreeSet<&str> = delta
+            .keys()
+            .copied()
+            .chain(contents.keys().map(|k| k.as_str()).filter(|k| authoritative && model.sets.contains_key(*k)))
+            .collect();
+        let mut next: BTreeMap<String, Option<SetState>> = BTreeMap::new();
+        for name in touched {
+            let old = model.sets.get(name);
+            let users = (old.map_or(0, |o| o.users) as isize + delta.get(name).copied().unwrap_or(0)).max(0) as usize;
+            let (given, kept) = (contents.get(name), old.map(|o| &o.leaves));
+            let state = match (users, if authoritative { given.or(kept) } else { kept.or(given) }) {
+                (0, _) => None,
+                (_, Some(leaves)) => Some(SetState { leaves: leaves.clone(), users }),
+                (_, None) => {
+                    return Err(invalid(format!("IP set {name}"))("it is named by a rule but not known".into()))
+                }
+            };
+            next.insert(name.to_string(), state);
+        }
+        if updates.is_empty() && next.iter().all(|(n, s)| model.sets.get(n) == s.as_ref()) {
+            return Ok(());
+        }
+        let remaining = model.programs.len() as isize
+            + updates
+                .iter()
+                .map(|(id, p)| p.is_some() as isize - model.programs.contains_key(id) as isize)
+                .sum::<isize>();
+        let script = if remaining == 0 {
+            if model.loaded {
+                empty_script()
+            } else {
+                String::new()
+            }
+        } else if !model.loaded {
+            let mut programs = model.programs.clone();
+            let mut sets = model.sets.clone();
+            commit(&mut programs, &mut sets, updates.clone(), next.clone());
+            load_script(programs.values(), sets.iter().map(|(n, s)| (n.as_str(), &s.leaves[..])))
+        } else {
+            let mut s = String::new();
+            for (name, state) in &next {
+                match (model.sets.get(name), state) {
+                    (None, Some(new)) => sets::declare(&mut s, name, &new.leaves),
+                    (Some(old), Some(new)) if old.leaves != new.leaves => {
+                        sets::change(&mut s, name, &old.leaves, &new.leaves)
+                    }
+                    _ => {}
+                }
+            }
+            for (id, new) in &updates {
+                match (new, model.programs.get(id)) {
+                    (Some(new), old) => s += &set_script(new, old),
+                    (None, Some(old)) => s += &remove_script(old),
+                    (None, None) => {}
+                }
+            }
+            for (name, state) in &next {
+                if state.is_none() && model.sets.contains_key(name) {
+                    sets::delete(&mut s, name);
+                }
+            }
+            s
+        };
+        if !script.is_empty() {
+            self.dp.pol_apply(&script)?;
+        }
+        model.loaded = remaining > 0;
+        let Model { programs, sets, .. } = &mut *model;
+        commit(programs, sets, updates, next);
+        Ok(())
     }
 
     /// Fills the model without touching the kernel (start-up, before [`Policies::reload`]).
     pub fn preload(&self, ep: &EndpointRecord, net: &NetworkRecord) {
-        match program_of(ep, net) {
-            Ok(Some(p)) => {
-                self.model().programs.insert(ep.id, p);
+        let program = sets_of(net).and_then(|sets| Ok((program_of(ep, net, &sets)?, sets)));
+        match program {
+            Ok((Some(p), sets)) => {
+                let mut model = self.model();
+                for name in &p.sets {
+                    let leaves = sets.contents.get(name).cloned().unwrap_or_default();
+                    model.sets.entry(name.clone()).or_insert(SetState { leaves, users: 0 }).users += 1;
+                }
+                model.programs.insert(ep.id, p);
             }
-            Ok(None) => {}
+            Ok((None, _)) => {}
             Err(e) => tracing::error!("{e}: its ACLs are not enforced"),
         }
     }
@@ -166,10 +287,11 @@ impl Policies {
 
     fn load(&self, model: &mut Model) -> DpResult<()> {
         if model.programs.is_empty() {
-            self.dp.pol_apply(&format!("table inet {TABLE} {{}}\ndelete table inet {TABLE}\n"))?;
+            self.dp.pol_apply(&empty_script())?;
             model.loaded = false;
         } else {
-            self.dp.pol_apply(&load_script(model.programs.values()))?;
+            let sets = model.sets.iter().map(|(n, s)| (n.as_str(), &s.leaves[..]));
+            self.dp.pol_apply(&load_script(model.programs.values(), sets))?;
             model.loaded = true;
         }
         Ok(())
@@ -187,80 +309,27 @@ impl Policies {
     }
 }
 
-/// Replaces the table with the skeleton and `programs`, in one transaction.
-fn load_script<'a>(programs: impl Iterator<Item = &'a Program>) -> String {
-    let mut s = format!("table inet {TABLE} {{}}\ndelete table inet {TABLE}\n{SKELETON}");
-    for p in programs {
-        s += &set_script(p, None);
-    }
-    s
+/// Deletes the table (creating it first, so that it succeeds when it is gone).
+fn empty_script() -> String {
+    format!("table inet {TABLE} {{}}\ndelete table inet {TABLE}\n")
 }
 
-/// `key` or `key : verdict`.
-fn element(key: &str, verdict: &Option<String>) -> String {
-    match verdict {
-        Some(v) => format!("{key} : {v}"),
-        None => key.to_string(),
+fn commit(
+    programs: &mut BTreeMap<Uuid, Program>,
+    sets: &mut BTreeMap<String, SetState>,
+    updates: Vec<(Uuid, Option<Program>)>,
+    next: BTreeMap<String, Option<SetState>>,
+) {
+    for (id, p) in updates {
+        match p {
+            Some(p) => programs.insert(id, p),
+            None => programs.remove(&id),
+        };
     }
-}
-
-/// Brings endpoint `new.tag`'s chains and elements from `old` to `new`.
-pub fn set_script(new: &Program, old: Option<&Program>) -> String {
-    let mut s = String::new();
-    if new.has_acls {
-        for dir in [AclDirection::In, AclDirection::Out] {
-            let _ = writeln!(s, "add chain inet {TABLE} {}", new.chain(dir));
-            let _ = writeln!(s, "flush chain inet {TABLE} {}", new.chain(dir));
-        }
-        let _ = writeln!(s, "add counter inet {TABLE} {}", new.counter());
-        for (dir, rules) in [(AclDirection::In, &new.rules_in), (AclDirection::Out, &new.rules_out)] {
-            for r in rules {
-                let _ = writeln!(s, "add rule inet {TABLE} {} {r}", new.chain(dir));
-            }
-        }
+    for (name, s) in next {
+        match s {
+            Some(s) => sets.insert(name, s),
+            None => sets.remove(&name),
+        };
     }
-    let wanted = new.dispatch();
-    let gone: Vec<_> = old
-        .map(|o| o.dispatch())
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|(m, k, _)| !wanted.iter().any(|(wm, wk, _)| wm == m && wk == k))
-        .collect();
-    remove_elements(&mut s, &gone);
-    for (set, key, verdict) in &wanted {
-        let _ = writeln!(s, "add element inet {TABLE} {set} {{ {} }}", element(key, verdict));
-    }
-    if let Some(old) = old.filter(|o| o.has_acls && !new.has_acls) {
-        remove_chains(&mut s, old);
-    }
-    s
-}
-
-/// Deletes `elems`; each is added first, so that deleting one that is gone succeeds.
-fn remove_elements(s: &mut String, elems: &[(&'static str, String, Option<String>)]) {
-    for (set, key, verdict) in elems {
-        let _ = writeln!(s, "add element inet {TABLE} {set} {{ {} }}", element(key, verdict));
-        let _ = writeln!(s, "delete element inet {TABLE} {set} {{ {key} }}");
-    }
-}
-
-/// Deletes `old`'s chains and counter (nothing refers to them any more).
-fn remove_chains(s: &mut String, old: &Program) {
-    for dir in [AclDirection::In, AclDirection::Out] {
-        let _ = writeln!(s, "add chain inet {TABLE} {}", old.chain(dir));
-        let _ = writeln!(s, "flush chain inet {TABLE} {}", old.chain(dir));
-        let _ = writeln!(s, "delete chain inet {TABLE} {}", old.chain(dir));
-    }
-    let _ = writeln!(s, "add counter inet {TABLE} {}", old.counter());
-    let _ = writeln!(s, "delete counter inet {TABLE} {}", old.counter());
-}
-
-/// Removes endpoint `old.tag`'s elements, chains and counter.
-pub fn remove_script(old: &Program) -> String {
-    let mut s = String::new();
-    remove_elements(&mut s, &old.dispatch());
-    if old.has_acls {
-        remove_chains(&mut s, old);
-    }
-    s
 }

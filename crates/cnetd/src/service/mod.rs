@@ -19,6 +19,7 @@ mod endpoints;
 mod handoff;
 mod leases;
 mod namespaces;
+mod network_policies;
 mod networks;
 mod overlay;
 mod stats;
@@ -41,6 +42,7 @@ pub use endpoints::PolicyChange;
 pub(crate) use handoff::{adapter_namespace, own_namespace};
 pub use namespaces::NamespaceChange;
 pub use namespaces::NamespaceView;
+pub use network_policies::NetworkPolicyChange;
 pub use networks::NetworkChange;
 
 /// What this host's kernel can do, probed at start.
@@ -406,6 +408,10 @@ fn same_policy(a: &EndpointPolicy, b: &EndpointPolicy) -> bool {
         // An endpoint has one OutBoundNAT and one L4Proxy: any names it.
         (EndpointPolicy::OutboundNat(_), EndpointPolicy::OutboundNat(_)) => true,
         (EndpointPolicy::L4Proxy(_), EndpointPolicy::L4Proxy(_)) => true,
+        // A named tier by its name and direction.
+        (EndpointPolicy::TierAcl(x), EndpointPolicy::TierAcl(y)) if !x.name.is_empty() && !y.name.is_empty() => {
+            x.name == y.name && x.direction == y.direction
+        }
         _ => a == b,
     }
 }

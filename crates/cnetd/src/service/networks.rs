@@ -1,5 +1,5 @@
 //! Networks: create (the switch and its firewall elements), modify (subnets,
-//! DNS), delete (firewall state before links, so no DNAT ever points into a
+//! DNS, IP sets and NetworkACLs: [`super::network_policies`]), delete (firewall state before links, so no DNAT ever points into a
 //! switch that is being removed).
 
 use ipnet::IpNet;
@@ -8,6 +8,7 @@ use uuid::Uuid;
 use cnet_model::validate;
 use cnet_model::{Dns, ErrorCode, Network, NetworkType, Subnet};
 
+use super::network_policies::{change_policies, NetworkPolicyChange};
 use super::{not_busy, NetworkFilter, Service};
 use crate::error::{Result, ServiceError};
 use crate::state::records::OverlayHost;
@@ -19,6 +20,8 @@ pub enum NetworkChange {
     AddSubnet(Subnet),
     RemoveSubnet(IpNet),
     UpdateDns(Dns),
+    /// Its `SetPolicy` and `NetworkACL` policies.
+    Policies(NetworkPolicyChange),
 }
 
 /// The other networks, as the model's validation wants them.
@@ -162,6 +165,7 @@ impl Service {
                 ));
             }
             let mut rec = NetworkRecord::from_wire(&net, bridge)?;
+            crate::policy::sets::of_network(&rec).map_err(ServiceError::invalid)?;
             rec.overlay_host = overlay_host.clone();
             ch.put_network(Stored::with(rec.clone(), Intent::Create));
             Ok(rec)
@@ -372,7 +376,7 @@ impl Service {
     }
 
     pub fn modify_network(&self, key: &str, change: NetworkChange) -> Result<NetworkRecord> {
-        let (old, new) = self.state.change(|o, ch| {
+        let (old, new, eps) = self.state.change(|o, ch| {
             let id = o.network_id(key)?;
             let s = o.network(id)?;
             not_busy(s.intent, || format!("network {}", s.record.name))?;
@@ -407,6 +411,7 @@ impl Service {
                     }
                 }
                 NetworkChange::UpdateDns(dns) => net.dns = Some(dns),
+                NetworkChange::Policies(change) => change_policies(o, id, &mut net, change)?,
             }
             let others = others(o, id);
             validate::validate_network(&net, &others.iter().collect::<Vec<_>>())?;
@@ -427,12 +432,24 @@ impl Service {
             }
             let mut new = NetworkRecord::from_wire(&net, old.bridge.clone())?;
             new.last_allocated.clone_from(&old.last_allocated);
+            new.overlay_host.clone_from(&old.overlay_host);
+            crate::policy::sets::of_network(&new).map_err(ServiceError::invalid)?;
+            let eps: Vec<_> =
+                o.endpoints.values().map(|e| &e.record).filter(|e| e.network == id).cloned().collect();
+            for ep in &eps {
+                validate::check_acls(&ep.policies, &net).map_err(|e| {
+                    ServiceError::new(e.error_code, format!("endpoint {}: {}", ep.display_name(), e.error))
+                })?;
+            }
             ch.put_network(Stored::with(new.clone(), Intent::Modify));
-            Ok((old, new))
+            Ok((old, new, eps.into_iter().filter(|e| e.in_kernel()).collect::<Vec<_>>()))
         })?;
         let driver = self.driver(&new)?;
         let dp = self.dp.as_ref();
-        let result = driver.update(dp, &old, &new).and_then(|_| self.firewall.set(new.id, driver.firewall(&new)));
+        let result = driver
+            .update(dp, &old, &new)
+            .and_then(|_| self.firewall.set(new.id, driver.firewall(&new)))
+            .and_then(|_| self.policies.network_changed(&new, &eps));
         match result {
             Ok(()) => {
                 self.state.write(|ch| ch.put_network(Stored::done(new.clone())))?;
@@ -443,6 +460,7 @@ impl Service {
                 // Back to the old kernel state as far as it goes; start-up repair does the rest.
                 let _ = driver.update(dp, &new, &old);
                 let _ = self.firewall.set(old.id, driver.firewall(&old));
+                let _ = self.policies.network_changed(&old, &eps);
                 self.state.write(|ch| ch.put_network(Stored::done(old.clone())))?;
                 Err(ServiceError::kernel("modifying network", e))
             }

@@ -12,8 +12,10 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use cnet_model::acl::AclPolicy;
 use cnet_model::namespace::ResourceData;
 use cnet_model::network::NetAdapterName;
+use cnet_model::sets::SetPolicy;
 use cnet_model::{
     Dns, Endpoint, EndpointPolicy, EndpointState, IfName, IpConfig, Ipam, MacAddr, Namespace, NamespaceResource,
     Network, NetworkPolicy, NetworkType, ObjectName, PortMapping, Route, Subnet,
@@ -159,6 +161,12 @@ pub struct NetworkRecord {
     pub auto_delete: bool,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// Its IP sets (`SetPolicy`), checked ([`cnet_model::sets::check_sets`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sets: Vec<SetPolicy>,
+    /// ACLs of every endpoint of the network (`NetworkACL`), checked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acls: Vec<AclPolicy>,
 }
 
 /// This host as an Overlay network's tunnel end (from its cluster membership).
@@ -198,6 +206,8 @@ impl NetworkRecord {
             overlay_host: None,
             auto_delete: net.auto_delete,
             annotations: net.annotations.clone(),
+            sets: net.sets().cloned().collect(),
+            acls: net.network_acls().cloned().collect(),
         })
     }
 
@@ -223,6 +233,8 @@ impl NetworkRecord {
                     self.automatic_dns
                         .map(|enable| NetworkPolicy::AutomaticDns(cnet_model::network::AutomaticDns { enable })),
                 )
+                .chain(self.sets.iter().cloned().map(NetworkPolicy::SetPolicy))
+                .chain(self.acls.iter().cloned().map(NetworkPolicy::NetworkAcl))
                 .collect(),
             schema_version: Default::default(),
             mtu: self.mtu,

@@ -59,13 +59,15 @@ pub fn physical_network(w: &World, name: &str, ty: &str) -> Network {
         .unwrap_or_else(|e| panic!("create network {name}: {e}"))
 }
 
-/// A modify request on an endpoint's policies (`kind`: Add, Remove, Update).
-pub fn patch_policies(
-    w: &World,
-    ep: &Endpoint,
-    kind: &str,
-    policies: Value,
-) -> Result<Value, cnet_client::ClientError> {
+/// An `ACL` policy: `Action`, `Direction`, and more `settings`.
+pub fn acl(action: &str, dir: &str, settings: Value) -> Value {
+    let mut s = json!({"Action": action, "Direction": dir});
+    s.as_object_mut().unwrap().extend(settings.as_object().unwrap().clone());
+    json!({"Type": "ACL", "Settings": s})
+}
+
+/// An endpoint modify request (`ResourceType: Policy`) of `kind` with `policies`.
+pub fn patch(w: &World, ep: &Endpoint, kind: &str, policies: Value) -> Result<Value, cnet_client::ClientError> {
     let body = json!({"ResourceType": "Policy", "RequestType": kind, "Settings": {"Policies": policies}});
     w.client().patch::<Value>(&format!("/endpoints/{}", ep.id), &body)
 }

@@ -1,9 +1,8 @@
 //! A [`Dataplane`] in memory, for unit tests without root: it keeps the
 //! kernel objects cnet makes (namespaces, links, the inside of veths, the
-//! firewall's elements, the policy table's chains, QoS buckets), records
-//! every call, and on request fails a step or "crashes" (panics) at it, so
-//! a test can run a lifecycle with a failure at each kernel step and check
-//! what is left behind.
+//! firewall's elements, the policy table's chains and sets), records every call, and
+//! on request fails a step or "crashes" (panics) at it, so a test can run a
+//! lifecycle with a failure at each kernel step and check what is left behind.
 //!
 //! Invariants (the parts of the kernel's behaviour cnet relies on):
 //! - A step either happens whole or not at all; a failed or crashed step
@@ -13,13 +12,13 @@
 //! - Deleting a link removes its per-link sysctls.
 
 use std::collections::BTreeMap;
-use std::io;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
 use cnet_dataplane::nftobj::{Counter, Family};
 use cnet_dataplane::{Mac, Route};
 
+pub mod nft;
 mod objects;
 mod qos;
 use objects::info;
@@ -54,7 +53,7 @@ pub struct FakeDataplane {
 }
 
 fn errno(what: impl Into<String>, code: i32) -> DataplaneError {
-    DataplaneError::Netlink { what: what.into(), source: io::Error::from_raw_os_error(code) }
+    DataplaneError::Netlink { what: what.into(), source: std::io::Error::from_raw_os_error(code) }
 }
 
 impl FakeDataplane {

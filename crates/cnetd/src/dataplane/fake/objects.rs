@@ -74,12 +74,12 @@ pub struct Objects {
     pub rules: BTreeSet<Rule>,
     /// VXLAN devices' remote-host entries, by device.
     pub overlay: BTreeMap<String, crate::dataplane::OverlayEntries>,
-    /// The policy table's endpoint chains, or `None` when it is not loaded.
-    pub policy: Option<BTreeSet<String>>,
     /// The anti-spoofing table's guarded ports, or `None` when it is not loaded.
     pub guarded: Option<BTreeSet<String>>,
     /// The QoS buckets of host links, by link.
     pub qos: BTreeMap<String, super::FakeQos>,
+    /// The policy table's endpoint chains and IP sets, or `None` when it is not loaded.
+    pub policy: Option<super::nft::PolicyTable>,
 }
 
 impl Objects {
@@ -90,14 +90,14 @@ impl Objects {
             return self.guard_apply(script);
         }
         let load = format!("table inet {} {{}}\ndelete table inet {}\n", crate::policy::TABLE, crate::policy::TABLE);
-        let (mut chains, rest) = match script.strip_prefix(&load) {
+        let (mut table, rest) = match script.strip_prefix(&load) {
             Some("") => {
                 self.policy = None;
                 return Ok(());
             }
-            Some(rest) => (BTreeSet::new(), rest),
+            Some(rest) => (super::nft::PolicyTable::default(), rest),
             None => match self.policy.clone() {
-                Some(chains) => (chains, script),
+                Some(table) => (table, script),
                 None => {
                     return Err(crate::dataplane::DataplaneError::Netlink {
                         what: "changing table inet cnetpol".into(),
@@ -106,14 +106,8 @@ impl Objects {
                 }
             },
         };
-        for line in rest.lines() {
-            if let Some(c) = line.strip_prefix("add chain inet cnetpol ") {
-                chains.insert(c.to_string());
-            } else if let Some(c) = line.strip_prefix("delete chain inet cnetpol ") {
-                chains.remove(c);
-            }
-        }
-        self.policy = Some(chains);
+        table.apply(rest)?;
+        self.policy = Some(table);
         Ok(())
     }
 }

@@ -494,6 +494,7 @@ fn a_bridge_with_as_many_ports_as_the_backlog_is_reported() {
 
 mod overlay;
 mod physical;
+mod policy;
 mod qos;
 mod vm;
 
@@ -512,7 +513,7 @@ fn an_overlay_network_without_a_cluster_is_refused_with_the_fix() {
 fn an_endpoints_acls_are_in_the_policy_table_while_it_is_attached_and_after_a_restart() {
     let mut b = attached();
     let tag = &EP.replace('-', "")[..16];
-    let chains = |b: &Bed| b.fake.objects().policy.map(|c| c.into_iter().collect::<Vec<_>>());
+    let chains = |b: &Bed| b.fake.objects().policy.map(|t| t.chains.into_keys().collect::<Vec<_>>());
     let want = Some(vec![format!("ep_{tag}_in"), format!("ep_{tag}_out")]);
     assert_eq!(chains(&b), want);
     b.fake.tamper(|k| k.policy = None);

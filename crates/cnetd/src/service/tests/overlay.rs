@@ -169,3 +169,18 @@ fn overlay_endpoints_are_routed_hosts_in_blocks_of_this_host() {
         assert!(b.fake.objects().links.keys().all(|l| !l.starts_with("cnx") && !l.starts_with("cnb")));
     });
 }
+
+#[test]
+fn an_overlay_network_keeps_its_tunnel_end_through_a_modify() {
+    on("Overlay", || {
+        let b = attached();
+        let set =
+            serde_json::from_value(json!({"Type": "SetPolicy", "Settings": {"Id": "peers", "PolicyType": "IPSET",
+            "Values": "10.80.9.0/24"}}))
+            .unwrap();
+        let change = NetworkChange::Policies(crate::service::NetworkPolicyChange::Add(vec![set]));
+        let net = b.svc().modify_network("web", change).expect("the VXLAN device is set up again from the record");
+        assert!(net.overlay_host.is_some() && net.sets.len() == 1);
+        assert!(b.drift().is_empty(), "{:?}", b.drift());
+    });
+}

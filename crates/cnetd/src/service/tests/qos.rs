@@ -123,7 +123,8 @@ fn qos_on_a_transparent_network_is_refused_before_the_kernel_is_touched() {
 #[test]
 fn a_crash_at_any_step_of_a_qos_change_is_resolved_at_start_with_the_caps_the_record_has() {
     let n = crashing_at_each_step_then_restarting_resolves_the_intent(attached, drop_qos);
-    assert!(n >= 2, "the ACL table and QoS: {n} steps");
+    // The ACL program is unchanged (no nft step): QoS's own step at least.
+    assert!(n >= 1, "QoS: {n} steps");
 }
 
 #[test]
