@@ -31,6 +31,7 @@
 //!   the model when someone deletes it ([`Policies::check_and_repair`]).
 
 pub mod acl;
+pub mod nat;
 pub mod qos;
 mod script;
 pub mod sets;

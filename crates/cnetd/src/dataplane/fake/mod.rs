@@ -483,15 +483,7 @@ impl Dataplane for FakeDataplane {
     }
     fn change_routes_inside(&self, netns_path: &str, ifname: &str, gone: &[Route], new: &[Route]) -> DpResult<()> {
         self.step(format!("change_routes_inside {ifname} -{} +{}", gone.len(), new.len()), |k| {
-            let key = (netns_path.to_string(), ifname.to_string());
-            let i = k
-                .objects
-                .inside
-                .get_mut(&key)
-                .ok_or_else(|| errno(format!("no {ifname} in {netns_path}"), libc::ENODEV))?;
-            i.routes.retain(|r| !gone.contains(r));
-            i.routes.extend(new.iter().filter(|r| !i.routes.contains(r)).cloned().collect::<Vec<_>>());
-            Ok(())
+            k.objects.change_routes_inside(netns_path, ifname, gone, new)
         })
     }
     fn set_mtu(&self, netns: Option<&str>, name: &str, mtu: u32) -> DpResult<()> {

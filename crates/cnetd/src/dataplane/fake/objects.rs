@@ -156,6 +156,25 @@ impl Objects {
         Ok(())
     }
 
+    /// Routes of an adapter inside a namespace: `gone` out, `new` in.
+    pub fn change_routes_inside(
+        &mut self,
+        netns_path: &str,
+        ifname: &str,
+        gone: &[Route],
+        new: &[Route],
+    ) -> crate::dataplane::DpResult<()> {
+        let key = (netns_path.to_string(), ifname.to_string());
+        let i = self.inside.get_mut(&key).ok_or_else(|| crate::dataplane::DataplaneError::Netlink {
+            what: format!("no {ifname} in {netns_path}"),
+            source: std::io::Error::from_raw_os_error(libc::ENODEV),
+        })?;
+        i.routes.retain(|r| !gone.contains(r));
+        let added: Vec<Route> = new.iter().filter(|r| !i.routes.contains(r)).cloned().collect();
+        i.routes.extend(added);
+        Ok(())
+    }
+
     pub fn pol_exists(&self, family: cnet_dataplane::nftobj::Family) -> bool {
         match family {
             cnet_dataplane::nftobj::Family::Inet => self.policy.is_some(),
