@@ -162,7 +162,7 @@ fn podman_cni_backend_publishes_a_port_of_a_container_on_two_networks_and_leaves
         "-h",
         "/www",
     ]);
-    let answer = probe::http_get(&w.lan_path(), &format!("{HOST_IP}:18202")).expect("LAN → published port");
+    let answer = probe::http_get_when_up(&w.lan_path(), &format!("{HOST_IP}:18202")).expect("LAN → published port");
     assert!(answer.contains("hello-from-cnet"), "{answer}");
     let inside = podman.ok(&["exec", "two", "ip", "-o", "addr"]);
     assert!(inside.contains("10.169.0.") && inside.contains("10.170.0."), "{inside}");

@@ -58,7 +58,7 @@ fn podman_containers_on_a_cnet_network_talk_reach_the_lan_and_publish_ports() {
     assert_eq!(seen.lines().next().unwrap_or(""), HOST_IP, "the LAN sees the host's address");
 
     // A client on the LAN reaches the published port.
-    let answer = probe::http_get(&w.lan_path(), &format!("{HOST_IP}:18090")).expect("LAN → published port");
+    let answer = probe::http_get_when_up(&w.lan_path(), &format!("{HOST_IP}:18090")).expect("LAN → published port");
     assert!(answer.contains("hello-from-cnet"), "{answer}");
 
     // Static IP and MAC, as Podman sends them (in CNI_ARGS).
@@ -119,8 +119,8 @@ fn a_podman_container_goes_on_the_lan_with_a_dhcp_lease_through_cnet() {
     let ip = eps[0].ip_configurations[0].ip_address.to_string();
     let mac = eps[0].mac_address.unwrap().to_string();
     assert!(dhcp.leases().iter().any(|l| l.contains(&ip) && l.contains(&mac)), "{:?}", dhcp.leases());
-    let answer =
-        probe::http_get(&w.lan_path(), &format!("{ip}:8080")).expect("the LAN reaches the container at its lease");
+    let answer = probe::http_get_when_up(&w.lan_path(), &format!("{ip}:8080"))
+        .expect("the LAN reaches the container at its lease");
     assert!(answer.contains("hello-from-cnet"), "{answer}");
     let resolv = podman.ok(&["exec", "onlan", "cat", "/etc/resolv.conf"]);
     assert!(resolv.contains(LAN_IP), "the lease's DNS server: {resolv}");

@@ -60,7 +60,7 @@ fn podman_containers_on_a_podman_network_reach_each_other_by_ip_and_name_and_pub
         assert_eq!(page.trim(), "hello-from-cnet", "{target}");
     }
     // The LAN reaches the published port; containers reach the LAN through NAT.
-    let answer = probe::http_get(&w.lan_path(), &format!("{HOST_IP}:18301")).expect("LAN → published port");
+    let answer = probe::http_get_when_up(&w.lan_path(), &format!("{HOST_IP}:18301")).expect("LAN → published port");
     assert!(answer.contains("hello-from-cnet"), "{answer}");
     let _lan = probe::tcp_greeter(&w.lan_path(), "0.0.0.0:7071");
     let seen = podman.ok(&["run", "--rm", "--network", "web", "localhost/bb", "nc", "-w", "3", LAN_IP, "7071"]);
@@ -165,7 +165,7 @@ fn a_container_on_two_networks_publishes_once_and_rm_after_a_killed_conmon_leave
         "-h",
         "/www",
     ]);
-    let answer = probe::http_get(&w.lan_path(), &format!("{HOST_IP}:18303")).expect("LAN → published port");
+    let answer = probe::http_get_when_up(&w.lan_path(), &format!("{HOST_IP}:18303")).expect("LAN → published port");
     assert!(answer.contains("hello-from-cnet"), "{answer}");
     let addrs = podman.ok(&["exec", "multi", "ip", "-o", "addr"]);
     assert!(addrs.contains("10.176.0.") && addrs.contains("10.177.0.") && addrs.contains("fd00:177::"), "{addrs}");

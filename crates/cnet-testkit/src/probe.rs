@@ -167,6 +167,17 @@ pub fn http_get(netns: &str, addr: &str) -> Option<String> {
     Some(body)
 }
 
+/// [`http_get`], giving a server that is still starting 5 s to listen.
+pub fn http_get_when_up(netns: &str, addr: &str) -> Option<String> {
+    let start = std::time::Instant::now();
+    loop {
+        match http_get(netns, addr) {
+            None if start.elapsed() < Duration::from_secs(5) => std::thread::sleep(Duration::from_millis(100)),
+            answer => return answer,
+        }
+    }
+}
+
 /// A TCP server in `netns` on `addr` that writes the peer's address as a
 /// line and closes: for clients that read until the server hangs up (`nc`).
 pub fn tcp_greeter(netns: &str, addr: &str) -> Server {

@@ -62,6 +62,11 @@ fn qos_caps_both_ways_changes_at_run_time_under_an_open_connection_and_survives_
         cnet_dataplane::netns::run_in(&w.host_path(), move || cnet_dataplane::qos::status(&h, &i)).unwrap().unwrap();
     eprintln!("drops: {status:?}");
     assert!(status.egress.unwrap() > 0 && status.ingress.unwrap() > 0, "{status:?}");
+    let stats: cnet_model::stats::EndpointStats = w.client().get(&format!("/endpoints/{}/stats", a.ep.id)).unwrap();
+    assert!(
+        stats.policy_drops.qos >= status.egress.unwrap() + status.ingress.unwrap(),
+        "the statistics count them: {stats:?}"
+    );
 
     // A rate change at run time: an open connection keeps going.
     let _srv = probe::tcp_server(&w.lan_path(), "0.0.0.0:7030");

@@ -266,6 +266,9 @@ impl Service {
         if let Err(e) = self.policies.remove(ep.id) {
             errors.push(e.to_string());
         }
+        if let Err(e) = self.guards.remove(ep.id) {
+            errors.push(e.to_string());
+        }
         if crate::policy::qos::shaped(ep) {
             if let Err(e) = crate::policy::qos::clear(self.dp.as_ref(), ep) {
                 errors.push(e.to_string());

@@ -54,6 +54,8 @@ impl Service {
             Ok(c.map_or(0, |c| c.packets))
         };
         let acl = format!("acl_{}", crate::policy::acl::tag_of(ep.id));
+        let (qos_out, qos_in) = crate::policy::qos::drops(self.dp.as_ref(), &ep)
+            .map_err(|e| ServiceError::kernel("reading the QoS queues' drops", e))?;
         Ok(EndpointStats {
             endpoint_id: ep.id,
             bytes_received: s.rx_bytes,
@@ -65,7 +67,7 @@ impl Service {
             policy_drops: DropCounts {
                 acl: count(Family::Inet, Some(acl))?,
                 spoofing: count(Family::Bridge, self.guards.counter_of(ep.id))?,
-                qos: 0,
+                qos: qos_out + qos_in,
             },
         })
     }

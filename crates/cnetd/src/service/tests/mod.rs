@@ -530,3 +530,18 @@ fn an_endpoints_acls_are_in_the_policy_table_while_it_is_attached_and_after_a_re
     b.svc().modify_endpoint(EP, PolicyChange::Remove(vec![p])).unwrap();
     assert_eq!(chains(&b), None, "the last endpoint's ACLs gone: the table goes");
 }
+
+#[test]
+fn an_attached_endpoint_is_guarded_until_it_is_detached_and_the_guard_survives_a_restart() {
+    let mut b = attached();
+    let port = b.svc().get_endpoint(EP).unwrap().host_interface_name;
+    let guarded = |b: &Bed| b.fake.objects().guarded;
+    assert_eq!(guarded(&b), Some([port.clone()].into()));
+    b.fake.tamper(|k| k.guarded = None);
+    assert!(b.svc().guards.check_and_repair().unwrap(), "a deleted table is noticed");
+    assert_eq!(guarded(&b), Some([port.clone()].into()), "and restored");
+    b.restart();
+    assert_eq!(guarded(&b), Some([port].into()), "loaded again at start");
+    b.svc().detach(NS, EP).unwrap();
+    assert_eq!(guarded(&b), None, "the last guarded endpoint detached: the table goes");
+}
