@@ -55,7 +55,8 @@ pub fn startup(svc: &Service) -> Result<StartupReport> {
             Some(net) => {
                 svc.firewall.preload(ep.id, firewall::endpoint_elems(ep, &net.record));
                 svc.policies.preload(ep, &net.record);
-                svc.guards.preload(ep, &net.record);
+                let netns = ep.namespace.and_then(|n| o.namespaces.get(&n)).map(|n| n.record.netns_path.as_str());
+                svc.guards.preload(ep, &net.record, netns);
             }
             None => svc.firewall.preload(ep.id, firewall::port_mapping_elems(ep)),
         }

@@ -53,6 +53,21 @@ fn an_endpoint_sends_only_from_its_own_mac_and_addresses_and_drops_are_counted()
     assert!(sh(&w, &a, &format!("ip link set eth0 address {mac}")).status.success());
     assert!(probe::ping(&a.path(), &b.ip()), "its own MAC again");
 
+    // A second endpoint in a's namespace: a reply may leave by either of
+    // its interfaces with either of its addresses, and nothing else.
+    let net2 = network(&w, "nat2", "NAT", &["10.129.0.0/24"]);
+    let second: cnet_model::Endpoint = w
+        .client()
+        .post(
+            "/endpoints",
+            &json!({"HostComputeNetwork": net2.id, "HostComputeNamespace": a.ns.id, "InterfaceName": "eth1"}),
+        )
+        .unwrap();
+    let second_ip = second.ip_configurations[0].ip_address.to_string();
+    assert!(ping_from(&w, &a, &a.ip(), "10.129.0.1"), "out eth1 from eth0's address");
+    assert!(ping_from(&w, &a, &second_ip, &b.ip()), "out eth0 from eth1's address");
+    assert!(!ping_from(&w, &a, "10.121.0.200", "10.129.0.1"), "but not from an address of no endpoint there");
+
     // An endpoint with AllowSpoofing (a router, a VPN) may.
     let ns: cnet_model::Namespace = w.client().post("/namespaces", &json!({"Name": w.name("r")})).unwrap();
     let ep: cnet_model::Endpoint = w
@@ -81,8 +96,8 @@ fn an_endpoint_sends_only_from_its_own_mac_and_addresses_and_drops_are_counted()
     assert!(probe::ping(&a.path(), &b.ip()), "and its own address works");
 
     // Gone with the endpoints: the table goes with the last guarded one.
-    for c in [&a, &b, &r] {
-        w.client().delete(&format!("/endpoints/{}", c.ep.id)).unwrap();
+    for id in [a.ep.id, b.ep.id, r.ep.id, second.id] {
+        w.client().delete(&format!("/endpoints/{id}")).unwrap();
     }
     let listed = w.exec_in(&w.host_path(), &["nft", "list", "table", "bridge", "cnetpol"]);
     assert!(!listed.status.success(), "no table left: {}", String::from_utf8_lossy(&listed.stdout));

@@ -14,15 +14,16 @@
 //!   same transaction (a port without one would pass: a failed counter
 //!   lookup ends the rule before its drop).
 //! - A port in `ipguard` is checked on its source addresses too (ARP's
-//!   sender, IPv4, IPv6); one only in `guarded` (an endpoint whose address
-//!   a DHCP server hands out) on its MAC alone. 0.0.0.0 (DHCP), `::` (DAD)
+//!   sender, IPv4, IPv6): those of the endpoints of its namespace; one only
+//!   in `guarded` (an endpoint whose address a DHCP server hands out) on its
+//!   MAC alone. 0.0.0.0 (DHCP), `::` (DAD)
 //!   and link-local IPv6 always pass; VLAN-tagged frames never do.
 //! - The model holds every guarded endpoint; the table exists while it is
 //!   not empty and is rebuilt whole from it when someone deletes it.
 //! - Transparent endpoints have no port on a host switch and are not
 //!   guarded here; an endpoint with the flag `AllowSpoofing` is not either.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -73,10 +74,15 @@ pub struct Guard {
     pub mac: MacAddr,
     /// Its addresses, or `None` when only the MAC is checked.
     pub ips: Option<Vec<IpAddr>>,
+    /// Its namespace (a path): the endpoints of one namespace may send from
+    /// each other's addresses (the namespace's routes pick the interface a
+    /// reply leaves by, which need not be the one its address is on).
+    pub group: Option<String>,
 }
 
-/// The guard of `ep` on `net`, or `None` when it has none.
-pub fn guard_of(ep: &EndpointRecord, net: &NetworkRecord) -> Option<Guard> {
+/// The guard of `ep` on `net`, attached to the namespace at `group`, or
+/// `None` when it has none.
+pub fn guard_of(ep: &EndpointRecord, net: &NetworkRecord, group: Option<&str>) -> Option<Guard> {
     let remote = ep.flags & cnet_model::endpoint::REMOTE_ENDPOINT != 0;
     if remote || ep.flags & ALLOW_SPOOFING != 0 || net.kind == NetworkType::Transparent {
         return None;
@@ -90,8 +96,11 @@ pub fn guard_of(ep: &EndpointRecord, net: &NetworkRecord) -> Option<Guard> {
         mac: ep.mac,
         // A leased address can change at a renewal; the MAC cannot.
         ips: (net.ipam != IpamType::Dhcp).then(|| ep.ips().collect()),
+        group: group.map(str::to_string),
     })
 }
+
+type Model = BTreeMap<Uuid, Guard>;
 
 impl Guard {
     /// Its counter of dropped frames.
@@ -99,15 +108,26 @@ impl Guard {
         format!("spoof_{}", self.tag)
     }
 
-    /// Its elements: (set or map, element).
-    fn elements(&self) -> Vec<(&'static str, String)> {
+    /// The addresses it may send from, with `model` the guards there are:
+    /// its own and those of its namespace's other endpoints; `None` when
+    /// only its MAC is checked.
+    fn allowed(&self, model: &Model) -> Option<Vec<IpAddr>> {
+        let mut out = self.ips.clone()?;
+        for other in model.values().filter(|o| o.group.is_some() && o.group == self.group) {
+            out.extend(other.ips.iter().flatten().filter(|ip| !out.contains(ip)).copied().collect::<Vec<_>>());
+        }
+        Some(out)
+    }
+
+    /// Its elements in `model`: (set or map, element).
+    fn elements(&self, model: &Model) -> Vec<(&'static str, String)> {
         let port = format!("\"{}\"", self.port);
         let mut out = vec![
             ("guarded", port.clone()),
             ("spoof_ctr", format!("{port} : \"{}\"", self.counter())),
             ("own_mac", format!("{port} . {}", self.mac)),
         ];
-        if let Some(ips) = &self.ips {
+        if let Some(ips) = self.allowed(model) {
             out.push(("ipguard", port.clone()));
             for ip in ips {
                 out.push((if ip.is_ipv4() { "own_ip4" } else { "own_ip6" }, format!("{port} . {ip}")));
@@ -122,37 +142,38 @@ impl Guard {
     }
 }
 
-/// Brings the table from guard `old` to guard `new` of one endpoint.
-pub fn change_script(old: Option<&Guard>, new: Option<&Guard>) -> String {
+/// Brings the table from `before` to `after` for the guards `ids`.
+fn change_script(before: &Model, after: &Model, ids: &BTreeSet<Uuid>) -> String {
     let mut s = String::new();
-    let before = old.map(Guard::elements).unwrap_or_default();
-    let after = new.map(Guard::elements).unwrap_or_default();
-    if let Some(n) = new {
-        let _ = writeln!(s, "add counter bridge {TABLE} {}", n.counter());
-    }
-    // Deletes before adds: a map holds one value per key.
-    for (set, e) in before.iter().filter(|x| !after.contains(x)) {
-        // Added first, so that deleting one that is gone succeeds.
-        let _ = writeln!(s, "add element bridge {TABLE} {set} {{ {e} }}");
-        let _ = writeln!(s, "delete element bridge {TABLE} {set} {{ {} }}", Guard::key(e));
-    }
-    for (set, e) in after.iter().filter(|x| !before.contains(x)) {
-        let _ = writeln!(s, "add element bridge {TABLE} {set} {{ {e} }}");
-    }
-    if let Some(o) = old.filter(|o| new.is_none_or(|n| n.counter() != o.counter())) {
-        let _ = writeln!(s, "add counter bridge {TABLE} {}", o.counter());
-        let _ = writeln!(s, "delete counter bridge {TABLE} {}", o.counter());
+    for id in ids {
+        let (old, new) = (before.get(id), after.get(id));
+        let was = old.map(|g| g.elements(before)).unwrap_or_default();
+        let now = new.map(|g| g.elements(after)).unwrap_or_default();
+        if let Some(n) = new {
+            let _ = writeln!(s, "add counter bridge {TABLE} {}", n.counter());
+        }
+        // Deletes before adds: a map holds one value per key.
+        for (set, e) in was.iter().filter(|x| !now.contains(x)) {
+            // Added first, so that deleting one that is gone succeeds.
+            let _ = writeln!(s, "add element bridge {TABLE} {set} {{ {e} }}");
+            let _ = writeln!(s, "delete element bridge {TABLE} {set} {{ {} }}", Guard::key(e));
+        }
+        for (set, e) in now.iter().filter(|x| !was.contains(x)) {
+            let _ = writeln!(s, "add element bridge {TABLE} {set} {{ {e} }}");
+        }
+        if let Some(o) = old.filter(|o| new.is_none_or(|n| n.counter() != o.counter())) {
+            let _ = writeln!(s, "add counter bridge {TABLE} {}", o.counter());
+            let _ = writeln!(s, "delete counter bridge {TABLE} {}", o.counter());
+        }
     }
     s
 }
 
-/// The whole table for `guards`, replacing what is there, in one transaction.
-pub fn load_script<'a>(guards: impl Iterator<Item = &'a Guard>) -> String {
-    let mut s = format!("table bridge {TABLE} {{}}\ndelete table bridge {TABLE}\n{SKELETON}");
-    for g in guards {
-        s += &change_script(None, Some(g));
-    }
-    s
+/// The whole table for `model`, replacing what is there, in one transaction.
+fn load_script(model: &Model) -> String {
+    let ids = model.keys().copied().collect();
+    format!("table bridge {TABLE} {{}}\ndelete table bridge {TABLE}\n{SKELETON}")
+        + &change_script(&Model::new(), model, &ids)
 }
 
 /// The script that deletes the table (and succeeds when it is gone).
@@ -163,21 +184,21 @@ pub fn delete_script() -> String {
 /// The guards of attached endpoints, in the model and in the kernel.
 pub struct Guards {
     dp: Arc<dyn Dataplane>,
-    model: Mutex<BTreeMap<Uuid, Guard>>,
+    model: Mutex<Model>,
 }
 
 impl Guards {
     pub fn new(dp: Arc<dyn Dataplane>) -> Self {
-        Guards { dp, model: Mutex::new(BTreeMap::new()) }
+        Guards { dp, model: Mutex::new(Model::new()) }
     }
 
-    fn model(&self) -> MutexGuard<'_, BTreeMap<Uuid, Guard>> {
+    fn model(&self) -> MutexGuard<'_, Model> {
         self.model.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Guards `ep` (attached, on `net`) as it is now.
-    pub fn set(&self, ep: &EndpointRecord, net: &NetworkRecord) -> DpResult<()> {
-        self.change(ep.id, guard_of(ep, net))
+    /// Guards `ep` (attached, on `net`, in the namespace at `group`) as it is now.
+    pub fn set(&self, ep: &EndpointRecord, net: &NetworkRecord, group: Option<&str>) -> DpResult<()> {
+        self.change(ep.id, guard_of(ep, net, group))
     }
 
     /// Removes endpoint `id`'s guard; nothing when it has none.
@@ -185,28 +206,41 @@ impl Guards {
         self.change(id, None)
     }
 
+    /// One endpoint's guard from what it is to `new`, with its namespace's
+    /// other guards (their allowed addresses follow), in one transaction.
     fn change(&self, id: Uuid, new: Option<Guard>) -> DpResult<()> {
         let mut model = self.model();
-        let old = model.get(&id);
-        if old == new.as_ref() {
+        let old = model.get(&id).cloned();
+        if old == new {
             return Ok(());
         }
-        let script = match (&new, model.len()) {
-            (None, 1) => delete_script(),
-            (Some(n), _) if model.is_empty() => load_script(std::iter::once(n)),
-            _ => change_script(old, new.as_ref()),
+        let mut after = model.clone();
+        match &new {
+            Some(g) => after.insert(id, g.clone()),
+            None => after.remove(&id),
+        };
+        let groups: Vec<&String> = [&old, &new].into_iter().flatten().filter_map(|g| g.group.as_ref()).collect();
+        let ids: BTreeSet<Uuid> = model
+            .iter()
+            .chain(after.iter())
+            .filter(|(i, g)| **i == id || g.group.as_ref().is_some_and(|x| groups.contains(&x)))
+            .map(|(i, _)| *i)
+            .collect();
+        let script = if after.is_empty() {
+            delete_script()
+        } else if model.is_empty() {
+            load_script(&after)
+        } else {
+            change_script(&model, &after, &ids)
         };
         self.dp.pol_apply(&script)?;
-        match new {
-            Some(g) => model.insert(id, g),
-            None => model.remove(&id),
-        };
+        *model = after;
         Ok(())
     }
 
     /// Fills the model without touching the kernel (start-up, before [`Guards::reload`]).
-    pub fn preload(&self, ep: &EndpointRecord, net: &NetworkRecord) {
-        if let Some(g) = guard_of(ep, net) {
+    pub fn preload(&self, ep: &EndpointRecord, net: &NetworkRecord, group: Option<&str>) {
+        if let Some(g) = guard_of(ep, net, group) {
             self.model().insert(ep.id, g);
         }
     }
@@ -217,8 +251,8 @@ impl Guards {
         self.load(&model)
     }
 
-    fn load(&self, model: &BTreeMap<Uuid, Guard>) -> DpResult<()> {
-        let script = if model.is_empty() { delete_script() } else { load_script(model.values()) };
+    fn load(&self, model: &Model) -> DpResult<()> {
+        let script = if model.is_empty() { delete_script() } else { load_script(model) };
         self.dp.pol_apply(&script)
     }
 
@@ -243,49 +277,77 @@ impl Guards {
 mod tests {
     use super::*;
 
-    fn guard(ips: Option<&[&str]>) -> Guard {
-        Guard {
-            tag: "00112233aabbccdd".into(),
-            port: "cnv1".into(),
-            mac: "02:00:00:00:00:01".parse().unwrap(),
+    fn guard(n: u128, ips: Option<&[&str]>, group: Option<&str>) -> (Uuid, Guard) {
+        let id = Uuid::from_u128(n);
+        let g = Guard {
+            tag: super::super::acl::tag_of(id),
+            port: format!("cnv{n}"),
+            mac: format!("02:00:00:00:00:0{n}").parse().unwrap(),
             ips: ips.map(|l| l.iter().map(|s| s.parse().unwrap()).collect()),
-        }
+            group: group.map(str::to_string),
+        };
+        (id, g)
+    }
+
+    fn script(before: &[(Uuid, Guard)], after: &[(Uuid, Guard)], ids: &[Uuid]) -> String {
+        let m = |l: &[(Uuid, Guard)]| l.iter().cloned().collect::<Model>();
+        change_script(&m(before), &m(after), &ids.iter().copied().collect())
     }
 
     #[test]
     fn a_guard_is_its_port_mac_addresses_and_counter_in_one_script() {
-        let g = guard(Some(&["10.0.0.2", "fd00::2"]));
+        let (id, g) = guard(1, Some(&["10.0.0.2", "fd00::2"]), None);
+        let tag = &g.tag;
         assert_eq!(
-            change_script(None, Some(&g)),
-            concat!(
-                "add counter bridge cnetpol spoof_00112233aabbccdd\n",
-                "add element bridge cnetpol guarded { \"cnv1\" }\n",
-                "add element bridge cnetpol spoof_ctr { \"cnv1\" : \"spoof_00112233aabbccdd\" }\n",
-                "add element bridge cnetpol own_mac { \"cnv1\" . 02:00:00:00:00:01 }\n",
-                "add element bridge cnetpol ipguard { \"cnv1\" }\n",
-                "add element bridge cnetpol own_ip4 { \"cnv1\" . 10.0.0.2 }\n",
-                "add element bridge cnetpol own_ip6 { \"cnv1\" . fd00::2 }\n",
+            script(&[], &[(id, g.clone())], &[id]),
+            format!(
+                "add counter bridge cnetpol spoof_{tag}\n\
+                 add element bridge cnetpol guarded {{ \"cnv1\" }}\n\
+                 add element bridge cnetpol spoof_ctr {{ \"cnv1\" : \"spoof_{tag}\" }}\n\
+                 add element bridge cnetpol own_mac {{ \"cnv1\" . 02:00:00:00:00:01 }}\n\
+                 add element bridge cnetpol ipguard {{ \"cnv1\" }}\n\
+                 add element bridge cnetpol own_ip4 {{ \"cnv1\" . 10.0.0.2 }}\n\
+                 add element bridge cnetpol own_ip6 {{ \"cnv1\" . fd00::2 }}\n"
             )
         );
-        let removal = change_script(Some(&g), None);
+        let removal = script(&[(id, g.clone())], &[], &[id]);
         assert!(removal.contains("delete element bridge cnetpol spoof_ctr { \"cnv1\" }\n"), "{removal}");
-        assert!(removal.ends_with("delete counter bridge cnetpol spoof_00112233aabbccdd\n"), "{removal}");
+        assert!(removal.ends_with(&format!("delete counter bridge cnetpol spoof_{tag}\n")), "{removal}");
         assert_eq!(removal.matches("delete element").count(), 6);
     }
 
     #[test]
     fn a_dhcp_endpoint_is_checked_on_its_mac_only_and_a_change_touches_only_what_changed() {
-        let mac_only = change_script(None, Some(&guard(None)));
-        assert!(!mac_only.contains("ipguard") && !mac_only.contains("own_ip"), "{mac_only}");
-        let change = change_script(Some(&guard(Some(&["10.0.0.2"]))), Some(&guard(Some(&["10.0.0.3"]))));
+        let (id, mac_only) = guard(1, None, None);
+        let s = script(&[], &[(id, mac_only)], &[id]);
+        assert!(!s.contains("ipguard") && !s.contains("own_ip"), "{s}");
+        let (_, a) = guard(1, Some(&["10.0.0.2"]), None);
+        let (_, b) = guard(1, Some(&["10.0.0.3"]), None);
+        let change = script(&[(id, a)], &[(id, b.clone())], &[id]);
         assert_eq!(
             change,
-            concat!(
-                "add counter bridge cnetpol spoof_00112233aabbccdd\n",
-                "add element bridge cnetpol own_ip4 { \"cnv1\" . 10.0.0.2 }\n",
-                "delete element bridge cnetpol own_ip4 { \"cnv1\" . 10.0.0.2 }\n",
-                "add element bridge cnetpol own_ip4 { \"cnv1\" . 10.0.0.3 }\n",
+            format!(
+                "add counter bridge cnetpol {}\n\
+                 add element bridge cnetpol own_ip4 {{ \"cnv1\" . 10.0.0.2 }}\n\
+                 delete element bridge cnetpol own_ip4 {{ \"cnv1\" . 10.0.0.2 }}\n\
+                 add element bridge cnetpol own_ip4 {{ \"cnv1\" . 10.0.0.3 }}\n",
+                b.counter()
             )
         );
+    }
+
+    #[test]
+    fn the_endpoints_of_one_namespace_may_send_from_each_others_addresses_and_no_one_elses() {
+        let (a, ga) = guard(1, Some(&["10.1.0.2"]), Some("/run/netns/x"));
+        let (b, gb) = guard(2, Some(&["10.2.0.2"]), Some("/run/netns/x"));
+        let (c, gc) = guard(3, Some(&["10.1.0.3"]), Some("/run/netns/y"));
+        let after: Model = [(a, ga.clone()), (b, gb.clone()), (c, gc.clone())].into();
+        assert_eq!(ga.allowed(&after), Some(vec!["10.1.0.2".parse().unwrap(), "10.2.0.2".parse().unwrap()]));
+        assert_eq!(gc.allowed(&after), Some(vec!["10.1.0.3".parse().unwrap()]), "another namespace's are not");
+        // b joins a's namespace: a's port may now send from b's address too.
+        let s = script(&[(a, ga.clone()), (c, gc.clone())], &[(a, ga), (b, gb), (c, gc)], &[a, b]);
+        assert!(s.contains("add element bridge cnetpol own_ip4 { \"cnv1\" . 10.2.0.2 }"), "{s}");
+        assert!(s.contains("add element bridge cnetpol own_ip4 { \"cnv2\" . 10.1.0.2 }"), "{s}");
+        assert!(!s.contains("cnv3"), "{s}");
     }
 }

@@ -62,7 +62,7 @@ impl Service {
         if let Err(e) = driver.hand_off(dp, &net, &new, peer) {
             return undo(ServiceError::kernel(&format!("handing off endpoint {}", new.display_name()), e));
         }
-        if let Err(e) = self.program_endpoint(&new, &net) {
+        if let Err(e) = self.program_endpoint(&new, &net, None) {
             let _ = driver.detach(dp, &net, &new, None);
             return undo(e);
         }

@@ -191,7 +191,7 @@ impl Service {
             let device = driver
                 .attach_vm(dp, net, ep, &ns.vm_nic.clone().unwrap_or_default())
                 .map_err(|e| ServiceError::kernel(&format!("attaching VM endpoint {}", ep.display_name()), e))?;
-            if let Err(e) = self.program_endpoint(ep, net) {
+            if let Err(e) = self.program_endpoint(ep, net, Some(&ns.netns_path)) {
                 let _ = driver.detach(dp, net, ep, None);
                 return Err(e);
             }
@@ -216,7 +216,7 @@ impl Service {
                 }
             }
         }
-        if let Err(e) = self.program_endpoint(&ep, net) {
+        if let Err(e) = self.program_endpoint(&ep, net, Some(path)) {
             self.release_lease(&ep, Some(path));
             let _ = driver.detach(dp, net, &ep, Some(path));
             return Err(e);
@@ -227,8 +227,9 @@ impl Service {
     /// Programs what an attached (or handed-off) endpoint has beyond its
     /// adapter: its guard, its ACLs, its firewall elements (published ports,
     /// outbound NAT, L4 proxy), its QoS caps; all or nothing.
-    pub(crate) fn program_endpoint(&self, ep: &EndpointRecord, net: &NetworkRecord) -> Result<()> {
-        self.guards.set(ep, net).map_err(|e| ServiceError::kernel("guarding against spoofing", e))?;
+    /// `netns`: the path of its namespace (`None`: handed off, not known).
+    pub(crate) fn program_endpoint(&self, ep: &EndpointRecord, net: &NetworkRecord, netns: Option<&str>) -> Result<()> {
+        self.guards.set(ep, net, netns).map_err(|e| ServiceError::kernel("guarding against spoofing", e))?;
         if let Err(e) = self.policies.set(ep, net) {
             let _ = self.guards.remove(ep.id);
             return Err(ServiceError::kernel("programming ACLs", e));
