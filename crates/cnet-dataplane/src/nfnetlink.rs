@@ -76,7 +76,36 @@ pub struct Nfnl {
     seq: u32,
 }
 
+/// The socket [`Nfnl::with_shared`] lends, with the inode of the namespace it is in.
+static SHARED: std::sync::Mutex<Option<(u64, Nfnl)>> = std::sync::Mutex::new(None);
+
+/// The inode of the calling thread's network namespace.
+fn netns_inode() -> io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(std::fs::metadata("/proc/thread-self/ns/net")?.ino())
+}
+
 impl Nfnl {
+    /// Runs `f` with a socket kept open for the calling thread's namespace
+    /// (one at a time: lookups are short). Why not a socket per lookup:
+    /// closing a netfilter socket waits for nf_tables' commit lock (its
+    /// release notifier walks the tables), which a concurrent link deletion
+    /// can hold for an RCU grace period: 20 ms and more for one close.
+    pub fn with_shared<T>(f: impl FnOnce(&mut Nfnl) -> io::Result<T>) -> io::Result<T> {
+        let ino = netns_inode()?;
+        let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+        if shared.as_ref().is_none_or(|(i, _)| *i != ino) {
+            *shared = Some((ino, Nfnl::open()?));
+        }
+        let (_, nl) = shared.as_mut().expect("just filled");
+        let out = f(nl);
+        if out.is_err() {
+            // A socket in an unknown state (a half-read answer) is not lent again.
+            *shared = None;
+        }
+        out
+    }
+
     pub fn open() -> io::Result<Nfnl> {
         let mut socket = Socket::new(NETLINK_NETFILTER)?;
         socket.bind_auto()?;

@@ -308,25 +308,29 @@ fn get_address_request(seq: u32, table: &str, set: &str, ip: std::net::IpAddr) -
 pub fn has_address(table: &str, set: &str, ip: std::net::IpAddr) -> Result<bool> {
     let failed =
         |source| DataplaneError::Netlink { what: format!("looking up {ip} in set {set} of inet {table}"), source };
-    let mut nl = crate::nfnetlink::Nfnl::open().map_err(failed)?;
-    let request = get_address_request(nl.next_seq(), table, set, ip);
-    let mut found = false;
-    let answer = NFNL_SUBSYS_NFTABLES << 8 | u16::from(NFT_MSG_NEWSETELEM);
-    match nl.exchange(&request, answer, |_| {
-        found = true;
-        Ok(())
-    }) {
-        Ok(()) => Ok(found),
-        // ENOENT: no such element (a missing set or table says ENOENT too).
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-            // Tell a missing element from a missing table by the table.
-            // (one netlink lookup: a listing costs a ruleset cache fetch).
-            match crate::nftobj::table_exists(crate::nftobj::Family::Inet, table)? {
-                true => Ok(false),
-                false => Err(failed(e)),
-            }
+    // The element, or ENOENT: no such element (a missing set or table says ENOENT too).
+    let found = crate::nfnetlink::Nfnl::with_shared(|nl| {
+        let request = get_address_request(nl.next_seq(), table, set, ip);
+        let mut found = false;
+        let answer = NFNL_SUBSYS_NFTABLES << 8 | u16::from(NFT_MSG_NEWSETELEM);
+        match nl.exchange(&request, answer, |_| {
+            found = true;
+            Ok(())
+        }) {
+            Ok(()) => Ok(Some(found)),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+            Err(e) => Err(e),
         }
-        Err(e) => Err(failed(e)),
+    })
+    .map_err(failed)?;
+    match found {
+        Some(found) => Ok(found),
+        // Tell a missing element from a missing table by the table (one
+        // netlink lookup: a listing costs a ruleset cache fetch).
+        None => match crate::nftobj::table_exists(crate::nftobj::Family::Inet, table)? {
+            true => Ok(false),
+            false => Err(failed(std::io::Error::from_raw_os_error(libc::ENOENT))),
+        },
     }
 }
 

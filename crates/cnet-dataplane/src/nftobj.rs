@@ -63,17 +63,20 @@ fn cstr(s: &str) -> Vec<u8> {
 /// One GET request and its one answer's payload; `None` on ENOENT.
 fn get(family: Family, msg: u8, answer: u8, attrs: &[u8], what: &str) -> Result<Option<Vec<u8>>> {
     let failed = |source| DataplaneError::Netlink { what: what.to_string(), source };
-    let mut nl = Nfnl::open().map_err(failed)?;
-    let request = message(NFNL_SUBSYS_NFTABLES, msg, NLM_F_REQUEST | NLM_F_ACK, nl.next_seq(), family.proto(), attrs);
-    let mut got = None;
-    match nl.exchange(&request, NFNL_SUBSYS_NFTABLES << 8 | u16::from(answer), |p| {
-        got = Some(p.to_vec());
-        Ok(())
-    }) {
-        Ok(()) => Ok(got),
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
-        Err(e) => Err(failed(e)),
-    }
+    Nfnl::with_shared(|nl| {
+        let seq = nl.next_seq();
+        let request = message(NFNL_SUBSYS_NFTABLES, msg, NLM_F_REQUEST | NLM_F_ACK, seq, family.proto(), attrs);
+        let mut got = None;
+        match nl.exchange(&request, NFNL_SUBSYS_NFTABLES << 8 | u16::from(answer), |p| {
+            got = Some(p.to_vec());
+            Ok(())
+        }) {
+            Ok(()) => Ok(got),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+            Err(e) => Err(e),
+        }
+    })
+    .map_err(failed)
 }
 
 /// Whether table `family name` exists in the calling thread's namespace.
