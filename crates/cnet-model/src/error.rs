@@ -10,6 +10,8 @@ pub enum ErrorCode {
     NetworkNotFound,
     EndpointNotFound,
     NamespaceNotFound,
+    /// No `HostComputeRoute` of that ID.
+    RouteNotFound,
     NetworkAlreadyExists,
     EndpointAlreadyExists,
     NamespaceAlreadyExists,
@@ -39,7 +41,7 @@ impl ErrorCode {
     pub fn http_status(self) -> u16 {
         use ErrorCode::*;
         match self {
-            NetworkNotFound | EndpointNotFound | NamespaceNotFound => 404,
+            NetworkNotFound | EndpointNotFound | NamespaceNotFound | RouteNotFound => 404,
             NetworkAlreadyExists
             | EndpointAlreadyExists
             | NamespaceAlreadyExists

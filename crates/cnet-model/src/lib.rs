@@ -25,6 +25,7 @@ pub mod net;
 pub mod network;
 pub mod proxy;
 pub mod qos;
+pub mod route;
 pub mod sets;
 pub mod stats;
 pub mod tier;

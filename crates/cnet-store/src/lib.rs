@@ -27,15 +27,17 @@ pub enum Kind {
     Network,
     Endpoint,
     Namespace,
+    Route,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::Network, Kind::Endpoint, Kind::Namespace];
+    pub const ALL: [Kind; 4] = [Kind::Network, Kind::Endpoint, Kind::Namespace, Kind::Route];
     fn table(self) -> TableDefinition<'static, &'static str, &'static [u8]> {
         match self {
             Kind::Network => TableDefinition::new("networks"),
             Kind::Endpoint => TableDefinition::new("endpoints"),
             Kind::Namespace => TableDefinition::new("namespaces"),
+            Kind::Route => TableDefinition::new("routes"),
         }
     }
 }

@@ -8,6 +8,7 @@
 pub mod wire;
 
 use cnet_model::cluster::{ClusterBlock, ClusterHost, ClusterStatus};
+use cnet_model::route::HostComputeRoute;
 use cnet_model::stats::{DropCounts, EndpointStats};
 use std::sync::Arc;
 
@@ -284,6 +285,31 @@ async fn delete_namespace(State(svc): Svc, Path(id): Path<String>) -> Answer<Suc
     ok(Success { success: true })
 }
 
+#[utoipa::path(post, path = "/routes", request_body = HostComputeRoute,
+    responses((status = 201, body = HostComputeRoute), (status = "4XX", body = ApiError)))]
+async fn create_route(State(svc): Svc, body: Result<Bytes, BytesRejection>) -> Answer<HostComputeRoute> {
+    let r: HostComputeRoute = parse(body_value(body)?)?;
+    created(blocking(svc, move |s| s.create_route(r)).await?.to_wire())
+}
+
+#[utoipa::path(get, path = "/routes", responses((status = 200, body = Vec<HostComputeRoute>)))]
+async fn list_routes(State(svc): Svc) -> Answer<Vec<HostComputeRoute>> {
+    ok(blocking(svc, move |s| Ok(s.list_routes())).await?.iter().map(|r| r.to_wire()).collect())
+}
+
+#[utoipa::path(get, path = "/routes/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = HostComputeRoute), (status = 404, body = ApiError)))]
+async fn get_route(State(svc): Svc, Path(id): Path<String>) -> Answer<HostComputeRoute> {
+    ok(blocking(svc, move |s| s.get_route(&id)).await?.to_wire())
+}
+
+#[utoipa::path(delete, path = "/routes/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = Success), (status = 404, body = ApiError)))]
+async fn delete_route(State(svc): Svc, Path(id): Path<String>) -> Answer<Success> {
+    blocking(svc, move |s| s.delete_route(&id)).await?;
+    ok(Success { success: true })
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "cnet", description = "cnetd's API: HCN v2 objects over HTTP/JSON on a Unix socket"),
@@ -309,6 +335,10 @@ async fn delete_namespace(State(svc): Svc, Path(id): Path<String>) -> Answer<Suc
         get_namespace,
         modify_namespace,
         delete_namespace,
+        create_route,
+        list_routes,
+        get_route,
+        delete_route,
     ),
     components(schemas(
         ApiError,
@@ -360,6 +390,8 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route("/endpoints/{id}/stats", get(endpoint_stats))
         .route("/namespaces", get(list_namespaces).post(create_namespace))
         .route("/namespaces/{id}", get(get_namespace).patch(modify_namespace).delete(delete_namespace))
+        .route("/routes", get(list_routes).post(create_route))
+        .route("/routes/{id}", get(get_route).delete(delete_route))
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(svc)

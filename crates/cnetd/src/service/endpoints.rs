@@ -226,7 +226,16 @@ impl Service {
         if ep.in_kernel() {
             self.detach_kernel(&ep, net.as_ref(), self.netns_path(ep.namespace).as_deref())?;
         }
-        self.state.write(|ch| ch.delete_endpoint(ep.id))?;
+        self.state.change(|o, ch| {
+            ch.delete_endpoint(ep.id);
+            // The route objects that listed it list it no more.
+            for r in o.routes.values().filter(|r| r.record.endpoints.contains(&ep.id)) {
+                let mut r = r.clone();
+                r.record.endpoints.retain(|e| *e != ep.id);
+                ch.put_route(r);
+            }
+            Ok(())
+        })?;
         if let Some(ns) = ep.namespace {
             self.write_resolv_conf(ns);
         }
@@ -363,7 +372,7 @@ impl Service {
     /// Brings the routes inside an attached container's namespace from
     /// `old`'s to `new`'s (its `SDNRoute`s changed). A VM's guest and a
     /// runtime that took a handed-off adapter route for themselves.
-    fn change_routes(
+    pub(super) fn change_routes(
         &self,
         old: &EndpointRecord,
         new: &EndpointRecord,

@@ -22,6 +22,7 @@ mod namespaces;
 mod network_policies;
 mod networks;
 mod overlay;
+mod routes;
 mod stats;
 
 use std::sync::Arc;

@@ -317,6 +317,10 @@ impl Service {
                     ),
                 ));
             }
+            // Its route objects go with it (they list only its endpoints).
+            for r in o.routes.values().filter(|r| r.record.network == id) {
+                ch.delete_route(r.record.id);
+            }
             ch.put_network(Stored::with(s.record.clone(), Intent::Delete));
             Ok(Some(s.record.clone()))
         })?;

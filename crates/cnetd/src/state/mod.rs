@@ -22,7 +22,7 @@ use cnet_store::{Batch, Kind, Store, StoreError};
 use uuid::Uuid;
 
 use crate::error::{Result, ServiceError};
-pub use records::{EndpointRecord, Intent, NamespaceRecord, NetworkRecord, Stored};
+pub use records::{EndpointRecord, Intent, NamespaceRecord, NetworkRecord, RouteRecord, Stored};
 
 /// Everything cnetd knows, by ID.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -30,6 +30,9 @@ pub struct Objects {
     pub networks: BTreeMap<Uuid, Stored<NetworkRecord>>,
     pub endpoints: BTreeMap<Uuid, Stored<EndpointRecord>>,
     pub namespaces: BTreeMap<Uuid, Stored<NamespaceRecord>>,
+    /// `HostComputeRoute` objects (no kernel state of their own: their
+    /// routes are in their endpoints' records).
+    pub routes: BTreeMap<Uuid, Stored<RouteRecord>>,
 }
 
 /// Puts and deletes staged by one [`State::change`].
@@ -38,6 +41,7 @@ pub struct Changes {
     networks: Vec<(Uuid, Option<Stored<NetworkRecord>>)>,
     endpoints: Vec<(Uuid, Option<Stored<EndpointRecord>>)>,
     namespaces: Vec<(Uuid, Option<Stored<NamespaceRecord>>)>,
+    routes: Vec<(Uuid, Option<Stored<RouteRecord>>)>,
 }
 
 impl Changes {
@@ -59,6 +63,12 @@ impl Changes {
     pub fn delete_namespace(&mut self, id: Uuid) {
         self.namespaces.push((id, None));
     }
+    pub fn put_route(&mut self, s: Stored<RouteRecord>) {
+        self.routes.push((s.record.id, Some(s)));
+    }
+    pub fn delete_route(&mut self, id: Uuid) {
+        self.routes.push((id, None));
+    }
 
     fn batch(&self) -> Batch {
         let mut b = Batch::new();
@@ -73,6 +83,7 @@ impl Changes {
         stage(&mut b, Kind::Network, &self.networks);
         stage(&mut b, Kind::Endpoint, &self.endpoints);
         stage(&mut b, Kind::Namespace, &self.namespaces);
+        stage(&mut b, Kind::Route, &self.routes);
         b
     }
 
@@ -88,6 +99,7 @@ impl Changes {
         apply(&mut o.networks, self.networks);
         apply(&mut o.endpoints, self.endpoints);
         apply(&mut o.namespaces, self.namespaces);
+        apply(&mut o.routes, self.routes);
     }
 }
 
@@ -112,6 +124,9 @@ impl State {
         }
         for s in store.load::<Stored<NamespaceRecord>>(Kind::Namespace)? {
             o.namespaces.insert(s.record.id, s);
+        }
+        for s in store.load::<Stored<RouteRecord>>(Kind::Route)? {
+            o.routes.insert(s.record.id, s);
         }
         Ok(State { store, objects: Mutex::new(o), generation: Default::default() })
     }

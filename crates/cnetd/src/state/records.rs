@@ -328,6 +328,11 @@ pub struct EndpointRecord {
     /// end and its firewall elements are cnet's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handed_off: Option<String>,
+    /// The routes of the `HostComputeRoute` objects that list it, resolved
+    /// against its network (kept here so that every path that programs or
+    /// checks its routes sees them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shared_routes: Vec<cnet_model::network::Route>,
 }
 
 impl EndpointRecord {
@@ -353,6 +358,7 @@ impl EndpointRecord {
             vm_device: None,
             aliases: ep.aliases,
             handed_off: None,
+            shared_routes: Vec::new(),
         })
     }
 
@@ -384,12 +390,14 @@ impl EndpointRecord {
     pub fn mtu(&self) -> Option<u32> {
         cnet_model::endpoint::mtu_in(&self.policies)
     }
-    /// The routes inside its namespace on `net`: its own and its `SDNRoute`s
+    /// The routes inside its namespace on `net`: its own, its `SDNRoute`s and
+    /// those of the route objects that list it
     /// (those were checked when they came; one that no longer resolves is left out).
     pub fn all_routes(&self, net: &NetworkRecord) -> Vec<cnet_model::network::Route> {
         let gateways: Vec<IpAddr> = net.gateways().map(|(_, g)| g).collect();
         let mut out = self.routes.clone();
         out.extend(cnet_model::endpoint::sdn_routes(&self.policies, &gateways).unwrap_or_default());
+        out.extend(self.shared_routes.iter().filter(|r| !out.contains(r)).cloned().collect::<Vec<_>>());
         out
     }
     /// Its adapter's MTU on `net`: its own or the network's, less its `EncapOverhead`.
@@ -441,5 +449,26 @@ impl NamespaceRecord {
     }
     pub fn display_name(&self) -> String {
         cnet_model::names::display_name(self.name.as_ref(), &self.id)
+    }
+}
+
+/// A `HostComputeRoute` object.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RouteRecord {
+    pub id: Uuid,
+    pub network: Uuid,
+    pub endpoints: Vec<Uuid>,
+    pub routes: Vec<cnet_model::endpoint::SdnRoute>,
+}
+
+impl RouteRecord {
+    pub fn to_wire(&self) -> cnet_model::route::HostComputeRoute {
+        cnet_model::route::HostComputeRoute {
+            id: self.id,
+            host_compute_network: self.network.to_string(),
+            host_compute_endpoints: self.endpoints.iter().map(|e| e.to_string()).collect(),
+            routes: self.routes.clone(),
+            schema_version: Default::default(),
+        }
     }
 }

@@ -545,3 +545,21 @@ fn an_attached_endpoint_is_guarded_until_it_is_detached_and_the_guard_survives_a
     b.svc().detach(NS, EP).unwrap();
     assert_eq!(guarded(&b), None, "the last guarded endpoint detached: the table goes");
 }
+
+#[test]
+fn a_route_object_whose_namespace_change_fails_leaves_no_object_and_no_routes() {
+    let b = attached();
+    let req: cnet_model::route::HostComputeRoute = serde_json::from_value(json!({"HostComputeNetwork": NET,
+        "HostComputeEndpoints": [EP], "Routes": [{"DestinationPrefix": "192.0.2.0/24"}]}))
+    .unwrap();
+    let shared = |b: &Bed| b.svc().get_endpoint(EP).unwrap().shared_routes.len();
+    b.fake.fail_step(0);
+    assert!(b.svc().create_route(req.clone()).is_err(), "the namespace change failed");
+    assert!(b.svc().list_routes().is_empty(), "no object");
+    assert_eq!(shared(&b), 0, "no routes in the record");
+    let r = b.svc().create_route(req).unwrap();
+    assert_eq!(shared(&b), 1);
+    assert!(b.fake.calls().iter().any(|c| c.starts_with("change_routes_inside eth0 -0 +1")), "{:?}", b.fake.calls());
+    b.svc().delete_route(&r.id.to_string()).unwrap();
+    assert_eq!(shared(&b), 0, "gone with the object");
+}
