@@ -11,17 +11,7 @@ fn a_route_object_routes_its_endpoints_and_only_them_until_it_is_deleted() {
     let mut w = World::new();
     let net = network(&w, "nat", "NAT", &["10.130.0.0/24"]);
     // b answers for 192.0.2.9, a service address behind it.
-    let ns: cnet_model::Namespace = w.client().post("/namespaces", &json!({"Name": w.name("b")})).unwrap();
-    let ep: cnet_model::Endpoint = w
-        .client()
-        .post(
-            "/endpoints",
-            &json!({"Name": w.name("b"), "HostComputeNetwork": net.id, "HostComputeNamespace": ns.id,
-                "Flags": cnet_model::endpoint::ALLOW_SPOOFING}),
-        )
-        .unwrap();
-    let b = Container { ns, ep };
-    w.exec_in(&b.path(), &["ip", "addr", "add", "192.0.2.9/32", "dev", "lo"]);
+    let b = router(&w, &net, "b", "192.0.2.9");
     let _srv = probe::tcp_server(&b.path(), "192.0.2.9:7071");
     let service = "192.0.2.9:7071";
     let (a, c, d) =

@@ -71,3 +71,21 @@ pub fn patch(w: &World, ep: &Endpoint, kind: &str, policies: Value) -> Result<Va
     let body = json!({"ResourceType": "Policy", "RequestType": kind, "Settings": {"Policies": policies}});
     w.client().patch::<Value>(&format!("/endpoints/{}", ep.id), &body)
 }
+
+/// A compartment on `net` whose endpoint may send from any address
+/// (`AllowSpoofing`), with `service_ip` on its loopback: a service address
+/// that other endpoints reach only with a route through it.
+pub fn router(w: &World, net: &Network, short: &str, service_ip: &str) -> Container {
+    let ns: Namespace = w.client().post("/namespaces", &json!({"Name": w.name(short)})).expect("namespace");
+    let ep: Endpoint = w
+        .client()
+        .post(
+            "/endpoints",
+            &json!({"Name": w.name(short), "HostComputeNetwork": net.id, "HostComputeNamespace": ns.id,
+                "Flags": cnet_model::endpoint::ALLOW_SPOOFING}),
+        )
+        .unwrap_or_else(|e| panic!("endpoint {short}: {e}"));
+    let c = Container { ns, ep };
+    w.exec_in(&c.path(), &["ip", "addr", "add", &format!("{service_ip}/32"), "dev", "lo"]);
+    c
+}
