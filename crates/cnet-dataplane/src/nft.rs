@@ -308,29 +308,17 @@ fn get_address_request(seq: u32, table: &str, set: &str, ip: std::net::IpAddr) -
 pub fn has_address(table: &str, set: &str, ip: std::net::IpAddr) -> Result<bool> {
     let failed =
         |source| DataplaneError::Netlink { what: format!("looking up {ip} in set {set} of inet {table}"), source };
-    // The element, or ENOENT: no such element (a missing set or table says ENOENT too).
-    let found = crate::nfnetlink::Nfnl::with_shared(|nl| {
-        let request = get_address_request(nl.next_seq(), table, set, ip);
-        let mut found = false;
-        let answer = NFNL_SUBSYS_NFTABLES << 8 | u16::from(NFT_MSG_NEWSETELEM);
-        match nl.exchange(&request, answer, |_| {
-            found = true;
-            Ok(())
-        }) {
-            Ok(()) => Ok(Some(found)),
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
-            Err(e) => Err(e),
-        }
-    })
-    .map_err(failed)?;
-    match found {
-        Some(found) => Ok(found),
-        // Tell a missing element from a missing table by the table (one
-        // netlink lookup: a listing costs a ruleset cache fetch).
-        None => match crate::nftobj::table_exists(crate::nftobj::Family::Inet, table)? {
-            true => Ok(false),
-            false => Err(failed(std::io::Error::from_raw_os_error(libc::ENOENT))),
-        },
+    // The element, or none: ENOENT says no such element, and a missing set
+    // or table says ENOENT too.
+    let request = |seq| get_address_request(seq, table, set, ip);
+    if crate::nftobj::lookup(request, NFT_MSG_NEWSETELEM).map_err(failed)?.is_some() {
+        return Ok(true);
+    }
+    // Tell a missing element from a missing table by the table (one netlink
+    // lookup: a listing costs a ruleset cache fetch).
+    match crate::nftobj::table_exists(crate::nftobj::Family::Inet, table)? {
+        true => Ok(false),
+        false => Err(failed(std::io::Error::from_raw_os_error(libc::ENOENT))),
     }
 }
 

@@ -60,12 +60,12 @@ fn cstr(s: &str) -> Vec<u8> {
     [s.as_bytes(), &[0]].concat()
 }
 
-/// One GET request and its one answer's payload; `None` on ENOENT.
-fn get(family: Family, msg: u8, answer: u8, attrs: &[u8], what: &str) -> Result<Option<Vec<u8>>> {
-    let failed = |source| DataplaneError::Netlink { what: what.to_string(), source };
+/// One GET request (`request`, given its sequence number) on the shared
+/// socket and its one answer's payload, of message type `answer`; `None`
+/// on ENOENT or when nothing answered.
+pub(crate) fn lookup(request: impl FnOnce(u32) -> Vec<u8>, answer: u8) -> io::Result<Option<Vec<u8>>> {
     Nfnl::with_shared(|nl| {
-        let seq = nl.next_seq();
-        let request = message(NFNL_SUBSYS_NFTABLES, msg, NLM_F_REQUEST | NLM_F_ACK, seq, family.proto(), attrs);
+        let request = request(nl.next_seq());
         let mut got = None;
         match nl.exchange(&request, NFNL_SUBSYS_NFTABLES << 8 | u16::from(answer), |p| {
             got = Some(p.to_vec());
@@ -76,7 +76,12 @@ fn get(family: Family, msg: u8, answer: u8, attrs: &[u8], what: &str) -> Result<
             Err(e) => Err(e),
         }
     })
-    .map_err(failed)
+}
+
+/// One GET request of `msg` with `attrs` and its answer's payload; `None` on ENOENT.
+fn get(family: Family, msg: u8, answer: u8, attrs: &[u8], what: &str) -> Result<Option<Vec<u8>>> {
+    let request = |seq| message(NFNL_SUBSYS_NFTABLES, msg, NLM_F_REQUEST | NLM_F_ACK, seq, family.proto(), attrs);
+    lookup(request, answer).map_err(|source| DataplaneError::Netlink { what: what.to_string(), source })
 }
 
 /// Whether table `family name` exists in the calling thread's namespace.

@@ -60,10 +60,6 @@ pub const SKELETON: &str = r#"table bridge cnetpol {
 }
 "#;
 
-/// Endpoint flag `AllowSpoofing` (a Linux extension): the endpoint may send
-/// from any MAC and address (a router or VPN container).
-pub const ALLOW_SPOOFING: u32 = cnet_model::endpoint::ALLOW_SPOOFING;
-
 /// One endpoint's guard.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Guard {
@@ -84,7 +80,7 @@ pub struct Guard {
 /// `None` when it has none.
 pub fn guard_of(ep: &EndpointRecord, net: &NetworkRecord, group: Option<&str>) -> Option<Guard> {
     let remote = ep.flags & cnet_model::endpoint::REMOTE_ENDPOINT != 0;
-    if remote || ep.flags & ALLOW_SPOOFING != 0 || net.kind == NetworkType::Transparent {
+    if remote || ep.flags & cnet_model::endpoint::ALLOW_SPOOFING != 0 || net.kind == NetworkType::Transparent {
         return None;
     }
     if ep.host_interface_name.is_empty() {
@@ -214,27 +210,32 @@ impl Guards {
         if old == new {
             return Ok(());
         }
-        let mut after = model.clone();
+        // Only the guards of the changed one's namespace depend on it: the
+        // script is made from those alone, whatever the number of endpoints.
+        let groups: Vec<&String> = [&old, &new].into_iter().flatten().filter_map(|g| g.group.as_ref()).collect();
+        let before: Model = model
+            .iter()
+            .filter(|(i, g)| **i == id || g.group.as_ref().is_some_and(|x| groups.contains(&x)))
+            .map(|(i, g)| (*i, g.clone()))
+            .collect();
+        let mut after = before.clone();
         match &new {
             Some(g) => after.insert(id, g.clone()),
             None => after.remove(&id),
         };
-        let groups: Vec<&String> = [&old, &new].into_iter().flatten().filter_map(|g| g.group.as_ref()).collect();
-        let ids: BTreeSet<Uuid> = model
-            .iter()
-            .chain(after.iter())
-            .filter(|(i, g)| **i == id || g.group.as_ref().is_some_and(|x| groups.contains(&x)))
-            .map(|(i, _)| *i)
-            .collect();
-        let script = if after.is_empty() {
+        let ids: BTreeSet<Uuid> = before.keys().chain(after.keys()).copied().collect();
+        let script = if new.is_none() && model.len() == 1 {
             delete_script()
         } else if model.is_empty() {
             load_script(&after)
         } else {
-            change_script(&model, &after, &ids)
+            change_script(&before, &after, &ids)
         };
         self.dp.pol_apply(&script)?;
-        *model = after;
+        match new {
+            Some(g) => model.insert(id, g),
+            None => model.remove(&id),
+        };
         Ok(())
     }
 

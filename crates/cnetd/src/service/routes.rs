@@ -122,7 +122,7 @@ impl Service {
             super::not_busy(s.intent, || format!("endpoint {}", s.record.display_name()))?;
             let new = EndpointRecord { shared_routes: shared_routes(o, *id, net, changed), ..s.record.clone() };
             if new.shared_routes != s.record.shared_routes {
-                ch.put_endpoint(Stored { record: new.clone(), intent: None });
+                ch.put_endpoint(Stored::done(new.clone()));
                 out.push((s.record.clone(), new));
             }
         }
