@@ -151,12 +151,23 @@ fn check_names_the_difference() {
 }
 
 #[test]
-fn status_is_0_when_healthy_50_when_cnetd_is_down_51_when_degraded() {
+fn status_is_0_when_healthy_50_when_cnetd_is_down_51_when_degraded_or_a_foreign_chain_drops() {
     cnet_testkit::require_root!();
     let mut w = World::new();
     let ns = netns(&w, "s");
     let c = conf(&w, "1.1.0", "10.135.0.0/24");
     assert!(cni(&Call::new("ADD", "ctr", &ns), &c).0);
+    let (ok, out) = cni(&Call::new("STATUS", "", ""), &c);
+    assert!(ok, "{out}");
+    // Another firewall's forward chain with policy drop (Docker's FORWARD DROP).
+    let drop = "table ip filter {\n chain FORWARD { type filter hook forward priority 0; policy drop; }\n}\n";
+    let load = w.exec_in(&w.host_path(), &["bash", "-c", &format!("printf '{drop}' | nft -f -")]);
+    assert!(load.status.success(), "{load:?}");
+    let (ok, out) = cni(&Call::new("STATUS", "", ""), &c);
+    assert!(!ok);
+    assert_eq!(out["code"], 51, "{out}");
+    assert!(out["msg"].as_str().unwrap().contains("ip filter FORWARD"), "the chain is named: {out}");
+    assert!(w.exec_in(&w.host_path(), &["nft", "delete", "table", "ip", "filter"]).status.success());
     let (ok, out) = cni(&Call::new("STATUS", "", ""), &c);
     assert!(ok, "{out}");
     let bridge = w.client().get::<cnet_model::Network>("/networks/cninet").unwrap().bridge_name.unwrap();

@@ -30,6 +30,7 @@ pub mod netns;
 mod nfnetlink;
 pub mod nft;
 pub mod nftobj;
+pub mod nftwatch;
 pub mod probe;
 pub mod qos;
 pub mod reaper;

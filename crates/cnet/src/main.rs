@@ -44,7 +44,8 @@ enum Cmd {
     /// Namespaces: the compartments endpoints attach to.
     #[command(subcommand)]
     Namespace(NamespaceCmd),
-    /// Compare the store with the kernel; exits 1 when they differ.
+    /// Compare the store with the kernel; exits 1 when they differ, or when
+    /// another table's base chain with `policy drop` would drop cnet's traffic.
     Diag,
     /// This host's cluster (cnetd --etcd): health, hosts, leases, blocks.
     Cluster,
@@ -309,7 +310,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     println!("no drift: the kernel matches the store");
                 }
             }
-            if !drift.is_empty() {
+            // A foreign `policy drop` chain drops cnet's traffic: as bad as drift.
+            let foreign_drop = warnings.iter().any(|w| w["Kind"] == "ForeignDrop");
+            if !drift.is_empty() || foreign_drop {
                 return Ok(ExitCode::from(1));
             }
         }

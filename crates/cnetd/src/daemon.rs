@@ -74,20 +74,21 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let served = Arc::downgrade(&svc);
     std::thread::Builder::new().name("cnet-dhcpd".into()).spawn(move || crate::dhcp::server::serve(served))?;
 
-    // Restores our nftables table within a second of someone flushing it.
-    let watch = svc.clone();
+    // Restores cnet's nftables tables from the event of a change to them
+    // (another tool's `nft flush ruleset`, a restart of the nftables
+    // service), and checks them all every half minute as well, for changes
+    // of single elements (which the watch leaves to this check: cnet's own
+    // attaches and detaches are element changes).
+    let watch = cnet_dataplane::nftwatch::TableWatch::open().context("cannot watch the nftables ruleset")?;
+    let watched = Arc::downgrade(&svc);
+    std::thread::Builder::new().name("cnet-nftwatch".into()).spawn(move || watch_tables(watch, watched))?;
+    let periodic = svc.clone();
     tokio::spawn(async move {
         loop {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            let w = watch.clone();
-            match tokio::task::spawn_blocking(move || {
-                w.firewall.check_and_repair().and(w.policies.check_and_repair()).and(w.guards.check_and_repair())
-            })
-            .await
-            {
-                Ok(Err(e)) => tracing::warn!("firewall check failed: {e}"),
-                Err(e) => tracing::warn!("firewall check panicked: {e}"),
-                _ => {}
+            tokio::time::sleep(FIREWALL_CHECK).await;
+            let s = periodic.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || repair_tables(&s, Tables::ALL)).await {
+                tracing::warn!("firewall check panicked: {e}");
             }
         }
     });
@@ -126,4 +127,100 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(path);
     }
     Ok(())
+}
+
+/// How often every table of cnet is checked, events or not.
+const FIREWALL_CHECK: Duration = Duration::from_secs(30);
+
+/// Which of cnet's tables to check.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub struct Tables {
+    /// `inet cnet`: port mappings, masquerade, outbound NAT, L4 proxy.
+    pub firewall: bool,
+    /// `inet cnetpol`: ACLs.
+    pub policies: bool,
+    /// `bridge cnetpol`: anti-spoofing.
+    pub guards: bool,
+}
+
+impl Tables {
+    pub const ALL: Tables = Tables { firewall: true, policies: true, guards: true };
+
+    /// The tables a burst of changes may have damaged: cnet's tables whose
+    /// shape changed (a deletion of the table, of a chain, of rules), all
+    /// of them when events were lost. Element changes are left to the
+    /// periodic check: they are what cnet's own attaches make.
+    pub fn touched_by(burst: &cnet_dataplane::nftwatch::Burst) -> Tables {
+        if burst.lost {
+            return Tables::ALL;
+        }
+        let mut t = Tables::default();
+        for e in burst.events.iter().filter(|e| !e.elements_only) {
+            match (e.family, e.table.as_str()) {
+                (1, crate::dataplane::FIREWALL_TABLE) => t.firewall = true,
+                (1, crate::policy::TABLE) => t.policies = true,
+                (7, crate::policy::spoof::TABLE) => t.guards = true,
+                _ => {}
+            }
+        }
+        t
+    }
+}
+
+/// Checks `tables` and restores what someone else changed.
+fn repair_tables(svc: &Service, tables: Tables) {
+    let results = [
+        ("inet cnet", tables.firewall.then(|| svc.firewall.check_and_repair())),
+        ("inet cnetpol", tables.policies.then(|| svc.policies.check_and_repair())),
+        ("bridge cnetpol", tables.guards.then(|| svc.guards.check_and_repair())),
+    ];
+    for (table, result) in results {
+        if let Some(Err(e)) = result {
+            tracing::warn!("checking the nftables table {table} failed: {e}");
+        }
+    }
+}
+
+/// Repairs cnet's tables after each burst of changes to them, for as long as the service lives.
+fn watch_tables(mut watch: cnet_dataplane::nftwatch::TableWatch, svc: std::sync::Weak<Service>) {
+    loop {
+        let burst = match watch.wait() {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!("the nftables watch failed ({e}): tables are checked every {FIREWALL_CHECK:?} only");
+                return;
+            }
+        };
+        let Some(svc) = svc.upgrade() else { return };
+        let tables = Tables::touched_by(&burst);
+        if tables != Tables::default() {
+            repair_tables(&svc, tables);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cnet_dataplane::nftwatch::{Burst, TableEvent};
+
+    fn event(family: u8, table: &str, elements_only: bool) -> TableEvent {
+        TableEvent { family, table: table.into(), elements_only }
+    }
+
+    #[test]
+    fn only_changes_to_the_shape_of_cnets_own_tables_ask_for_a_check() {
+        let burst = |events| Burst { events, lost: false };
+        assert_eq!(
+            Tables::touched_by(&burst(vec![event(1, "filter", false), event(1, "cnet", true)])),
+            Tables::default()
+        );
+        assert_eq!(
+            Tables::touched_by(&burst(vec![event(1, "cnet", false), event(7, "cnetpol", false)])),
+            Tables { firewall: true, policies: false, guards: true }
+        );
+        assert!(Tables::touched_by(&burst(vec![event(1, "cnetpol", false)])).policies);
+        assert_eq!(Tables::touched_by(&burst(vec![event(7, "cnet", false)])), Tables::default(), "another family's");
+        assert_eq!(Tables::touched_by(&Burst { events: vec![], lost: true }), Tables::ALL);
+    }
 }

@@ -21,6 +21,61 @@ pub struct DiagReport {
     pub warnings: Vec<Finding>,
 }
 
+/// The answer of `GET /health`: whether traffic cnet accepts can flow.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct Health {
+    /// No problem below.
+    pub healthy: bool,
+    /// What may stop cnet's traffic: another table's base chain with
+    /// `policy drop` (`ForeignDrop`), a degraded cluster membership.
+    pub problems: Vec<Finding>,
+}
+
+/// `GET /health`: the host-wide problems of [`diag`], without the
+/// comparison of every object (cheap enough for a probe).
+pub fn health(svc: &Service) -> Result<Health> {
+    let mut problems = foreign_drops(svc);
+    problems.extend(cluster_degraded(svc));
+    Ok(Health { healthy: problems.is_empty(), problems })
+}
+
+/// One finding per base chain of another table with `policy drop`: it sees
+/// cnet's traffic too (nftables runs every base chain of a hook) and drops
+/// what cnet accepts.
+fn foreign_drops(svc: &Service) -> Vec<Finding> {
+    let chains = svc.dp.foreign_drop_chains().unwrap_or_else(|e| {
+        tracing::warn!("listing the ruleset's base chains failed: {e}");
+        vec![]
+    });
+    chains
+        .into_iter()
+        .map(|chain| {
+            Finding::new(
+                Subject::host(),
+                FindingKind::ForeignDrop,
+                format!(
+                    "base chain {chain} has policy drop: it also sees cnet's traffic and drops what cnet accepts; \
+                     accept cnet's switches (cnb*) in it (see docs/operator-guide.md, \"Another firewall\")"
+                ),
+            )
+        })
+        .collect()
+}
+
+fn cluster_degraded(svc: &Service) -> Option<Finding> {
+    let c = svc.cluster.get().map(|m| m.status()).filter(|c| c.health != "Healthy")?;
+    Some(Finding::new(
+        Subject::host(),
+        FindingKind::ClusterDegraded,
+        format!(
+            "cluster {}: {} (the data path keeps working; endpoints come only from blocks already held)",
+            c.health,
+            if c.reason.is_empty() { "joining" } else { &c.reason }
+        ),
+    ))
+}
+
 fn kernel(e: cnet_dataplane::DataplaneError) -> ServiceError {
     ServiceError::internal(format!("reading the kernel's state failed: {e}"))
 }
@@ -76,24 +131,8 @@ pub fn diag(svc: &Service) -> Result<DiagReport> {
     let backlog = dp.sysctl_get("net/core/netdev_max_backlog").and_then(|v| v.parse().ok()).unwrap_or(1000);
     let networks: Vec<&NetworkRecord> = o.networks.values().map(|s| &s.record).collect();
     r.warnings.extend(crowded_switches(svc, &networks, &links, backlog));
-    if let Some(c) = svc.cluster.get().map(|m| m.status()).filter(|c| c.health != "Healthy") {
-        r.warnings.push(Finding::new(
-            Subject::host(),
-            FindingKind::ClusterDegraded,
-            format!(
-                "cluster {}: {} (the data path keeps working; endpoints come only from blocks already held)",
-                c.health,
-                if c.reason.is_empty() { "joining" } else { &c.reason }
-            ),
-        ));
-    }
-    for chain in dp.foreign_drop_chains().unwrap_or_default() {
-        r.warnings.push(Finding::new(
-            Subject::host(),
-            FindingKind::ForeignDrop,
-            format!("base chain {chain} has policy drop: it also sees cnet's traffic and may drop what cnet accepts"),
-        ));
-    }
+    r.warnings.extend(cluster_degraded(svc));
+    r.warnings.extend(foreign_drops(svc));
     Ok(r)
 }
 

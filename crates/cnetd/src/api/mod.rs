@@ -25,7 +25,7 @@ use utoipa::{OpenApi, ToSchema};
 use cnet_model::validate::{check_policy_types, endpoint_policy_types};
 use cnet_model::{ApiError, Endpoint, ErrorCode, ModifyRequest, Namespace, Network};
 
-use crate::diag::DiagReport;
+use crate::diag::{DiagReport, Health};
 use crate::error::ServiceError;
 use crate::service::{EndpointFilter, NetworkFilter, Service};
 use cnet_model::findings::{Finding, FindingKind, Subject, SubjectKind};
@@ -127,6 +127,13 @@ async fn capabilities(State(svc): Svc) -> Json<Capabilities> {
         bridge_vlan_filtering: svc.caps.bridge_vlan_filtering,
         ipam_types: vec!["Static".into(), "Dhcp".into()],
     })
+}
+
+/// Whether traffic cnet accepts can flow on this host: another table's
+/// base chain with `policy drop`, a degraded cluster membership.
+#[utoipa::path(get, path = "/health", responses((status = 200, body = Health)))]
+async fn health(State(svc): Svc) -> Answer<Health> {
+    ok(blocking(svc, crate::diag::health).await?)
 }
 
 #[utoipa::path(get, path = "/diag", responses((status = 200, body = DiagReport)))]
@@ -317,6 +324,7 @@ async fn delete_route(State(svc): Svc, Path(id): Path<String>) -> Answer<Success
         version,
         capabilities,
         cluster,
+        health,
         diag,
         create_network,
         list_networks,
@@ -350,6 +358,7 @@ async fn delete_route(State(svc): Svc, Path(id): Path<String>) -> Answer<Success
         ClusterHost,
         ClusterBlock,
         DiagReport,
+        Health,
         EndpointCheck,
         EndpointStats,
         DropCounts,
@@ -379,6 +388,7 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route("/globals/version", get(version))
         .route("/capabilities", get(capabilities))
         .route("/cluster", get(cluster))
+        .route("/health", get(health))
         .route("/diag", get(diag))
         .route("/openapi.json", get(openapi))
         .route("/networks", get(list_networks).post(create_network))

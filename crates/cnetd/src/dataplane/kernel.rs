@@ -22,7 +22,7 @@ use super::{
 };
 
 /// cnet's nftables table (`inet cnet`).
-const TABLE: &str = "cnet";
+pub const TABLE: &str = "cnet";
 
 pub struct Kernel {
     reaper: Reaper,

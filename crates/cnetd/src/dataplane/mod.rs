@@ -28,7 +28,7 @@ pub use cnet_dataplane::{
     Addr, BridgeSpec, DataplaneError, HostRoute, Inside, LinkInfo, Mac, MacvlanSpec, MacvtapSpec, PortFlags, Route,
     Rule, VethSpec,
 };
-pub use kernel::Kernel;
+pub use kernel::{Kernel, TABLE as FIREWALL_TABLE};
 
 pub type DpResult<T> = Result<T, DataplaneError>;
 
