@@ -57,7 +57,8 @@ impl ErrorCode {
             | InvalidIp
             | InvalidSubnet
             | InvalidInternalPort => 400,
-            MappingNotSupported => 501,
+            // The request is well-formed, and names what this build does not do.
+            MappingNotSupported => 422,
             RequestTooLarge => 413,
             ManagerStopped => 503,
             DhcpFailed => 502,

@@ -15,6 +15,8 @@ use crate::state::State;
 
 pub struct Config {
     pub socket: PathBuf,
+    /// The group the sockets are given to (root's only without one).
+    pub socket_group: Option<String>,
     pub state_dir: PathBuf,
     /// With `--etcd`: the cluster to join.
     pub cluster: Option<crate::cluster::Config>,
@@ -34,6 +36,38 @@ fn claim_socket(path: &Path) -> anyhow::Result<()> {
     }
 }
 
+/// The ID of group `name`.
+fn group_id(name: &str) -> anyhow::Result<u32> {
+    let c = std::ffi::CString::new(name).context("a group name has no NUL byte")?;
+    // SAFETY: getgrnam with a NUL-terminated name; no other thread of
+    // cnetd reads the group database, and the entry is read at once.
+    let g = unsafe { libc::getgrnam(c.as_ptr()) };
+    if g.is_null() {
+        bail!("group {name:?} does not exist: create it (groupadd {name}) or leave out --socket-group");
+    }
+    // SAFETY: `g` is a valid entry returned just above.
+    Ok(unsafe { (*g).gr_gid })
+}
+
+/// A listening socket at `path`, root's and group `gid`'s, mode 0660. It is
+/// created 0600 (the umask is set around the bind: files other threads
+/// create meanwhile are only more private), so no one else can connect in
+/// the moment before its mode is set.
+fn bind(path: &Path, gid: Option<u32>) -> anyhow::Result<UnixListener> {
+    // SAFETY: umask(2) only swaps the process's file mode mask.
+    let old = unsafe { libc::umask(0o177) };
+    let listener = UnixListener::bind(path);
+    // SAFETY: as above, restoring the mask.
+    unsafe { libc::umask(old) };
+    let listener = listener.with_context(|| format!("cannot bind {}", path.display()))?;
+    if let Some(gid) = gid {
+        std::os::unix::fs::chown(path, Some(0), Some(gid))
+            .with_context(|| format!("cannot give {} to group {gid}", path.display()))?;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    Ok(listener)
+}
+
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.state_dir)
         .with_context(|| format!("cannot create the state directory {}", cfg.state_dir.display()))?;
@@ -41,6 +75,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     claim_socket(&cfg.socket)?;
+    let gid = cfg.socket_group.as_deref().map(group_id).transpose()?;
     let store = cnet_store::Store::open(&cfg.state_dir.join("cnet.redb"))?;
     let state = State::open(store)?;
     let svc = Arc::new(Service::new(state, Arc::new(Kernel::start()), Registry::builtin(), Capabilities::probe()));
@@ -100,14 +135,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         }
         claim_socket(&path)?;
-        let listener = UnixListener::bind(&path).with_context(|| format!("cannot bind {}", path.display()))?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660))?;
+        let listener = bind(&path, gid)?;
         let s = svc.clone();
         tokio::spawn(async move { crate::docker::serve(s, listener, &path).await });
     }
 
-    let listener = UnixListener::bind(&cfg.socket).with_context(|| format!("cannot bind {}", cfg.socket.display()))?;
-    std::fs::set_permissions(&cfg.socket, std::fs::Permissions::from_mode(0o660))?;
+    let listener = bind(&cfg.socket, gid)?;
     tracing::info!(socket = %cfg.socket.display(), "cnetd ready");
     let app = crate::api::router(svc);
     let socket = cfg.socket.clone();

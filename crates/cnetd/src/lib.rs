@@ -23,6 +23,7 @@ pub mod driver;
 pub mod error;
 pub mod firewall;
 pub mod policy;
+pub mod privilege;
 pub mod reconcile;
 pub mod service;
 pub mod state;

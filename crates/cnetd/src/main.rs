@@ -9,6 +9,10 @@ struct Args {
     /// Unix socket the API listens on.
     #[arg(long, default_value = "/run/cnet/cnetd.sock")]
     socket: PathBuf,
+    /// The group that may use the API socket (and the Docker plugin's):
+    /// both are root's and this group's, mode 0660. Without it, root's only.
+    #[arg(long, env = "CNET_SOCKET_GROUP")]
+    socket_group: Option<String>,
     /// Where the store lives.
     #[arg(long, default_value = "/var/lib/cnet")]
     state_dir: PathBuf,
@@ -63,10 +67,12 @@ fn main() -> anyhow::Result<()> {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve())
+    // Capabilities are per thread: dropped before the runtime starts any.
+    let dropped = cnetd::privilege::drop_to_kept();
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve(dropped))
 }
 
-async fn serve() -> anyhow::Result<()> {
+async fn serve(dropped: Result<(), String>) -> anyhow::Result<()> {
     let args = Args::parse();
     if args.openapi {
         print!("{}", cnetd::api::openapi_json());
@@ -76,6 +82,10 @@ async fn serve() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log_level)?)
         .with_writer(std::io::stderr)
         .init();
+    match dropped {
+        Ok(()) => tracing::debug!("capabilities kept: {:?}", cnetd::privilege::KEPT),
+        Err(e) => tracing::warn!("keeping the capabilities cnetd was started with: {e}"),
+    }
     let tls = match (&args.etcd_ca, args.etcd_cert.as_deref().zip(args.etcd_key.as_deref())) {
         (None, None) => None,
         (ca, cert_key) => Some(cnetd::cluster::tls_options(ca.as_deref(), cert_key)?),
@@ -90,6 +100,7 @@ async fn serve() -> anyhow::Result<()> {
     });
     cnetd::daemon::run(cnetd::daemon::Config {
         socket: args.socket,
+        socket_group: args.socket_group,
         state_dir: args.state_dir,
         cluster,
         docker_plugin_socket: args.docker_plugin_socket,
