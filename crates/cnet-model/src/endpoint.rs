@@ -16,7 +16,7 @@ use crate::SchemaVersion;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct IpConfig {
-    #[schema(value_type = String, example = "10.79.0.2")]
+    #[schema(value_type = crate::net::IpAddress, example = "10.79.0.2")]
     pub ip_address: IpAddr,
     /// The subnet's prefix length when absent.
     #[serde(default)]
@@ -37,13 +37,13 @@ pub enum EndpointState {
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct PortMapping {
     /// 6 (TCP), 17 (UDP), 132 (SCTP); names accepted.
-    #[schema(value_type = u32, example = 6)]
+    #[schema(schema_with = crate::net::protocol_schema)]
     pub protocol: Protocol,
     pub internal_port: u16,
     pub external_port: u16,
     /// Only packets to this host address are mapped; any host address when absent.
     #[serde(rename = "VIP", default, skip_serializing_if = "Option::is_none", deserialize_with = "empty_as_none")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<crate::net::IpAddress>)]
     pub vip: Option<IpAddr>,
     /// HCN NatFlags (LocalRoutedVip = 1, IPv6 = 2). cnet maps for the host
     /// itself and for both families whatever the flags say.
@@ -236,7 +236,7 @@ impl EndpointPolicy {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct ProviderAddress {
-    #[schema(value_type = String, example = "192.168.1.20")]
+    #[schema(value_type = crate::net::IpAddress, example = "192.168.1.20")]
     pub provider_address: IpAddr,
 }
 

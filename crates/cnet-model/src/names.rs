@@ -9,7 +9,7 @@ use crate::error::ApiError;
 /// A Linux interface name: 1–15 bytes, no `/`, no whitespace, not `.`/`..`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
 #[serde(try_from = "String", into = "String")]
-#[schema(value_type = String, example = "eth0")]
+#[schema(value_type = String, example = "eth0", pattern = "^(?!\\.{1,2}$)[A-Za-z0-9_.@+=-]{1,15}$")]
 pub struct IfName(String);
 
 impl IfName {
@@ -53,7 +53,7 @@ impl fmt::Display for IfName {
 /// under `/run/netns`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
 #[serde(try_from = "String", into = "String")]
-#[schema(value_type = String, example = "nat1")]
+#[schema(value_type = String, example = "nat1", pattern = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")]
 pub struct ObjectName(String);
 
 impl ObjectName {

@@ -33,6 +33,7 @@ pub struct Namespace {
     pub name: Option<ObjectName>,
     /// HCN type: `HostDefault` (default), `Host`, `Guest`, `GuestDefault`.
     #[serde(default = "host_default")]
+    #[schema(value_type = NamespaceType)]
     pub r#type: String,
     /// The netns file. In a request: adopt this existing namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -75,4 +76,14 @@ impl Namespace {
     pub fn display_name(&self) -> String {
         crate::names::display_name(self.name.as_ref(), &self.id)
     }
+}
+
+/// The namespace types of HCN (for the API's schema; the field is checked as text).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub enum NamespaceType {
+    HostDefault,
+    Host,
+    Guest,
+    GuestDefault,
 }

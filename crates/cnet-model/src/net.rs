@@ -10,7 +10,7 @@ use crate::error::ApiError;
 /// A unicast Ethernet address. Accepts `0a:58:..` and the Windows form
 /// `0A-58-..`; always written with colons, lower case.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ToSchema)]
-#[schema(value_type = String, example = "0a:58:0a:4f:00:02")]
+#[schema(value_type = String, example = "0a:58:0a:4f:00:02", pattern = "^(?!00:00:00:00:00:00)[0-9A-Fa-f][02468ACEace](:[0-9A-Fa-f]{2}){5}$")]
 pub struct MacAddr(pub [u8; 6]);
 
 impl MacAddr {
@@ -155,6 +155,66 @@ pub fn parse_prefix(s: &str) -> Option<ipnet::IpNet> {
         Err(_) => s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from),
     }
 }
+
+/// An IPv4 or IPv6 address, as the API's schema states it.
+pub struct IpAddress;
+
+impl utoipa::PartialSchema for IpAddress {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type};
+        let family = |f| ObjectBuilder::new().schema_type(Type::String).format(Some(SchemaFormat::KnownFormat(f)));
+        OneOfBuilder::new().item(family(KnownFormat::Ipv4)).item(family(KnownFormat::Ipv6)).into()
+    }
+}
+impl utoipa::ToSchema for IpAddress {}
+
+/// A port mapping's protocol in the API's schema: 6 (TCP), 17 (UDP) or 132 (SCTP).
+pub fn protocol_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .enum_values(Some([6, 17, 132]))
+        .description(Some("6 (TCP), 17 (UDP) or 132 (SCTP); the names TCP, UDP, SCTP are accepted too."))
+        .build()
+}
+
+/// A string of `pattern` in the API's schema.
+fn pattern(p: &str, example: &str) -> utoipa::openapi::schema::ObjectBuilder {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new().schema_type(Type::String).pattern(Some(p)).examples([example])
+}
+
+/// An address prefix (`10.79.0.0/24`, `fd00:79::/64`) as the API's
+/// schema states it; a subnet must also have its host bits clear.
+pub struct IpPrefix;
+
+impl utoipa::PartialSchema for IpPrefix {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        const OCTET: &str = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])";
+        let v4 = format!("^({OCTET}\\.){{3}}{OCTET}/(3[0-2]|[12]?[0-9])$");
+        // Full, or compressed with "::" (at most 7 groups around it, so every
+        // string of the pattern is an address).
+        const G: &str = "[0-9a-f]{1,4}";
+        let v6 = format!(
+            "^(({G}:){{7}}{G}|({G}:){{1,7}}:|:(:{G}){{1,7}}|({G}:){{1,3}}(:{G}){{1,3}}|::)/(12[0-8]|1[01][0-9]|[1-9]?[0-9])$"
+        );
+        utoipa::openapi::schema::OneOfBuilder::new()
+            .item(pattern(&v4, "10.79.0.0/24"))
+            .item(pattern(&v6, "fd00:79::/64"))
+            .into()
+    }
+}
+impl utoipa::ToSchema for IpPrefix {}
+
+/// A unicast MAC address other than zero (`0a:58:0a:4f:00:02`) as the API's schema states it.
+pub struct MacAddress;
+
+impl utoipa::PartialSchema for MacAddress {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        pattern("^(?!00:00:00:00:00:00)[0-9A-Fa-f][02468ACEace](:[0-9A-Fa-f]{2}){5}$", "0a:58:0a:4f:00:02").into()
+    }
+}
+impl utoipa::ToSchema for MacAddress {}
 
 #[cfg(test)]
 mod tests {

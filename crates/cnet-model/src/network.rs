@@ -31,6 +31,29 @@ pub enum NetworkType {
     Ics,
 }
 
+/// The network types as the API's schema names them (the field itself is
+/// read by [`NetworkType`]'s parser): those this build creates (HCN's ICS
+/// is answered `MappingNotSupported`).
+#[derive(ToSchema)]
+#[allow(dead_code, clippy::upper_case_acronyms)]
+pub enum NetworkTypeName {
+    NAT,
+    Internal,
+    Private,
+    Transparent,
+    L2Bridge,
+    L2Tunnel,
+    Overlay,
+}
+
+/// The IPAM types, as the API's schema names them.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub enum IpamType {
+    Static,
+    Dhcp,
+}
+
 impl NetworkType {
     pub const ALL: [NetworkType; 8] = [
         NetworkType::Nat,
@@ -119,9 +142,9 @@ impl<'de> Deserialize<'de> for NetworkType {
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct Route {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>, example = "10.79.0.1")]
+    #[schema(value_type = Option<crate::net::IpAddress>, example = "10.79.0.1")]
     pub next_hop: Option<IpAddr>,
-    #[schema(value_type = String, example = "0.0.0.0/0")]
+    #[schema(value_type = crate::net::IpPrefix, example = "0.0.0.0/0")]
     pub destination_prefix: IpNet,
     #[serde(default)]
     pub metric: u32,
@@ -142,7 +165,7 @@ fn prefix<'de, D: Deserializer<'de>>(d: D) -> Result<IpNet, D::Error> {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct Subnet {
-    #[schema(value_type = String, example = "10.79.0.0/24")]
+    #[schema(value_type = crate::net::IpPrefix, example = "10.79.0.0/24")]
     #[serde(deserialize_with = "prefix")]
     pub ip_address_prefix: IpNet,
     /// A route to `0.0.0.0/0` (or `::/0`) names the gateway in `NextHop`.
@@ -163,7 +186,7 @@ pub struct Subnet {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct IpSubnet {
-    #[schema(value_type = String, example = "192.168.1.64/26")]
+    #[schema(value_type = crate::net::IpPrefix, example = "192.168.1.64/26")]
     #[serde(deserialize_with = "prefix")]
     pub ip_address_prefix: IpNet,
     #[serde(default)]
@@ -217,7 +240,7 @@ pub struct VxlanPort {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct DrMacAddress {
-    #[schema(value_type = String, example = "0a:58:0a:ff:00:01")]
+    #[schema(value_type = crate::net::MacAddress, example = "0a:58:0a:ff:00:01")]
     pub address: MacAddr,
 }
 
@@ -227,15 +250,15 @@ pub struct DrMacAddress {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct RemoteSubnetRoute {
-    #[schema(value_type = String, example = "10.240.1.64/26")]
+    #[schema(value_type = crate::net::IpPrefix, example = "10.240.1.64/26")]
     pub destination_prefix: IpNet,
     /// The network's VNI.
     pub isolation_id: u32,
     /// The holding host's underlay address (the tunnel's far end).
-    #[schema(value_type = String, example = "192.168.1.12")]
+    #[schema(value_type = crate::net::IpAddress, example = "192.168.1.12")]
     pub provider_address: IpAddr,
     /// The holding host's VTEP MAC.
-    #[schema(value_type = String, example = "02:9e:7c:1b:5d:4a")]
+    #[schema(value_type = crate::net::MacAddress, example = "02:9e:7c:1b:5d:4a")]
     pub distributed_router_mac_address: MacAddr,
 }
 
@@ -306,6 +329,7 @@ pub struct Ipam {
     /// `Static` (cnetd allocates from the subnets) or `Dhcp` (cnetd leases
     /// each endpoint's address from the LAN's DHCP server; Transparent only).
     #[serde(default = "static_ipam")]
+    #[schema(value_type = IpamType)]
     pub r#type: String,
     #[serde(default)]
     pub subnets: Vec<Subnet>,
@@ -324,7 +348,7 @@ pub struct Dns {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub search: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schema(value_type = Vec<String>)]
+    #[schema(value_type = Vec<crate::net::IpAddress>)]
     pub server_list: Vec<IpAddr>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub options: Vec<String>,
@@ -335,7 +359,7 @@ pub struct Dns {
 #[serde(rename_all = "PascalCase")]
 pub struct DnsName {
     pub name: String,
-    #[schema(value_type = Vec<String>)]
+    #[schema(value_type = Vec<crate::net::IpAddress>)]
     pub addresses: Vec<IpAddr>,
 }
 
@@ -363,7 +387,7 @@ pub struct Network {
     pub id: Uuid,
     pub name: ObjectName,
     #[serde(default)]
-    #[schema(value_type = String, example = "NAT")]
+    #[schema(value_type = NetworkTypeName, example = "NAT")]
     pub r#type: NetworkType,
     #[serde(default)]
     pub ipams: Vec<Ipam>,
@@ -380,6 +404,7 @@ pub struct Network {
     pub schema_version: SchemaVersion,
     /// Linux extension: MTU of the bridge and of new endpoints (default 1500).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 576, maximum = 65535)]
     pub mtu: Option<u32>,
     /// Linux extension, read-only: the bridge that is this network's switch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -469,4 +494,21 @@ impl Network {
 pub fn bridge_mac_of(id: &Uuid) -> MacAddr {
     let h = stable_hash(id.as_bytes()).to_be_bytes();
     MacAddr([0x0a, 0x58, 0xfe, h[0], h[1], h[2]])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schemas_type_names_are_the_types_this_build_creates() {
+        let schema = serde_json::to_value(<NetworkTypeName as utoipa::PartialSchema>::schema()).unwrap();
+        let named: Vec<&str> = schema["enum"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        let built: Vec<&str> =
+            NetworkType::ALL.iter().filter(|t| **t != NetworkType::Ics).map(|t| t.as_str()).collect();
+        assert_eq!(named, built);
+        for name in named {
+            assert_eq!(name.parse::<NetworkType>().unwrap().as_str(), name);
+        }
+    }
 }

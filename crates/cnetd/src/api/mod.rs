@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
 
 use cnet_model::validate::{check_policy_types, endpoint_policy_types};
-use cnet_model::{ApiError, Endpoint, ErrorCode, ModifyRequest, Namespace, Network};
+use cnet_model::{ApiError, Endpoint, ErrorCode, Namespace, Network};
 
 use crate::diag::{DiagReport, Health};
 use crate::error::ServiceError;
@@ -151,8 +151,8 @@ async fn create_network(State(svc): Svc, body: Result<Bytes, BytesRejection>) ->
     created(blocking(svc, move |s| s.create_network(net)).await?.to_wire())
 }
 
-#[utoipa::path(get, path = "/networks", params(("name" = Option<String>, Query), ("type" = Option<String>, Query)),
-    responses((status = 200, body = Vec<Network>)))]
+#[utoipa::path(get, path = "/networks", params(("name" = Option<String>, Query), ("type" = Option<cnet_model::network::NetworkTypeName>, Query)),
+    responses((status = 200, body = Vec<Network>), (status = 400, body = ApiError)))]
 async fn list_networks(State(svc): Svc, q: Result<Query<NetworkFilter>, QueryRejection>) -> Answer<Vec<Network>> {
     let f = query(q)?;
     ok(blocking(svc, move |s| s.list_networks(&f)).await?.iter().map(|n| n.to_wire()).collect())
@@ -171,7 +171,7 @@ async fn network_names(State(svc): Svc, Path(id): Path<String>) -> Answer<Vec<cn
     ok(blocking(svc, move |s| s.dns_names(&id)).await?)
 }
 
-#[utoipa::path(patch, path = "/networks/{id}", params(("id" = String, Path)), request_body = ModifyRequest,
+#[utoipa::path(patch, path = "/networks/{id}", params(("id" = String, Path)), request_body = cnet_model::modify::schema::NetworkModifyRequest,
     responses((status = 200, body = Network), (status = "4XX", body = ApiError)))]
 async fn modify_network(
     State(svc): Svc,
@@ -200,7 +200,7 @@ async fn create_endpoint(State(svc): Svc, body: Result<Bytes, BytesRejection>) -
 
 #[utoipa::path(get, path = "/endpoints",
     params(("name" = Option<String>, Query), ("network" = Option<String>, Query), ("namespace" = Option<String>, Query)),
-    responses((status = 200, body = Vec<Endpoint>)))]
+    responses((status = 200, body = Vec<Endpoint>), (status = 404, body = ApiError)))]
 async fn list_endpoints(State(svc): Svc, q: Result<Query<EndpointFilter>, QueryRejection>) -> Answer<Vec<Endpoint>> {
     let f = query(q)?;
     ok(blocking(svc, move |s| s.list_endpoints(&f)).await?.iter().map(|e| e.to_wire()).collect())
@@ -212,7 +212,7 @@ async fn get_endpoint(State(svc): Svc, Path(id): Path<String>) -> Answer<Endpoin
     ok(blocking(svc, move |s| s.get_endpoint(&id)).await?.to_wire())
 }
 
-#[utoipa::path(patch, path = "/endpoints/{id}", params(("id" = String, Path)), request_body = ModifyRequest,
+#[utoipa::path(patch, path = "/endpoints/{id}", params(("id" = String, Path)), request_body = cnet_model::modify::schema::EndpointModifyRequest,
     responses((status = 200, body = Endpoint), (status = "4XX", body = ApiError)))]
 async fn modify_endpoint(
     State(svc): Svc,
@@ -274,7 +274,7 @@ async fn get_namespace(State(svc): Svc, Path(id): Path<String>) -> Answer<Namesp
     ok(blocking(svc, move |s| s.get_namespace(&id)).await?.to_wire())
 }
 
-#[utoipa::path(patch, path = "/namespaces/{id}", params(("id" = String, Path)), request_body = ModifyRequest,
+#[utoipa::path(patch, path = "/namespaces/{id}", params(("id" = String, Path)), request_body = cnet_model::modify::schema::NamespaceModifyRequest,
     responses((status = 200, body = Namespace), (status = "4XX", body = ApiError)))]
 async fn modify_namespace(
     State(svc): Svc,
@@ -372,7 +372,52 @@ pub struct ApiDoc;
 
 /// The OpenAPI document, as served and as committed in `docs/openapi.json`.
 pub fn openapi_json() -> String {
-    ApiDoc::openapi().to_pretty_json().expect("the OpenAPI document serialises") + "\n"
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serialises");
+    bound_integers(&mut doc);
+    serde_json::to_string_pretty(&doc).expect("the OpenAPI document serialises") + "\n"
+}
+
+/// States every integer's real range: utoipa names the Rust width as the
+/// format (`uint16`, ...) without the bounds it implies, so a schema-valid
+/// request could carry a number the server cannot hold.
+fn bound_integers(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            // utoipa spells them `u-int16`; the usual spelling is `uint16`.
+            let format = m.get("format").and_then(|f| f.as_str()).map(|f| f.replace("u-int", "uint"));
+            let range: Option<(i128, i128)> = match format.as_deref() {
+                Some("uint8") => Some((0, u8::MAX.into())),
+                Some("uint16") => Some((0, u16::MAX.into())),
+                Some("uint32") => Some((0, u32::MAX.into())),
+                Some("uint64") => Some((0, u64::MAX.into())),
+                Some("int8") => Some((i8::MIN.into(), i8::MAX.into())),
+                Some("int16") => Some((i16::MIN.into(), i16::MAX.into())),
+                Some("int32") => Some((i32::MIN.into(), i32::MAX.into())),
+                Some("int64") => Some((i64::MIN.into(), i64::MAX.into())),
+                _ => None,
+            };
+            if let (Some(f), Some(_)) = (format, range) {
+                m.insert("format".into(), f.into());
+            }
+            if let Some((lo, hi)) = range {
+                let lo = m.get("minimum").and_then(|x| x.as_f64()).map_or(lo, |x| lo.max(x as i128));
+                let hi = m.get("maximum").and_then(|x| x.as_f64()).map_or(hi, |x| hi.min(x as i128));
+                m.insert("minimum".into(), number(lo));
+                m.insert("maximum".into(), number(hi));
+            }
+            m.values_mut().for_each(bound_integers);
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(bound_integers),
+        _ => {}
+    }
+}
+
+fn number(n: i128) -> serde_json::Value {
+    match (u64::try_from(n), i64::try_from(n)) {
+        (Ok(u), _) => u.into(),
+        (_, Ok(i)) => i.into(),
+        _ => unreachable!("an integer bound fits 64 bits"),
+    }
 }
 
 async fn openapi() -> Response {

@@ -69,7 +69,27 @@ pub fn body_value(body: Result<Bytes, BytesRejection>) -> Result<serde_json::Val
     if bytes.is_empty() {
         return Err(ApiError::invalid_json("the request body is empty: send a JSON object"));
     }
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::invalid_json(format!("the request body is not JSON: {e}")))
+    let mut v = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::invalid_json(format!("the request body is not JSON: {e}")))?;
+    whole_numbers(&mut v);
+    Ok(v)
+}
+
+/// Numbers written with a fraction of zero (`6.0`, as some JSON encoders
+/// write every number) become integers: JSON Schema counts them as
+/// integers, and so does the API.
+fn whole_numbers(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            if f.fract() == 0.0 && f >= i64::MIN as f64 && f < u64::MAX as f64 {
+                *v = if f < 0.0 { (f as i64).into() } else { (f as u64).into() };
+            }
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(whole_numbers),
+        serde_json::Value::Object(m) => m.values_mut().for_each(whole_numbers),
+        _ => {}
+    }
 }
 
 pub fn parse<T: DeserializeOwned>(v: serde_json::Value) -> Result<T, ApiError> {
