@@ -33,6 +33,8 @@ pub enum ErrorCode {
     ManagerStopped,
     /// The LAN's DHCP server did not grant an address.
     DhcpFailed,
+    /// The disk that holds cnetd's store is full: nothing was applied.
+    InsufficientStorage,
     InternalError,
 }
 
@@ -62,6 +64,7 @@ impl ErrorCode {
             RequestTooLarge => 413,
             ManagerStopped => 503,
             DhcpFailed => 502,
+            InsufficientStorage => 507,
             DegradedOperation | InternalError => 500,
         }
     }

@@ -53,6 +53,9 @@ impl ServiceError {
 
     /// The store refused a commit: nothing was applied.
     pub fn store(e: cnet_store::StoreError) -> Self {
+        if e.is_full() {
+            return Self::new(ErrorCode::InsufficientStorage, e.to_string());
+        }
         Self::internal(format!("the store refused the change, nothing was applied: {e}"))
     }
 }

@@ -1,0 +1,388 @@
+//! Crash torture: concurrent clients run random operations (namespaces,
+//! endpoints with port mappings, ACLs and bandwidth caps, policy changes,
+//! deletes) while cnetd is killed with SIGKILL at random moments, also in
+//! the middle of requests, and restarted. After every restart:
+//! - every acknowledged operation is there, and a refused one changed nothing;
+//! - every unacknowledged one (its answer lost to the kill) is there whole
+//!   or not at all: an endpoint is attached to its namespace or absent, a
+//!   policy change is the old or the new policy;
+//! - `cnet diag` finds no drift (no orphan link, rule or qdisc, nothing
+//!   half-made) and nothing in progress;
+//! - no address is held by two endpoints;
+//! - the namespace files under `/run/netns` are exactly the namespace objects.
+//!
+//! `CNET_TORTURE_KILLS` sets the number of kills (12 by default, the CI's
+//! short mode), `CNET_TORTURE_SEED` replays a run; the figures of a long
+//! run are in `docs/reliability.md`.
+
+mod common;
+use common::*;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+const CLIENTS: usize = 3;
+/// Endpoints per client at most.
+const MAX_UNITS: usize = 25;
+
+/// A small xorshift generator: the run is replayable from its seed.
+#[derive(Clone)]
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// What a client knows of one object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Known {
+    Present,
+    Absent,
+    /// The answer was lost: either.
+    Unknown,
+}
+
+/// One namespace with (at most) one endpoint of the same name.
+#[derive(Clone, Debug)]
+struct Unit {
+    ns: Known,
+    ep: Known,
+    /// The ACL ports the endpoint may have (`None`: no ACL): one when the
+    /// last change was answered, two when its answer was lost.
+    acl: BTreeSet<Option<u16>>,
+}
+
+/// The outcome of one request.
+enum Outcome {
+    Done,
+    Refused(String),
+    /// No answer: cut by the kill (`cut`) or sent while cnetd was down.
+    Lost {
+        cut: bool,
+    },
+}
+
+fn outcome<T>(r: Result<T, cnet_client::ClientError>) -> Outcome {
+    match r {
+        Ok(_) => Outcome::Done,
+        Err(cnet_client::ClientError::Api(e)) => Outcome::Refused(e.to_string()),
+        Err(cnet_client::ClientError::Connect { .. }) => Outcome::Lost { cut: false },
+        Err(_) => Outcome::Lost { cut: true },
+    }
+}
+
+struct Client {
+    id: usize,
+    tag: String,
+    socket: std::path::PathBuf,
+    net: String,
+    units: BTreeMap<usize, Unit>,
+    next: usize,
+    ops: usize,
+    /// Requests cut by a kill (sent, never answered).
+    cut: usize,
+    /// The last request found cnetd down.
+    down: bool,
+}
+
+impl Client {
+    fn name(&self, n: usize) -> String {
+        format!("{}-c{}-{n}", self.tag, self.id)
+    }
+
+    fn api(&self) -> cnet_client::Client {
+        cnet_client::Client::new(&self.socket)
+    }
+
+    fn note(&mut self, o: &Outcome) {
+        self.ops += 1;
+        match o {
+            Outcome::Lost { cut: true } => self.cut += 1,
+            Outcome::Lost { cut: false } => self.down = true,
+            _ => {}
+        }
+    }
+
+    /// One random operation.
+    fn step(&mut self, rng: &mut Rng) {
+        let present: Vec<usize> = self.units.iter().filter(|(_, u)| u.ep == Known::Present).map(|(n, _)| *n).collect();
+        let bare: Vec<usize> = self
+            .units
+            .iter()
+            .filter(|(_, u)| u.ns == Known::Present && u.ep == Known::Absent)
+            .map(|(n, _)| *n)
+            .collect();
+        // Each client keeps at most MAX_UNITS endpoints: creates outnumber deletes.
+        let full = present.len() >= MAX_UNITS;
+        match rng.below(10) {
+            0..=3 if !full => self.create(rng),
+            0..=3 => {
+                let n = present[rng.below(present.len() as u64) as usize];
+                self.delete_endpoint(n)
+            }
+            4..=5 if !present.is_empty() => {
+                let n = present[rng.below(present.len() as u64) as usize];
+                self.change_acl(n, rng)
+            }
+            6..=7 if !present.is_empty() => {
+                let n = present[rng.below(present.len() as u64) as usize];
+                self.delete_endpoint(n)
+            }
+            8..=9 if !bare.is_empty() => {
+                let n = bare[rng.below(bare.len() as u64) as usize];
+                self.delete_namespace(n)
+            }
+            _ if !full => self.create(rng),
+            _ => {}
+        }
+    }
+
+    fn create(&mut self, rng: &mut Rng) {
+        let n = self.next;
+        self.next += 1;
+        let name = self.name(n);
+        let o = outcome::<Value>(self.api().post("/namespaces", &json!({"Name": name})));
+        self.note(&o);
+        let ns = match o {
+            Outcome::Done => Known::Present,
+            Outcome::Refused(e) => panic!("creating namespace {name} was refused: {e}"),
+            Outcome::Lost { .. } => Known::Unknown,
+        };
+        self.units.insert(n, Unit { ns, ep: Known::Absent, acl: BTreeSet::from([None]) });
+        if ns != Known::Present {
+            return;
+        }
+        let port = 20000 + (self.id * 2000 + n % 2000) as u16;
+        let mut policies = vec![port_map(6, port, 80)];
+        if rng.below(3) == 0 {
+            policies
+                .push(json!({"Type": "Bandwidth", "Settings": {"EgressRate": 50_000_000, "EgressBurst": 1_000_000}}));
+        }
+        let body =
+            json!({"Name": name, "HostComputeNetwork": self.net, "HostComputeNamespace": name, "Policies": policies});
+        let o = outcome::<Value>(self.api().post("/endpoints", &body));
+        self.note(&o);
+        let unit = self.units.get_mut(&n).expect("just made");
+        unit.ep = match o {
+            Outcome::Done => Known::Present,
+            // A host port another unit holds: nothing was made.
+            Outcome::Refused(e) if e.contains("PortAlreadyExists") => Known::Absent,
+            Outcome::Refused(e) => panic!("creating endpoint {name} was refused: {e}"),
+            Outcome::Lost { .. } => Known::Unknown,
+        };
+    }
+
+    fn change_acl(&mut self, n: usize, rng: &mut Rng) {
+        let port = 1000 + rng.below(1000) as u16;
+        let port_mapping = 20000 + (self.id * 2000 + n % 2000) as u16;
+        let body = json!({"ResourceType": "Policy", "RequestType": "Update", "Settings": {"Policies": [
+            port_map(6, port_mapping, 80),
+            {"Type": "ACL", "Settings": {"Action": "Block", "Direction": "In", "Protocols": "6",
+                "LocalPorts": port.to_string(), "Priority": 100}}]}});
+        let o = outcome::<Value>(self.api().patch(&format!("/endpoints/{}", self.name(n)), &body));
+        self.note(&o);
+        let unit = self.units.get_mut(&n).expect("a unit");
+        match o {
+            Outcome::Done => unit.acl = BTreeSet::from([Some(port)]),
+            Outcome::Refused(e) => panic!("changing the ACL of {n} was refused: {e}"),
+            Outcome::Lost { .. } => {
+                unit.acl.insert(Some(port));
+            }
+        }
+    }
+
+    fn delete_endpoint(&mut self, n: usize) {
+        let o = outcome(self.api().delete(&format!("/endpoints/{}", self.name(n))).map(|()| Value::Null));
+        self.note(&o);
+        let unit = self.units.get_mut(&n).expect("a unit");
+        unit.ep = match o {
+            Outcome::Done => Known::Absent,
+            Outcome::Refused(e) => panic!("deleting endpoint {n} was refused: {e}"),
+            Outcome::Lost { .. } => Known::Unknown,
+        };
+    }
+
+    fn delete_namespace(&mut self, n: usize) {
+        let o = outcome(self.api().delete(&format!("/namespaces/{}", self.name(n))).map(|()| Value::Null));
+        self.note(&o);
+        let unit = self.units.get_mut(&n).expect("a unit");
+        unit.ns = match o {
+            Outcome::Done => Known::Absent,
+            Outcome::Refused(e) => panic!("deleting namespace {n} was refused: {e}"),
+            Outcome::Lost { .. } => Known::Unknown,
+        };
+    }
+}
+
+/// The ACL port of an endpoint as cnetd answers it.
+fn acl_of(ep: &Value) -> Option<u16> {
+    ep["Policies"]
+        .as_array()?
+        .iter()
+        .find(|p| p["Type"] == "ACL")
+        .and_then(|p| p["Settings"]["LocalPorts"].as_str()?.parse().ok())
+}
+
+fn agrees(known: Known, present: bool) -> bool {
+    known == Known::Unknown || (known == Known::Present) == present
+}
+
+/// Checks every invariant against what the clients know, then settles
+/// what they did not know; `Err` names each violation.
+fn check(w: &World, clients: &[Arc<Mutex<Client>>]) -> Result<(), Vec<String>> {
+    let api = w.client();
+    let mut bad = Vec::new();
+    let eps: Vec<Value> = api.get("/endpoints").expect("list endpoints");
+    let nss: Vec<Value> = api.get("/namespaces").expect("list namespaces");
+    let ep_by_name: BTreeMap<&str, &Value> = eps.iter().filter_map(|e| Some((e["Name"].as_str()?, e))).collect();
+    let ns_by_name: BTreeMap<&str, &Value> = nss.iter().filter_map(|n| Some((n["Name"].as_str()?, n))).collect();
+    for c in clients {
+        let mut c = c.lock().unwrap();
+        let names: Vec<(usize, String)> = c.units.keys().map(|n| (*n, c.name(*n))).collect();
+        for (n, name) in names {
+            let unit = c.units.get_mut(&n).unwrap();
+            let (ns, ep) = (ns_by_name.get(name.as_str()), ep_by_name.get(name.as_str()));
+            if !agrees(unit.ns, ns.is_some()) {
+                bad.push(format!("namespace {name}: known {:?}, present {}", unit.ns, ns.is_some()));
+            }
+            if !agrees(unit.ep, ep.is_some()) {
+                bad.push(format!("endpoint {name}: known {:?}, present {}", unit.ep, ep.is_some()));
+            }
+            if let Some(ep) = ep {
+                // Whole: attached to its own namespace.
+                let attached = ns.is_some_and(|ns| ep["HostComputeNamespace"] == ns["ID"]);
+                if !attached {
+                    bad.push(format!("endpoint {name} is not attached to its namespace: {ep}"));
+                }
+                let acl = acl_of(ep);
+                if !unit.acl.contains(&acl) {
+                    bad.push(format!("endpoint {name} has ACL port {acl:?}, expected one of {:?}", unit.acl));
+                }
+                unit.acl = BTreeSet::from([acl]);
+            }
+            unit.ns = if ns.is_some() { Known::Present } else { Known::Absent };
+            unit.ep = if ep.is_some() { Known::Present } else { Known::Absent };
+        }
+    }
+    // No address twice.
+    let mut seen = BTreeMap::new();
+    for e in &eps {
+        for ip in e["IpConfigurations"].as_array().into_iter().flatten() {
+            let ip = ip["IpAddress"].as_str().unwrap_or_default().to_string();
+            if let Some(other) = seen.insert(ip.clone(), e["Name"].clone()) {
+                bad.push(format!("address {ip} is held by {other} and {}", e["Name"]));
+            }
+        }
+    }
+    // The namespace files are the namespace objects.
+    let prefix = format!("{}-c", w.tag);
+    let files: BTreeSet<String> = std::fs::read_dir(cnet_dataplane::netns::NETNS_DIR)
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    let files: BTreeSet<&str> = files.iter().map(String::as_str).filter(|f| f.starts_with(&prefix)).collect();
+    let objects: BTreeSet<&str> = ns_by_name.keys().copied().filter(|n| n.starts_with(&prefix)).collect();
+    if files != objects {
+        bad.push(format!("namespace files {files:?} are not the namespace objects {objects:?}"));
+    }
+    // The kernel is what the store says, and nothing is half done.
+    let diag: Value = api.get("/diag").expect("diag");
+    for d in diag["Drift"].as_array().into_iter().flatten() {
+        bad.push(format!("drift: {}", d["Message"]));
+    }
+    for warn in diag["Warnings"].as_array().into_iter().flatten().filter(|w| w["Kind"] == "InProgress") {
+        bad.push(format!("in progress after the restart: {}", warn["Message"]));
+    }
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(bad)
+    }
+}
+
+#[test]
+fn cnetd_killed_at_random_moments_loses_nothing_acknowledged_and_leaves_nothing_half_done() {
+    cnet_testkit::require_root!();
+    let kills: usize = std::env::var("CNET_TORTURE_KILLS").ok().and_then(|k| k.parse().ok()).unwrap_or(12);
+    let seed: u64 = std::env::var("CNET_TORTURE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
+    });
+    eprintln!("crash torture: {kills} kills, CNET_TORTURE_SEED={seed}");
+    let mut w = World::new();
+    let net = network(&w, "torture", "NAT", &["10.141.0.0/16"]);
+    let gate = Arc::new(RwLock::new(()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<Arc<Mutex<Client>>> = (0..CLIENTS)
+        .map(|id| {
+            Arc::new(Mutex::new(Client {
+                id,
+                tag: w.tag.clone(),
+                socket: w.socket.clone(),
+                net: net.id.to_string(),
+                units: BTreeMap::new(),
+                next: 0,
+                ops: 0,
+                cut: 0,
+                down: false,
+            }))
+        })
+        .collect();
+    let workers: Vec<_> = clients
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let (c, gate, stop) = (c.clone(), gate.clone(), stop.clone());
+            let mut rng = Rng(seed.wrapping_mul(i as u64 * 2 + 3) | 1);
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let down = {
+                        let _open = gate.read().unwrap();
+                        let mut c = c.lock().unwrap();
+                        c.step(&mut rng);
+                        std::mem::take(&mut c.down)
+                    };
+                    if down {
+                        // cnetd is down: let the restart in.
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut rng = Rng(seed);
+    let started = Instant::now();
+    let mut violations = Vec::new();
+    for kill in 1..=kills {
+        std::thread::sleep(Duration::from_millis(50 + rng.below(450)));
+        w.kill_daemon();
+        // The clients' requests now fail; once the last one has, they wait here.
+        let _closed = gate.write().unwrap();
+        w.start_daemon();
+        if let Err(bad) = check(&w, &clients) {
+            eprintln!("kill {kill}: {} violations:\n  {}", bad.len(), bad.join("\n  "));
+            violations.extend(bad);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in workers {
+        t.join().expect("a client panicked (an operation was refused: see above)");
+    }
+    let (ops, cut) = clients.iter().map(|c| c.lock().unwrap()).fold((0, 0), |(o, l), c| (o + c.ops, l + c.cut));
+    eprintln!(
+        "crash torture: {kills} kills, {ops} requests ({cut} cut by a kill mid-request), {} violations, {:.0} s",
+        violations.len(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(violations.is_empty(), "{} violations (seed {seed}): {violations:?}", violations.len());
+    assert!(ops > kills, "the clients did work between the kills");
+    assert!(cut > 0, "some kill hit a request in flight");
+}
