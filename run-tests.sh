@@ -12,6 +12,8 @@ cargo clippy --all-targets --quiet -- -D warnings
 cargo build --workspace --bins --quiet
 echo "== benchmark smoke run =="
 target/debug/cnet-bench --sizes 1,10 --reps 5 --churn 1,4 --churn-seconds 1 --daemon-cost --physical-reps 2 --overlay-reps 2 --dns-reps 2 --dns-seconds 1 --datapath-seconds 1 --acl-scale 20 --plot "$(mktemp -d)/setup.png"
+echo "== load run, short mode (docs/reliability.md: 8 clients for 600 s) =="
+target/debug/cnet-bench --soak-seconds 10 --soak-clients 8
 cargo test --workspace
 echo "== the API against its OpenAPI document (schemathesis, short mode) =="
 scripts/schemathesis 10 --exclude-checks positive_data_acceptance

@@ -18,6 +18,7 @@ mod overlay;
 mod physical;
 mod rules;
 mod runtimes;
+mod soak;
 mod systems;
 
 use std::collections::{BTreeMap, HashMap};
@@ -85,6 +86,12 @@ struct Args {
     /// How long each dnsperf run lasts.
     #[arg(long, default_value_t = 5)]
     dns_seconds: u64,
+    /// Only the load run: `--soak-clients` API clients create and delete
+    /// endpoints for this many seconds (issue 15's: 8 clients, 600 s).
+    #[arg(long)]
+    soak_seconds: Option<u64>,
+    #[arg(long, default_value_t = 8)]
+    soak_clients: usize,
 }
 
 /// Fillers one network holds (a Linux bridge takes at most 1,024 ports).
@@ -239,6 +246,12 @@ fn main() -> Result<()> {
     let args = Args::parse();
     let mut w = World::new();
     let c = w.client();
+    if let Some(secs) = args.soak_seconds {
+        let s = soak::run(&w, args.soak_clients, Duration::from_secs(secs))?;
+        soak::print(&s);
+        anyhow::ensure!(s.real_errors() == 0 && s.drift == 0, "the load run had errors or left drift");
+        return Ok(());
+    }
     c.post::<Value>(
         "/networks",
         &json!({"Name": "bench", "Type": "NAT", "Ipams": [{"Subnets": [{"IpAddressPrefix": "10.128.0.0/16"}]}]}),

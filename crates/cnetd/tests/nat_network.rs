@@ -66,12 +66,38 @@ fn localhost_publishing_does_not_open_127_to_the_lan() {
     let web = container(&w, &net, "web", json!([port_map(6, 8080, 80)]));
     let _tcp = probe::tcp_server(&web.path(), "0.0.0.0:80");
     let _local = probe::tcp_server(&w.host_path(), "127.0.0.1:9999");
-    // The LAN router sends a packet for 127.0.0.1 to the host's uplink.
-    let out = w.exec_in(&w.lan_path(), &["ip", "route", "add", "127.99.0.0/16", "via", HOST_IP]);
-    assert!(out.status.success());
-    assert_eq!(probe::tcp_seen_as(&w.lan_path(), "127.99.0.1:9999"), None);
+    // The LAN's box is the attacker's: it sends packets for 127.0.0.1 to the
+    // host's uplink (a policy rule ahead of its own local table, and
+    // route_localnet so that its kernel lets them out).
+    let attacker = format!(
+        "sysctl -qw net.ipv4.conf.all.route_localnet=1 net.ipv4.conf.lan0.route_localnet=1 && \
+         ip route add 127.0.0.0/8 via {HOST_IP} dev lan0 table 100 && \
+         ip rule add pref 100 lookup local && ip rule del pref 0 && ip rule add pref 10 to 127.0.0.0/8 lookup 100"
+    );
+    let out = w.exec_in(&w.lan_path(), &["bash", "-c", &attacker]);
+    assert!(out.status.success(), "{out:?}");
+    // They do reach the host: tcpdump sees them on its uplink.
+    let host = w.host_path();
+    let capture = std::thread::spawn(move || {
+        std::process::Command::new("nsenter")
+            .arg(format!("--net={host}"))
+            .args(["timeout", "8", "tcpdump", "-nli", "uplink0", "tcp and dst net 127.0.0.0/8"])
+            .output()
+            .expect("tcpdump")
+    });
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    assert_eq!(probe::tcp_seen_as(&w.lan_path(), "127.0.0.1:8080"), None, "the localhost mapping from the LAN");
+    assert_eq!(probe::tcp_seen_as(&w.lan_path(), "127.0.0.1:9999"), None, "a host-local service from the LAN");
+    let seen = capture.join().unwrap();
+    let seen = String::from_utf8_lossy(&seen.stdout);
+    assert!(
+        seen.contains("> 127.0.0.1.8080") && seen.contains("> 127.0.0.1.9999"),
+        "the packets reached the host: {seen}"
+    );
     let sysctl = w.exec_in(&w.host_path(), &["sysctl", "-n", "net.ipv4.conf.all.route_localnet"]);
     assert_eq!(String::from_utf8_lossy(&sysctl.stdout).trim(), "0", "route_localnet must not be set host-wide");
+    // The host itself still reaches the mapping on 127.0.0.1.
+    assert!(probe::tcp_seen_as(&w.host_path(), "127.0.0.1:8080").is_some());
 }
 
 #[test]
