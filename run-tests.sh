@@ -15,5 +15,7 @@ target/debug/cnet-bench --sizes 1,10 --reps 5 --churn 1,4 --churn-seconds 1 --da
 echo "== load run, short mode (docs/reliability.md: 8 clients for 600 s) =="
 target/debug/cnet-bench --soak-seconds 10 --soak-clients 8
 cargo test --workspace
+echo "== fuzz targets, short mode (docs/reliability.md) =="
+scripts/fuzz 10
 echo "== the API against its OpenAPI document (schemathesis, short mode) =="
 scripts/schemathesis 10 --exclude-checks positive_data_acceptance

@@ -120,5 +120,14 @@ pub fn print(s: &Soak) {
     if let Some((warm, end)) = s.rss_after_warmup_and_end() {
         println!("| cnetd RSS after the warm-up → at the end (MiB) | {warm:.1} → {end:.1} |");
     }
+    let minutes: Vec<String> = s
+        .rss
+        .iter()
+        .filter(|(t, _)| (*t / 60.0).fract() * 60.0 < 5.0 && *t >= 55.0)
+        .map(|(t, m)| format!("{:.0}′ {m:.1}", t / 60.0))
+        .collect();
+    if !minutes.is_empty() {
+        println!("| cnetd RSS each minute (MiB) | {} |", minutes.join(", "));
+    }
     println!("| drift in cnet diag at the end | {} |", s.drift);
 }

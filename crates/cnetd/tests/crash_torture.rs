@@ -202,25 +202,24 @@ impl Client {
     }
 
     fn delete_endpoint(&mut self, n: usize) {
-        let o = outcome(self.api().delete(&format!("/endpoints/{}", self.name(n))).map(|()| Value::Null));
-        self.note(&o);
-        let unit = self.units.get_mut(&n).expect("a unit");
-        unit.ep = match o {
-            Outcome::Done => Known::Absent,
-            Outcome::Refused(e) => panic!("deleting endpoint {n} was refused: {e}"),
-            Outcome::Lost { .. } => Known::Unknown,
-        };
+        let known = self.delete("endpoints", n);
+        self.units.get_mut(&n).expect("a unit").ep = known;
     }
 
     fn delete_namespace(&mut self, n: usize) {
-        let o = outcome(self.api().delete(&format!("/namespaces/{}", self.name(n))).map(|()| Value::Null));
+        let known = self.delete("namespaces", n);
+        self.units.get_mut(&n).expect("a unit").ns = known;
+    }
+
+    /// Deletes unit `n`'s object of `kind`; what is known of it after.
+    fn delete(&mut self, kind: &str, n: usize) -> Known {
+        let o = outcome(self.api().delete(&format!("/{kind}/{}", self.name(n))));
         self.note(&o);
-        let unit = self.units.get_mut(&n).expect("a unit");
-        unit.ns = match o {
+        match o {
             Outcome::Done => Known::Absent,
-            Outcome::Refused(e) => panic!("deleting namespace {n} was refused: {e}"),
+            Outcome::Refused(e) => panic!("deleting {kind} {n} was refused: {e}"),
             Outcome::Lost { .. } => Known::Unknown,
-        };
+        }
     }
 }
 
