@@ -31,20 +31,23 @@ pub enum NetworkType {
     Ics,
 }
 
-/// The network types as the API's schema names them (the field itself is
-/// read by [`NetworkType`]'s parser): those this build creates (HCN's ICS
-/// is answered `MappingNotSupported`).
-#[derive(ToSchema)]
-#[allow(dead_code, clippy::upper_case_acronyms)]
-pub enum NetworkTypeName {
-    NAT,
-    Internal,
-    Private,
-    Transparent,
-    L2Bridge,
-    L2Tunnel,
-    Overlay,
+/// The network types as the API's schema names them: those this build
+/// creates (HCN's ICS is answered `MappingNotSupported`), from
+/// [`NetworkType::ALL`] (the field itself is read by its parser).
+pub struct NetworkTypeName;
+
+impl utoipa::PartialSchema for NetworkTypeName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        let names = NetworkType::ALL.iter().filter(|t| **t != NetworkType::Ics).map(|t| t.as_str());
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(names))
+            .description(Some("The network types this build creates (HCN's ICS is answered `MappingNotSupported`)."))
+            .into()
+    }
 }
+impl utoipa::ToSchema for NetworkTypeName {}
 
 /// The IPAM types, as the API's schema names them.
 #[derive(ToSchema)]
