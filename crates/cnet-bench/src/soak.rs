@@ -23,6 +23,8 @@ pub struct Soak {
     pub errors: BTreeMap<String, usize>,
     /// (seconds since the start, RSS in MiB).
     pub rss: Vec<(f64, f64)>,
+    /// (seconds since the start, size of the files in cnetd's state directory in KiB).
+    pub store: Vec<(f64, u64)>,
     pub drift: usize,
 }
 
@@ -86,12 +88,14 @@ pub fn run(w: &cnet_testkit::World, clients: usize, duration: Duration) -> Resul
             })
         })
         .collect();
-    let mut rss = Vec::new();
+    let (mut rss, mut store) = (Vec::new(), Vec::new());
     while started.elapsed() < duration {
         std::thread::sleep(Duration::from_secs(5).min(duration.saturating_sub(started.elapsed())));
+        let t = started.elapsed().as_secs_f64();
         if let Some(m) = crate::daemon_cost::rss_mib(pid) {
-            rss.push((started.elapsed().as_secs_f64(), m));
+            rss.push((t, m));
         }
+        store.push((t, dir_kib(&w.state_dir)));
     }
     stop.store(true, Ordering::Relaxed);
     for t in workers {
@@ -101,7 +105,13 @@ pub fn run(w: &cnet_testkit::World, clients: usize, duration: Duration) -> Resul
     let diag: Value = c.get("/diag")?;
     let drift = diag["Drift"].as_array().map_or(0, |d| d.len());
     let errors = errors.lock().unwrap().clone();
-    Ok(Soak { clients, elapsed, cycles: cycles.load(Ordering::Relaxed), errors, rss, drift })
+    Ok(Soak { clients, elapsed, cycles: cycles.load(Ordering::Relaxed), errors, rss, store, drift })
+}
+
+/// The size of the files in `dir`, in KiB.
+fn dir_kib(dir: &std::path::Path) -> u64 {
+    let files = std::fs::read_dir(dir).into_iter().flatten().flatten();
+    files.filter_map(|f| f.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum::<u64>() / 1024
 }
 
 pub fn print(s: &Soak) {
@@ -128,6 +138,9 @@ pub fn print(s: &Soak) {
         .collect();
     if !minutes.is_empty() {
         println!("| cnetd RSS each minute (MiB) | {} |", minutes.join(", "));
+    }
+    if let (Some((_, first)), Some((_, last))) = (s.store.first(), s.store.last()) {
+        println!("| cnetd's store file, first sample → end (KiB) | {first} → {last} |");
     }
     println!("| drift in cnet diag at the end | {} |", s.drift);
 }

@@ -354,3 +354,24 @@ impl Ctnl {
 
 #[cfg(test)]
 mod tests;
+
+/// Fuzzing entry point: parses `payload` as a dump's entry message, and
+/// checks that what cnet sends back for it says the same. Panics on a
+/// mismatch; any input that does not parse is fine.
+#[doc(hidden)]
+pub fn check_round_trip(payload: &[u8]) {
+    let Ok(e) = Entry::parse(payload) else { return };
+    for t in [&e.orig, &e.reply] {
+        let mut buf = Vec::new();
+        t.emit(&mut buf, CTA_TUPLE_ORIG);
+        let [(_, inner)] = attributes(&buf).expect("our own encoding parses")[..] else {
+            panic!("one tuple encodes as one attribute")
+        };
+        assert_eq!(&Tuple::parse(inner).expect("our own tuple parses"), t, "a tuple changed on the way back");
+    }
+    let request = delete_request(7, &e);
+    let attrs = attributes(&request[crate::nfnetlink::NLMSG_HDRLEN + NFGENMSG_LEN..]).expect("our request parses");
+    let orig = attrs.iter().find(|(k, _)| k & NLA_TYPE_MASK == CTA_TUPLE_ORIG).expect("the request names the entry");
+    assert_eq!(Tuple::parse(orig.1).expect("the request's tuple parses"), e.orig);
+    assert_eq!(request[crate::nfnetlink::NLMSG_HDRLEN], e.family, "the request keeps the family");
+}

@@ -39,6 +39,15 @@ pub mod tap;
 pub mod types;
 
 pub use error::{DataplaneError, ErrorKind, Result};
+
+/// Entry points of the fuzz targets (`fuzz/`): checks of cnet's own netlink
+/// codecs that panic on a mismatch.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::conntrack::check_round_trip as conntrack_round_trip;
+    pub use crate::nfnetlink::check_round_trip as attributes_round_trip;
+    pub use crate::nft::check_element_request;
+}
 pub use types::*;
 
 #[cfg(test)]

@@ -161,3 +161,26 @@ impl Nfnl {
         }
     }
 }
+
+/// Fuzzing entry point: attributes parsed from `buf` and encoded again by
+/// [`put`] parse back to the same list (nested ones too). Panics on a
+/// mismatch.
+#[doc(hidden)]
+pub fn check_round_trip(buf: &[u8]) {
+    fn walk(buf: &[u8], depth: usize) {
+        let Ok(attrs) = attributes(buf) else { return };
+        let mut again = Vec::new();
+        for (kind, value) in &attrs {
+            put(&mut again, *kind, value);
+        }
+        assert_eq!(attributes(&again).expect("our own encoding parses"), attrs, "attributes changed on the way back");
+        if depth < 4 {
+            for (kind, value) in &attrs {
+                if kind & NLA_F_NESTED != 0 {
+                    walk(value, depth + 1);
+                }
+            }
+        }
+    }
+    walk(buf, 0);
+}

@@ -363,3 +363,25 @@ mod element_tests {
         });
     }
 }
+
+/// Fuzzing entry point: the element lookup cnet sends for (`table`, `set`,
+/// `ip`) carries exactly those, as the kernel reads them. Panics otherwise.
+#[doc(hidden)]
+pub fn check_element_request(table: &str, set: &str, ip: std::net::IpAddr) {
+    use crate::nfnetlink::{attributes, NFGENMSG_LEN, NLMSG_HDRLEN};
+    let request = get_address_request(9, table, set, ip);
+    let len = u32::from_ne_bytes(request[..4].try_into().expect("a header")) as usize;
+    assert_eq!(len, request.len(), "the header gives the message's length");
+    let attrs = attributes(&request[NLMSG_HDRLEN + NFGENMSG_LEN..]).expect("our request parses");
+    let text = |v: &[u8]| v.strip_suffix(&[0]).map(|s| s.to_vec());
+    assert_eq!(text(attrs[0].1), Some(table.as_bytes().to_vec()), "the table");
+    assert_eq!(text(attrs[1].1), Some(set.as_bytes().to_vec()), "the set");
+    let elements = attributes(attrs[2].1).expect("the element list parses");
+    let element = attributes(elements[0].1).expect("the element parses");
+    let key = attributes(element[0].1).expect("the key parses");
+    let octets = match ip {
+        std::net::IpAddr::V4(a) => a.octets().to_vec(),
+        std::net::IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    assert_eq!(key[0].1, &octets[..], "the key is the address");
+}

@@ -71,10 +71,7 @@ fn a_container_reaches_only_the_dns_server_of_cnetd_and_no_api_socket() {
         let local = line.split_whitespace().nth(3).unwrap_or_default();
         assert!(local.ends_with(":53"), "cnetd listens on an inet port other than DNS: {line}");
     }
-    assert!(
-        inet.iter().any(|l| l.contains(&format!("{gateway}:53"))),
-        "cnetd serves DNS on the gateway: {inet:?}"
-    );
+    assert!(inet.iter().any(|l| l.contains(&format!("{gateway}:53"))), "cnetd serves DNS on the gateway: {inet:?}");
 
     assert_eq!(open_tcp_ports(&w, &a.path(), gateway), vec![53], "what the container reaches on the host");
     assert!(w.drift().is_empty(), "{:?}", w.drift());
