@@ -23,6 +23,8 @@ pub struct Soak {
     pub errors: BTreeMap<String, usize>,
     /// (seconds since the start, RSS in MiB).
     pub rss: Vec<(f64, f64)>,
+    /// (seconds since the start, the anonymous part of RSS, the heap, in MiB).
+    pub anon: Vec<(f64, f64)>,
     /// (seconds since the start, size of the files in cnetd's state directory in KiB).
     pub store: Vec<(f64, u64)>,
     pub drift: usize,
@@ -88,12 +90,15 @@ pub fn run(w: &cnet_testkit::World, clients: usize, duration: Duration) -> Resul
             })
         })
         .collect();
-    let (mut rss, mut store) = (Vec::new(), Vec::new());
+    let (mut rss, mut anon, mut store) = (Vec::new(), Vec::new(), Vec::new());
     while started.elapsed() < duration {
         std::thread::sleep(Duration::from_secs(5).min(duration.saturating_sub(started.elapsed())));
         let t = started.elapsed().as_secs_f64();
         if let Some(m) = crate::daemon_cost::rss_mib(pid) {
             rss.push((t, m));
+        }
+        if let Some(m) = crate::daemon_cost::status_mib(pid, "RssAnon:") {
+            anon.push((t, m));
         }
         store.push((t, dir_kib(&w.state_dir)));
     }
@@ -105,10 +110,16 @@ pub fn run(w: &cnet_testkit::World, clients: usize, duration: Duration) -> Resul
     let diag: Value = c.get("/diag")?;
     let drift = diag["Drift"].as_array().map_or(0, |d| d.len());
     let errors = errors.lock().unwrap().clone();
-    Ok(Soak { clients, elapsed, cycles: cycles.load(Ordering::Relaxed), errors, rss, store, drift })
+    Ok(Soak { clients, elapsed, cycles: cycles.load(Ordering::Relaxed), errors, rss, anon, store, drift })
 }
 
 /// The size of the files in `dir`, in KiB.
+/// The samples of `series` nearest each full minute, shown by `show`.
+fn each_minute<T: Copy>(series: &[(f64, T)], show: impl Fn(T) -> String) -> String {
+    let minutes = series.iter().filter(|(t, _)| (*t / 60.0).fract() * 60.0 < 5.0 && *t >= 55.0);
+    minutes.map(|(t, v)| format!("{:.0}′ {}", t / 60.0, show(*v))).collect::<Vec<_>>().join(", ")
+}
+
 fn dir_kib(dir: &std::path::Path) -> u64 {
     let files = std::fs::read_dir(dir).into_iter().flatten().flatten();
     files.filter_map(|f| f.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum::<u64>() / 1024
@@ -130,14 +141,17 @@ pub fn print(s: &Soak) {
     if let Some((warm, end)) = s.rss_after_warmup_and_end() {
         println!("| cnetd RSS after the warm-up → at the end (MiB) | {warm:.1} → {end:.1} |");
     }
-    let minutes: Vec<String> = s
-        .rss
-        .iter()
-        .filter(|(t, _)| (*t / 60.0).fract() * 60.0 < 5.0 && *t >= 55.0)
-        .map(|(t, m)| format!("{:.0}′ {m:.1}", t / 60.0))
-        .collect();
-    if !minutes.is_empty() {
-        println!("| cnetd RSS each minute (MiB) | {} |", minutes.join(", "));
+    let rss = each_minute(&s.rss, |m| format!("{m:.1}"));
+    if !rss.is_empty() {
+        println!("| cnetd RSS each minute (MiB) | {rss} |");
+    }
+    let anon = each_minute(&s.anon, |m| format!("{m:.1}"));
+    if !anon.is_empty() {
+        println!("| of which anonymous (heap) each minute (MiB) | {anon} |");
+    }
+    let store = each_minute(&s.store, |k| k.to_string());
+    if !store.is_empty() {
+        println!("| cnetd's store each minute (KiB) | {store} |");
     }
     if let (Some((_, first)), Some((_, last))) = (s.store.first(), s.store.last()) {
         println!("| cnetd's store file, first sample → end (KiB) | {first} → {last} |");

@@ -10,7 +10,7 @@
 //! Invariants:
 //! - One call runs at a time (libnftables contexts share global state while
 //!   they initialise), in the calling thread's network namespace.
-//! - One context is kept for cnetd's own namespace (see `CONTEXT`).
+//! - One context is kept, for cnetd's own namespace only (see `CONTEXT`).
 //! - A failed script changes nothing (nftables transactions are atomic).
 //! - A failure's kind comes from nft's error text, read by one classifier
 //!   ([`crate::error`]): a missing table is [`ErrorKind::NotFound`].
@@ -115,6 +115,12 @@ fn thread_netns() -> u64 {
     std::fs::metadata("/proc/thread-self/ns/net").map(|m| m.ino()).unwrap_or(0)
 }
 
+/// The inode of cnetd's own network namespace (its main thread's).
+fn process_netns() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/ns/net").map(|m| m.ino()).unwrap_or(0)
+}
+
 /// An nftables failure, its kind decided by the one classifier of nft's texts.
 fn failed(stderr: String) -> DataplaneError {
     DataplaneError::failed("nft", stderr.trim().to_string())
@@ -140,12 +146,14 @@ fn run(script: &str, output: Output) -> Result<String> {
             (lib.buffer_error)(ptr);
             Ok(Context { ptr, netns })
         };
-        // A caller in another namespace (rare: tests, tools) gets a context of its own.
+        // A caller in another namespace (a container's, for its egress
+        // guards; tests, tools) gets a context of its own, freed after the
+        // call: a kept one's socket would keep that namespace alive.
         let mut own = None;
         let ctx = match kept.as_ref() {
             Some(c) if c.netns == netns => c.ptr,
-            Some(_) => own.insert(new_context()?).ptr,
-            None => kept.insert(new_context()?).ptr,
+            None if netns == process_netns() => kept.insert(new_context()?).ptr,
+            _ => own.insert(new_context()?).ptr,
         };
         (lib.set_output_flags)(ctx, output.flags());
         let rc = (lib.run)(ctx, input.as_ptr());

@@ -32,12 +32,14 @@ const NFTA_COUNTER_PACKETS: u16 = 2;
 pub enum Family {
     Inet,
     Bridge,
+    Netdev,
 }
 
 impl Family {
     fn proto(self) -> u8 {
         match self {
             Family::Inet => 1,
+            Family::Netdev => 5,
             Family::Bridge => 7,
         }
     }
@@ -45,6 +47,7 @@ impl Family {
         match self {
             Family::Inet => "inet",
             Family::Bridge => "bridge",
+            Family::Netdev => "netdev",
         }
     }
 }

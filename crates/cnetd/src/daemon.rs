@@ -192,7 +192,7 @@ impl Tables {
             match (e.family, e.table.as_str()) {
                 (1, crate::dataplane::FIREWALL_TABLE) => t.firewall = true,
                 (1, crate::policy::TABLE) => t.policies = true,
-                (7, crate::policy::spoof::TABLE) => t.guards = true,
+                (7, crate::policy::spoof::TABLE) | (5, crate::policy::spoof::EGRESS_TABLE) => t.guards = true,
                 _ => {}
             }
         }
@@ -205,7 +205,7 @@ fn repair_tables(svc: &Service, tables: Tables) {
     let results = [
         ("inet cnet", tables.firewall.then(|| svc.firewall.check_and_repair())),
         ("inet cnetpol", tables.policies.then(|| svc.policies.check_and_repair())),
-        ("bridge cnetpol", tables.guards.then(|| svc.guards.check_and_repair())),
+        ("bridge cnetpol, netdev cnetguard", tables.guards.then(|| svc.guards.check_and_repair())),
     ];
     for (table, result) in results {
         if let Some(Err(e)) = result {

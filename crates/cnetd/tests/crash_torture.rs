@@ -1,6 +1,7 @@
 //! Crash torture: concurrent clients run random operations (namespaces,
-//! endpoints with port mappings, ACLs and bandwidth caps, policy changes,
-//! deletes) while cnetd is killed with SIGKILL at random moments, also in
+//! container and VM endpoints (veths and TAPs) with port mappings, ACLs and
+//! bandwidth caps, Transparent macvlans with their anti-spoofing guards,
+//! policy changes, deletes) while cnetd is killed with SIGKILL at random moments, also in
 //! the middle of requests, and restarted. After every restart:
 //! - every acknowledged operation is there, and a refused one changed nothing;
 //! - every unacknowledged one (its answer lost to the kill) is there whole
@@ -9,7 +10,9 @@
 //! - `cnet diag` finds no drift (no orphan link, rule or qdisc, nothing
 //!   half-made) and nothing in progress;
 //! - no address is held by two endpoints;
-//! - the namespace files under `/run/netns` are exactly the namespace objects.
+//! - the namespace files under `/run/netns` are exactly the namespace objects;
+//! - a Transparent endpoint's namespace has its guard's chain while the
+//!   endpoint is there, and no guard table once it is gone.
 //!
 //! `CNET_TORTURE_KILLS` sets the number of kills (12 by default, the CI's
 //! short mode), `CNET_TORTURE_SEED` replays a run; the figures of a long
@@ -60,6 +63,8 @@ struct Unit {
     /// The ACL ports the endpoint may have (`None`: no ACL): one when the
     /// last change was answered, two when its answer was lost.
     acl: BTreeSet<Option<u16>>,
+    /// Its endpoint is a macvlan on the Transparent network (no policies).
+    transparent: bool,
 }
 
 /// The outcome of one request.
@@ -86,6 +91,8 @@ struct Client {
     tag: String,
     socket: std::path::PathBuf,
     net: String,
+    /// The Transparent network.
+    lan: String,
     units: BTreeMap<usize, Unit>,
     next: usize,
     ops: usize,
@@ -116,6 +123,7 @@ impl Client {
     /// One random operation.
     fn step(&mut self, rng: &mut Rng) {
         let present: Vec<usize> = self.units.iter().filter(|(_, u)| u.ep == Known::Present).map(|(n, _)| *n).collect();
+        let with_policies: Vec<usize> = present.iter().copied().filter(|n| !self.units[n].transparent).collect();
         let bare: Vec<usize> = self
             .units
             .iter()
@@ -130,8 +138,8 @@ impl Client {
                 let n = present[rng.below(present.len() as u64) as usize];
                 self.delete_endpoint(n)
             }
-            4..=5 if !present.is_empty() => {
-                let n = present[rng.below(present.len() as u64) as usize];
+            4..=5 if !with_policies.is_empty() => {
+                let n = with_policies[rng.below(with_policies.len() as u64) as usize];
                 self.change_acl(n, rng)
             }
             6..=7 if !present.is_empty() => {
@@ -151,14 +159,19 @@ impl Client {
         let n = self.next;
         self.next += 1;
         let name = self.name(n);
-        let o = outcome::<Value>(self.api().post("/namespaces", &json!({"Name": name})));
+        // One unit in five is a VM (its endpoint a TAP on the bridge), one a
+        // container on the Transparent network (a macvlan of the uplink).
+        let kind = rng.below(5);
+        let transparent = kind == 1;
+        let ns_body = if kind == 0 { json!({"Name": name, "Type": "Guest"}) } else { json!({"Name": name}) };
+        let o = outcome::<Value>(self.api().post("/namespaces", &ns_body));
         self.note(&o);
         let ns = match o {
             Outcome::Done => Known::Present,
             Outcome::Refused(e) => panic!("creating namespace {name} was refused: {e}"),
             Outcome::Lost { .. } => Known::Unknown,
         };
-        self.units.insert(n, Unit { ns, ep: Known::Absent, acl: BTreeSet::from([None]) });
+        self.units.insert(n, Unit { ns, ep: Known::Absent, acl: BTreeSet::from([None]), transparent });
         if ns != Known::Present {
             return;
         }
@@ -168,8 +181,11 @@ impl Client {
             policies
                 .push(json!({"Type": "Bandwidth", "Settings": {"EgressRate": 50_000_000, "EgressBurst": 1_000_000}}));
         }
-        let body =
-            json!({"Name": name, "HostComputeNetwork": self.net, "HostComputeNamespace": name, "Policies": policies});
+        let body = if transparent {
+            json!({"Name": name, "HostComputeNetwork": self.lan, "HostComputeNamespace": name})
+        } else {
+            json!({"Name": name, "HostComputeNetwork": self.net, "HostComputeNamespace": name, "Policies": policies})
+        };
         let o = outcome::<Value>(self.api().post("/endpoints", &body));
         self.note(&o);
         let unit = self.units.get_mut(&n).expect("just made");
@@ -232,6 +248,27 @@ fn acl_of(ep: &Value) -> Option<u16> {
         .and_then(|p| p["Settings"]["LocalPorts"].as_str()?.parse().ok())
 }
 
+/// A Transparent unit's guard: its endpoint's chain in the namespace's
+/// `netdev cnetguard` table while the endpoint is there, no table after.
+fn guard_agrees(w: &World, ns: &str, ep: Option<&&Value>) -> Result<(), String> {
+    let path = cnet_dataplane::netns::path_of(ns);
+    let listed = w.exec_in(&path, &["nft", "list", "table", "netdev", "cnetguard"]);
+    let table = String::from_utf8_lossy(&listed.stdout);
+    match ep {
+        Some(ep) => {
+            let id = ep["ID"].as_str().unwrap_or_default().replace('-', "");
+            let chain = format!("chain g_{} ", &id[..16.min(id.len())]);
+            if table.contains(&chain) {
+                Ok(())
+            } else {
+                Err(format!("endpoint {ns} has no guard chain in its namespace: {table}"))
+            }
+        }
+        None if listed.status.success() => Err(format!("namespace {ns} has a guard table with no endpoint: {table}")),
+        None => Ok(()),
+    }
+}
+
 fn agrees(known: Known, present: bool) -> bool {
     known == Known::Unknown || (known == Known::Present) == present
 }
@@ -269,6 +306,11 @@ fn check(w: &World, clients: &[Arc<Mutex<Client>>]) -> Result<(), Vec<String>> {
                 }
                 unit.acl = BTreeSet::from([acl]);
             }
+            if unit.transparent && ns.is_some() {
+                if let Err(e) = guard_agrees(w, &name, ep) {
+                    bad.push(e);
+                }
+            }
             unit.ns = if ns.is_some() { Known::Present } else { Known::Absent };
             unit.ep = if ep.is_some() { Known::Present } else { Known::Absent };
         }
@@ -289,7 +331,9 @@ fn check(w: &World, clients: &[Arc<Mutex<Client>>]) -> Result<(), Vec<String>> {
         .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
         .unwrap_or_default();
     let files: BTreeSet<&str> = files.iter().map(String::as_str).filter(|f| f.starts_with(&prefix)).collect();
-    let objects: BTreeSet<&str> = ns_by_name.keys().copied().filter(|n| n.starts_with(&prefix)).collect();
+    // A VM's namespace (Guest) has no file.
+    let objects: BTreeSet<&str> =
+        ns_by_name.iter().filter(|(n, ns)| n.starts_with(&prefix) && ns["Type"] != "Guest").map(|(n, _)| *n).collect();
     if files != objects {
         bad.push(format!("namespace files {files:?} are not the namespace objects {objects:?}"));
     }
@@ -318,6 +362,7 @@ fn cnetd_killed_at_random_moments_loses_nothing_acknowledged_and_leaves_nothing_
     eprintln!("crash torture: {kills} kills, CNET_TORTURE_SEED={seed}");
     let mut w = World::new();
     let net = network(&w, "torture", "NAT", &["10.141.0.0/16"]);
+    let lan = physical_network(&w, "torture-lan", "Transparent");
     let gate = Arc::new(RwLock::new(()));
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<Arc<Mutex<Client>>> = (0..CLIENTS)
@@ -327,6 +372,7 @@ fn cnetd_killed_at_random_moments_loses_nothing_acknowledged_and_leaves_nothing_
                 tag: w.tag.clone(),
                 socket: w.socket.clone(),
                 net: net.id.to_string(),
+                lan: lan.id.to_string(),
                 units: BTreeMap::new(),
                 next: 0,
                 ops: 0,

@@ -116,6 +116,49 @@ fn a_physical_network_endpoint_is_guarded_too() {
 }
 
 #[test]
+fn a_transparent_endpoint_is_guarded_in_its_namespace_also_towards_another_macvlan() {
+    cnet_testkit::require_root!();
+    let mut w = World::new();
+    let net = physical_network(&w, "lan", "Transparent");
+    let a = container(&w, &net, "a", json!([]));
+    let b = container(&w, &net, "b", json!([]));
+    assert!(probe::ping(&a.path(), LAN_IP), "a → LAN");
+    assert!(probe::ping(&a.path(), &b.ip()), "a → b, macvlan to macvlan");
+    assert_eq!(stats(&w, &a).policy_drops.spoofing, 0, "nothing dropped yet");
+
+    // Another address: neither towards the LAN nor towards b, whose frames
+    // from a never pass the host.
+    assert!(sh(&w, &a, "ip addr add 198.18.0.222/24 dev eth0").status.success());
+    assert!(!ping_from(&w, &a, "198.18.0.222", LAN_IP), "a spoofed source to the LAN");
+    assert!(!ping_from(&w, &a, "198.18.0.222", &b.ip()), "a spoofed source to another macvlan");
+    let after_ip = stats(&w, &a).policy_drops.spoofing;
+    assert!(after_ip >= 4, "spoofed frames are counted: {after_ip}");
+    assert_eq!(stats(&w, &b).policy_drops.spoofing, 0, "b's counter is its own");
+    assert!(probe::ping(&a.path(), LAN_IP), "its own address still works");
+
+    // Another MAC: even from its own address, nothing passes.
+    let mac = a.ep.mac_address.unwrap().to_string();
+    assert!(sh(&w, &a, "ip link set eth0 address 02:aa:bb:cc:dd:ee").status.success());
+    assert!(!probe::ping(&a.path(), LAN_IP), "a spoofed MAC");
+    assert!(stats(&w, &a).policy_drops.spoofing > after_ip, "MAC drops are counted");
+    assert!(sh(&w, &a, &format!("ip link set eth0 address {mac}")).status.success());
+    assert!(probe::ping(&a.path(), LAN_IP), "its own MAC again");
+
+    // A restart loads the guard again.
+    w.stop_daemon();
+    w.start_daemon();
+    assert!(!ping_from(&w, &a, "198.18.0.222", LAN_IP), "still guarded after a restart");
+    assert!(probe::ping(&a.path(), LAN_IP), "and its own address works");
+
+    // The guard's table goes with the namespace's last guarded endpoint.
+    let listed = |c: &Container| w.exec_in(&c.path(), &["nft", "list", "table", "netdev", "cnetguard"]);
+    assert!(listed(&a).status.success(), "a's namespace has its guard's table");
+    w.client().delete(&format!("/endpoints/{}", a.ep.id)).unwrap();
+    assert!(!listed(&a).status.success(), "no table left in a's namespace");
+    assert!(w.drift().is_empty(), "{:?}", w.drift());
+}
+
+#[test]
 fn statistics_count_what_the_endpoint_sent_and_received_and_what_acls_dropped() {
     cnet_testkit::require_root!();
     let w = World::new();

@@ -177,6 +177,51 @@ fn an_unmodified_guest_configures_itself_by_dhcp_from_cnetd_and_a_spoofed_mac_ge
 }
 
 #[test]
+fn a_vm_on_a_transparent_network_sends_only_from_its_own_mac_and_address() {
+    cnet_testkit::require_root!();
+    let w = World::new();
+    let net = physical_network(&w, "lanspoof", "Transparent");
+    let vm: Namespace = w.client().post("/namespaces", &json!({"Name": w.name("vm"), "Type": "Guest"})).unwrap();
+    let ep: Endpoint = w
+        .client()
+        .post("/endpoints", &json!({"Name": "lanspoof", "HostComputeNetwork": net.id, "HostComputeNamespace": vm.id}))
+        .unwrap();
+    let spoofed = || {
+        let s: cnet_model::stats::EndpointStats = w.client().get(&format!("/endpoints/{}/stats", ep.id)).unwrap();
+        s.policy_drops.spoofing
+    };
+    let c = &ep.ip_configurations[0];
+    let (ip, addr) = (c.ip_address.to_string(), format!("{}/{}", c.ip_address, c.prefix_length));
+    let gw = ep.routes[0].next_hop.expect("a gateway").to_string();
+    let mac = ep.mac_address.unwrap().to_string();
+    {
+        // A guest that claims another address: the LAN never hears it.
+        let (_g, lines) = run_guest(&w, &ep, &mac, &["--static", "198.18.0.223/24", "--gateway", &gw]);
+        next_event(&lines, "configured", 5);
+        assert!(!probe::ping(&w.lan_path(), "198.18.0.223"), "a spoofed address");
+        assert!(spoofed() > 0, "its frames are counted");
+    }
+    let before = spoofed();
+    {
+        // Another MAC with its own address: not either.
+        let (_g, lines) = run_guest(&w, &ep, "02:aa:bb:cc:dd:ee", &["--static", &addr, "--gateway", &gw]);
+        next_event(&lines, "configured", 5);
+        assert!(!probe::ping(&w.lan_path(), &ip), "a spoofed MAC");
+        assert!(spoofed() > before, "its frames are counted");
+    }
+    // Its own MAC and address pass.
+    let (_g, lines) = guest(&w, &ep, &[]);
+    next_event(&lines, "configured", 5);
+    assert!(soon(|| probe::ping(&w.lan_path(), &ip)), "the LAN reaches the guest");
+    // The guard is on the host (the VMM's side), and goes with the endpoint.
+    let listed = || w.exec_in(&w.host_path(), &["nft", "list", "table", "netdev", "cnetguard"]).status.success();
+    assert!(listed(), "the host has the macvtap's guard");
+    w.client().delete(&format!("/endpoints/{}", ep.id)).unwrap();
+    assert!(!listed(), "and not after the endpoint");
+    assert!(w.drift().is_empty(), "{:?}", w.drift());
+}
+
+#[test]
 fn on_a_transparent_network_a_vm_endpoint_is_a_macvtap_and_the_lan_sees_the_guests_own_mac() {
     cnet_testkit::require_root!();
     let w = World::new();

@@ -283,7 +283,30 @@ impl Dataplane for Kernel {
         nft::apply(script)
     }
     fn pol_exists(&self, family: cnet_dataplane::nftobj::Family) -> DpResult<bool> {
-        cnet_dataplane::nftobj::table_exists(family, crate::policy::TABLE)
+        let table = match family {
+            cnet_dataplane::nftobj::Family::Netdev => crate::policy::spoof::EGRESS_TABLE,
+            _ => crate::policy::TABLE,
+        };
+        cnet_dataplane::nftobj::table_exists(family, table)
+    }
+    fn guard_apply(&self, netns: Option<&str>, script: &str) -> DpResult<()> {
+        match netns {
+            None => nft::apply(script),
+            Some(path) => {
+                let script = script.to_string();
+                cnet_dataplane::netns::run_in(path, move || nft::apply(&script))?
+            }
+        }
+    }
+    fn guard_counter(&self, netns: Option<&str>, name: &str) -> DpResult<Option<cnet_dataplane::nftobj::Counter>> {
+        let (family, table) = (cnet_dataplane::nftobj::Family::Netdev, crate::policy::spoof::EGRESS_TABLE);
+        match netns {
+            None => cnet_dataplane::nftobj::counter(family, table, name),
+            Some(path) => {
+                let name = name.to_string();
+                cnet_dataplane::netns::run_in(path, move || cnet_dataplane::nftobj::counter(family, table, &name))?
+            }
+        }
     }
     fn pol_counter(
         &self,

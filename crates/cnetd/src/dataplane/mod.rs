@@ -192,6 +192,12 @@ pub trait Dataplane: Send + Sync {
         family: cnet_dataplane::nftobj::Family,
         name: &str,
     ) -> DpResult<Option<cnet_dataplane::nftobj::Counter>>;
+    /// Runs an nft script on the egress guards' table (`netdev cnetguard`)
+    /// of the namespace at `netns` (`None`: cnetd's own), in one
+    /// transaction: all of it or none.
+    fn guard_apply(&self, netns: Option<&str>, script: &str) -> DpResult<()>;
+    /// Counter `name` of that table, when it is there.
+    fn guard_counter(&self, netns: Option<&str>, name: &str) -> DpResult<Option<cnet_dataplane::nftobj::Counter>>;
     /// Base chains of other tables with `policy drop`.
     fn foreign_drop_chains(&self) -> DpResult<Vec<String>>;
 

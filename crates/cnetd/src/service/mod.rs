@@ -232,18 +232,18 @@ impl Service {
     pub(crate) fn program_endpoint(&self, ep: &EndpointRecord, net: &NetworkRecord, netns: Option<&str>) -> Result<()> {
         self.guards.set(ep, net, netns).map_err(|e| ServiceError::kernel("guarding against spoofing", e))?;
         if let Err(e) = self.policies.set(ep, net) {
-            let _ = self.guards.remove(ep.id);
+            let _ = self.guards.remove(ep, Some(net), netns);
             return Err(ServiceError::kernel("programming ACLs", e));
         }
         if let Err(e) = self.firewall.set(ep.id, firewall::endpoint_elems(ep, net)) {
             let _ = self.policies.remove(ep.id);
-            let _ = self.guards.remove(ep.id);
+            let _ = self.guards.remove(ep, Some(net), netns);
             return Err(ServiceError::kernel("publishing ports", e));
         }
         if let Err(e) = self.set_qos(ep) {
             let _ = self.firewall.remove(ep.id);
             let _ = self.policies.remove(ep.id);
-            let _ = self.guards.remove(ep.id);
+            let _ = self.guards.remove(ep, Some(net), netns);
             return Err(e);
         }
         // As CNI portmap does: a UDP flow to a host port that was someone
@@ -268,7 +268,7 @@ impl Service {
         if let Err(e) = self.policies.remove(ep.id) {
             errors.push(e.to_string());
         }
-        if let Err(e) = self.guards.remove(ep.id) {
+        if let Err(e) = self.guards.remove(ep, net, netns) {
             errors.push(e.to_string());
         }
         if crate::policy::qos::shaped(ep) {

@@ -32,10 +32,11 @@ impl Service {
         }
         // A Transparent container's adapter lives only in its namespace, and
         // counts as the endpoint does; a host-side port counts the other way.
-        let (netns, link, endpoint_side) = if net.kind == NetworkType::Transparent && ep.vm_device.is_none() {
-            (netns.as_deref(), ep.interface_name.to_string(), true)
-        } else {
-            (None, ep.host_interface_name.clone(), net.kind == NetworkType::Transparent)
+        // A Transparent VM's macvtap is named from its ID.
+        let (netns, link, endpoint_side) = match (net.kind, &ep.vm_device) {
+            (NetworkType::Transparent, None) => (netns.as_deref(), ep.interface_name.to_string(), true),
+            (NetworkType::Transparent, Some(_)) => (None, crate::driver::transparent::vm_link(&ep), true),
+            _ => (None, ep.host_interface_name.clone(), false),
         };
         let counted = self
             .dp
@@ -66,7 +67,7 @@ impl Service {
             dropped_packets_outgoing: s.tx_dropped,
             policy_drops: DropCounts {
                 acl: count(Family::Inet, Some(acl))?,
-                spoofing: count(Family::Bridge, self.guards.counter_of(ep.id))?,
+                spoofing: self.guards.drops(ep.id).map_err(|e| ServiceError::kernel("reading a counter", e))?,
                 qos: qos_out + qos_in,
             },
         })

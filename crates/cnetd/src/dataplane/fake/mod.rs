@@ -178,6 +178,7 @@ impl Dataplane for FakeDataplane {
         self.step(format!("netns_delete {name}"), |k| {
             let path = cnet_dataplane::netns::path_of(name);
             k.objects.namespaces.remove(&path);
+            k.objects.egress_guards.remove(&path);
             let inside: Vec<(String, String)> =
                 k.objects.inside.keys().filter(|(ns, _)| *ns == path).cloned().collect();
             for key in inside {
@@ -576,6 +577,18 @@ impl Dataplane for FakeDataplane {
     fn pol_counter(&self, family: Family, name: &str) -> DpResult<Option<Counter>> {
         self.read(format!("pol_counter {family:?} {name}"), |k| {
             Ok(k.objects.pol_exists(family).then_some(Counter::default()))
+        })
+    }
+    fn guard_apply(&self, netns: Option<&str>, script: &str) -> DpResult<()> {
+        let ns = netns.unwrap_or_default();
+        self.step(format!("guard_apply {ns} {} lines", script.lines().count()), |k| {
+            k.objects.egress_guard_apply(ns, script)
+        })
+    }
+    fn guard_counter(&self, netns: Option<&str>, name: &str) -> DpResult<Option<Counter>> {
+        let ns = netns.unwrap_or_default().to_string();
+        self.read(format!("guard_counter {ns} {name}"), |k| {
+            Ok(k.objects.egress_guards.contains_key(&ns).then_some(Counter::default()))
         })
     }
     fn foreign_drop_chains(&self) -> DpResult<Vec<String>> {

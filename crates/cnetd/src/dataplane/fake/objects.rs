@@ -76,6 +76,8 @@ pub struct Objects {
     pub overlay: BTreeMap<String, crate::dataplane::OverlayEntries>,
     /// The anti-spoofing table's guarded ports, or `None` when it is not loaded.
     pub guarded: Option<BTreeSet<String>>,
+    /// The egress guards' tables: their chains by namespace path ("" for cnetd's).
+    pub egress_guards: BTreeMap<String, BTreeSet<String>>,
     /// The QoS buckets of host links, by link.
     pub qos: BTreeMap<String, super::FakeQos>,
     /// The policy table's endpoint chains and IP sets, or `None` when it is not loaded.
@@ -179,7 +181,41 @@ impl Objects {
         match family {
             cnet_dataplane::nftobj::Family::Inet => self.policy.is_some(),
             cnet_dataplane::nftobj::Family::Bridge => self.guarded.is_some(),
+            cnet_dataplane::nftobj::Family::Netdev => self.egress_guards.contains_key(""),
         }
+    }
+
+    /// An egress guards' script in the namespace at `netns` ("": cnetd's):
+    /// a deletion of the table ends it, chains are added and deleted.
+    pub fn egress_guard_apply(&mut self, netns: &str, script: &str) -> crate::dataplane::DpResult<()> {
+        let t = crate::policy::spoof::EGRESS_TABLE;
+        if !netns.is_empty() && !self.namespaces.contains(netns) {
+            return Err(crate::dataplane::DataplaneError::Netns {
+                path: netns.to_string(),
+                source: std::io::Error::from_raw_os_error(libc::ENOENT),
+            });
+        }
+        let mut chains = self.egress_guards.get(netns).cloned().unwrap_or_default();
+        let mut exists = true;
+        for line in script.lines() {
+            let word = |l: &str| l.split_whitespace().nth(4).unwrap_or_default().to_string();
+            if line == format!("delete table netdev {t}") {
+                chains.clear();
+                exists = false;
+            } else if line.starts_with(&format!("table netdev {t}")) {
+                exists = true;
+            } else if line.starts_with(&format!("add chain netdev {t} ")) {
+                chains.insert(word(line));
+            } else if line.starts_with(&format!("delete chain netdev {t} ")) {
+                chains.remove(&word(line));
+            }
+        }
+        if exists {
+            self.egress_guards.insert(netns.to_string(), chains);
+        } else {
+            self.egress_guards.remove(netns);
+        }
+        Ok(())
     }
 
     /// Every set's and map's elements, as [`FwElem::text`] writes them.

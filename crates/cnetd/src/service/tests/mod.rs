@@ -272,6 +272,7 @@ fn nothing_of_the_endpoint_is_left(b: &Bed) {
     assert!(k.links.keys().all(|l| !l.starts_with("cnv")), "{:?}", k.links.keys());
     assert!(k.inside.is_empty(), "{:?}", k.inside);
     assert_eq!(k.policy, None, "the policy table is left");
+    assert!(k.egress_guards.is_empty(), "egress guards left: {:?}", k.egress_guards);
     assert!(k.qos.is_empty(), "QoS buckets left: {:?}", k.qos);
     assert!(k.links.keys().all(|l| !l.starts_with("cnq")), "an ifb is left: {:?}", k.links.keys());
     let pm = k.table.unwrap_or_default().into_iter().filter(|e| e.set.starts_with("pm")).count();
