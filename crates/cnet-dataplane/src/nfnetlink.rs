@@ -76,34 +76,64 @@ pub struct Nfnl {
     seq: u32,
 }
 
-/// The socket [`Nfnl::with_shared`] lends, with the inode of the namespace it is in.
-static SHARED: std::sync::Mutex<Option<(u64, Nfnl)>> = std::sync::Mutex::new(None);
+/// The socket [`Nfnl::with_shared`] lends, in cnetd's own namespace.
+static SHARED: std::sync::Mutex<Option<Nfnl>> = std::sync::Mutex::new(None);
 
-/// The inode of the calling thread's network namespace.
-fn netns_inode() -> io::Result<u64> {
+/// The inode of the namespace at `path` (`/proc/thread-self/ns/net`: the calling thread's).
+fn netns_inode(path: &str) -> io::Result<u64> {
     use std::os::unix::fs::MetadataExt;
-    Ok(std::fs::metadata("/proc/thread-self/ns/net")?.ino())
+    Ok(std::fs::metadata(path)?.ino())
 }
 
 impl Nfnl {
-    /// Runs `f` with a socket kept open for the calling thread's namespace
-    /// (one at a time: lookups are short). Why not a socket per lookup:
-    /// closing a netfilter socket waits for nf_tables' commit lock (its
-    /// release notifier walks the tables), which a concurrent link deletion
-    /// can hold for an RCU grace period: 20 ms and more for one close.
+    /// Runs `f` with a socket of the calling thread's namespace. In cnetd's
+    /// own namespace the socket is kept open (one user at a time: lookups
+    /// are short); in another one (a container's) it is made for the call
+    /// and closed in the background ([`Nfnl::close_later`]), so that no
+    /// socket keeps that namespace alive. Why not a socket per call:
+    /// closing a netfilter socket runs nf_tables' release notifier, which
+    /// waits for every deleted object of the last commits to be freed (an
+    /// RCU grace period: 10–35 ms here) whenever there are some.
     pub fn with_shared<T>(f: impl FnOnce(&mut Nfnl) -> io::Result<T>) -> io::Result<T> {
-        let ino = netns_inode()?;
-        let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
-        if shared.as_ref().is_none_or(|(i, _)| *i != ino) {
-            *shared = Some((ino, Nfnl::open()?));
+        if netns_inode("/proc/thread-self/ns/net")? != netns_inode("/proc/self/ns/net")? {
+            let mut nl = Nfnl::open()?;
+            let out = f(&mut nl);
+            nl.close_later();
+            return out;
         }
-        let (_, nl) = shared.as_mut().expect("just filled");
+        let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+        let nl = match shared.as_mut() {
+            Some(nl) => nl,
+            None => shared.insert(Nfnl::open()?),
+        };
         let out = f(nl);
         if out.is_err() {
             // A socket in an unknown state (a half-read answer) is not lent again.
-            *shared = None;
+            if let Some(nl) = shared.take() {
+                nl.close_later();
+            }
         }
         out
+    }
+
+    /// Closes the socket on a background thread: the close can wait an RCU
+    /// grace period (see [`Nfnl::with_shared`]), which no request should.
+    pub fn close_later(self) {
+        static CLOSER: std::sync::OnceLock<Option<std::sync::mpsc::Sender<Nfnl>>> = std::sync::OnceLock::new();
+        let closer = CLOSER.get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::channel::<Nfnl>();
+            let spawned = std::thread::Builder::new().name("nfnl-closer".into()).spawn(move || {
+                for nl in rx {
+                    drop(nl);
+                }
+            });
+            spawned.ok().map(|_| tx)
+        });
+        // Without the thread (none could be started), the socket is closed here.
+        match closer {
+            Some(tx) => drop(tx.send(self)),
+            None => drop(self),
+        }
     }
 
     pub fn open() -> io::Result<Nfnl> {

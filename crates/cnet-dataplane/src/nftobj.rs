@@ -1,12 +1,20 @@
-//! Single nf_tables lookups over netlink, without libnftables: whether a
-//! table exists, and a named counter's values.
+//! Single nf_tables requests over netlink, without libnftables: whether a
+//! table exists, a named counter's values, and deleting a table.
 //!
 //! Why not libnftables: every command there first fetches a cache of the
 //! ruleset, which costs a second and more with 20,000 policy rules; these
 //! lookups are one request and one answer whatever the ruleset's size.
 //!
-//! Invariants: requests are read-only (GET messages); a missing table or
-//! object is `Ok(false)` / `Ok(None)`, never an error.
+//! Why a table is deleted here: libnftables closes its socket when a
+//! context is freed, and after a deletion that close waits for the deleted
+//! objects to be freed (an RCU grace period, 10–16 ms here). A container's
+//! namespace gets a context of its own, freed after each call; deleting
+//! its egress guards through libnftables made every Transparent teardown
+//! that much slower. Here the socket is closed in the background.
+//!
+//! Invariants: lookups are read-only (GET messages); a missing table or
+//! object is `Ok(false)` / `Ok(None)`, never an error; deleting a table
+//! that is gone succeeds.
 
 use std::io;
 
@@ -16,6 +24,9 @@ use crate::nfnetlink::{attributes, message, put, Nfnl, NLA_F_NESTED, NLM_F_ACK, 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_NEWTABLE: u8 = 0;
 const NFT_MSG_GETTABLE: u8 = 1;
+const NFT_MSG_DELTABLE: u8 = 2;
+const NFNL_MSG_BATCH_BEGIN: u8 = 0x10;
+const NFNL_MSG_BATCH_END: u8 = 0x11;
 const NFT_MSG_NEWOBJ: u8 = 18;
 const NFT_MSG_GETOBJ: u8 = 19;
 const NFTA_TABLE_NAME: u16 = 1;
@@ -95,6 +106,35 @@ pub fn table_exists(family: Family, name: &str) -> Result<bool> {
     Ok(get(family, NFT_MSG_GETTABLE, NFT_MSG_NEWTABLE, &attrs, &what)?.is_some())
 }
 
+/// Deletes table `family name` of the calling thread's namespace, with all
+/// it holds, in one transaction; succeeds when there is no such table.
+pub fn delete_table(family: Family, name: &str) -> Result<()> {
+    let what = || format!("deleting table {} {name}", family.as_str());
+    Nfnl::with_shared(|nl| {
+        let batch = delete_table_batch(nl.next_seq(), family, name);
+        match nl.exchange(&batch, 0, |_| Ok(())) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+            other => other,
+        }
+    })
+    .map_err(|source| DataplaneError::Netlink { what: what(), source })
+}
+
+/// The batch that deletes one table: begin, the deletion (acknowledged),
+/// end, all with sequence number `seq`.
+fn delete_table_batch(seq: u32, family: Family, name: &str) -> Vec<u8> {
+    let mut attrs = Vec::new();
+    put(&mut attrs, NFTA_TABLE_NAME, &cstr(name));
+    let mut begin = message(0, NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, seq, 0, &[]);
+    // The batch's subsystem, in network order, where `nfgenmsg` has its res_id.
+    begin[18..20].copy_from_slice(&NFNL_SUBSYS_NFTABLES.to_be_bytes());
+    let delete =
+        message(NFNL_SUBSYS_NFTABLES, NFT_MSG_DELTABLE, NLM_F_REQUEST | NLM_F_ACK, seq, family.proto(), &attrs);
+    let mut end = message(0, NFNL_MSG_BATCH_END, NLM_F_REQUEST, seq, 0, &[]);
+    end[18..20].copy_from_slice(&NFNL_SUBSYS_NFTABLES.to_be_bytes());
+    [begin, delete, end].concat()
+}
+
 /// The values of counter `name` in table `family table`; `None` when the
 /// table or the counter does not exist.
 pub fn counter(family: Family, table: &str, name: &str) -> Result<Option<Counter>> {
@@ -163,5 +203,41 @@ mod tests {
             assert_eq!(counter(Family::Bridge, "t", "d").unwrap(), None, "no counter");
             assert_eq!(counter(Family::Inet, "t", "c").unwrap(), None, "another family's");
         });
+    }
+
+    #[test]
+    fn a_table_is_deleted_with_what_it_holds_and_deleting_it_again_succeeds() {
+        in_private_netns(|| {
+            crate::nft::apply(concat!(
+                "table netdev g {\n",
+                "  counter c {}\n",
+                "  chain e { type filter hook ingress device \"lo\" priority -300; policy accept; }\n",
+                "}\n",
+                "table inet g {}\n",
+            ))
+            .unwrap();
+            delete_table(Family::Netdev, "g").unwrap();
+            assert!(!table_exists(Family::Netdev, "g").unwrap());
+            assert!(table_exists(Family::Inet, "g").unwrap(), "only the family named");
+            delete_table(Family::Netdev, "g").unwrap();
+            // The name is free: a new table of that name is empty.
+            crate::nft::apply("table netdev g {}").unwrap();
+            assert_eq!(counter(Family::Netdev, "g", "c").unwrap(), None);
+        });
+    }
+
+    #[test]
+    fn a_delete_batch_is_framed_for_the_nftables_subsystem() {
+        let b = delete_table_batch(5, Family::Netdev, "g");
+        let (begin, rest) = b.split_at(20);
+        assert_eq!(u16::from_ne_bytes(begin[4..6].try_into().unwrap()), 0x10, "batch begin");
+        assert_eq!(&begin[18..20], &[0, 10], "res_id: the nftables subsystem, network order");
+        let len = u32::from_ne_bytes(rest[0..4].try_into().unwrap()) as usize;
+        assert_eq!(u16::from_ne_bytes(rest[4..6].try_into().unwrap()), 10 << 8 | 2, "DELTABLE");
+        assert_eq!(u16::from_ne_bytes(rest[6..8].try_into().unwrap()), 0x5, "REQUEST|ACK");
+        assert_eq!(rest[16], 5, "the netdev family");
+        assert_eq!(attributes(&rest[20..len]).unwrap(), vec![(1, &b"g\0"[..])]);
+        assert_eq!(u16::from_ne_bytes(rest[len + 4..len + 6].try_into().unwrap()), 0x11, "batch end");
+        assert_eq!(rest.len(), len + 20);
     }
 }

@@ -290,23 +290,17 @@ impl Dataplane for Kernel {
         cnet_dataplane::nftobj::table_exists(family, table)
     }
     fn guard_apply(&self, netns: Option<&str>, script: &str) -> DpResult<()> {
-        match netns {
-            None => nft::apply(script),
-            Some(path) => {
-                let script = script.to_string();
-                cnet_dataplane::netns::run_in(path, move || nft::apply(&script))?
-            }
-        }
+        let script = script.to_string();
+        in_space(netns, move || nft::apply(&script))
+    }
+    fn guard_delete(&self, netns: Option<&str>) -> DpResult<()> {
+        let table = crate::policy::spoof::EGRESS_TABLE;
+        in_space(netns, move || cnet_dataplane::nftobj::delete_table(cnet_dataplane::nftobj::Family::Netdev, table))
     }
     fn guard_counter(&self, netns: Option<&str>, name: &str) -> DpResult<Option<cnet_dataplane::nftobj::Counter>> {
-        let (family, table) = (cnet_dataplane::nftobj::Family::Netdev, crate::policy::spoof::EGRESS_TABLE);
-        match netns {
-            None => cnet_dataplane::nftobj::counter(family, table, name),
-            Some(path) => {
-                let name = name.to_string();
-                cnet_dataplane::netns::run_in(path, move || cnet_dataplane::nftobj::counter(family, table, &name))?
-            }
-        }
+        let (family, table, name) =
+            (cnet_dataplane::nftobj::Family::Netdev, crate::policy::spoof::EGRESS_TABLE, name.to_string());
+        in_space(netns, move || cnet_dataplane::nftobj::counter(family, table, &name))
     }
     fn pol_counter(
         &self,
@@ -378,6 +372,14 @@ fn rtnl_at(netns_path: Option<&str>) -> DpResult<cnet_dataplane::netlink::Rtnl> 
     match netns_path {
         Some(path) => cnet_dataplane::netlink::Rtnl::open_in(path),
         None => cnet_dataplane::netlink::Rtnl::open(),
+    }
+}
+
+/// Runs `f` in the namespace at `netns`, or in the calling thread's when `None`.
+fn in_space<T: Send + 'static>(netns: Option<&str>, f: impl FnOnce() -> DpResult<T> + Send + 'static) -> DpResult<T> {
+    match netns {
+        None => f(),
+        Some(path) => cnet_dataplane::netns::run_in(path, f)?,
     }
 }
 

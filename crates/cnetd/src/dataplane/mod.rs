@@ -196,6 +196,10 @@ pub trait Dataplane: Send + Sync {
     /// of the namespace at `netns` (`None`: cnetd's own), in one
     /// transaction: all of it or none.
     fn guard_apply(&self, netns: Option<&str>, script: &str) -> DpResult<()>;
+    /// Deletes that table with every guard in it, in one transaction;
+    /// succeeds when the table is gone. Cheaper than a script that deletes
+    /// it: the real one does not wait for the kernel to free what it deleted.
+    fn guard_delete(&self, netns: Option<&str>) -> DpResult<()>;
     /// Counter `name` of that table, when it is there.
     fn guard_counter(&self, netns: Option<&str>, name: &str) -> DpResult<Option<cnet_dataplane::nftobj::Counter>>;
     /// Base chains of other tables with `policy drop`.

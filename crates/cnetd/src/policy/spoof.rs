@@ -252,13 +252,10 @@ pub fn delete_script() -> String {
 /// The egress table of one namespace, from what it holds (`before`) to
 /// `after`, in one transaction: every chain of `after` is rewritten (a
 /// namespace has few endpoints, and each one's addresses are in the
-/// others' rules), every one only in `before` deleted, and the table with
-/// the last one.
+/// others' rules), every one only in `before` deleted. `after` has guards:
+/// the last one goes with the table ([`Dataplane::guard_delete`]).
 fn egress_script(before: &Model, after: &Model) -> String {
     let t = EGRESS_TABLE;
-    if after.is_empty() {
-        return format!("table netdev {t} {{}}\ndelete table netdev {t}\n");
-    }
     let mut s = format!("table netdev {t} {{}}\n");
     for (id, old) in before {
         if after.get(id).is_none_or(|new| new.place != old.place) {
@@ -396,7 +393,11 @@ impl Guards {
                 after.insert(id, g.clone());
             }
             let gone = space.as_deref().is_some_and(|p| !self.dp.netns_exists(p));
-            if !(gone && after.is_empty()) {
+            if after.is_empty() {
+                if !gone {
+                    self.dp.guard_delete(space.as_deref())?;
+                }
+            } else {
                 self.dp.guard_apply(space.as_deref(), &egress_script(&before, &after))?;
             }
         }
@@ -603,8 +604,38 @@ mod tests {
         );
         assert!(r.contains(&format!("delete counter netdev cnetguard spoof_{tb}\n")), "{r}");
         assert!(!r.contains("198.19.0.2"), "{r}");
-        // The last one takes the table with it.
-        assert_eq!(egress_script(&only_a, &Model::new()), "table netdev cnetguard {}\ndelete table netdev cnetguard\n");
+    }
+
+    #[test]
+    fn the_last_egress_guard_of_a_namespace_goes_with_its_table_and_a_gone_namespace_is_left() {
+        use crate::dataplane::fake::FakeDataplane;
+        let fake = Arc::new(FakeDataplane::new());
+        let guards = Guards::new(fake.clone());
+        let (ns, other) = ("/run/netns/x", "/run/netns/y");
+        fake.add_netns(ns);
+        fake.add_netns(other);
+        let (a, ga) = egress(1, Some(ns), &["198.18.0.2"]);
+        let (b, gb) = egress(2, Some(ns), &["198.18.0.3"]);
+        let (c, gc) = egress(3, Some(other), &["198.18.0.4"]);
+        for (id, g) in [(a, &ga), (b, &gb), (c, &gc)] {
+            guards.change(id, Some(g.clone())).unwrap();
+        }
+        let calls = || fake.calls().into_iter().filter(|c| c.starts_with("guard_")).collect::<Vec<_>>();
+        let before = calls().len();
+        guards.change(a, None).unwrap();
+        assert!(calls()[before].starts_with(&format!("guard_apply {ns} ")), "b stays: {:?}", calls());
+        guards.change(b, None).unwrap();
+        assert_eq!(calls().last().unwrap(), &format!("guard_delete {ns}"), "the last one: the table goes");
+        assert!(!fake.objects().egress_guards.contains_key(ns));
+        assert!(fake.objects().egress_guards.contains_key(other), "another namespace's table stays");
+
+        // A namespace that is gone took its table with it: nothing to delete.
+        fake.tamper(|o| {
+            o.namespaces.remove(other);
+        });
+        let before = calls().len();
+        guards.change(c, None).unwrap();
+        assert_eq!(calls().len(), before, "{:?}", calls());
     }
 
     #[test]

@@ -585,6 +585,10 @@ impl Dataplane for FakeDataplane {
             k.objects.egress_guard_apply(ns, script)
         })
     }
+    fn guard_delete(&self, netns: Option<&str>) -> DpResult<()> {
+        let ns = netns.unwrap_or_default();
+        self.step(format!("guard_delete {ns}"), |k| k.objects.egress_guard_delete(ns))
+    }
     fn guard_counter(&self, netns: Option<&str>, name: &str) -> DpResult<Option<Counter>> {
         let ns = netns.unwrap_or_default().to_string();
         self.read(format!("guard_counter {ns} {name}"), |k| {

@@ -189,12 +189,7 @@ impl Objects {
     /// a deletion of the table ends it, chains are added and deleted.
     pub fn egress_guard_apply(&mut self, netns: &str, script: &str) -> crate::dataplane::DpResult<()> {
         let t = crate::policy::spoof::EGRESS_TABLE;
-        if !netns.is_empty() && !self.namespaces.contains(netns) {
-            return Err(crate::dataplane::DataplaneError::Netns {
-                path: netns.to_string(),
-                source: std::io::Error::from_raw_os_error(libc::ENOENT),
-            });
-        }
+        self.guard_space(netns)?;
         let mut chains = self.egress_guards.get(netns).cloned().unwrap_or_default();
         let mut exists = true;
         for line in script.lines() {
@@ -214,6 +209,24 @@ impl Objects {
             self.egress_guards.insert(netns.to_string(), chains);
         } else {
             self.egress_guards.remove(netns);
+        }
+        Ok(())
+    }
+
+    /// The egress guards' table of the namespace at `netns` ("": cnetd's) deleted.
+    pub fn egress_guard_delete(&mut self, netns: &str) -> crate::dataplane::DpResult<()> {
+        self.guard_space(netns)?;
+        self.egress_guards.remove(netns);
+        Ok(())
+    }
+
+    /// An error when the namespace at `netns` ("": cnetd's) does not exist.
+    fn guard_space(&self, netns: &str) -> crate::dataplane::DpResult<()> {
+        if !netns.is_empty() && !self.namespaces.contains(netns) {
+            return Err(crate::dataplane::DataplaneError::Netns {
+                path: netns.to_string(),
+                source: std::io::Error::from_raw_os_error(libc::ENOENT),
+            });
         }
         Ok(())
     }
