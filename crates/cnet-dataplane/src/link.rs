@@ -185,36 +185,73 @@ pub fn create_macvlan(spec: &MacvlanSpec) -> Result<()> {
 /// Creates a VM endpoint's macvtap on `parent` with the guest's `mac`, up;
 /// answers the character device the VMM opens (`/dev/tap<index>`). On
 /// failure nothing is left.
+///
+/// devtmpfs names the node after the interface index, which is only
+/// unique within a namespace: where another namespace holds a macvtap of
+/// the same index (several host namespaces on one machine, as test worlds
+/// are), the node is that one's. Then the macvtap is made again, with the
+/// namespace's next index, until the node is its own.
 pub fn create_macvtap(spec: &MacvtapSpec) -> Result<String> {
-    let MacvtapSpec { name, owner, group, .. } = spec;
-    let (owner, group) = (*owner, *group);
+    const ATTEMPTS: usize = 8;
+    let name = spec.name.as_str();
     let mut nl = Rtnl::open()?;
-    nl.add_macvtap(name.as_str(), spec.parent.as_str(), spec.mac, spec.mtu)?;
+    for _ in 0..ATTEMPTS {
+        let path = macvtap_once(&mut nl, spec)?;
+        match crate::tap::device_name(&path) {
+            Ok(owner) if owner == name => return give_to_vmm(&mut nl, spec, path),
+            Ok(_) => {}
+            Err(e) => {
+                let _ = nl.delete(name);
+                return Err(e);
+            }
+        }
+        nl.delete(name)?;
+    }
+    Err(DataplaneError::Netlink {
+        what: format!(
+            "creating macvtap {name}: {ATTEMPTS} times its /dev/tapN was another namespace's macvtap of the same index"
+        ),
+        source: std::io::Error::from_raw_os_error(libc::EEXIST),
+    })
+}
+
+/// One macvtap of `spec`, up; answers its node's path, or leaves nothing.
+fn macvtap_once(nl: &mut Rtnl, spec: &MacvtapSpec) -> Result<String> {
+    let name = spec.name.as_str();
+    nl.add_macvtap(name, spec.parent.as_str(), spec.mac, spec.mtu)?;
     // Tagged before it is up: no untagged frame of the guest's ever leaves.
     let vlan = match spec.vlan {
-        Some(vid) => nl.set_vlan(name.as_str(), vid),
+        Some(vid) => nl.set_vlan(name, vid),
         None => Ok(()),
     };
-    let up = vlan.and_then(|_| nl.set_up(name.as_str(), true)).and_then(|_| nl.index(name.as_str()));
-    let device = |index: u32| -> Result<String> {
-        let path = format!("/dev/tap{index}");
-        if owner.is_some() || group.is_some() {
-            std::os::unix::fs::chown(&path, owner, group).map_err(|source| DataplaneError::Netlink {
-                what: format!("giving {path} (macvtap {name}) to its VMM's user and group"),
-                source,
-            })?;
-        }
-        Ok(path)
-    };
-    match up.and_then(|index| index.map(device).transpose()) {
-        Ok(Some(path)) => Ok(path),
+    match vlan.and_then(|_| nl.set_up(name, true)).and_then(|_| nl.index(name)) {
+        Ok(Some(index)) => Ok(format!("/dev/tap{index}")),
         Ok(None) => Err(DataplaneError::Netlink {
             what: format!("looking up macvtap {name}"),
             source: std::io::Error::from_raw_os_error(libc::ENODEV),
         }),
         Err(e) => {
-            let _ = nl.delete(name.as_str());
+            let _ = nl.delete(name);
             Err(e)
+        }
+    }
+}
+
+/// Gives the macvtap's node to the VMM's user and group, if named; on
+/// failure the macvtap goes.
+fn give_to_vmm(nl: &mut Rtnl, spec: &MacvtapSpec, path: String) -> Result<String> {
+    let MacvtapSpec { name, owner, group, .. } = spec;
+    if owner.is_none() && group.is_none() {
+        return Ok(path);
+    }
+    match std::os::unix::fs::chown(&path, *owner, *group) {
+        Ok(()) => Ok(path),
+        Err(source) => {
+            let _ = nl.delete(name.as_str());
+            Err(DataplaneError::Netlink {
+                what: format!("giving {path} (macvtap {name}) to its VMM's user and group"),
+                source,
+            })
         }
     }
 }

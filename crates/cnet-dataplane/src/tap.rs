@@ -14,6 +14,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 
 use crate::{DataplaneError, IfName, Result};
 
@@ -23,6 +24,8 @@ const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
 const TUNSETOWNER: libc::c_ulong = 0x4004_54cc;
 const TUNSETGROUP: libc::c_ulong = 0x4004_54ce;
 const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
+/// `_IOR('T', 210, unsigned int)`: the name of the device a descriptor is on.
+const TUNGETIFF: libc::c_ulong = 0x8004_54d2;
 /// Offloads a reader of vnet headers takes (`TUN_F_*`): checksums left to
 /// the guest, TCP segments of up to 64 KiB over IPv4 and IPv6.
 pub const TUN_F_CSUM: u32 = 0x01;
@@ -98,6 +101,28 @@ pub fn open(name: &str, flags: i16) -> Result<File> {
     Ok(fd)
 }
 
+/// The name of the macvtap (or TAP) that the character device at `path`
+/// (a `/dev/tapN`) belongs to. devtmpfs names a macvtap's node after its
+/// interface index, which is per network namespace: where two namespaces
+/// hold macvtaps of the same index, the node is the first one's, and this
+/// tells whose it is.
+pub fn device_name(path: &str) -> Result<String> {
+    let fd = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| failed(format!("opening {path}"), e))?;
+    let mut req = IfReq { name: [0; libc::IFNAMSIZ], flags: 0, _pad: [0; 22] };
+    // SAFETY: TUNGETIFF writes a `struct ifreq`'s name and flags into
+    // `req`, laid out as one (40 bytes), which outlives the call.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), TUNGETIFF, &mut req as *mut IfReq) } < 0 {
+        return Err(failed(format!("asking {path} which device it is"), std::io::Error::last_os_error()));
+    }
+    let end = req.name.iter().position(|b| *b == 0).unwrap_or(libc::IFNAMSIZ);
+    Ok(String::from_utf8_lossy(&req.name[..end]).into_owned())
+}
+
 /// Tells the kernel which offloads the holder of `fd` (opened with
 /// `IFF_VNET_HDR`) handles, as a VMM does for its guest's virtio-net
 /// features: the kernel then hands it unsegmented TCP and partial checksums.
@@ -132,6 +157,7 @@ mod tests {
     use crate::testutil::in_private_netns;
     use std::io::{Read, Write};
     use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
 
     fn spec(name: &str) -> TapSpec {
         TapSpec { name: IfName::new(name).unwrap(), vnet_hdr: true, multi_queue: false, owner: Some(0), group: None }
