@@ -544,6 +544,46 @@ mod tests {
         });
     }
 
+    /// Two namespaces whose macvtaps get the same index (as two test
+    /// worlds' hosts do): the node `/dev/tap<index>` is the first one's,
+    /// and the second is made again until its node is its own.
+    #[test]
+    fn a_macvtap_whose_dev_node_is_another_namespaces_is_made_again() {
+        let macvtap = |n: u8| MacvtapSpec {
+            name: name(&format!("cnt-mvt{n}")),
+            parent: name("cnt-br0"),
+            mac: Mac([2, 0, 0, 0, 9, 10 + n]),
+            mtu: 1400,
+            vlan: None,
+            owner: None,
+            group: None,
+        };
+        let (made, done) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
+        let (made, done) = (std::sync::Arc::new(made), std::sync::Arc::new(done));
+        let (first_made, first_done) = (made.clone(), done.clone());
+        let first = std::thread::spawn(move || {
+            in_private_netns(move || {
+                let path = ensure_bridge(&bridge()).and_then(|_| create_macvtap(&macvtap(1)));
+                first_made.wait();
+                first_done.wait();
+                path.unwrap()
+            })
+        });
+        let second = in_private_netns(move || {
+            let bridged = ensure_bridge(&bridge());
+            made.wait();
+            // The same links in the same order: the same next index.
+            let path = bridged.and_then(|_| create_macvtap(&macvtap(2)));
+            let owner = path.as_ref().ok().map(|p| crate::tap::device_name(p).map_err(|e| e.to_string()));
+            done.wait();
+            (path.unwrap(), owner.expect("a path").unwrap())
+        });
+        let first = first.join().unwrap();
+        let (Some(first), Some((second, owner))) = (first, second) else { return };
+        assert_eq!(owner, "cnt-mvt2", "{second} is the second namespace's macvtap");
+        assert_ne!(first, second);
+    }
+
     #[test]
     fn addresses_go_once_and_going_again_is_fine() {
         in_private_netns(|| {

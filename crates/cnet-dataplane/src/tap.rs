@@ -157,7 +157,6 @@ mod tests {
     use crate::testutil::in_private_netns;
     use std::io::{Read, Write};
     use std::os::fd::AsRawFd;
-    use std::os::unix::fs::OpenOptionsExt;
 
     fn spec(name: &str) -> TapSpec {
         TapSpec { name: IfName::new(name).unwrap(), vnet_hdr: true, multi_queue: false, owner: Some(0), group: None }
