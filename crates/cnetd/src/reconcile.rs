@@ -196,7 +196,7 @@ fn resolve_intents(svc: &Service, report: &mut StartupReport) -> Result<()> {
             };
             let path =
                 ns.and_then(|n| o.namespaces.get(&n)).map(|n| n.record.netns_path.as_str()).filter(|p| !p.is_empty());
-            let _ = svc.detach_kernel(ep, net, path);
+            let _ = svc.detach_kernel(&svc.lease_cut_short(ep, net, path), net, path);
         }
         svc.state.write(|ch| match intent {
             Intent::Create | Intent::Delete => ch.delete_endpoint(ep.id),

@@ -1,7 +1,7 @@
 //! Crash torture: concurrent clients run random operations (namespaces,
 //! container and VM endpoints (veths and TAPs) with port mappings, ACLs and
 //! bandwidth caps, Transparent macvlans with their anti-spoofing guards,
-//! policy changes, deletes) while cnetd is killed with SIGKILL at random moments, also in
+//! static and leased from a DHCP server on the LAN, policy changes, deletes) while cnetd is killed with SIGKILL at random moments, also in
 //! the middle of requests, and restarted. After every restart:
 //! - every acknowledged operation is there, and a refused one changed nothing;
 //! - every unacknowledged one (its answer lost to the kill) is there whole
@@ -12,13 +12,17 @@
 //! - no address is held by two endpoints;
 //! - the namespace files under `/run/netns` are exactly the namespace objects;
 //! - a Transparent endpoint's namespace has its guard's chain while the
-//!   endpoint is there, and no guard table once it is gone.
+//!   endpoint is there, and no guard table once it is gone;
+//! - the DHCP server holds a lease for exactly the MACs of the endpoints of
+//!   the Dhcp network (none left for an endpoint that is gone or was never
+//!   made).
 //!
 //! `CNET_TORTURE_KILLS` sets the number of kills (12 by default, the CI's
 //! short mode), `CNET_TORTURE_SEED` replays a run; the figures of a long
 //! run are in `docs/reliability.md`.
 
 mod common;
+use cnet_testkit::lan::DhcpServer;
 use common::*;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -63,7 +67,7 @@ struct Unit {
     /// The ACL ports the endpoint may have (`None`: no ACL): one when the
     /// last change was answered, two when its answer was lost.
     acl: BTreeSet<Option<u16>>,
-    /// Its endpoint is a macvlan on the Transparent network (no policies).
+    /// Its endpoint is a macvlan on a Transparent network (no policies).
     transparent: bool,
     /// Changed since the last check.
     touched: bool,
@@ -93,8 +97,9 @@ struct Client {
     tag: String,
     socket: std::path::PathBuf,
     net: String,
-    /// The Transparent network.
+    /// The Transparent networks: static addresses, and leased by DHCP.
     lan: String,
+    dhcp_lan: String,
     units: BTreeMap<usize, Unit>,
     next: usize,
     ops: usize,
@@ -166,11 +171,12 @@ impl Client {
         let n = self.next;
         self.next += 1;
         let name = self.name(n);
-        // One unit in five is a VM (its endpoint a TAP on the bridge), one a
-        // container on the Transparent network (a macvlan of the uplink).
-        let kind = rng.below(5);
-        let transparent = kind == 1;
-        let ns_body = if kind == 0 { json!({"Name": name, "Type": "Guest"}) } else { json!({"Name": name}) };
+        // Of ten units, two are VMs (their endpoints TAPs on the bridge),
+        // two containers on a Transparent network (a macvlan of the
+        // uplink), one of them leasing its address by DHCP.
+        let kind = rng.below(10);
+        let transparent = kind == 2 || kind == 3;
+        let ns_body = if kind <= 1 { json!({"Name": name, "Type": "Guest"}) } else { json!({"Name": name}) };
         let o = outcome::<Value>(self.api().post("/namespaces", &ns_body));
         self.note(&o);
         let ns = match o {
@@ -189,7 +195,8 @@ impl Client {
                 .push(json!({"Type": "Bandwidth", "Settings": {"EgressRate": 50_000_000, "EgressBurst": 1_000_000}}));
         }
         let body = if transparent {
-            json!({"Name": name, "HostComputeNetwork": self.lan, "HostComputeNamespace": name})
+            let lan = if kind == 3 { &self.dhcp_lan } else { &self.lan };
+            json!({"Name": name, "HostComputeNetwork": lan, "HostComputeNamespace": name})
         } else {
             json!({"Name": name, "HostComputeNetwork": self.net, "HostComputeNamespace": name, "Policies": policies})
         };
@@ -284,7 +291,7 @@ fn agrees(known: Known, present: bool) -> bool {
 
 /// Checks every invariant against what the clients know, then settles
 /// what they did not know; `Err` names each violation.
-fn check(w: &World, clients: &[Arc<Mutex<Client>>]) -> Result<(), Vec<String>> {
+fn check(w: &World, clients: &[Arc<Mutex<Client>>], dhcp: &(String, DhcpServer)) -> Result<(), Vec<String>> {
     let api = w.client();
     let mut bad = Vec::new();
     let eps: Vec<Value> = api.get("/endpoints").expect("list endpoints");
@@ -335,6 +342,25 @@ fn check(w: &World, clients: &[Arc<Mutex<Client>>]) -> Result<(), Vec<String>> {
             }
         }
     }
+    // The server's leases are the Dhcp network's endpoints (a release is
+    // sent before its delete is answered; the server takes a moment).
+    let mac = |m: &str| m.to_lowercase().replace('-', ":");
+    let (dhcp_net, server) = dhcp;
+    let leased: BTreeSet<String> = eps
+        .iter()
+        .filter(|e| e["HostComputeNetwork"] == dhcp_net.as_str())
+        .map(|e| mac(e["MacAddress"].as_str().unwrap_or("?")))
+        .collect();
+    let held = || -> BTreeSet<String> {
+        server.leases().iter().filter_map(|l| l.split_whitespace().nth(1)).map(mac).collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while held() != leased && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if held() != leased {
+        bad.push(format!("the DHCP server holds leases for {:?}, the endpoints are {leased:?}", held()));
+    }
     // The namespace files are the namespace objects.
     let prefix = format!("{}-c", w.tag);
     let files: BTreeSet<String> = std::fs::read_dir(cnet_dataplane::netns::NETNS_DIR)
@@ -372,7 +398,16 @@ fn cnetd_killed_at_random_moments_loses_nothing_acknowledged_and_leaves_nothing_
     eprintln!("crash torture: {kills} kills, CNET_TORTURE_SEED={seed}");
     let mut w = World::new();
     let net = network(&w, "torture", "NAT", &["10.141.0.0/16"]);
-    let lan = physical_network(&w, "torture-lan", "Transparent");
+    // Two Transparent networks on the uplink: static addresses below
+    // .128, and leased ones from the LAN's server above .200.
+    let on_uplink = |name: &str, ipam: Value| -> cnet_model::Network {
+        let body = json!({"Name": name, "Type": "Transparent", "Ipams": [ipam],
+            "Policies": [{"Type": "NetAdapterName", "Settings": {"NetworkAdapterName": "uplink0"}}]});
+        w.client().post("/networks", &body).unwrap_or_else(|e| panic!("create network {name}: {e}"))
+    };
+    let lan = on_uplink("torture-lan", json!({"Type": "Static", "Subnets": [{"IpAddressPrefix": "198.18.0.0/25"}]}));
+    let dhcp_lan = on_uplink("torture-dhcp", json!({"Type": "Dhcp"}));
+    let dhcp = (dhcp_lan.id.to_string(), DhcpServer::start(&w, "198.18.0.200", "198.18.0.250", 20));
     let gate = Arc::new(RwLock::new(()));
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<Arc<Mutex<Client>>> = (0..CLIENTS)
@@ -383,6 +418,7 @@ fn cnetd_killed_at_random_moments_loses_nothing_acknowledged_and_leaves_nothing_
                 socket: w.socket.clone(),
                 net: net.id.to_string(),
                 lan: lan.id.to_string(),
+                dhcp_lan: dhcp_lan.id.to_string(),
                 units: BTreeMap::new(),
                 next: 0,
                 ops: 0,
@@ -422,7 +458,7 @@ fn cnetd_killed_at_random_moments_loses_nothing_acknowledged_and_leaves_nothing_
         // The clients' requests now fail; once the last one has, they wait here.
         let _closed = gate.write().unwrap();
         w.start_daemon();
-        if let Err(bad) = check(&w, &clients) {
+        if let Err(bad) = check(&w, &clients, &dhcp) {
             eprintln!("kill {kill}: {} violations:\n  {}", bad.len(), bad.join("\n  "));
             violations.extend(bad);
         }

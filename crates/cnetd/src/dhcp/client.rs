@@ -264,12 +264,17 @@ pub fn renew(who: &Who, lease: &Lease, rebinding: bool, timeout: Duration) -> Re
     }
 }
 
-/// Gives the lease back (no answer comes).
+/// Gives the lease back (no answer comes), broadcast: a RELEASE unicast
+/// to the server waits in the adapter's neighbour queue while the server's
+/// MAC is resolved, and the adapter, taken down right after, drops it (the
+/// crash torture found leases left at the server that way). A broadcast frame
+/// leaves at once; the server identifier says whose lease it is, and
+/// servers (dnsmasq, ISC dhcpd) and relays take it as they take a unicast one.
 pub fn release(who: &Who, lease: &Lease) -> Result<(), DhcpError> {
     let sock = open(who)?;
     let mut m = message(who, rand_xid(), MessageType::Release, lease.address);
     m.opts_mut().insert(DhcpOption::ServerIdentifier(lease.server));
-    send(&sock, &m, lease.server)
+    send(&sock, &m, Ipv4Addr::BROADCAST)
 }
 
 fn rand_xid() -> u32 {

@@ -91,13 +91,31 @@ impl Service {
 
     /// Leases an address for the attached adapter of `ep` and configures it:
     /// address and routes inside, then what the driver hangs on them.
+    /// The lease is stored in the endpoint's create or attach intent before
+    /// anything is configured: a crash from here on leaves start-up repair
+    /// the lease to give back.
     pub(super) fn lease(&self, ep: &EndpointRecord, net: &NetworkRecord, netns_path: &str) -> Result<EndpointRecord> {
         let leased = with_lease(ep.clone(), self.acquire(ep, net, netns_path)?, net);
+        if let Err(e) = self.lease_in_intent(ep.id, leased.lease.as_ref()) {
+            self.release_lease(&leased, Some(netns_path));
+            return Err(e);
+        }
         if let Err(e) = self.configure_lease(ep, &leased, net, netns_path) {
             self.release_lease(&leased, Some(netns_path));
             return Err(ServiceError::kernel("configuring the leased address", e));
         }
         Ok(leased)
+    }
+
+    /// Puts `lease` into the record of endpoint `id`'s change in progress.
+    fn lease_in_intent(&self, id: Uuid, lease: Option<&Lease>) -> Result<()> {
+        self.state.change(|o, ch| {
+            if let Some(s) = o.endpoints.get(&id).filter(|s| s.intent.is_some()) {
+                let record = EndpointRecord { lease: lease.cloned(), ..s.record.clone() };
+                ch.put_endpoint(Stored { record, intent: s.intent });
+            }
+            Ok(())
+        })
     }
 
     /// Brings the adapter from `old`'s addresses to `new`'s: the new ones
@@ -141,6 +159,42 @@ impl Service {
         }
         if let Err(e) = client::release(&who(ep, path), lease) {
             tracing::warn!("could not release the DHCP lease of endpoint {}: {e}", ep.display_name());
+        }
+    }
+
+    /// An endpoint whose create or attach a crash cut short, with the lease
+    /// it may hold at the server although the store never got it: cnetd
+    /// killed between the server's answer and [`Service::lease`] storing it.
+    /// The lease is asked for again with the same MAC (a server gives a
+    /// client back its own lease), so that the rollback releases it.
+    /// Nothing is asked on a network without DHCP, when the record has its
+    /// lease, or when its adapter is not there (it never got that far).
+    pub(crate) fn lease_cut_short(
+        &self,
+        ep: &EndpointRecord,
+        net: Option<&NetworkRecord>,
+        netns_path: Option<&str>,
+    ) -> EndpointRecord {
+        let (Some(net), Some(path)) = (net, netns_path) else { return ep.clone() };
+        if net.ipam != crate::state::records::IpamType::Dhcp || ep.lease.is_some() || ep.vm_device.is_some() {
+            return ep.clone();
+        }
+        if !self.dp.netns_exists(path) || !matches!(self.dp.inside(path, ep.interface_name.as_str()), Ok(Some(_))) {
+            return ep.clone();
+        }
+        match client::acquire(&who(ep, path), dhcp::RENEW_TIMEOUT) {
+            Ok(lease) => {
+                tracing::info!(
+                    "endpoint {}: a crash cut its attach short; releasing its lease of {}",
+                    ep.display_name(),
+                    lease.address
+                );
+                EndpointRecord { lease: Some(lease), ..ep.clone() }
+            }
+            Err(e) => {
+                tracing::warn!("endpoint {}: no lease to release after a crash ({e})", ep.display_name());
+                ep.clone()
+            }
         }
     }
 
