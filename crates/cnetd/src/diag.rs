@@ -120,6 +120,17 @@ pub fn diag(svc: &Service) -> Result<DiagReport> {
         r.drift.extend(svc.driver(&net.record)?.check_endpoint(dp, &net.record, ep, ns, &links).map_err(kernel)?);
         r.drift.extend(crate::policy::qos::drift(dp, ep).map_err(kernel)?);
     }
+    for id in svc.guards.missing().map_err(kernel)? {
+        let Some(ep) = o.endpoints.get(&id).filter(|s| s.intent.is_none()).map(|s| &s.record) else { continue };
+        r.drift.push(Finding::new(
+            Subject::new(SubjectKind::Endpoint, Some(ep.id), ep.display_name()),
+            FindingKind::Missing,
+            format!(
+                "endpoint {}: its anti-spoofing guard is missing from the kernel (its nftables table was deleted?): restart cnetd, which loads every guard again",
+                ep.display_name()
+            ),
+        ));
+    }
     for name in orphans(svc, &o, &links) {
         r.drift.push(Finding::new(
             Subject::new(SubjectKind::Link, None, name.clone()),

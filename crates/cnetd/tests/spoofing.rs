@@ -144,9 +144,16 @@ fn a_transparent_endpoint_is_guarded_in_its_namespace_also_towards_another_macvl
     assert!(sh(&w, &a, &format!("ip link set eth0 address {mac}")).status.success());
     assert!(probe::ping(&a.path(), LAN_IP), "its own MAC again");
 
-    // A restart loads the guard again.
+    // A container with CAP_NET_ADMIN can delete its guard: diag says so,
+    // and a restart loads the guard again.
+    assert!(w.drift().is_empty(), "{:?}", w.drift());
+    assert!(sh(&w, &a, "nft delete table netdev cnetguard").status.success());
+    let drift = w.drift();
+    assert!(drift.iter().any(|d| d.contains("anti-spoofing guard is missing")), "{drift:?}");
+    assert_eq!(drift.len(), 1, "only a's guard: {drift:?}");
     w.stop_daemon();
     w.start_daemon();
+    assert!(w.drift().is_empty(), "{:?}", w.drift());
     assert!(!ping_from(&w, &a, "198.18.0.222", LAN_IP), "still guarded after a restart");
     assert!(probe::ping(&a.path(), LAN_IP), "and its own address works");
 

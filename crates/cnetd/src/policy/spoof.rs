@@ -473,6 +473,34 @@ impl Guards {
         Ok(repaired)
     }
 
+    /// The endpoints whose guard is not in the kernel: its counter, made in
+    /// the same transaction as the rest of it, is gone (with its table,
+    /// when someone deleted that: the host's firewall, or a container with
+    /// `CAP_NET_ADMIN` in its own namespace). A guard whose namespace is
+    /// gone is left to that namespace's own finding.
+    pub fn missing(&self) -> DpResult<Vec<Uuid>> {
+        let guards: Vec<(Uuid, Guard)> = {
+            let m = self.model();
+            m.ports.iter().chain(m.egress.iter()).map(|(id, g)| (*id, g.clone())).collect()
+        };
+        let mut out = Vec::new();
+        for (id, g) in guards {
+            let counter = match &g.place {
+                Place::Port(_) => self.dp.pol_counter(Family::Bridge, &g.counter())?,
+                Place::Egress { netns, .. } => {
+                    if netns.as_deref().is_some_and(|p| !self.dp.netns_exists(p)) {
+                        continue;
+                    }
+                    self.dp.guard_counter(netns.as_deref(), &g.counter())?
+                }
+            };
+            if counter.is_none() {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
     /// The frames endpoint `id`'s guard dropped (0 when it has none).
     pub fn drops(&self, id: Uuid) -> DpResult<u64> {
         let guard = {

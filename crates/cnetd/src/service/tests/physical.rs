@@ -58,6 +58,12 @@ fn physical_endpoints_never_get_the_hosts_address_and_l2_endpoints_are_routed_an
             // Deleted behind cnet's back: diag finds it, start-up puts it back.
             b.fake.tamper(|k| k.routes.retain(|r| r.destination.ip != ip));
             assert!(b.drift().iter().any(|d| d.contains("host route")), "{t}: {:?}", b.drift());
+            // So is its guard: the container's own (Transparent) or the switch's.
+            b.fake.tamper(|k| {
+                k.egress_guards.clear();
+                k.guarded = None;
+            });
+            assert!(b.drift().iter().any(|d| d.contains("anti-spoofing guard is missing")), "{t}: {:?}", b.drift());
             let mut b = b;
             b.restart();
             assert!(b.drift().is_empty(), "{t}: {:?}", b.drift());
