@@ -12,8 +12,13 @@
 //!   wakes at the earliest renewal time of any lease (or when told a lease
 //!   changed), renews what is due and commits the extended lease. Retries
 //!   after a failure are kept in memory only; a restart just retries now.
-//! - A lease is released (RELEASE to its server) when its endpoint is
-//!   detached or deleted, before the interface goes.
+//! - A lease is released (RELEASE, broadcast, naming its server) when its
+//!   endpoint is detached or deleted, before the interface goes.
+//! - A lease is in the store before its address is configured (in the
+//!   endpoint's create or attach intent); start-up rollback of an intent
+//!   without one asks the server again with the endpoint's MAC and
+//!   releases what it answers (the crash came between the server's ACK
+//!   and the store).
 
 pub mod client;
 pub mod server;
