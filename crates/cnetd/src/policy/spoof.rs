@@ -485,20 +485,23 @@ impl Guards {
         };
         let mut out = Vec::new();
         for (id, g) in guards {
-            let counter = match &g.place {
-                Place::Port(_) => self.dp.pol_counter(Family::Bridge, &g.counter())?,
-                Place::Egress { netns, .. } => {
-                    if netns.as_deref().is_some_and(|p| !self.dp.netns_exists(p)) {
-                        continue;
-                    }
-                    self.dp.guard_counter(netns.as_deref(), &g.counter())?
-                }
-            };
-            if counter.is_none() {
+            let gone = |p: &String| !self.dp.netns_exists(p);
+            if matches!(&g.place, Place::Egress { netns: Some(p), .. } if gone(p)) {
+                continue;
+            }
+            if self.counter_of(&g)?.is_none() {
                 out.push(id);
             }
         }
         Ok(out)
+    }
+
+    /// Guard `g`'s drop counter as the kernel has it (`None`: not there).
+    fn counter_of(&self, g: &Guard) -> DpResult<Option<cnet_dataplane::nftobj::Counter>> {
+        match &g.place {
+            Place::Port(_) => self.dp.pol_counter(Family::Bridge, &g.counter()),
+            Place::Egress { netns, .. } => self.dp.guard_counter(netns.as_deref(), &g.counter()),
+        }
     }
 
     /// The frames endpoint `id`'s guard dropped (0 when it has none).
@@ -508,11 +511,7 @@ impl Guards {
             m.ports.get(&id).or_else(|| m.egress.get(&id)).cloned()
         };
         let Some(g) = guard else { return Ok(0) };
-        let counter = match &g.place {
-            Place::Port(_) => self.dp.pol_counter(Family::Bridge, &g.counter())?,
-            Place::Egress { netns, .. } => self.dp.guard_counter(netns.as_deref(), &g.counter())?,
-        };
-        Ok(counter.map_or(0, |c| c.packets))
+        Ok(self.counter_of(&g)?.map_or(0, |c| c.packets))
     }
 }
 

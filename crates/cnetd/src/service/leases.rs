@@ -96,7 +96,7 @@ impl Service {
     /// the lease to give back.
     pub(super) fn lease(&self, ep: &EndpointRecord, net: &NetworkRecord, netns_path: &str) -> Result<EndpointRecord> {
         let leased = with_lease(ep.clone(), self.acquire(ep, net, netns_path)?, net);
-        if let Err(e) = self.lease_in_intent(ep.id, leased.lease.as_ref()) {
+        if let Err(e) = self.lease_in_intent(&leased) {
             self.release_lease(&leased, Some(netns_path));
             return Err(e);
         }
@@ -107,11 +107,11 @@ impl Service {
         Ok(leased)
     }
 
-    /// Puts `lease` into the record of endpoint `id`'s change in progress.
-    fn lease_in_intent(&self, id: Uuid, lease: Option<&Lease>) -> Result<()> {
+    /// Puts the lease of `leased` into the record of its change in progress.
+    fn lease_in_intent(&self, leased: &EndpointRecord) -> Result<()> {
         self.state.change(|o, ch| {
-            if let Some(s) = o.endpoints.get(&id).filter(|s| s.intent.is_some()) {
-                let record = EndpointRecord { lease: lease.cloned(), ..s.record.clone() };
+            if let Some(s) = o.endpoints.get(&leased.id).filter(|s| s.intent.is_some()) {
+                let record = EndpointRecord { lease: leased.lease.clone(), ..s.record.clone() };
                 ch.put_endpoint(Stored { record, intent: s.intent });
             }
             Ok(())
