@@ -92,6 +92,9 @@ struct Args {
     soak_seconds: Option<u64>,
     #[arg(long, default_value_t = 8)]
     soak_clients: usize,
+    /// What each load cycle makes and deletes.
+    #[arg(long, value_enum, default_value_t = soak::Cycle::Full)]
+    soak_cycle: soak::Cycle,
 }
 
 /// Fillers one network holds (a Linux bridge takes at most 1,024 ports).
@@ -247,7 +250,7 @@ fn main() -> Result<()> {
     let mut w = World::new();
     let c = w.client();
     if let Some(secs) = args.soak_seconds {
-        let s = soak::run(&w, args.soak_clients, Duration::from_secs(secs))?;
+        let s = soak::run(&w, args.soak_clients, Duration::from_secs(secs), args.soak_cycle)?;
         soak::print(&s);
         anyhow::ensure!(s.real_errors() == 0 && s.drift == 0, "the load run had errors or left drift");
         return Ok(());

@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 
 pub struct Soak {
     pub clients: usize,
+    pub cycle: Cycle,
     pub elapsed: Duration,
     pub cycles: usize,
     /// Error code (or "transport") → count.
@@ -28,6 +29,18 @@ pub struct Soak {
     /// (seconds since the start, size of the files in cnetd's state directory in KiB).
     pub store: Vec<(f64, u64)>,
     pub drift: usize,
+}
+
+/// What each cycle makes and deletes: the whole cycle, or less of it (to
+/// find which part leaves memory behind).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Cycle {
+    /// A namespace, and in it an endpoint with a published port.
+    Full,
+    /// A namespace, and in it an endpoint with no policies.
+    Endpoint,
+    /// A namespace only.
+    Namespace,
 }
 
 const BACK_PRESSURE: [&str; 2] = ["OperationInProgress", "AddressPoolExhausted"];
@@ -44,7 +57,7 @@ impl Soak {
     }
 }
 
-pub fn run(w: &cnet_testkit::World, clients: usize, duration: Duration) -> Result<Soak> {
+pub fn run(w: &cnet_testkit::World, clients: usize, duration: Duration, cycle: Cycle) -> Result<Soak> {
     let c = w.client();
     c.post::<Value>(
         "/networks",
@@ -67,12 +80,24 @@ pub fn run(w: &cnet_testkit::World, clients: usize, duration: Duration) -> Resul
                     let name = format!("{tag}-s{i}-{}", n % 4);
                     let port = 30000 + (i * 4 + n % 4) as u16;
                     n += 1;
+                    let policies = match cycle {
+                        Cycle::Full => json!([{"Type": "PortMapping",
+                            "Settings": {"Protocol": 6, "InternalPort": 80, "ExternalPort": port}}]),
+                        _ => json!([]),
+                    };
                     let body = json!({"Name": name, "HostComputeNetwork": "soak", "HostComputeNamespace": name,
-                        "Policies": [{"Type": "PortMapping", "Settings": {"Protocol": 6, "InternalPort": 80, "ExternalPort": port}}]});
+                        "Policies": policies});
+                    let with_endpoint = cycle != Cycle::Namespace;
                     let result = api
                         .post::<Value>("/namespaces", &json!({"Name": name}))
-                        .and_then(|_| api.post::<Value>("/endpoints", &body))
-                        .and_then(|_| api.delete(&format!("/endpoints/{name}")))
+                        .and_then(|_| {
+                            if with_endpoint {
+                                api.post::<Value>("/endpoints", &body).map(|_| ())
+                            } else {
+                                Ok(())
+                            }
+                        })
+                        .and_then(|_| if with_endpoint { api.delete(&format!("/endpoints/{name}")) } else { Ok(()) })
                         .and_then(|_| api.delete(&format!("/namespaces/{name}")));
                     match result {
                         Ok(()) => {
@@ -110,7 +135,7 @@ pub fn run(w: &cnet_testkit::World, clients: usize, duration: Duration) -> Resul
     let diag: Value = c.get("/diag")?;
     let drift = diag["Drift"].as_array().map_or(0, |d| d.len());
     let errors = errors.lock().unwrap().clone();
-    Ok(Soak { clients, elapsed, cycles: cycles.load(Ordering::Relaxed), errors, rss, anon, store, drift })
+    Ok(Soak { clients, cycle, elapsed, cycles: cycles.load(Ordering::Relaxed), errors, rss, anon, store, drift })
 }
 
 /// The size of the files in `dir`, in KiB.
@@ -129,7 +154,12 @@ pub fn print(s: &Soak) {
     println!("\n| soak ({} clients, {:.0} s) | value |", s.clients, s.elapsed.as_secs_f64());
     println!("|---|---:|");
     println!(
-        "| create+delete cycles (namespace, endpoint with a published port and a DNS name) | {} ({:.1}/s) |",
+        "| create+delete cycles ({}) | {} ({:.1}/s) |",
+        match s.cycle {
+            Cycle::Full => "namespace, endpoint with a published port and a DNS name",
+            Cycle::Endpoint => "namespace, endpoint with no policies",
+            Cycle::Namespace => "namespace only",
+        },
         s.cycles,
         s.cycles as f64 / s.elapsed.as_secs_f64()
     );
