@@ -124,6 +124,26 @@ struct Client {
 }
 
 impl Client {
+    /// Client `id` of cnetd at `socket`, making containers on network `net`
+    /// (and, once given networks for them, VMs and Transparent endpoints).
+    fn new(id: usize, tag: &str, socket: &std::path::Path, net: &str) -> Client {
+        Client {
+            id,
+            tag: tag.to_string(),
+            socket: socket.to_path_buf(),
+            net: net.to_string(),
+            lan: String::new(),
+            dhcp_lan: String::new(),
+            units: BTreeMap::new(),
+            next: 0,
+            ops: 0,
+            cut: 0,
+            down: false,
+            containers_only: false,
+            max_units: MAX_UNITS,
+        }
+    }
+
     fn name(&self, n: usize) -> String {
         format!("{}-c{}-{n}", self.tag, self.id)
     }
@@ -437,72 +457,77 @@ fn nothing_half_done(api: &cnet_client::Client) -> Vec<String> {
     drift.chain(in_progress).collect()
 }
 
-/// Starts a thread per client, stepping it until `stop`; each request
-/// holds its client's gate (`gate_of(client index)`) open.
-fn start_clients(
-    clients: &[Arc<Mutex<Client>>],
-    gate_of: impl Fn(usize) -> Arc<RwLock<()>>,
-    seed: u64,
-    stop: &Arc<AtomicBool>,
-) -> Vec<std::thread::JoinHandle<()>> {
-    clients
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let (c, gate, stop) = (c.clone(), gate_of(i), stop.clone());
-            let mut rng = Rng(seed.wrapping_mul(i as u64 * 2 + 3) | 1);
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    let down = {
-                        let _open = gate.read().unwrap();
-                        let mut c = c.lock().unwrap();
-                        c.step(&mut rng);
-                        std::mem::take(&mut c.down)
-                    };
-                    if down {
-                        // cnetd is down: let the restart in.
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                }
-            })
-        })
-        .collect()
-}
-
-/// Stops the clients, prints the run's figures and fails on any violation.
-#[allow(clippy::too_many_arguments)]
-fn finish(
-    what: &str,
+/// One torture run: its name, kills and seed (from `CNET_TORTURE_KILLS`
+/// and `CNET_TORTURE_SEED`), and what stops its clients.
+struct Run {
+    what: &'static str,
     kills: usize,
     seed: u64,
     started: Instant,
-    stop: &AtomicBool,
-    workers: Vec<std::thread::JoinHandle<()>>,
-    clients: &[Arc<Mutex<Client>>],
-    violations: &[String],
-) {
-    stop.store(true, Ordering::Relaxed);
-    for t in workers {
-        t.join().expect("a client panicked (an operation was refused: see above)");
-    }
-    let (ops, cut) = clients.iter().map(|c| c.lock().unwrap()).fold((0, 0), |(o, l), c| (o + c.ops, l + c.cut));
-    eprintln!(
-        "{what}: {kills} kills, {ops} requests ({cut} cut by a kill mid-request), {} violations, {:.0} s",
-        violations.len(),
-        started.elapsed().as_secs_f64()
-    );
-    assert!(violations.is_empty(), "{} violations (seed {seed}): {violations:?}", violations.len());
-    assert!(ops > kills, "the clients did work between the kills");
-    assert!(cut > 0, "some kill hit a request in flight");
+    stop: Arc<AtomicBool>,
 }
 
-fn kills_and_seed(what: &str) -> (usize, u64) {
-    let kills: usize = std::env::var("CNET_TORTURE_KILLS").ok().and_then(|k| k.parse().ok()).unwrap_or(12);
-    let seed: u64 = std::env::var("CNET_TORTURE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
-    });
-    eprintln!("{what}: {kills} kills, CNET_TORTURE_SEED={seed}");
-    (kills, seed)
+impl Run {
+    fn new(what: &'static str) -> Run {
+        let kills: usize = std::env::var("CNET_TORTURE_KILLS").ok().and_then(|k| k.parse().ok()).unwrap_or(12);
+        let seed: u64 = std::env::var("CNET_TORTURE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
+        });
+        eprintln!("{what}: {kills} kills, CNET_TORTURE_SEED={seed}");
+        Run { what, kills, seed, started: Instant::now(), stop: Arc::default() }
+    }
+
+    /// Starts a thread per client, stepping it until the run stops; each
+    /// request holds its client's gate (`gate_of(client index)`) open. The
+    /// run's time counts from here.
+    fn start_clients(
+        &mut self,
+        clients: &[Arc<Mutex<Client>>],
+        gate_of: impl Fn(usize) -> Arc<RwLock<()>>,
+    ) -> Vec<std::thread::JoinHandle<()>> {
+        self.started = Instant::now();
+        let (seed, stop) = (self.seed, &self.stop);
+        clients
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let (c, gate, stop) = (c.clone(), gate_of(i), stop.clone());
+                let mut rng = Rng(seed.wrapping_mul(i as u64 * 2 + 3) | 1);
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let down = {
+                            let _open = gate.read().unwrap();
+                            let mut c = c.lock().unwrap();
+                            c.step(&mut rng);
+                            std::mem::take(&mut c.down)
+                        };
+                        if down {
+                            // cnetd is down: let the restart in.
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// Stops the clients, prints the run's figures and fails on any violation.
+    fn finish(&self, workers: Vec<std::thread::JoinHandle<()>>, clients: &[Arc<Mutex<Client>>], violations: &[String]) {
+        let (what, kills, seed) = (self.what, self.kills, self.seed);
+        self.stop.store(true, Ordering::Relaxed);
+        for t in workers {
+            t.join().expect("a client panicked (an operation was refused: see above)");
+        }
+        let (ops, cut) = clients.iter().map(|c| c.lock().unwrap()).fold((0, 0), |(o, l), c| (o + c.ops, l + c.cut));
+        eprintln!(
+            "{what}: {kills} kills, {ops} requests ({cut} cut by a kill mid-request), {} violations, {:.0} s",
+            violations.len(),
+            self.started.elapsed().as_secs_f64()
+        );
+        assert!(violations.is_empty(), "{} violations (seed {seed}): {violations:?}", violations.len());
+        assert!(ops > kills, "the clients did work between the kills");
+        assert!(cut > 0, "some kill hit a request in flight");
+    }
 }
 
 /// After host `h` of the cluster restarted (every client stopped): each
@@ -578,7 +603,8 @@ fn check_cluster(
 #[test]
 fn cnetd_killed_at_random_moments_loses_nothing_acknowledged_and_leaves_nothing_half_done() {
     cnet_testkit::require_root!();
-    let (kills, seed) = kills_and_seed("crash torture");
+    let mut run = Run::new("crash torture");
+    let (kills, seed) = (run.kills, run.seed);
     let mut w = World::new();
     let net = network(&w, "torture", "NAT", &["10.141.0.0/16"]);
     // Two Transparent networks on the uplink: static addresses below
@@ -592,29 +618,17 @@ fn cnetd_killed_at_random_moments_loses_nothing_acknowledged_and_leaves_nothing_
     let dhcp_lan = on_uplink("torture-dhcp", json!({"Type": "Dhcp"}));
     let dhcp = (dhcp_lan.id.to_string(), DhcpServer::start(&w, "198.18.0.200", "198.18.0.250", 20));
     let gate = Arc::new(RwLock::new(()));
-    let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<Arc<Mutex<Client>>> = (0..CLIENTS)
         .map(|id| {
             Arc::new(Mutex::new(Client {
-                id,
-                tag: w.tag.clone(),
-                socket: w.socket.clone(),
-                net: net.id.to_string(),
                 lan: lan.id.to_string(),
                 dhcp_lan: dhcp_lan.id.to_string(),
-                units: BTreeMap::new(),
-                next: 0,
-                ops: 0,
-                cut: 0,
-                down: false,
-                containers_only: false,
-                max_units: MAX_UNITS,
+                ..Client::new(id, &w.tag, &w.socket, &net.id.to_string())
             }))
         })
         .collect();
-    let workers = start_clients(&clients, |_| gate.clone(), seed, &stop);
+    let workers = run.start_clients(&clients, |_| gate.clone());
     let mut rng = Rng(seed);
-    let started = Instant::now();
     let mut violations = Vec::new();
     for kill in 1..=kills {
         std::thread::sleep(Duration::from_millis(50 + rng.below(450)));
@@ -627,7 +641,7 @@ fn cnetd_killed_at_random_moments_loses_nothing_acknowledged_and_leaves_nothing_
             violations.extend(bad);
         }
     }
-    finish("crash torture", kills, seed, started, &stop, workers, &clients, &violations);
+    run.finish(workers, &clients, &violations);
 }
 
 /// Overlay endpoints on a cluster of two hosts (etcd on the underlay): two
@@ -639,7 +653,8 @@ fn cnetd_killed_at_random_moments_loses_nothing_acknowledged_and_leaves_nothing_
 #[test]
 fn overlay_endpoints_on_two_hosts_survive_kills_of_either_cnetd() {
     cnet_testkit::require_root!();
-    let (kills, seed) = kills_and_seed("overlay crash torture");
+    let mut run = Run::new("overlay crash torture");
+    let (kills, seed) = (run.kills, run.seed);
     let mut w = ClusterWorld::new(2);
     for i in 0..2 {
         w.start_daemon(i);
@@ -660,30 +675,18 @@ fn overlay_endpoints_on_two_hosts_survive_kills_of_either_cnetd() {
             (0..2)
                 .map(|k| {
                     Arc::new(Mutex::new(Client {
-                        id: host * 2 + k,
-                        tag: w.tag.clone(),
-                        socket: w.hosts[host].socket.clone(),
-                        net: net_id.clone(),
-                        lan: String::new(),
-                        dhcp_lan: String::new(),
-                        units: BTreeMap::new(),
-                        next: 0,
-                        ops: 0,
-                        cut: 0,
-                        down: false,
                         containers_only: true,
                         max_units: 1,
+                        ..Client::new(host * 2 + k, &w.tag, &w.hosts[host].socket, &net_id)
                     }))
                 })
                 .collect()
         })
         .collect();
     let gates: Vec<Arc<RwLock<()>>> = (0..2).map(|_| Arc::default()).collect();
-    let stop = Arc::new(AtomicBool::new(false));
     let all: Vec<Arc<Mutex<Client>>> = clients.concat();
-    let workers = start_clients(&all, |i| gates[i / 2].clone(), seed, &stop);
+    let workers = run.start_clients(&all, |i| gates[i / 2].clone());
     let mut rng = Rng(seed);
-    let started = Instant::now();
     let mut violations = Vec::new();
     for kill in 1..=kills {
         std::thread::sleep(Duration::from_millis(50 + rng.below(450)));
@@ -699,5 +702,5 @@ fn overlay_endpoints_on_two_hosts_survive_kills_of_either_cnetd() {
             violations.extend(bad);
         }
     }
-    finish("overlay crash torture", kills, seed, started, &stop, workers, &all, &violations);
+    run.finish(workers, &all, &violations);
 }
