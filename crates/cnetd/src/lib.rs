@@ -11,6 +11,7 @@
 //! [`docker`] answers Docker's network and IPAM plugin protocol on a socket of its own.
 //! See `docs/architecture.md`.
 
+pub mod allocator;
 pub mod api;
 pub mod cluster;
 pub mod daemon;

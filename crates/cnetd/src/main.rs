@@ -59,14 +59,7 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
-    // glibc gives every thread that allocates an arena of its own (up to
-    // eight per core) and keeps what is freed in it; with the runtime's
-    // blocking threads coming and going, cnetd held 64 MiB at 10,000
-    // endpoints. Two arenas are plenty for its work.
-    // SAFETY: mallopt is called before any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-    }
+    cnetd::allocator::tune();
     // Capabilities are per thread: dropped before the runtime starts any.
     let dropped = cnetd::privilege::drop_to_kept();
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve(dropped))
