@@ -157,3 +157,21 @@ fn unfinished_intents_are_rolled_back_or_finished_on_start() {
         .unwrap();
     assert_eq!(again.ip_configurations[0].ip_address.to_string(), c.ip());
 }
+
+#[test]
+fn cnetd_runs_without_glibcs_thread_cache_under_the_pid_it_was_started_with() {
+    cnet_testkit::require_root!();
+    let w = World::new();
+    let pid = w.daemon_pid().expect("cnetd runs");
+    // The PID the test started is the one answering, after the restart into itself.
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("cnetd's environment");
+    let vars: Vec<String> = environ.split(|b| *b == 0).map(|v| String::from_utf8_lossy(v).into_owned()).collect();
+    let ours = std::env::var("GLIBC_TUNABLES").ok();
+    if let Some(wanted) = cnetd::allocator::wanted_tunables(ours.as_deref()) {
+        assert!(vars.contains(&format!("GLIBC_TUNABLES={wanted}")), "{vars:?}");
+        assert!(vars.contains(&format!("CNET_GLIBC_TUNABLES_BEFORE={}", ours.as_deref().unwrap_or("-"))), "{vars:?}");
+    }
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    assert!(exe.ends_with("cnetd"), "{}", exe.display());
+    w.client().get::<Vec<Network>>("/networks").expect("cnetd answers");
+}
