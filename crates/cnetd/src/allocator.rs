@@ -19,6 +19,10 @@
 //!   choice and is kept as it is.
 //! - The restart is one `exec` of the same program with the same arguments
 //!   and PID; when it fails, cnetd goes on with the cache (and says so).
+//! - There is at most one restart: the restarted process knows itself by
+//!   `CNET_GLIBC_TUNABLES_BEFORE`, not by the tunable (glibc erases
+//!   `GLIBC_TUNABLES` in secure-execution mode), and hands the helpers it
+//!   runs the environment as it was.
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
