@@ -1,5 +1,9 @@
 //! QoS of an endpoint's host link, with tc: the two token buckets the CNI
 //! bandwidth plugin builds (`plugins/meta/bandwidth/ifb_creator.go`).
+//! An endpoint without a host link (a Transparent container's macvlan,
+//! which lives only in its namespace) is shaped on its own link in its
+//! namespace, with the spec [`QosSpec::mirrored`]: what leaves that link
+//! is what the endpoint sends, and the ifb is made in that namespace.
 //!
 //! - Traffic **to** the endpoint leaves the host through its host link
 //!   `dev`: a `tbf` root qdisc on `dev` shapes it.
@@ -53,6 +57,12 @@ impl QosSpec {
     pub fn is_empty(&self) -> bool {
         self.egress.is_none() && self.ingress.is_none()
     }
+
+    /// The same caps for a link on the endpoint's side (its egress is the
+    /// endpoint's egress), given to [`set`] in place of a host link's.
+    pub fn mirrored(self) -> QosSpec {
+        QosSpec { egress: self.ingress, ingress: self.egress }
+    }
 }
 
 /// What is in the kernel: for each direction, the drop count of its bucket,
@@ -61,6 +71,13 @@ impl QosSpec {
 pub struct QosStatus {
     pub egress: Option<u64>,
     pub ingress: Option<u64>,
+}
+
+impl QosStatus {
+    /// The status of an endpoint-side link, in the endpoint's directions.
+    pub fn mirrored(self) -> QosStatus {
+        QosStatus { egress: self.ingress, ingress: self.egress }
+    }
 }
 
 /// `tbf` arguments of a bucket, as `tc` reads them (sizes in bytes).
@@ -128,14 +145,23 @@ pub fn have(nl: &mut Rtnl, dev: &str, ifb: &str) -> Result<Have> {
     })
 }
 
-/// Which directions of `dev` are capped, with their drop counts.
-pub fn status(dev: &str, ifb: &str) -> Result<QosStatus> {
-    Ok(have(&mut Rtnl::open()?, dev, ifb)?.status())
+fn rtnl(netns: Option<&str>) -> Result<Rtnl> {
+    match netns {
+        Some(path) => Rtnl::open_in(path),
+        None => Rtnl::open(),
+    }
 }
 
-/// Brings host link `dev` (and its `ifb`) to `want`.
-pub fn set(dev: &str, ifb: &str, want: &QosSpec) -> Result<()> {
-    let mut nl = Rtnl::open()?;
+/// Which directions of `dev` (in the namespace at `netns`, or the
+/// host's) are capped, with their drop counts.
+pub fn status(netns: Option<&str>, dev: &str, ifb: &str) -> Result<QosStatus> {
+    Ok(have(&mut rtnl(netns)?, dev, ifb)?.status())
+}
+
+/// Brings link `dev` (in the namespace at `netns`, or the host's) and its
+/// `ifb`, made beside it, to `want`.
+pub fn set(netns: Option<&str>, dev: &str, ifb: &str, want: &QosSpec) -> Result<()> {
+    let mut nl = rtnl(netns)?;
     if nl.index(dev)?.is_none() {
         if want.is_empty() {
             nl.delete(ifb)?;
@@ -159,7 +185,7 @@ pub fn set(dev: &str, ifb: &str, want: &QosSpec) -> Result<()> {
     }
     let lines = script(dev, ifb, want, &have);
     if !lines.is_empty() {
-        if let Err(e) = Cmd::new("tc").args(["-batch", "-"]).stdin(lines).run() {
+        if let Err(e) = Cmd::new("tc").args(["-batch", "-"]).stdin(lines).netns(netns).run() {
             if made_ifb {
                 let _ = nl.delete(ifb);
             }
@@ -210,18 +236,18 @@ mod tests {
             let mut nl = Rtnl::open().unwrap();
             nl.add_veth("qv0", None, 1500, "qv1", &peer).unwrap();
             nl.set_up("qv0", true).unwrap();
-            assert_eq!(status("qv0", "qi0").unwrap(), QosStatus::default());
+            assert_eq!(status(None, "qv0", "qi0").unwrap(), QosStatus::default());
             let both = QosSpec { egress: Some(S), ingress: Some(S) };
-            set("qv0", "qi0", &both).unwrap();
-            assert_eq!(status("qv0", "qi0").unwrap(), QosStatus { egress: Some(0), ingress: Some(0) });
-            set("qv0", "qi0", &both).unwrap();
-            set("qv0", "qi0", &QosSpec { egress: None, ingress: Some(S) }).unwrap();
-            assert_eq!(status("qv0", "qi0").unwrap(), QosStatus { egress: None, ingress: Some(0) });
+            set(None, "qv0", "qi0", &both).unwrap();
+            assert_eq!(status(None, "qv0", "qi0").unwrap(), QosStatus { egress: Some(0), ingress: Some(0) });
+            set(None, "qv0", "qi0", &both).unwrap();
+            set(None, "qv0", "qi0", &QosSpec { egress: None, ingress: Some(S) }).unwrap();
+            assert_eq!(status(None, "qv0", "qi0").unwrap(), QosStatus { egress: None, ingress: Some(0) });
             assert_eq!(nl.index("qi0").unwrap(), None, "the ifb goes with the egress cap");
-            set("qv0", "qi0", &QosSpec::default()).unwrap();
-            assert_eq!(status("qv0", "qi0").unwrap(), QosStatus::default());
+            set(None, "qv0", "qi0", &QosSpec::default()).unwrap();
+            assert_eq!(status(None, "qv0", "qi0").unwrap(), QosStatus::default());
             nl.delete("qv0").unwrap();
-            set("qv0", "qi0", &QosSpec::default()).unwrap();
+            set(None, "qv0", "qi0", &QosSpec::default()).unwrap();
         });
     }
 }

@@ -263,8 +263,13 @@ impl World {
     /// The host namespace's qdiscs (`tc qdisc show`) and ifb links, as text:
     /// what QoS leaves in the kernel.
     pub fn host_tc(&self) -> String {
-        let q = self.exec_in(&self.host_path(), &["tc", "qdisc", "show"]);
-        let l = self.exec_in(&self.host_path(), &["ip", "-o", "link", "show", "type", "ifb"]);
+        self.tc_in(&self.host_path())
+    }
+
+    /// The qdiscs and the ifb links of the namespace at `netns_path`.
+    pub fn tc_in(&self, netns_path: &str) -> String {
+        let q = self.exec_in(netns_path, &["tc", "qdisc", "show"]);
+        let l = self.exec_in(netns_path, &["ip", "-o", "link", "show", "type", "ifb"]);
         format!("{}{}", String::from_utf8_lossy(&q.stdout), String::from_utf8_lossy(&l.stdout))
     }
 

@@ -4,11 +4,12 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::dataplane::Dataplane;
 use crate::driver::Links;
 use crate::error::{Result, ServiceError};
 use crate::reconcile::orphans;
 use crate::service::Service;
-use crate::state::{NetworkRecord, Objects};
+use crate::state::{EndpointRecord, NamespaceRecord, NetworkRecord, Objects};
 use cnet_model::findings::{Finding, FindingKind, Subject, SubjectKind};
 
 /// The answer of `GET /diag`.
@@ -118,7 +119,7 @@ pub fn diag(svc: &Service) -> Result<DiagReport> {
         // A handed-off endpoint: only its host end is checked (its driver knows).
         let Some(ns) = crate::service::adapter_namespace(&o, ep, &own) else { continue };
         r.drift.extend(svc.driver(&net.record)?.check_endpoint(dp, &net.record, ep, ns, &links).map_err(kernel)?);
-        r.drift.extend(crate::policy::qos::drift(dp, ep).map_err(kernel)?);
+        r.drift.extend(qos_drift(dp, ep, &net.record, ns)?);
     }
     for id in svc.guards.missing().map_err(kernel)? {
         let Some(ep) = o.endpoints.get(&id).filter(|s| s.intent.is_none()).map(|s| &s.record) else { continue };
@@ -185,8 +186,22 @@ pub fn check_endpoint(svc: &Service, key: &str) -> Result<Vec<Finding>> {
         ));
     }
     out.extend(svc.firewall.owner_drift(ep.id, &who).map_err(kernel)?);
-    out.extend(crate::policy::qos::drift(dp, &ep).map_err(kernel)?);
+    out.extend(qos_drift(dp, &ep, &net, &ns)?);
     Ok(out)
+}
+
+/// What is wrong with the caps of `ep` (on `net`, attached to `ns`).
+fn qos_drift(
+    dp: &dyn Dataplane,
+    ep: &EndpointRecord,
+    net: &NetworkRecord,
+    ns: &NamespaceRecord,
+) -> Result<Vec<Finding>> {
+    let path = Some(ns.netns_path.as_str()).filter(|p| !p.is_empty());
+    match crate::policy::qos::adapter(ep, net.kind, path) {
+        Some(at) => crate::policy::qos::drift(dp, ep, &at).map_err(kernel),
+        None => Ok(vec![]),
+    }
 }
 
 /// Switches with more ports than one CPU's packet backlog holds. A broadcast

@@ -113,7 +113,8 @@ pub fn startup(svc: &Service) -> Result<StartupReport> {
     }
     // After the repairs: a re-made veth has no qdiscs yet.
     for ep in o.endpoints.values().map(|s| &s.record).filter(|e| e.in_kernel() && crate::policy::qos::shaped(e)) {
-        if let Err(e) = svc.set_qos(ep) {
+        let Some(net) = o.networks.get(&ep.network) else { continue };
+        if let Err(e) = svc.set_qos(ep, net.record.kind, svc.netns_path(ep.namespace).as_deref()) {
             report.degraded.push(format!("endpoint {}: {}", ep.display_name(), e.message));
             mark(svc, ep.id, EndpointState::Degraded)?;
         }
@@ -210,7 +211,10 @@ fn resolve_intents(svc: &Service, report: &mut StartupReport) -> Result<()> {
         // A policy change cut short: the caps as the record has them now
         // (it was stored before the kernel was touched).
         if intent == Intent::Modify && ep.in_kernel() {
-            if let Err(e) = crate::policy::qos::set(svc.dp.as_ref(), ep) {
+            let kind = o.networks.get(&ep.network).map(|n| n.record.kind);
+            let path = ep.namespace.and_then(|n| o.namespaces.get(&n)).map(|n| n.record.netns_path.as_str());
+            let at = kind.and_then(|k| crate::policy::qos::adapter(ep, k, path.filter(|p| !p.is_empty())));
+            if let Err(e) = at.map_or(Ok(()), |at| crate::policy::qos::set(svc.dp.as_ref(), ep, &at)) {
                 report.degraded.push(format!("endpoint {}: QoS: {e}", ep.display_name()));
             }
         }

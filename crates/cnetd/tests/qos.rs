@@ -26,6 +26,11 @@ fn rate(w: &World, c: &Container, egress: bool) -> f64 {
     probe::iperf_mbit(&w.lan_path(), &c.path(), LAN_IP, !egress).expect("iperf3 runs")
 }
 
+/// The line of `tc` that has `what` (empty when none has).
+fn line_of<'a>(tc: &'a str, what: &str) -> &'a str {
+    tc.lines().find(|l| l.contains(what)).unwrap_or_default()
+}
+
 /// The rate is within ±10% of `cap` Mbit/s; measured again once on a miss
 /// (a loaded machine can steal one run's second).
 fn assert_capped(w: &World, c: &Container, egress: bool, cap: f64) {
@@ -58,8 +63,9 @@ fn qos_caps_both_ways_changes_at_run_time_under_an_open_connection_and_survives_
     assert!(w.drift().is_empty(), "{:?}", w.drift());
     // TCP probes past the cap: the buckets' drops are what the Dataplane reports.
     let (h, i) = (host.clone(), ifb.clone());
-    let status =
-        cnet_dataplane::netns::run_in(&w.host_path(), move || cnet_dataplane::qos::status(&h, &i)).unwrap().unwrap();
+    let status = cnet_dataplane::netns::run_in(&w.host_path(), move || cnet_dataplane::qos::status(None, &h, &i))
+        .unwrap()
+        .unwrap();
     eprintln!("drops: {status:?}");
     assert!(status.egress.unwrap() > 0 && status.ingress.unwrap() > 0, "{status:?}");
     let stats: cnet_model::stats::EndpointStats = w.client().get(&format!("/endpoints/{}/stats", a.ep.id)).unwrap();
@@ -165,6 +171,80 @@ fn a_vm_endpoints_tap_gets_the_same_buckets_and_loses_them_with_the_endpoint() {
     assert!(tc.contains(&format!("qdisc tbf 1: dev {tap} root")), "{tc}");
     assert!(tc.contains(&format!("qdisc ingress ffff: dev {tap}")), "{tc}");
     assert!(tc.contains(&format!("qdisc tbf 1: dev {ifb} root")), "{tc}");
+    assert!(w.drift().is_empty(), "{:?}", w.drift());
+    w.client().delete(&format!("/endpoints/{}", ep.id)).unwrap();
+    let tc = w.host_tc();
+    assert!(!tc.contains(&ifb) && !tc.contains("tbf") && !tc.contains("ingress"), "{tc}");
+}
+
+#[test]
+fn on_a_transparent_network_the_containers_own_link_is_capped_both_ways_in_its_namespace() {
+    cnet_testkit::require_root!();
+    let mut w = World::new();
+    let net = physical_network(&w, "lan", "Transparent");
+    // 20 Mbit/s out (QOS), 40 Mbit/s in (Bandwidth), as on the NAT network above.
+    let a = container(&w, &net, "a", json!([qos(2_500_000), ingress(40_000_000)]));
+    let eth = a.ep.interface_name().to_string();
+    let ifb = cnetd::policy::qos::ifb_name(&a.ep.id);
+    // The macvlan's own root shapes what the container sends; what it
+    // receives is redirected to an ifb beside it, in its namespace.
+    let tc = w.tc_in(&a.path());
+    assert!(line_of(&tc, &format!("qdisc tbf 1: dev {eth} root")).contains("rate 20Mbit"), "{tc}");
+    assert!(tc.contains(&format!("qdisc ingress ffff: dev {eth}")), "{tc}");
+    assert!(line_of(&tc, &format!("qdisc tbf 1: dev {ifb} root")).contains("rate 40Mbit"), "{tc}");
+    let host = w.host_tc();
+    assert!(!host.contains("tbf") && !host.contains(&ifb), "the host's namespace is untouched: {host}");
+    assert_capped(&w, &a, true, 20.0);
+    assert_capped(&w, &a, false, 40.0);
+    assert!(w.drift().is_empty(), "{:?}", w.drift());
+    let stats: cnet_model::stats::EndpointStats = w.client().get(&format!("/endpoints/{}/stats", a.ep.id)).unwrap();
+    assert!(stats.policy_drops.qos > 0, "the buckets' drops are counted: {stats:?}");
+
+    // A change at run time, under an open connection.
+    let _srv = probe::tcp_server(&w.lan_path(), "0.0.0.0:7031");
+    let mut open = probe::tcp_connect(&a.path(), &format!("{LAN_IP}:7031")).expect("a → LAN");
+    patch(&w, &a.ep, "Update", json!([qos(5_000_000), ingress(40_000_000)])).unwrap();
+    assert_capped(&w, &a, true, 40.0);
+    assert_eq!(open.echo("still here").unwrap(), "still here");
+
+    // Someone in the container removes the egress cap while cnetd is down: put back at start.
+    w.stop_daemon();
+    w.exec_in(&a.path(), &["tc", "qdisc", "del", "dev", &eth, "root"]);
+    w.start_daemon();
+    assert_capped(&w, &a, true, 40.0);
+    assert!(w.drift().is_empty(), "{:?}", w.drift());
+
+    // Detached: the macvlan goes, and so does the ifb it left in the namespace.
+    let detach = json!({"ResourceType": "Endpoint", "RequestType": "Remove", "Settings": {"EndpointId": a.ep.id}});
+    w.client().patch::<Value>(&format!("/namespaces/{}", a.ns.id), &detach).unwrap();
+    let tc = w.tc_in(&a.path());
+    assert!(!tc.contains(&ifb) && !tc.contains("tbf"), "{tc}");
+    assert!(w.drift().is_empty(), "{:?}", w.drift());
+}
+
+#[test]
+fn a_transparent_vms_macvtap_gets_the_buckets_the_guests_way_round_and_loses_them_with_the_endpoint() {
+    cnet_testkit::require_root!();
+    let w = World::new();
+    let net = physical_network(&w, "lanvm", "Transparent");
+    let vm: cnet_model::Namespace =
+        w.client().post("/namespaces", &json!({"Name": w.name("vm"), "Type": "Guest"})).unwrap();
+    let ep: cnet_model::Endpoint = w
+        .client()
+        .post(
+            "/endpoints",
+            &json!({"HostComputeNetwork": net.id, "HostComputeNamespace": vm.id,
+                    "Policies": [qos(2_500_000), ingress(40_000_000)]}),
+        )
+        .unwrap();
+    let ifb = cnetd::policy::qos::ifb_name(&ep.id);
+    // The macvtap is named from the ID as the ifb is; what the guest writes
+    // leaves through the macvtap's root, what it reads enters through it.
+    let tap = format!("cnm{}", &ifb[3..]);
+    let tc = w.host_tc();
+    assert!(line_of(&tc, &format!("qdisc tbf 1: dev {tap} root")).contains("rate 20Mbit"), "{tc}");
+    assert!(tc.contains(&format!("qdisc ingress ffff: dev {tap}")), "{tc}");
+    assert!(line_of(&tc, &format!("qdisc tbf 1: dev {ifb} root")).contains("rate 40Mbit"), "{tc}");
     assert!(w.drift().is_empty(), "{:?}", w.drift());
     w.client().delete(&format!("/endpoints/{}", ep.id)).unwrap();
     let tc = w.host_tc();

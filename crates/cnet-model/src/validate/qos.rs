@@ -3,12 +3,12 @@
 use crate::endpoint::EndpointPolicy;
 use crate::error::{ApiError, Result};
 use crate::qos::bandwidth_in;
-use crate::{Network, NetworkType};
+use crate::Network;
 
 /// At most one `QOS` and one `Bandwidth` policy, each valid, not both
-/// capping the egress, and a network whose traffic passes a host link
-/// (where the caps are programmed).
-pub fn check_qos(policies: &[EndpointPolicy], net: &Network) -> Result<()> {
+/// capping the egress. Every network type takes them (`net` is for the
+/// errors' sake).
+pub fn check_qos(policies: &[EndpointPolicy], _net: &Network) -> Result<()> {
     let (mut qos, mut bw) = (0, 0);
     for p in policies {
         match p {
@@ -28,12 +28,6 @@ pub fn check_qos(policies: &[EndpointPolicy], net: &Network) -> Result<()> {
     }
     if qos == 1 && bandwidth_in(policies).is_some_and(|b| b.egress_rate.is_some()) {
         return Err(ApiError::invalid_param("QOS and Bandwidth EgressRate both cap the endpoint's egress: keep one"));
-    }
-    if qos + bw > 0 && net.r#type == NetworkType::Transparent {
-        return Err(ApiError::unsupported(format!(
-            "QOS and Bandwidth policies are not supported on Transparent networks in this build ({} is one): its endpoints' traffic never passes a host link",
-            net.name
-        )));
     }
     Ok(())
 }
@@ -69,10 +63,9 @@ mod tests {
     }
 
     #[test]
-    fn qos_on_a_transparent_network_is_unsupported() {
-        let err = check_qos(&[qos(1_000_000)], &net("Transparent")).unwrap_err();
-        assert_eq!(err.error_code, ErrorCode::MappingNotSupported);
-        assert!(err.error.contains("Transparent"), "{}", err.error);
-        assert!(check_qos(&[], &net("Transparent")).is_ok());
+    fn qos_is_taken_on_every_network_type() {
+        for ty in ["NAT", "Internal", "Private", "Transparent", "L2Bridge", "L2Tunnel", "Overlay"] {
+            assert!(check_qos(&[qos(1_000_000), bw(false)], &net(ty)).is_ok(), "{ty}");
+        }
     }
 }

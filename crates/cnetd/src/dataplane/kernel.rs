@@ -313,11 +313,11 @@ impl Dataplane for Kernel {
         nft::foreign_drop_chains(TABLE)
     }
 
-    fn qos_set(&self, dev: &str, ifb: &str, spec: &super::QosSpec) -> DpResult<()> {
-        cnet_dataplane::qos::set(dev, ifb, spec)
+    fn qos_set(&self, netns: Option<&str>, dev: &str, ifb: &str, spec: &super::QosSpec) -> DpResult<()> {
+        cnet_dataplane::qos::set(netns, dev, ifb, spec)
     }
-    fn qos_status(&self, dev: &str, ifb: &str) -> DpResult<super::QosStatus> {
-        cnet_dataplane::qos::status(dev, ifb)
+    fn qos_status(&self, netns: Option<&str>, dev: &str, ifb: &str) -> DpResult<super::QosStatus> {
+        cnet_dataplane::qos::status(netns, dev, ifb)
     }
 
     /// Queues the matches; the entries go within milliseconds.

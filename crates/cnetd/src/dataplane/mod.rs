@@ -206,21 +206,17 @@ pub trait Dataplane: Send + Sync {
     fn foreign_drop_chains(&self) -> DpResult<Vec<String>>;
 
     // ---- QoS (tc) ----
-    /// Brings host link `dev`'s buckets to `spec`, whatever it had: the
-    /// endpoint's ingress as the root qdisc of `dev`, its egress redirected
-    /// to ifb link `ifb` (made while the egress is capped, deleted when not).
-    /// Setting the old spec again undoes a change; an empty spec on a link
-    /// that is gone succeeds.
-    fn qos_set(&self, dev: &str, ifb: &str, spec: &QosSpec) -> DpResult<()>;
-    /// Which directions of `dev` are capped, with their buckets' drop counts.
-    fn qos_status(&self, dev: &str, ifb: &str) -> DpResult<QosStatus>;
-    /// Packets the caps of host link `dev` dropped since they were set:
-    /// `(egress, ingress)` in the endpoint's directions (egress = what it
-    /// sent), 0 for a direction that is not capped.
-    fn qos_drops(&self, dev: &str, ifb: &str) -> DpResult<(u64, u64)> {
-        let s = self.qos_status(dev, ifb)?;
-        Ok((s.egress.unwrap_or(0), s.ingress.unwrap_or(0)))
-    }
+    /// Brings link `dev`'s buckets (in the namespace at `netns`, or the
+    /// host's) to `spec`, whatever it had: `spec.ingress` as the root qdisc
+    /// of `dev`, `spec.egress` on what `dev` receives, redirected to ifb
+    /// link `ifb` beside it (made while that is capped, deleted when not).
+    /// A host link takes the endpoint's spec, a link on the endpoint's side
+    /// [`QosSpec::mirrored`]. Setting the old spec again undoes a change; an
+    /// empty spec on a link that is gone succeeds.
+    fn qos_set(&self, netns: Option<&str>, dev: &str, ifb: &str, spec: &QosSpec) -> DpResult<()>;
+    /// Which directions of `dev` are capped, with their buckets' drop
+    /// counts, in the terms of [`Dataplane::qos_set`].
+    fn qos_status(&self, netns: Option<&str>, dev: &str, ifb: &str) -> DpResult<QosStatus>;
 
     // ---- conntrack ----
     /// Deletes the conntrack entries matching any of `flows` (the real

@@ -1,6 +1,13 @@
 //! QoS: an endpoint's `QOS` and `Bandwidth` policies → the token buckets
-//! of its host link ([`QosSpec`]), which the [`Dataplane`] programs with tc
-//! (`cnet_dataplane::qos`). The compiler ([`spec_of`]) is pure.
+//! of its [`Adapter`] ([`QosSpec`]), which the [`Dataplane`] programs with
+//! tc (`cnet_dataplane::qos`). The compiler ([`spec_of`]) is pure.
+//!
+//! The adapter is the endpoint's host link (veth, TAP), or, for an
+//! endpoint with none, its own link: a Transparent container's macvlan in
+//! its namespace (with the ifb beside it there), a Transparent VM's
+//! macvtap on the host. A container holding `CAP_NET_ADMIN` can remove the
+//! caps of a link in its own namespace, as it can its anti-spoofing guard
+//! there (`docs/policies.md`).
 //!
 //! - `QOS` (HCN): `MaximumOutgoingBandwidthInBytes` is the egress rate in
 //!   bytes/s; HCN has no burst, so cnet gives max(64 KiB, 10 ms of the rate).
@@ -15,14 +22,16 @@
 //!   64 KiB, and a smaller bucket would split or drop every one of them.
 //! - Only endpoints whose policies cap something touch tc: attaching or
 //!   detaching one without QoS costs nothing here.
+//! - The caps are in the endpoint's directions whatever the adapter: a
+//!   link on the endpoint's side gets the spec mirrored.
 //! - The `ifb` of an endpoint is named from its ID (`cnq` + 11 hex digits,
 //!   as its veth is `cnv` + the same digits), so start-up repair tells an
 //!   orphan from an owned one by name.
 
-use cnet_dataplane::qos::{QosSpec, Shaper};
+use cnet_dataplane::qos::{QosSpec, QosStatus, Shaper};
 use cnet_model::findings::{Finding, FindingKind, Subject, SubjectKind};
 use cnet_model::qos::{bandwidth_in, has_qos, qos_in};
-use cnet_model::EndpointPolicy;
+use cnet_model::{EndpointPolicy, NetworkType};
 use uuid::Uuid;
 
 use crate::dataplane::{Dataplane, DataplaneError, DpResult};
@@ -73,46 +82,86 @@ pub fn spec_of(policies: &[EndpointPolicy]) -> Result<QosSpec, String> {
     Ok(spec)
 }
 
+/// The link where an attached endpoint's traffic is counted and shaped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Adapter {
+    /// The namespace it is in (`None`: the host's).
+    pub netns: Option<String>,
+    pub link: String,
+    /// The link is the endpoint's own: what it sends is what the endpoint
+    /// sent. A host-side port counts the other way.
+    pub endpoint_side: bool,
+}
+
+impl Adapter {
+    /// The spec `dp.qos_set` takes for this link.
+    fn spec(&self, spec: QosSpec) -> QosSpec {
+        if self.endpoint_side {
+            spec.mirrored()
+        } else {
+            spec
+        }
+    }
+
+    fn status(&self, dp: &dyn Dataplane, ep: &EndpointRecord) -> DpResult<QosStatus> {
+        let s = dp.qos_status(self.netns.as_deref(), &self.link, &ifb_name(&ep.id))?;
+        Ok(if self.endpoint_side { s.mirrored() } else { s })
+    }
+}
+
+/// `ep`'s adapter on a network of type `kind`, with `netns` the path of
+/// the namespace it is attached to (empty for a VM's): its host link; a
+/// Transparent container's macvlan in `netns`; a Transparent VM's macvtap.
+/// `None` for an endpoint with none (remote, or a Transparent container
+/// whose namespace is not known).
+pub fn adapter(ep: &EndpointRecord, kind: NetworkType, netns: Option<&str>) -> Option<Adapter> {
+    let vm = ep.vm_device.is_some() || netns == Some("");
+    match (kind, vm, netns) {
+        (NetworkType::Transparent, true, _) => {
+            Some(Adapter { netns: None, link: crate::driver::transparent::vm_link(ep), endpoint_side: true })
+        }
+        (NetworkType::Transparent, false, Some(path)) => {
+            Some(Adapter { netns: Some(path.to_string()), link: ep.interface_name.to_string(), endpoint_side: true })
+        }
+        _ if !ep.host_interface_name.is_empty() => {
+            Some(Adapter { netns: None, link: ep.host_interface_name.clone(), endpoint_side: false })
+        }
+        _ => None,
+    }
+}
+
 /// Whether `ep` has buckets in the kernel to care about.
 pub fn shaped(ep: &EndpointRecord) -> bool {
-    !ep.host_interface_name.is_empty() && has_qos(&ep.policies)
+    has_qos(&ep.policies)
 }
 
-/// Brings `ep`'s host link to what its policies ask for (removes every
+/// Brings `ep`'s adapter `at` to what its policies ask for (removes every
 /// bucket when they ask for none).
-pub fn set(dp: &dyn Dataplane, ep: &EndpointRecord) -> DpResult<()> {
-    if ep.host_interface_name.is_empty() {
-        return Ok(());
-    }
+pub fn set(dp: &dyn Dataplane, ep: &EndpointRecord, at: &Adapter) -> DpResult<()> {
     let spec = spec_of(&ep.policies)
         .map_err(|reason| DataplaneError::Invalid { what: format!("QoS of endpoint {}", ep.display_name()), reason })?;
-    dp.qos_set(&ep.host_interface_name, &ifb_name(&ep.id), &spec)
+    dp.qos_set(at.netns.as_deref(), &at.link, &ifb_name(&ep.id), &at.spec(spec))
 }
 
-/// Removes `ep`'s buckets and its ifb.
-pub fn clear(dp: &dyn Dataplane, ep: &EndpointRecord) -> DpResult<()> {
-    if ep.host_interface_name.is_empty() {
-        return Ok(());
-    }
-    dp.qos_set(&ep.host_interface_name, &ifb_name(&ep.id), &QosSpec::default())
+/// Removes `ep`'s buckets from `at`, and its ifb.
+pub fn clear(dp: &dyn Dataplane, ep: &EndpointRecord, at: &Adapter) -> DpResult<()> {
+    dp.qos_set(at.netns.as_deref(), &at.link, &ifb_name(&ep.id), &QosSpec::default())
 }
 
-/// Packets `ep`'s caps dropped: `(egress, ingress)`, 0 for a direction
-/// without a cap (and for an endpoint without a host link).
-pub fn drops(dp: &dyn Dataplane, ep: &EndpointRecord) -> DpResult<(u64, u64)> {
-    if ep.host_interface_name.is_empty() {
-        return Ok((0, 0));
-    }
-    dp.qos_drops(&ep.host_interface_name, &ifb_name(&ep.id))
+/// Packets `ep`'s caps on `at` dropped: `(egress, ingress)`, 0 for a
+/// direction without a cap.
+pub fn drops(dp: &dyn Dataplane, ep: &EndpointRecord, at: &Adapter) -> DpResult<(u64, u64)> {
+    let s = at.status(dp, ep)?;
+    Ok((s.egress.unwrap_or(0), s.ingress.unwrap_or(0)))
 }
 
-/// Buckets `ep` should have and the kernel lacks, or has and should not.
-pub fn drift(dp: &dyn Dataplane, ep: &EndpointRecord) -> DpResult<Vec<Finding>> {
+/// Buckets `ep` should have on `at` and the kernel lacks, or has and should not.
+pub fn drift(dp: &dyn Dataplane, ep: &EndpointRecord, at: &Adapter) -> DpResult<Vec<Finding>> {
     if !shaped(ep) {
         return Ok(vec![]);
     }
     let Ok(want) = spec_of(&ep.policies) else { return Ok(vec![]) };
-    let have = dp.qos_status(&ep.host_interface_name, &ifb_name(&ep.id))?;
+    let have = at.status(dp, ep)?;
     let who = || Subject::new(SubjectKind::Endpoint, Some(ep.id), ep.display_name());
     let mut out = Vec::new();
     for (what, wanted, there) in [
@@ -128,7 +177,7 @@ pub fn drift(dp: &dyn Dataplane, ep: &EndpointRecord) -> DpResult<Vec<Finding>> 
                 format!(
                     "endpoint {}: the {what} cap on {} is {how} (restart cnetd or set the policy again)",
                     ep.display_name(),
-                    ep.host_interface_name
+                    at.link
                 ),
             ));
         }

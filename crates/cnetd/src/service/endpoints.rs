@@ -329,7 +329,9 @@ impl Service {
             Qos,
         }
         let (was, mtu) = (old.effective_mtu(net), new.effective_mtu(net));
-        let qos = crate::policy::qos::shaped(old) || crate::policy::qos::shaped(new);
+        let netns = self.container_netns(new);
+        let adapter = crate::policy::qos::adapter(new, net.kind, netns.as_deref());
+        let qos = adapter.as_ref().filter(|_| crate::policy::qos::shaped(old) || crate::policy::qos::shaped(new));
         let mut taken = Vec::new();
         let mut run = |step: Step| -> Result<()> {
             taken.push(step);
@@ -343,10 +345,11 @@ impl Service {
                     .set(new.id, firewall::endpoint_elems(new, net))
                     .map_err(|e| ServiceError::kernel("updating port mappings", e)),
                 // A rate change is a `tc qdisc replace`: open connections keep going.
-                Step::Qos if qos => {
-                    crate::policy::qos::set(self.dp.as_ref(), new).map_err(|e| ServiceError::kernel("updating QoS", e))
-                }
-                Step::Qos => Ok(()),
+                Step::Qos => match qos {
+                    Some(at) => crate::policy::qos::set(self.dp.as_ref(), new, at)
+                        .map_err(|e| ServiceError::kernel("updating QoS", e)),
+                    None => Ok(()),
+                },
             }
         };
         let done = [Step::Mtu, Step::Routes, Step::Acls, Step::Firewall, Step::Qos].into_iter().try_for_each(&mut run);
@@ -360,10 +363,12 @@ impl Service {
                     .firewall
                     .set(old.id, firewall::endpoint_elems(old, net))
                     .map_err(|e| ServiceError::kernel("", e)),
-                Step::Qos if qos => {
-                    crate::policy::qos::set(self.dp.as_ref(), old).map_err(|e| ServiceError::kernel("", e))
-                }
-                Step::Qos => Ok(()),
+                Step::Qos => match qos {
+                    Some(at) => {
+                        crate::policy::qos::set(self.dp.as_ref(), old, at).map_err(|e| ServiceError::kernel("", e))
+                    }
+                    None => Ok(()),
+                },
             };
         }
         Err(e)

@@ -28,7 +28,7 @@ mod stats;
 use std::sync::Arc;
 
 use cnet_model::validate::{Publisher, Usage};
-use cnet_model::{EndpointPolicy, Protocol};
+use cnet_model::{EndpointPolicy, NetworkType, Protocol};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -240,7 +240,7 @@ impl Service {
             let _ = self.guards.remove(ep, Some(net), netns);
             return Err(ServiceError::kernel("publishing ports", e));
         }
-        if let Err(e) = self.set_qos(ep) {
+        if let Err(e) = self.set_qos(ep, net.kind, netns) {
             let _ = self.firewall.remove(ep.id);
             let _ = self.policies.remove(ep.id);
             let _ = self.guards.remove(ep, Some(net), netns);
@@ -271,8 +271,9 @@ impl Service {
         if let Err(e) = self.guards.remove(ep, net, netns) {
             errors.push(e.to_string());
         }
-        if crate::policy::qos::shaped(ep) {
-            if let Err(e) = crate::policy::qos::clear(self.dp.as_ref(), ep) {
+        let adapter = net.and_then(|n| crate::policy::qos::adapter(ep, n.kind, netns));
+        if let Some(at) = adapter.filter(|_| crate::policy::qos::shaped(ep)) {
+            if let Err(e) = crate::policy::qos::clear(self.dp.as_ref(), ep, &at) {
                 errors.push(e.to_string());
             }
         }
@@ -316,13 +317,15 @@ impl Service {
         }
     }
 
-    /// Gives an endpoint with `QOS` or `Bandwidth` policies its caps
+    /// Gives an endpoint with `QOS` or `Bandwidth` policies, on a network
+    /// of type `kind` and attached to the namespace at `netns`, its caps
     /// (nothing for one without).
-    pub(crate) fn set_qos(&self, ep: &EndpointRecord) -> Result<()> {
-        if !crate::policy::qos::shaped(ep) {
+    pub(crate) fn set_qos(&self, ep: &EndpointRecord, kind: NetworkType, netns: Option<&str>) -> Result<()> {
+        let Some(at) = crate::policy::qos::adapter(ep, kind, netns).filter(|_| crate::policy::qos::shaped(ep)) else {
             return Ok(());
-        }
-        crate::policy::qos::set(self.dp.as_ref(), ep).map_err(|e| ServiceError::kernel("capping bandwidth (QoS)", e))
+        };
+        crate::policy::qos::set(self.dp.as_ref(), ep, &at)
+            .map_err(|e| ServiceError::kernel("capping bandwidth (QoS)", e))
     }
 
     /// Deletes conntrack entries; a failure is logged, never fatal (the

@@ -10,7 +10,7 @@
 use cnet_dataplane::nftobj::Family;
 use cnet_dataplane::types::LinkStats;
 use cnet_model::stats::{DropCounts, EndpointStats};
-use cnet_model::{ErrorCode, NetworkType};
+use cnet_model::ErrorCode;
 
 use super::Service;
 use crate::error::{Result, ServiceError};
@@ -32,15 +32,16 @@ impl Service {
         }
         // A Transparent container's adapter lives only in its namespace, and
         // counts as the endpoint does; a host-side port counts the other way.
-        // A Transparent VM's macvtap is named from its ID.
-        let (netns, link, endpoint_side) = match (net.kind, &ep.vm_device) {
-            (NetworkType::Transparent, None) => (netns.as_deref(), ep.interface_name.to_string(), true),
-            (NetworkType::Transparent, Some(_)) => (None, crate::driver::transparent::vm_link(&ep), true),
-            _ => (None, ep.host_interface_name.clone(), false),
+        let Some(at) = crate::policy::qos::adapter(&ep, net.kind, netns.as_deref()) else {
+            return Err(ServiceError::new(
+                ErrorCode::DegradedOperation,
+                format!("endpoint {} has no adapter cnetd knows of: run cnet diag --repair", ep.display_name()),
+            ));
         };
+        let link = &at.link;
         let counted = self
             .dp
-            .link_stats(netns, &link)
+            .link_stats(at.netns.as_deref(), link)
             .map_err(|e| ServiceError::kernel("reading the adapter's counters", e))?
             .ok_or_else(|| {
                 ServiceError::new(
@@ -48,14 +49,14 @@ impl Service {
                     format!("the adapter {link} of endpoint {} is gone: run cnet diag --repair", ep.display_name()),
                 )
             })?;
-        let s = if endpoint_side { counted } else { swapped(counted) };
+        let s = if at.endpoint_side { counted } else { swapped(counted) };
         let count = |family, name: Option<String>| -> Result<u64> {
             let Some(name) = name else { return Ok(0) };
             let c = self.dp.pol_counter(family, &name).map_err(|e| ServiceError::kernel("reading a counter", e))?;
             Ok(c.map_or(0, |c| c.packets))
         };
         let acl = format!("acl_{}", crate::policy::acl::tag_of(ep.id));
-        let (qos_out, qos_in) = crate::policy::qos::drops(self.dp.as_ref(), &ep)
+        let (qos_out, qos_in) = crate::policy::qos::drops(self.dp.as_ref(), &ep, &at)
             .map_err(|e| ServiceError::kernel("reading the QoS queues' drops", e))?;
         Ok(EndpointStats {
             endpoint_id: ep.id,

@@ -151,7 +151,7 @@ fn remove_link(k: &mut Inner, name: &str) {
             remove_link(k, &c);
         }
         k.objects.routes.retain(|r| r.dev.as_str() != name);
-        k.objects.qos.remove(name);
+        k.objects.qos.remove(&(String::new(), name.to_string()));
         k.objects.proxies.retain(|(dev, _)| dev != name);
         for other in k.objects.links.values_mut() {
             if other.master.as_deref() == Some(name) {
@@ -179,6 +179,7 @@ impl Dataplane for FakeDataplane {
             let path = cnet_dataplane::netns::path_of(name);
             k.objects.namespaces.remove(&path);
             k.objects.egress_guards.remove(&path);
+            k.objects.qos.retain(|(ns, _), _| *ns != path);
             let inside: Vec<(String, String)> =
                 k.objects.inside.keys().filter(|(ns, _)| *ns == path).cloned().collect();
             for key in inside {
@@ -599,11 +600,11 @@ impl Dataplane for FakeDataplane {
         self.read("foreign_drop_chains".into(), |_| Ok(vec![]))
     }
 
-    fn qos_set(&self, dev: &str, ifb: &str, spec: &crate::dataplane::QosSpec) -> DpResult<()> {
-        self.step(format!("qos_set {dev} {ifb} {spec:?}"), |k| k.objects.qos_set(dev, ifb, spec))
+    fn qos_set(&self, netns: Option<&str>, dev: &str, ifb: &str, spec: &crate::dataplane::QosSpec) -> DpResult<()> {
+        self.step(format!("qos_set {netns:?} {dev} {ifb} {spec:?}"), |k| k.objects.qos_set(netns, dev, ifb, spec))
     }
-    fn qos_status(&self, dev: &str, ifb: &str) -> DpResult<crate::dataplane::QosStatus> {
-        self.read(format!("qos_status {dev}"), |k| Ok(k.objects.qos_status(dev, ifb)))
+    fn qos_status(&self, netns: Option<&str>, dev: &str, ifb: &str) -> DpResult<crate::dataplane::QosStatus> {
+        self.read(format!("qos_status {netns:?} {dev}"), |k| Ok(k.objects.qos_status(netns, dev, ifb)))
     }
 
     fn forget_flows(&self, flows: &[FlowMatch]) -> DpResult<usize> {

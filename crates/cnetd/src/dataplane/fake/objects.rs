@@ -78,8 +78,8 @@ pub struct Objects {
     pub guarded: Option<BTreeSet<String>>,
     /// The egress guards' tables: their chains by namespace path ("" for cnetd's).
     pub egress_guards: BTreeMap<String, BTreeSet<String>>,
-    /// The QoS buckets of host links, by link.
-    pub qos: BTreeMap<String, super::FakeQos>,
+    /// The QoS buckets of links, by (namespace path, "" for the host's; link).
+    pub qos: BTreeMap<(String, String), super::FakeQos>,
     /// The policy table's endpoint chains and IP sets, or `None` when it is not loaded.
     pub policy: Option<super::nft::PolicyTable>,
 }

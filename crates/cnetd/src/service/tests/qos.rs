@@ -13,7 +13,7 @@ fn ep_id() -> Uuid {
 /// The caps the fake kernel has on the endpoint's host link.
 fn caps(b: &Bed) -> Option<QosSpec> {
     let host = b.svc().get_endpoint(EP).unwrap().host_interface_name;
-    b.fake.objects().qos.get(&host).map(|q| q.spec)
+    b.fake.objects().qos.get(&(String::new(), host)).map(|q| q.spec)
 }
 
 fn has_ifb(b: &Bed) -> bool {
@@ -38,7 +38,8 @@ fn an_attached_endpoint_has_its_caps_and_its_ifb_and_a_restart_restores_them() {
     assert!(has_ifb(&b));
     assert!(b.drift().is_empty(), "{:?}", b.drift());
     let rec = b.svc().get_endpoint(EP).unwrap();
-    assert_eq!(crate::policy::qos::drops(b.fake.as_ref(), &rec).unwrap(), (0, 0));
+    let at = crate::policy::qos::adapter(&rec, cnet_model::NetworkType::Nat, None).unwrap();
+    assert_eq!(crate::policy::qos::drops(b.fake.as_ref(), &rec, &at).unwrap(), (0, 0));
     // Someone deletes the qdiscs: diag says so, a restart puts them back.
     b.fake.tamper(|k| k.qos.clear());
     assert!(b.drift().iter().any(|d| d.contains("egress cap") && d.contains("missing")), "{:?}", b.drift());
@@ -108,15 +109,36 @@ fn endpoints_without_qos_make_no_tc_call() {
 }
 
 #[test]
-fn qos_on_a_transparent_network_is_refused_before_the_kernel_is_touched() {
+fn on_a_transparent_network_the_caps_are_mirrored_onto_the_containers_own_link_and_go_with_it() {
     on("Transparent", || {
-        let b = with_network(true);
-        let steps = b.fake.steps();
+        let mut b = with_network(true);
         let mut req = ep_req(Some(NS));
-        req.policies.push(qos(1_000_000));
-        let err = b.svc().create_endpoint(req).unwrap_err();
-        assert_eq!(err.code, cnet_model::ErrorCode::MappingNotSupported, "{}", err.message);
-        assert_eq!(b.fake.steps(), steps);
+        let bandwidth =
+            json!({"Type": "Bandwidth", "Settings": {"IngressRate": 40_000_000, "IngressBurst": 1_000_000}});
+        req.policies.extend([qos(2_500_000), serde_json::from_value(bandwidth).unwrap()]);
+        b.svc().create_endpoint(req).unwrap();
+        let rec = b.svc().get_endpoint(EP).unwrap();
+        assert_eq!(rec.host_interface_name, "", "a Transparent container has no host link");
+        let path = b.svc().netns_path(rec.namespace).unwrap();
+        let key = (path.clone(), rec.interface_name.to_string());
+        // What the container sends leaves its own link: that link's root.
+        let mirrored = QosSpec { egress: Some(INGRESS), ingress: Some(EGRESS) };
+        assert_eq!(b.fake.objects().qos.get(&key).map(|q| q.spec), Some(mirrored));
+        assert!(!has_ifb(&b), "the ifb is in the container's namespace, not the host's");
+        let at = crate::policy::qos::adapter(&rec, cnet_model::NetworkType::Transparent, Some(&path)).unwrap();
+        assert_eq!(crate::policy::qos::drops(b.fake.as_ref(), &rec, &at).unwrap(), (0, 0));
+        assert!(b.drift().is_empty(), "{:?}", b.drift());
+        b.fake.tamper(|k| k.qos.clear());
+        assert!(b.drift().iter().any(|d| d.contains("egress cap") && d.contains("missing")), "{:?}", b.drift());
+        b.restart();
+        assert_eq!(b.fake.objects().qos.get(&key).map(|q| q.spec), Some(mirrored));
+        b.svc().modify_endpoint(EP, PolicyChange::Remove(vec![qos(1)])).unwrap();
+        assert_eq!(
+            b.fake.objects().qos.get(&key).map(|q| q.spec),
+            Some(QosSpec { egress: Some(INGRESS), ingress: None })
+        );
+        b.svc().detach(NS, EP).unwrap();
+        assert!(b.fake.objects().qos.is_empty(), "the caps and the ifb go before the macvlan");
     });
 }
 
