@@ -132,6 +132,18 @@ pub fn diag(svc: &Service) -> Result<DiagReport> {
             ),
         ));
     }
+    for id in svc.policies.inside.missing().map_err(kernel)? {
+        let Some(ep) = o.endpoints.get(&id).filter(|s| s.intent.is_none()).map(|s| &s.record) else { continue };
+        r.drift.push(Finding::new(
+            Subject::new(SubjectKind::Endpoint, Some(ep.id), ep.display_name()),
+            FindingKind::Missing,
+            format!(
+                "endpoint {} ({}): its ACL table inet cnetpol is missing from its namespace (deleted from inside the container?): restart cnetd, which loads it again",
+                ep.display_name(),
+                ep.id
+            ),
+        ));
+    }
     for name in orphans(svc, &o, &links) {
         r.drift.push(Finding::new(
             Subject::new(SubjectKind::Link, None, name.clone()),

@@ -54,8 +54,8 @@ pub fn startup(svc: &Service) -> Result<StartupReport> {
         match o.networks.get(&ep.network) {
             Some(net) => {
                 svc.firewall.preload(ep.id, firewall::endpoint_elems(ep, &net.record));
-                svc.policies.preload(ep, &net.record);
                 let netns = ep.namespace.and_then(|n| o.namespaces.get(&n)).map(|n| n.record.netns_path.as_str());
+                svc.policies.preload(ep, &net.record, netns);
                 svc.guards.preload(ep, &net.record, netns);
             }
             None => svc.firewall.preload(ep.id, firewall::port_mapping_elems(ep)),

@@ -129,23 +129,108 @@ fn an_acl_change_at_run_time_keeps_open_connections_and_bad_policies_change_noth
     assert!(w.drift().is_empty(), "{:?}", w.drift());
 }
 
+/// Packets endpoint `ep`'s ACLs dropped, from its counter in the table of
+/// the namespace at `netns` (a Transparent container's).
+fn acl_drops_in(w: &World, netns: &str, ep: &cnet_model::Endpoint) -> u64 {
+    let counter = format!("acl_{}", &ep.id.simple().to_string()[..16]);
+    let out = w.exec_in(netns, &["nft", "list", "counter", "inet", "cnetpol", &counter]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace().skip_while(|t| *t != "packets").nth(1).and_then(|n| n.parse().ok()).unwrap_or(0)
+}
+
 #[test]
-fn acls_are_refused_where_the_host_never_sees_the_traffic() {
+fn on_a_transparent_network_a_containers_acls_hold_in_its_namespace_towards_the_lan_and_other_macvlans() {
     cnet_testkit::require_root!();
-    let w = World::new();
+    let mut w = World::new();
     let caps: Value = w.client().get("/capabilities").unwrap();
     if caps["Macvlan"] != json!(true) {
         return;
     }
     let net = physical_network(&w, "lan", "Transparent");
+    // b is another macvlan of the same uplink: frames between a and b never pass the host.
+    let b = container(&w, &net, "b", json!([]));
+    let a = container(
+        &w,
+        &net,
+        "a",
+        json!([
+            acl(
+                "Allow",
+                "In",
+                json!({"Protocols": "6", "LocalPorts": "80", "RemoteAddresses": b.ip(), "Priority": 100})
+            ),
+            acl("Block", "In", json!({"Protocols": "6", "LocalPorts": "80", "Priority": 200})),
+            acl("Block", "In", json!({"Protocols": "17", "LocalPorts": "53"})),
+            acl("Block", "Out", json!({"Protocols": "6", "RemotePorts": "7040"})),
+            acl("Block", "Out", json!({"Protocols": "1", "RemoteAddresses": LAN_IP})),
+        ]),
+    );
+    let _tcp: Vec<_> = [80, 81].iter().map(|p| probe::tcp_server(&a.path(), &format!("0.0.0.0:{p}"))).collect();
+    let _udp: Vec<_> = [53, 54].iter().map(|p| probe::udp_server(&a.path(), &format!("0.0.0.0:{p}"))).collect();
+    let at = |port: u16| format!("{}:{port}", a.ip());
+
+    // In, from the LAN and from the other macvlan, in priority order.
+    assert_eq!(probe::tcp_seen_as(&b.path(), &at(80)).as_deref(), Some(b.ip().as_str()), "b → a:80 allowed");
+    assert_eq!(probe::tcp_seen_as(&w.lan_path(), &at(80)), None, "LAN → a:80 blocked");
+    assert!(probe::tcp_seen_as(&w.lan_path(), &at(81)).is_some(), "no rule: inbound TCP allowed by default");
+    assert_eq!(probe::udp_seen_as(&b.path(), &at(53)), None, "UDP 53 blocked");
+    assert!(probe::udp_seen_as(&w.lan_path(), &at(54)).is_some(), "UDP 54 allowed");
+    assert!(probe::ping(&b.path(), &a.ip()), "b pings a");
+
+    // Out, stateful: replies of allowed flows come back in.
+    let _lan: Vec<_> = [7040, 7041].iter().map(|p| probe::tcp_server(&w.lan_path(), &format!("0.0.0.0:{p}"))).collect();
+    assert_eq!(probe::tcp_seen_as(&a.path(), &format!("{LAN_IP}:7040")), None, "a → LAN:7040 blocked");
+    assert!(probe::tcp_seen_as(&a.path(), &format!("{LAN_IP}:7041")).is_some(), "a → LAN:7041 allowed");
+    assert!(!probe::ping(&a.path(), LAN_IP), "a's ping to the LAN blocked");
+    assert!(probe::ping(&a.path(), &b.ip()), "a pings b");
+
+    // The rules are in a's namespace, counted there; none on the host.
+    let drops = acl_drops_in(&w, &a.path(), &a.ep);
+    assert!(drops >= 4, "a's counter counts its drops: {drops}");
+    let host = w.exec_in(&w.host_path(), &["nft", "list", "table", "inet", "cnetpol"]);
+    assert!(!host.status.success(), "the host has no policy table for it");
+    let stats: cnet_model::stats::EndpointStats = w.client().get(&format!("/endpoints/{}/stats", a.ep.id)).unwrap();
+    assert!(stats.policy_drops.acl >= drops, "the statistics read it: {stats:?}");
+    assert!(w.drift().is_empty(), "{:?}", w.drift());
+
+    // A change at run time: an established connection the new rules block goes on, new ones are refused.
+    let mut open = probe::tcp_connect(&a.path(), &format!("{LAN_IP}:7041")).expect("a → LAN:7041");
+    patch(&w, &a.ep, "Add", json!([acl("Block", "Out", json!({"Protocols": "6", "RemotePorts": "7041"}))])).unwrap();
+    assert_eq!(open.echo("still here").unwrap(), "still here", "the open connection is not disturbed");
+    assert_eq!(probe::tcp_seen_as(&a.path(), &format!("{LAN_IP}:7041")), None, "a new one is blocked");
+    // A bad rule is refused and changes nothing.
+    let err = patch(&w, &a.ep, "Add", json!([acl("Block", "In", json!({"Protocols": "6", "LocalPorts": "90-80"}))]))
+        .unwrap_err();
+    assert_eq!(err.code(), Some(cnet_model::ErrorCode::InvalidParameter), "{err}");
+    assert!(probe::tcp_seen_as(&w.lan_path(), &at(81)).is_some(), "unchanged");
+
+    // The container deletes its table while cnetd is down: diag says so, a restart puts it back.
+    w.exec_in(&a.path(), &["nft", "delete", "table", "inet", "cnetpol"]);
+    assert!(w.drift().iter().any(|d| d.contains("ACL") && d.contains(a.ep.id.to_string().as_str())), "{:?}", w.drift());
+    w.kill_daemon();
+    w.start_daemon();
+    assert_eq!(probe::tcp_seen_as(&w.lan_path(), &at(80)), None, "blocked again after the restart");
+    assert!(w.drift().is_empty(), "{:?}", w.drift());
+
+    // Removed with the endpoint; b's namespace never had a table.
+    w.client().delete(&format!("/endpoints/{}", a.ep.id)).unwrap();
+    assert!(!w.exec_in(&a.path(), &["nft", "list", "table", "inet", "cnetpol"]).status.success(), "gone with it");
+    assert!(!w.exec_in(&b.path(), &["nft", "list", "table", "inet", "cnetpol"]).status.success());
+
+    // A VM's macvtap frames pass no hook with connection tracking: its ACLs are refused, nothing is made.
+    let vm: cnet_model::Namespace =
+        w.client().post("/namespaces", &json!({"Name": w.name("vm"), "Type": "Guest"})).unwrap();
     let err = w
         .client()
         .post::<Value>(
             "/endpoints",
-            &json!({"HostComputeNetwork": net.id, "Policies": [acl("Block", "In", json!({}))]}),
+            &json!({"HostComputeNetwork": net.id, "HostComputeNamespace": vm.id,
+                    "Policies": [acl("Block", "In", json!({"Protocols": "6"}))]}),
         )
         .unwrap_err();
-    assert!(err.to_string().contains("not supported on Transparent networks"), "{err}");
+    assert_eq!(err.code(), Some(cnet_model::ErrorCode::MappingNotSupported), "{err}");
+    assert!(err.to_string().contains("VM"), "{err}");
+    assert!(w.drift().is_empty(), "{:?}", w.drift());
 }
 
 #[test]

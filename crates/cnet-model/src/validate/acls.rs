@@ -37,19 +37,8 @@ fn check_set_refs(rule: &AclRule, what: &str, net: &Network) -> Result<()> {
     Ok(())
 }
 
-fn refuse_on_transparent(what: &str, net: &Network) -> Result<()> {
-    if net.r#type == NetworkType::Transparent {
-        return Err(ApiError::unsupported(format!(
-            "{what} policies are not supported on Transparent networks in this build ({} is one): its endpoints' traffic never passes the host",
-            net.name
-        )));
-    }
-    Ok(())
-}
-
 /// Each `ACL` and `TierAcl` policy is a rule the kernel can match, naming
-/// only sets of `net`, and the network's traffic passes the host's switch,
-/// where cnet enforces them.
+/// only sets of `net`.
 pub fn check_acls(policies: &[EndpointPolicy], net: &Network) -> Result<()> {
     let mut n = 0;
     for acl in acls_in(policies) {
@@ -82,12 +71,6 @@ pub fn check_acls(policies: &[EndpointPolicy], net: &Network) -> Result<()> {
             "an endpoint takes at most {MAX_TIERS} TierAcl policies, this one has {tiers}: merge tiers"
         )));
     }
-    if n > 0 {
-        refuse_on_transparent("ACL", net)?;
-    }
-    if tiers > 0 {
-        refuse_on_transparent("TierAcl", net)?;
-    }
     Ok(())
 }
 
@@ -105,9 +88,6 @@ pub fn check_network_policies(net: &Network) -> Result<()> {
         return Err(ApiError::invalid_param(format!(
             "a network takes at most {MAX_ACLS} NetworkACL policies, this one has {n}: merge rules with address and port lists"
         )));
-    }
-    if n > 0 {
-        refuse_on_transparent("NetworkACL", net)?;
     }
     Ok(())
 }

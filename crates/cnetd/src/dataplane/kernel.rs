@@ -302,6 +302,21 @@ impl Dataplane for Kernel {
             (cnet_dataplane::nftobj::Family::Netdev, crate::policy::spoof::EGRESS_TABLE, name.to_string());
         in_space(netns, move || cnet_dataplane::nftobj::counter(family, table, &name))
     }
+    fn acl_apply_in(&self, netns: &str, script: &str) -> DpResult<()> {
+        let script = script.to_string();
+        in_space(Some(netns), move || nft::apply(&script))
+    }
+    fn acl_exists_in(&self, netns: &str) -> DpResult<bool> {
+        in_space(Some(netns), || {
+            cnet_dataplane::nftobj::table_exists(cnet_dataplane::nftobj::Family::Inet, crate::policy::TABLE)
+        })
+    }
+    fn acl_counter_in(&self, netns: &str, name: &str) -> DpResult<Option<cnet_dataplane::nftobj::Counter>> {
+        let name = name.to_string();
+        in_space(Some(netns), move || {
+            cnet_dataplane::nftobj::counter(cnet_dataplane::nftobj::Family::Inet, crate::policy::TABLE, &name)
+        })
+    }
     fn pol_counter(
         &self,
         family: cnet_dataplane::nftobj::Family,

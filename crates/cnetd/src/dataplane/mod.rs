@@ -202,6 +202,13 @@ pub trait Dataplane: Send + Sync {
     fn guard_delete(&self, netns: Option<&str>) -> DpResult<()>;
     /// Counter `name` of that table, when it is there.
     fn guard_counter(&self, netns: Option<&str>, name: &str) -> DpResult<Option<cnet_dataplane::nftobj::Counter>>;
+    /// Runs a script of the ACL table `inet cnetpol` of the (container's)
+    /// namespace at `netns`, in one transaction.
+    fn acl_apply_in(&self, netns: &str, script: &str) -> DpResult<()>;
+    /// Whether that table is there (one lookup, no listing).
+    fn acl_exists_in(&self, netns: &str) -> DpResult<bool>;
+    /// Counter `name` of that table, when it is there.
+    fn acl_counter_in(&self, netns: &str, name: &str) -> DpResult<Option<cnet_dataplane::nftobj::Counter>>;
     /// Base chains of other tables with `policy drop`.
     fn foreign_drop_chains(&self) -> DpResult<Vec<String>>;
 

@@ -29,8 +29,13 @@
 //! - The table exists while some endpoint has ACLs or DisableICC (the last
 //!   one's removal deletes it), and is restored whole, sets included, from
 //!   the model when someone deletes it ([`Policies::check_and_repair`]).
+//! - A Transparent container's traffic never passes the host: its ACLs are
+//!   in a table of its own namespace ([`inside`]). A Transparent VM's
+//!   frames pass no hook with connection tracking: it has no ACLs (the
+//!   service refuses them before any change).
 
 pub mod acl;
+pub mod inside;
 pub mod nat;
 pub mod qos;
 mod script;
@@ -42,6 +47,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use cnet_model::endpoint::{acls_in, tiers_in};
+use cnet_model::NetworkType;
 use ipnet::IpNet;
 use uuid::Uuid;
 
@@ -109,6 +115,8 @@ struct Model {
 pub struct Policies {
     dp: Arc<dyn Dataplane>,
     model: Mutex<Model>,
+    /// The Transparent containers' tables, in their namespaces.
+    pub inside: inside::Inside,
 }
 
 fn invalid(what: String) -> impl Fn(String) -> DataplaneError {
@@ -118,6 +126,16 @@ fn invalid(what: String) -> impl Fn(String) -> DataplaneError {
 /// The compiled policies of `ep` on `net` (whose sets are `sets`), or
 /// `None` when it has none.
 pub fn program_of(ep: &EndpointRecord, net: &NetworkRecord, sets: &NetSets) -> DpResult<Option<Program>> {
+    program_on(ep, net, sets, &net.bridge)
+}
+
+/// Whether `ep` on `net` has ACL rules or tiers (its own or its network's).
+pub fn has_acls(ep: &EndpointRecord, net: &NetworkRecord) -> bool {
+    acls_in(&ep.policies).next().is_some() || !net.acls.is_empty() || tiers_in(&ep.policies).next().is_some()
+}
+
+/// As [`program_of`], with its traffic seen on link `switch`.
+fn program_on(ep: &EndpointRecord, net: &NetworkRecord, sets: &NetSets, switch: &str) -> DpResult<Option<Program>> {
     let invalid = invalid(format!("endpoint {}", ep.display_name()));
     let rules =
         acls_in(&ep.policies).chain(&net.acls).map(|a| a.rule()).collect::<Result<Vec<_>, _>>().map_err(&invalid)?;
@@ -128,7 +146,7 @@ pub fn program_of(ep: &EndpointRecord, net: &NetworkRecord, sets: &NetSets) -> D
     }
     let ips: Vec<_> = ep.ips().collect();
     let src = Source { rules: &rules, tiers: &tiers, sets: Some(&sets.names) };
-    acl::compile(ep.id, &net.bridge, &ips, &src, isolated).map(Some).map_err(invalid)
+    acl::compile(ep.id, switch, &ips, &src, isolated).map(Some).map_err(invalid)
 }
 
 /// `net`'s sets, or the error of a network whose sets cannot be built.
@@ -138,31 +156,50 @@ pub fn sets_of(net: &NetworkRecord) -> DpResult<NetSets> {
 
 impl Policies {
     pub fn new(dp: Arc<dyn Dataplane>) -> Self {
-        Policies { dp, model: Mutex::new(Model::default()) }
+        Policies { inside: inside::Inside::new(dp.clone()), dp, model: Mutex::new(Model::default()) }
     }
 
     fn model(&self) -> MutexGuard<'_, Model> {
         self.model.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Programs what `ep` (attached, on `net`) has now; removes what it had
+    /// Programs what `ep` (attached, on `net`, to the namespace at `netns`:
+    /// empty for a VM's, `None` when not known) has now; removes what it had
     /// when it has no policies left.
-    pub fn set(&self, ep: &EndpointRecord, net: &NetworkRecord) -> DpResult<()> {
+    pub fn set(&self, ep: &EndpointRecord, net: &NetworkRecord, netns: Option<&str>) -> DpResult<()> {
+        if net.kind == NetworkType::Transparent {
+            return match netns.filter(|p| !p.is_empty() && ep.vm_device.is_none()) {
+                Some(path) => self.inside.set(ep, net, path),
+                None if has_acls(ep, net) => Err(invalid(format!("endpoint {}", ep.display_name()))(
+                    "a VM endpoint on a Transparent network takes no ACLs".into(),
+                )),
+                None => Ok(()),
+            };
+        }
         let sets = sets_of(net)?;
         let new = program_of(ep, net, &sets)?;
         self.apply(vec![(ep.id, new)], &sets.contents, false)
     }
 
     /// Programs network `net`'s change (its sets, its NetworkACLs) for
-    /// `eps`, its endpoints in the kernel, in one transaction.
-    pub fn network_changed(&self, net: &NetworkRecord, eps: &[EndpointRecord]) -> DpResult<()> {
+    /// `eps`, its endpoints in the kernel with the paths of their
+    /// namespaces, in one transaction (on a Transparent network, one per
+    /// namespace: [`inside`]).
+    pub fn network_changed(&self, net: &NetworkRecord, eps: &[(EndpointRecord, String)]) -> DpResult<()> {
+        if net.kind == NetworkType::Transparent {
+            let containers: Vec<_> =
+                eps.iter().filter(|(ep, ns)| !ns.is_empty() && ep.vm_device.is_none()).cloned().collect();
+            return self.inside.network_changed(net, &containers);
+        }
+        let eps: Vec<&EndpointRecord> = eps.iter().map(|(ep, _)| ep).collect();
         let sets = sets_of(net)?;
         let updates = eps.iter().map(|ep| Ok((ep.id, program_of(ep, net, &sets)?))).collect::<DpResult<Vec<_>>>()?;
         self.apply(updates, &sets.contents, true)
     }
 
-    /// Removes what endpoint `id` has in the table; nothing when it has nothing.
+    /// Removes what endpoint `id` has in the tables; nothing when it has nothing.
     pub fn remove(&self, id: Uuid) -> DpResult<()> {
+        self.inside.remove(id)?;
         self.apply(vec![(id, None)], &BTreeMap::new(), false)
     }
 
@@ -263,8 +300,15 @@ impl Policies {
         Ok(())
     }
 
-    /// Fills the model without touching the kernel (start-up, before [`Policies::reload`]).
-    pub fn preload(&self, ep: &EndpointRecord, net: &NetworkRecord) {
+    /// Fills the model without touching the kernel (start-up, before
+    /// [`Policies::reload`]); `netns` as for [`Policies::set`].
+    pub fn preload(&self, ep: &EndpointRecord, net: &NetworkRecord, netns: Option<&str>) {
+        if net.kind == NetworkType::Transparent {
+            if let Some(path) = netns.filter(|p| !p.is_empty() && ep.vm_device.is_none()) {
+                self.inside.preload(ep, net, path);
+            }
+            return;
+        }
         let program = sets_of(net).and_then(|sets| Ok((program_of(ep, net, &sets)?, sets)));
         match program {
             Ok((Some(p), sets)) => {
@@ -280,10 +324,12 @@ impl Policies {
         }
     }
 
-    /// Replaces the table with the model (none when no endpoint has ACLs).
+    /// Replaces the table with the model (none when no endpoint has ACLs),
+    /// and the Transparent containers' tables with theirs.
     pub fn reload(&self) -> DpResult<()> {
         let mut model = self.model();
-        self.load(&mut model)
+        self.load(&mut model)?;
+        self.inside.reload()
     }
 
     fn load(&self, model: &mut Model) -> DpResult<()> {

@@ -284,6 +284,9 @@ impl Service {
             )?;
             validate::check_vlan_policies(&new.policies, &net.to_wire())?;
             validate::check_acls(&new.policies, &net.to_wire())?;
+            if new.vm_device.is_some() {
+                super::refuse_vm_acls(&new, net)?;
+            }
             validate::check_outbound_nat(&new.policies, &net.to_wire())?;
             validate::check_sdn_routes(&new.policies, &net.to_wire())?;
             validate::check_l4proxy(&new.policies, &new.ips().collect::<Vec<_>>(), &net.to_wire())?;
@@ -339,7 +342,9 @@ impl Service {
                 Step::Mtu if was != mtu => self.set_adapter_mtu(new, mtu),
                 Step::Mtu => Ok(()),
                 Step::Routes => self.change_routes(old, new, net),
-                Step::Acls => self.policies.set(new, net).map_err(|e| ServiceError::kernel("updating ACLs", e)),
+                Step::Acls => {
+                    self.policies.set(new, net, netns.as_deref()).map_err(|e| ServiceError::kernel("updating ACLs", e))
+                }
                 Step::Firewall => self
                     .firewall
                     .set(new.id, firewall::endpoint_elems(new, net))
@@ -358,7 +363,7 @@ impl Service {
             let _ = match step {
                 Step::Mtu => self.set_adapter_mtu(old, was),
                 Step::Routes => self.change_routes(new, old, net),
-                Step::Acls => self.policies.set(old, net).map_err(|e| ServiceError::kernel("", e)),
+                Step::Acls => self.policies.set(old, net, netns.as_deref()).map_err(|e| ServiceError::kernel("", e)),
                 Step::Firewall => self
                     .firewall
                     .set(old.id, firewall::endpoint_elems(old, net))

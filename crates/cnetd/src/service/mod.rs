@@ -181,6 +181,7 @@ impl Service {
         let driver = self.driver(net)?;
         let dp = self.dp.as_ref();
         if ns.kind.is_guest() {
+            refuse_vm_acls(ep, net)?;
             if !driver.vm_nics() {
                 return Err(ServiceError::unsupported(format!(
                     "network {} ({}) has no VM NICs in this build: attach VM endpoints to a NAT, Internal, Private, L2Bridge, L2Tunnel or Transparent network",
@@ -231,7 +232,7 @@ impl Service {
     /// `netns`: the path of its namespace (`None`: handed off, not known).
     pub(crate) fn program_endpoint(&self, ep: &EndpointRecord, net: &NetworkRecord, netns: Option<&str>) -> Result<()> {
         self.guards.set(ep, net, netns).map_err(|e| ServiceError::kernel("guarding against spoofing", e))?;
-        if let Err(e) = self.policies.set(ep, net) {
+        if let Err(e) = self.policies.set(ep, net, netns) {
             let _ = self.guards.remove(ep, Some(net), netns);
             return Err(ServiceError::kernel("programming ACLs", e));
         }
@@ -422,6 +423,19 @@ fn same_policy(a: &EndpointPolicy, b: &EndpointPolicy) -> bool {
         }
         _ => a == b,
     }
+}
+
+/// Refuses ACLs for a VM endpoint (`ep`, or one about to be) on a
+/// Transparent network `net`: its macvtap's frames pass no hook with
+/// connection tracking, on the host or in a namespace of cnet's.
+pub(crate) fn refuse_vm_acls(ep: &EndpointRecord, net: &NetworkRecord) -> Result<()> {
+    if net.kind == NetworkType::Transparent && crate::policy::has_acls(ep, net) {
+        return Err(ServiceError::unsupported(format!(
+            "endpoint {}: a VM endpoint on a Transparent network takes no ACL, TierAcl or NetworkACL policies (its macvtap's frames never pass a stateful firewall hook): filter in the guest, or attach the VM to an L2Bridge or NAT network",
+            ep.display_name()
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -444,9 +444,20 @@ impl Service {
                 validate::check_acls(&ep.policies, &net).map_err(|e| {
                     ServiceError::new(e.error_code, format!("endpoint {}: {}", ep.display_name(), e.error))
                 })?;
+                if ep.vm_device.is_some() {
+                    super::refuse_vm_acls(ep, &new)?;
+                }
             }
             ch.put_network(Stored::with(new.clone(), Intent::Modify));
-            Ok((old, new, eps.into_iter().filter(|e| e.in_kernel()).collect::<Vec<_>>()))
+            // Each with the path of its namespace (empty for a VM's).
+            let path = |ep: &crate::state::EndpointRecord| {
+                ep.namespace.and_then(|n| o.namespaces.get(&n)).map(|n| n.record.netns_path.clone()).unwrap_or_default()
+            };
+            let eps: Vec<_> = eps.into_iter().filter(|e| e.in_kernel()).map(|e| {
+                let p = path(&e);
+                (e, p)
+            }).collect();
+            Ok((old, new, eps))
         })?;
         let driver = self.driver(&new)?;
         let dp = self.dp.as_ref();

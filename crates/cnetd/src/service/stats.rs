@@ -67,7 +67,15 @@ impl Service {
             dropped_packets_incoming: s.rx_dropped,
             dropped_packets_outgoing: s.tx_dropped,
             policy_drops: DropCounts {
-                acl: count(Family::Inet, Some(acl))?,
+                acl: match self.policies.inside.netns_of(ep.id) {
+                    // A Transparent container's counter is in its namespace's table.
+                    Some(netns) => self
+                        .dp
+                        .acl_counter_in(&netns, &acl)
+                        .map_err(|e| ServiceError::kernel("reading a counter", e))?
+                        .map_or(0, |c| c.packets),
+                    None => count(Family::Inet, Some(acl))?,
+                },
                 spoofing: self.guards.drops(ep.id).map_err(|e| ServiceError::kernel("reading a counter", e))?,
                 qos: qos_out + qos_in,
             },

@@ -179,6 +179,7 @@ impl Dataplane for FakeDataplane {
             let path = cnet_dataplane::netns::path_of(name);
             k.objects.namespaces.remove(&path);
             k.objects.egress_guards.remove(&path);
+            k.objects.acls_inside.remove(&path);
             k.objects.qos.retain(|(ns, _), _| *ns != path);
             let inside: Vec<(String, String)> =
                 k.objects.inside.keys().filter(|(ns, _)| *ns == path).cloned().collect();
@@ -574,6 +575,24 @@ impl Dataplane for FakeDataplane {
     }
     fn pol_exists(&self, family: Family) -> DpResult<bool> {
         self.read(format!("pol_exists {family:?}"), |k| Ok(k.objects.pol_exists(family)))
+    }
+    fn acl_apply_in(&self, netns: &str, script: &str) -> DpResult<()> {
+        self.step(format!("acl_apply_in {netns} {} lines", script.lines().count()), |k| {
+            k.objects.acl_apply_in(netns, script)
+        })
+    }
+    fn acl_exists_in(&self, netns: &str) -> DpResult<bool> {
+        self.read(format!("acl_exists_in {netns}"), |k| Ok(k.objects.acls_inside.contains_key(netns)))
+    }
+    fn acl_counter_in(&self, netns: &str, name: &str) -> DpResult<Option<Counter>> {
+        self.read(format!("acl_counter_in {netns} {name}"), |k| {
+            let has = k
+                .objects
+                .acls_inside
+                .get(netns)
+                .is_some_and(|t| t.contains(&format!("add counter inet cnetpol {name}")));
+            Ok(has.then_some(Counter::default()))
+        })
     }
     fn pol_counter(&self, family: Family, name: &str) -> DpResult<Option<Counter>> {
         self.read(format!("pol_counter {family:?} {name}"), |k| {

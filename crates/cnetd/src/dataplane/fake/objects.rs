@@ -80,11 +80,34 @@ pub struct Objects {
     pub egress_guards: BTreeMap<String, BTreeSet<String>>,
     /// The QoS buckets of links, by (namespace path, "" for the host's; link).
     pub qos: BTreeMap<(String, String), super::FakeQos>,
+    /// The ACL tables of containers' namespaces: the script that made each, by namespace path.
+    pub acls_inside: BTreeMap<String, String>,
     /// The policy table's endpoint chains and IP sets, or `None` when it is not loaded.
     pub policy: Option<super::nft::PolicyTable>,
 }
 
 impl Objects {
+    /// A script of a namespace's ACL table: each replaces the table whole
+    /// (`policy::inside`); one that only deletes it leaves none.
+    pub fn acl_apply_in(&mut self, netns: &str, script: &str) -> crate::dataplane::DpResult<()> {
+        if !self.namespaces.contains(netns) {
+            return Err(super::errno(format!("entering {netns}"), libc::ENOENT));
+        }
+        let t = crate::policy::TABLE;
+        let fresh = format!("table inet {t} {{}}\ndelete table inet {t}\n");
+        match script.strip_prefix(&fresh) {
+            Some("") => drop(self.acls_inside.remove(netns)),
+            Some(_) => drop(self.acls_inside.insert(netns.to_string(), script.to_string())),
+            None => {
+                return Err(super::errno(
+                    format!("an ACL script that does not replace the table: {script}"),
+                    libc::EINVAL,
+                ))
+            }
+        }
+        Ok(())
+    }
+
     /// A policy script: a load (re)creates the table, a deletion removes
     /// it, anything else needs it, as nft does.
     pub fn pol_apply(&mut self, script: &str) -> crate::dataplane::DpResult<()> {

@@ -96,9 +96,9 @@ fn a_set_membership_change_changes_elements_only_in_one_transaction_and_a_failed
     let stored = b.svc().get_endpoint(EP).unwrap();
     let mut ep = stored.clone();
     ep.policies.pop();
-    b.svc().policies.set(&ep, &stale).unwrap();
+    b.svc().policies.set(&ep, &stale, None).unwrap();
     assert_eq!(set_elems(&table(&b)), set_elems(&after), "the members stay the network's");
-    b.svc().policies.set(&stored, &b.svc().get_network("web").unwrap()).unwrap();
+    b.svc().policies.set(&stored, &b.svc().get_network("web").unwrap(), None).unwrap();
 
     b.fake.fail_step(0);
     let before = (b.svc().get_network("web").unwrap(), table(&b));

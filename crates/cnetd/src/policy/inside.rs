@@ -1,0 +1,276 @@
+//! ACLs of Transparent containers, in the container's own namespace.
+//!
+//! A Transparent container's adapter is a macvlan of the uplink that lives
+//! only in its namespace: its frames to the LAN and to other macvlans never
+//! pass a hook of the host's, so the host's `inet cnetpol` cannot see them.
+//! Its ACL chains go instead into a table `inet cnetpol` of its namespace,
+//! compiled as on the host ([`super::acl`]), with the same IP sets
+//! ([`super::sets`]) and the same counter names, but dispatched from the
+//! namespace's own hooks: `input` for In (`iifname . ip daddr`, the
+//! container's link and its address) and `output` at −150 for Out
+//! (`oifname . ip saddr`), both after conntrack.
+//!
+//! Invariants:
+//! - A namespace's table holds the programs of exactly the Transparent
+//!   endpoints of that namespace that have ACLs, and the sets they name;
+//!   every change replaces the whole table in one transaction (a table of
+//!   one namespace is small), so a failed change leaves the old one.
+//! - Established and related flows are accepted first: a change never cuts
+//!   a connection that was open.
+//! - A namespace without such endpoints has no table (the last one's
+//!   removal deletes it).
+//! - A network-wide change (NetworkACLs, IP sets) is one transaction per
+//!   namespace, not one for the network: a failure part-way leaves the
+//!   namespaces done so far with the new rules and reports the rest; the
+//!   model keeps what each namespace's kernel has.
+//! - A container that holds `CAP_NET_ADMIN` in its namespace can delete
+//!   its table. `cnet diag` reports a missing table, and a restart of
+//!   cnetd puts it back.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use ipnet::IpNet;
+use uuid::Uuid;
+
+use super::acl::Program;
+use super::script::set_script;
+use super::sets::{self, NetSets};
+use super::TABLE;
+use crate::dataplane::{Dataplane, DataplaneError, DpResult};
+use crate::state::{EndpointRecord, NetworkRecord};
+
+/// The fixed part of a namespace's table.
+pub const SKELETON: &str = r#"table inet cnetpol {
+  map in4 { type ifname . ipv4_addr : verdict; }
+  map out4 { type ifname . ipv4_addr : verdict; }
+  map in6 { type ifname . ipv6_addr : verdict; }
+  map out6 { type ifname . ipv6_addr : verdict; }
+  chain input { type filter hook input priority -10; policy accept;
+    ct state established,related accept
+    icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, nd-router-advert } accept
+    meta nfproto ipv4 iifname . ip daddr vmap @in4
+    meta nfproto ipv6 iifname . ip6 daddr vmap @in6
+  }
+  chain output { type filter hook output priority -150; policy accept;
+    ct state established,related accept
+    icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, nd-router-advert } accept
+    meta nfproto ipv4 oifname . ip saddr vmap @out4
+    meta nfproto ipv6 oifname . ip6 saddr vmap @out6
+  }
+  chain default_in {
+    meta l4proto { tcp, udp, icmp, ipv6-icmp, igmp } return
+    drop
+  }
+}
+"#;
+
+/// One endpoint's part of its namespace's table.
+#[derive(Clone, Debug, PartialEq)]
+struct Entry {
+    program: Program,
+    /// The leaves of each set its program names.
+    sets: BTreeMap<String, Vec<IpNet>>,
+}
+
+/// Each namespace's endpoints with ACLs, by namespace path.
+type Model = BTreeMap<String, BTreeMap<Uuid, Entry>>;
+
+pub struct Inside {
+    dp: Arc<dyn Dataplane>,
+    model: Mutex<Model>,
+}
+
+/// `ep`'s entry: its program on its own link, and the sets it names.
+fn entry_of(ep: &EndpointRecord, net: &NetworkRecord, sets: &NetSets) -> DpResult<Option<Entry>> {
+    let Some(program) = super::program_on(ep, net, sets, ep.interface_name.as_str())? else { return Ok(None) };
+    if program.isolated {
+        return Err(DataplaneError::Invalid {
+            what: format!("endpoint {}", ep.display_name()),
+            reason: "DisableInterComputeCommunication is not supported on Transparent networks".into(),
+        });
+    }
+    let sets = program.sets.iter().map(|n| (n.clone(), sets.contents.get(n).cloned().unwrap_or_default())).collect();
+    Ok(Some(Entry { program, sets }))
+}
+
+/// The script that replaces a namespace's table with `entries` (deletes
+/// it when there are none).
+fn script(entries: &BTreeMap<Uuid, Entry>) -> String {
+    let mut s = format!("table inet {TABLE} {{}}\ndelete table inet {TABLE}\n");
+    if entries.is_empty() {
+        return s;
+    }
+    s += SKELETON;
+    let mut declared = BTreeSet::new();
+    for e in entries.values() {
+        for (name, leaves) in &e.sets {
+            if declared.insert(name) {
+                sets::declare(&mut s, name, leaves);
+            }
+        }
+    }
+    for e in entries.values() {
+        s += &set_script(&e.program, None);
+    }
+    s
+}
+
+impl Inside {
+    pub fn new(dp: Arc<dyn Dataplane>) -> Self {
+        Inside { dp, model: Mutex::new(Model::new()) }
+    }
+
+    fn model(&self) -> MutexGuard<'_, Model> {
+        self.model.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Brings namespace `netns`'s table to the model with `changes` made
+    /// (each endpoint's new entry, or none); the model only when the
+    /// kernel took it.
+    fn apply(&self, model: &mut Model, netns: &str, changes: Vec<(Uuid, Option<Entry>)>) -> DpResult<()> {
+        let mut next = model.get(netns).cloned().unwrap_or_default();
+        for (id, e) in changes {
+            match e {
+                Some(e) => next.insert(id, e),
+                None => next.remove(&id),
+            };
+        }
+        if model.get(netns).map_or(next.is_empty(), |cur| *cur == next) {
+            return Ok(());
+        }
+        self.dp.acl_apply_in(netns, &script(&next))?;
+        if next.is_empty() {
+            model.remove(netns);
+        } else {
+            model.insert(netns.to_string(), next);
+        }
+        Ok(())
+    }
+
+    /// Programs what `ep` (attached to the namespace at `netns`, on
+    /// Transparent network `net`) has now; removes what it had when it has
+    /// no ACLs left.
+    pub fn set(&self, ep: &EndpointRecord, net: &NetworkRecord, netns: &str) -> DpResult<()> {
+        let sets = super::sets_of(net)?;
+        let entry = entry_of(ep, net, &sets)?;
+        let mut model = self.model();
+        // An endpoint moved to another namespace leaves the old one first.
+        let elsewhere: Vec<String> =
+            model.iter().filter(|(ns, m)| *ns != netns && m.contains_key(&ep.id)).map(|(ns, _)| ns.clone()).collect();
+        for ns in elsewhere {
+            self.apply(&mut model, &ns, vec![(ep.id, None)])?;
+        }
+        self.apply(&mut model, netns, vec![(ep.id, entry)])
+    }
+
+    /// Removes endpoint `id`'s part, wherever it is; nothing when it has none.
+    pub fn remove(&self, id: Uuid) -> DpResult<()> {
+        let mut model = self.model();
+        let spaces: Vec<String> = model.iter().filter(|(_, m)| m.contains_key(&id)).map(|(ns, _)| ns.clone()).collect();
+        for ns in spaces {
+            if !self.dp.netns_exists(&ns) {
+                // Its table went with it.
+                if let Some(m) = model.get_mut(&ns) {
+                    m.remove(&id);
+                }
+                model.retain(|_, m| !m.is_empty());
+                continue;
+            }
+            self.apply(&mut model, &ns, vec![(id, None)])?;
+        }
+        Ok(())
+    }
+
+    /// Programs network `net`'s change for `eps` (its attached endpoints,
+    /// each with its namespace's path), one transaction per namespace.
+    /// Every namespace is tried; the first error is returned.
+    pub fn network_changed(&self, net: &NetworkRecord, eps: &[(EndpointRecord, String)]) -> DpResult<()> {
+        let sets = super::sets_of(net)?;
+        let mut by_space: BTreeMap<&str, Vec<(Uuid, Option<Entry>)>> = BTreeMap::new();
+        for (ep, netns) in eps {
+            by_space.entry(netns.as_str()).or_default().push((ep.id, entry_of(ep, net, &sets)?));
+        }
+        let mut model = self.model();
+        let mut first = None;
+        for (netns, changes) in by_space {
+            if let Err(e) = self.apply(&mut model, netns, changes) {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// Fills the model without touching the kernel (start-up, before [`Inside::reload`]).
+    pub fn preload(&self, ep: &EndpointRecord, net: &NetworkRecord, netns: &str) {
+        match super::sets_of(net).and_then(|sets| entry_of(ep, net, &sets)) {
+            Ok(Some(e)) => drop(self.model().entry(netns.to_string()).or_default().insert(ep.id, e)),
+            Ok(None) => {}
+            Err(e) => tracing::error!("{e}: its ACLs are not enforced"),
+        }
+    }
+
+    /// Replaces every namespace's table with the model; one whose
+    /// namespace is gone is skipped with a warning (`cnet diag` finds its
+    /// endpoint).
+    pub fn reload(&self) -> DpResult<()> {
+        let model = self.model();
+        for (netns, entries) in model.iter() {
+            if !self.dp.netns_exists(netns) {
+                tracing::warn!("the namespace {netns} of a Transparent endpoint is gone: not loading its ACLs");
+                continue;
+            }
+            self.dp.acl_apply_in(netns, &script(entries))?;
+        }
+        Ok(())
+    }
+
+    /// The namespace whose table has endpoint `id`'s chains, if any.
+    pub fn netns_of(&self, id: Uuid) -> Option<String> {
+        self.model().iter().find(|(_, m)| m.contains_key(&id)).map(|(ns, _)| ns.clone())
+    }
+
+    /// Endpoints whose namespace lacks the table they need.
+    pub fn missing(&self) -> DpResult<Vec<Uuid>> {
+        let model = self.model();
+        let mut out = Vec::new();
+        for (netns, entries) in model.iter().filter(|(ns, _)| self.dp.netns_exists(ns)) {
+            if !self.dp.acl_exists_in(netns)? {
+                out.extend(entries.keys().copied());
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cnet_model::acl::AclPolicy;
+
+    fn program(rules: serde_json::Value) -> Program {
+        let rules: Vec<cnet_model::acl::AclRule> =
+            serde_json::from_value::<Vec<AclPolicy>>(rules).unwrap().iter().map(|a| a.rule().unwrap()).collect();
+        let src = super::super::acl::Source { rules: &rules, tiers: &[], sets: None };
+        super::super::acl::compile(Uuid::nil(), "eth0", &["198.18.0.7".parse().unwrap()], &src, false).unwrap()
+    }
+
+    #[test]
+    fn a_namespaces_table_is_replaced_whole_and_dispatches_on_the_containers_own_link() {
+        let p =
+            program(serde_json::json!([{"Action": "Block", "Direction": "In", "Protocols": "6", "LocalPorts": "22"}]));
+        let entries = BTreeMap::from([(Uuid::nil(), Entry { program: p, sets: BTreeMap::new() })]);
+        let s = script(&entries);
+        assert!(s.starts_with("table inet cnetpol {}\ndelete table inet cnetpol\ntable inet cnetpol {"), "{s}");
+        assert!(s.contains("chain input { type filter hook input priority -10;"), "{s}");
+        assert!(s.contains("meta nfproto ipv4 iifname . ip daddr vmap @in4"), "{s}");
+        assert!(s.contains("meta nfproto ipv4 oifname . ip saddr vmap @out4"), "{s}");
+        assert!(
+            s.contains("add element inet cnetpol in4 { \"eth0\" . 198.18.0.7 : jump ep_0000000000000000_in }"),
+            "{s}"
+        );
+        assert!(s.contains("meta l4proto 6 th dport 22 counter name \"acl_0000000000000000\" drop"), "{s}");
+        // No endpoint left: the table goes.
+        assert_eq!(script(&BTreeMap::new()), "table inet cnetpol {}\ndelete table inet cnetpol\n");
+    }
+}
