@@ -276,3 +276,59 @@ fn bad_sets_and_references_are_refused_with_what_to_fix_and_change_nothing_in_th
     assert_eq!(nft(&w, &["list", "table", "inet", "cnetpol"]), table, "the kernel table is unchanged");
     assert!(probe::ping(&b.path(), &a.ip()), "b is outside web: its ping passes");
 }
+
+#[test]
+fn on_a_transparent_network_network_acls_ip_sets_and_tiers_hold_in_every_containers_namespace() {
+    cnet_testkit::require_root!();
+    let w = World::new();
+    let net = physical_network(&w, "lan", "Transparent");
+    let a = container(&w, &net, "a", json!([]));
+    let b = container(
+        &w,
+        &net,
+        "b",
+        // Out: tier 1 passes TCP 7052 on to tier 2, which blocks it; tier 1 allows the rest.
+        json!([
+            tier(
+                1,
+                "Out",
+                json!([{"Id": "p", "TierAclRuleAction": "Pass", "Protocols": "6", "RemotePorts": "7052", "Priority": 10}])
+            ),
+            tier(
+                2,
+                "Out",
+                json!([{"Id": "b", "TierAclRuleAction": "Block", "Protocols": "6", "RemotePorts": "7052", "Priority": 10}])
+            ),
+        ]),
+    );
+    let _lan: Vec<_> =
+        [7050, 7051, 7052].iter().map(|p| probe::tcp_server(&w.lan_path(), &format!("0.0.0.0:{p}"))).collect();
+    let lan = |p: u16| format!("{LAN_IP}:{p}");
+    assert_eq!(probe::tcp_seen_as(&b.path(), &lan(7052)), None, "b → LAN:7052 passed on by tier 1, blocked by tier 2");
+    assert!(probe::tcp_seen_as(&b.path(), &lan(7051)).is_some(), "b → LAN:7051 allowed");
+
+    // A NetworkACL naming an IP set: every container's namespace gets it, one added later too.
+    patch_net(&w, &net, "Add", json!([set("lan", "IPSET", LAN_IP)])).unwrap();
+    let block = json!({"Type": "NetworkACL", "Settings": {"Id": "no-7050", "Action": "Block", "Direction": "Out",
+        "Protocols": "6", "RemoteAddresses": "lan", "RemotePorts": "7050", "Priority": 100}});
+    patch_net(&w, &net, "Add", json!([block.clone()])).unwrap();
+    let c = container(&w, &net, "c", json!([]));
+    for (ep, name) in [(&a, "a"), (&b, "b"), (&c, "c (created after)")] {
+        assert_eq!(probe::tcp_seen_as(&ep.path(), &lan(7050)), None, "{name} → LAN:7050 blocked");
+        assert!(probe::tcp_seen_as(&ep.path(), &lan(7051)).is_some(), "{name} → LAN:7051 allowed");
+        let t = w.exec_in(&ep.path(), &["nft", "list", "table", "inet", "cnetpol"]);
+        assert!(String::from_utf8_lossy(&t.stdout).contains(LAN_IP), "{name}'s table has the set's member");
+    }
+    // The set's members change: the flow opens for every container.
+    patch_net(&w, &net, "Update", json!([set("lan", "IPSET", "192.0.2.1"), block.clone()])).unwrap();
+    for (ep, name) in [(&a, "a"), (&b, "b"), (&c, "c")] {
+        assert!(probe::tcp_seen_as(&ep.path(), &lan(7050)).is_some(), "{name} → LAN:7050 open: the set moved");
+    }
+    assert!(w.drift().is_empty(), "{:?}", w.drift());
+    // Removed: a's and c's tables go (they have no ACLs of their own), b keeps its tiers.
+    patch_net(&w, &net, "Remove", json!([block, set("lan", "IPSET", "192.0.2.1")])).unwrap();
+    assert!(!w.exec_in(&a.path(), &["nft", "list", "table", "inet", "cnetpol"]).status.success());
+    assert!(!w.exec_in(&c.path(), &["nft", "list", "table", "inet", "cnetpol"]).status.success());
+    assert_eq!(probe::tcp_seen_as(&b.path(), &lan(7052)), None, "b's tiers stay");
+    assert!(w.drift().is_empty(), "{:?}", w.drift());
+}

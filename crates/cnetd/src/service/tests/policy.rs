@@ -209,3 +209,61 @@ fn tiers_add_and_delete_their_chains_and_a_restart_or_repair_restores_the_sets()
     b.svc().modify_endpoint(EP, PolicyChange::Update(vec![])).unwrap();
     assert_eq!(b.fake.objects().policy, None, "no policies left: the table goes");
 }
+
+fn transparent_with_acl() -> Bed {
+    let b = with_network(true);
+    let mut req = ep_req(Some(NS));
+    req.policies.push(
+        serde_json::from_value(json!({"Type": "ACL", "Settings": {"Action": "Block", "Direction": "In",
+            "Protocols": "6", "LocalPorts": "22"}}))
+        .unwrap(),
+    );
+    b.svc().create_endpoint(req).unwrap();
+    b
+}
+
+fn block_out(s: &Service) -> crate::error::Result<()> {
+    let p: EndpointPolicy = serde_json::from_value(json!({"Type": "ACL", "Settings": {"Action": "Block",
+        "Direction": "Out", "Protocols": "17", "RemotePorts": "53"}}))
+    .unwrap();
+    s.modify_endpoint(EP, PolicyChange::Add(vec![p])).map(|_| ())
+}
+
+#[test]
+fn on_a_transparent_network_a_containers_acls_are_a_table_of_its_namespace_restored_at_start_and_gone_with_it() {
+    on("Transparent", || {
+        let mut b = transparent_with_acl();
+        let rec = b.svc().get_endpoint(EP).unwrap();
+        let path = b.svc().netns_path(rec.namespace).unwrap();
+        let table = |b: &Bed| b.fake.objects().acls_inside.get(&path).cloned();
+        let t = table(&b).expect("the container's namespace has its table");
+        assert!(t.contains(&format!("\"{}\" . {}", rec.interface_name, rec.ips().next().unwrap())), "{t}");
+        assert!(t.contains("th dport 22 counter name"), "{t}");
+        assert!(b.fake.objects().policy.is_none(), "nothing in the host's table");
+        assert!(b.drift().is_empty(), "{:?}", b.drift());
+        // Deleted from inside: diag says so, a restart puts it back.
+        b.fake.tamper(|k| k.acls_inside.clear());
+        assert!(b.drift().iter().any(|d| d.contains("ACL table")), "{:?}", b.drift());
+        b.restart();
+        assert_eq!(table(&b).as_deref(), Some(t.as_str()));
+        b.svc().detach(NS, EP).unwrap();
+        assert!(b.fake.objects().acls_inside.is_empty(), "gone with the endpoint");
+    });
+}
+
+#[test]
+fn on_a_transparent_network_a_failed_acl_change_leaves_the_old_table_and_a_crash_is_resolved_at_start() {
+    on("Transparent", || {
+        let n = steps_of(transparent_with_acl, block_out);
+        assert!(n >= 1, "the change is a step");
+        for step in 0..n {
+            let b = transparent_with_acl();
+            let before = (b.snapshot(), b.fake.objects().acls_inside.clone());
+            b.fake.fail_step(step);
+            assert!(block_out(b.svc()).is_err(), "step {step} failed");
+            assert_eq!((b.snapshot(), b.fake.objects().acls_inside.clone()), before, "step {step}");
+        }
+        let m = crashing_at_each_step_then_restarting_resolves_the_intent(transparent_with_acl, block_out);
+        assert!(m >= 1);
+    });
+}
