@@ -1,7 +1,8 @@
 //! Crash torture: concurrent clients run random operations (namespaces,
 //! container and VM endpoints (veths and TAPs) with port mappings, ACLs and
 //! bandwidth caps, Transparent macvlans with their anti-spoofing guards,
-//! static and leased from a DHCP server on the LAN, policy changes,
+//! ACLs and caps in their namespaces, static and leased from a DHCP
+//! server on the LAN, policy changes,
 //! deletes) while cnetd is killed with SIGKILL at random moments, also in
 //! the middle of requests, and restarted. After every restart:
 //! - every acknowledged operation is there, and a refused one changed nothing;
@@ -13,7 +14,7 @@
 //! - no address is held by two endpoints;
 //! - the namespace files under `/run/netns` are exactly the namespace objects;
 //! - a Transparent endpoint's namespace has its guard's chain while the
-//!   endpoint is there, and no guard table once it is gone;
+//!   endpoint is there, and no guard table, ACL table or ifb once it is gone;
 //! - the DHCP server holds a lease for exactly the MACs of the endpoints of
 //!   the Dhcp network (none left for an endpoint that is gone or was never
 //!   made).
@@ -76,7 +77,7 @@ struct Unit {
     /// The ACL ports the endpoint may have (`None`: no ACL): one when the
     /// last change was answered, two when its answer was lost.
     acl: BTreeSet<Option<u16>>,
-    /// Its endpoint is a macvlan on a Transparent network (no policies).
+    /// Its endpoint is a macvlan on a Transparent network (no port mappings).
     transparent: bool,
     /// Changed since the last check.
     touched: bool,
@@ -164,7 +165,7 @@ impl Client {
     /// One random operation.
     fn step(&mut self, rng: &mut Rng) {
         let present: Vec<usize> = self.units.iter().filter(|(_, u)| u.ep == Known::Present).map(|(n, _)| *n).collect();
-        let with_policies: Vec<usize> = present.iter().copied().filter(|n| !self.units[n].transparent).collect();
+        let with_policies = &present;
         let bare: Vec<usize> = self
             .units
             .iter()
@@ -231,7 +232,8 @@ impl Client {
         }
         let body = if transparent {
             let lan = if kind == 3 { &self.dhcp_lan } else { &self.lan };
-            json!({"Name": name, "HostComputeNetwork": lan, "HostComputeNamespace": name})
+            policies.retain(|p| p["Type"] != "PortMapping");
+            json!({"Name": name, "HostComputeNetwork": lan, "HostComputeNamespace": name, "Policies": policies})
         } else {
             json!({"Name": name, "HostComputeNetwork": self.net, "HostComputeNamespace": name, "Policies": policies})
         };
@@ -252,7 +254,8 @@ impl Client {
         let port_mapping = 20000 + (self.id * 2000 + n % 2000) as u16;
         let acl = json!({"Type": "ACL", "Settings": {"Action": "Block", "Direction": "In", "Protocols": "6",
             "LocalPorts": port.to_string(), "Priority": 100}});
-        let policies = if self.containers_only { vec![acl] } else { vec![port_map(6, port_mapping, 80), acl] };
+        let bare = self.containers_only || self.units[&n].transparent;
+        let policies = if bare { vec![acl] } else { vec![port_map(6, port_mapping, 80), acl] };
         let body = json!({"ResourceType": "Policy", "RequestType": "Update", "Settings": {"Policies": policies}});
         let o = outcome::<Value>(self.api().patch(&format!("/endpoints/{}", self.name(n)), &body));
         self.note(&o);
@@ -299,10 +302,24 @@ fn acl_of(ep: &Value) -> Option<u16> {
         .and_then(|p| p["Settings"]["LocalPorts"].as_str()?.parse().ok())
 }
 
-/// A Transparent unit's guard: its endpoint's chain in the namespace's
-/// `netdev cnetguard` table while the endpoint is there, no table after.
+/// A Transparent unit's namespace: its endpoint's guard chain in the
+/// namespace's `netdev cnetguard` table while the endpoint is there; no
+/// guard table, ACL table (`inet cnetpol`) or ifb after.
 fn guard_agrees(w: &World, ns: &str, ep: Option<&&Value>) -> Result<(), String> {
     let path = cnet_dataplane::netns::path_of(ns);
+    if ep.is_none() {
+        let acls = w.exec_in(&path, &["nft", "list", "table", "inet", "cnetpol"]);
+        if acls.status.success() {
+            return Err(format!("namespace {ns} has an ACL table with no endpoint"));
+        }
+        let ifbs = w.exec_in(&path, &["ip", "-o", "link", "show", "type", "ifb"]);
+        if !ifbs.stdout.is_empty() {
+            return Err(format!(
+                "namespace {ns} has an ifb with no endpoint: {}",
+                String::from_utf8_lossy(&ifbs.stdout)
+            ));
+        }
+    }
     let listed = w.exec_in(&path, &["nft", "list", "table", "netdev", "cnetguard"]);
     let table = String::from_utf8_lossy(&listed.stdout);
     match ep {
