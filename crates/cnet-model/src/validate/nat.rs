@@ -17,6 +17,12 @@ pub fn check_outbound_nat(policies: &[EndpointPolicy], net: &Network) -> Result<
         )));
     }
     let rule = nat.rule().map_err(ApiError::invalid_param)?;
+    if net.r#type == NetworkType::Transparent {
+        return Err(ApiError::invalid_param(format!(
+            "OutBoundNAT has nothing to translate on Transparent network {}: its endpoints are on the LAN at their own addresses and their traffic never passes the host; remove it, or use an L2Bridge network (whose traffic the host routes out)",
+            net.name
+        )));
+    }
     if !matches!(net.r#type, NetworkType::Nat | NetworkType::L2Bridge | NetworkType::L2Tunnel | NetworkType::Overlay) {
         return Err(ApiError::invalid_param(format!(
             "OutBoundNAT needs a network whose traffic the host routes out (NAT, L2Bridge, L2Tunnel, Overlay); {} is {:?}",
@@ -48,6 +54,12 @@ pub fn check_l4proxy(policies: &[EndpointPolicy], ips: &[std::net::IpAddr], net:
         )));
     }
     let rule = proxy.rule().map_err(ApiError::invalid_param)?;
+    if net.r#type == NetworkType::Transparent {
+        return Err(ApiError::invalid_param(format!(
+            "L4Proxy is not supported on Transparent network {}: its endpoints' flows never pass the host, and a proxy in the endpoint's own namespace would have its own flows redirected too (L4Proxy names no proxy user to exempt); use an L2Bridge or NAT network",
+            net.name
+        )));
+    }
     if !matches!(
         net.r#type,
         NetworkType::Nat | NetworkType::Internal | NetworkType::L2Bridge | NetworkType::L2Tunnel | NetworkType::Overlay
@@ -63,4 +75,28 @@ pub fn check_l4proxy(policies: &[EndpointPolicy], ips: &[std::net::IpAddr], net:
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(ty: &str) -> Network {
+        serde_json::from_value(serde_json::json!({"Name": "lan", "Type": ty})).unwrap()
+    }
+    fn policy(v: serde_json::Value) -> EndpointPolicy {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn on_a_transparent_network_outbound_nat_and_l4proxy_are_refused_saying_why_and_what_instead() {
+        let nat = [policy(serde_json::json!({"Type": "OutBoundNAT", "Settings": {}}))];
+        let err = check_outbound_nat(&nat, &net("Transparent")).unwrap_err();
+        assert!(err.error.contains("never passes the host") && err.error.contains("L2Bridge"), "{}", err.error);
+        assert!(check_outbound_nat(&nat, &net("L2Bridge")).is_ok());
+        let proxy = [policy(serde_json::json!({"Type": "L4Proxy", "Settings": {"Port": "15001"}}))];
+        let err = check_l4proxy(&proxy, &[], &net("Transparent")).unwrap_err();
+        assert!(err.error.contains("exempt") && err.error.contains("L2Bridge"), "{}", err.error);
+        assert!(check_l4proxy(&proxy, &[], &net("NAT")).is_ok());
+    }
 }
