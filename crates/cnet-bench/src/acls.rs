@@ -9,6 +9,11 @@
 //! policy table's, not namespace creation's. First packet: a TCP connect
 //! from the endpoint to a LAN server (its SYN is the packet that meets the
 //! dispatch map and the endpoint's chain).
+//!
+//! The same change on a Transparent network ([`run_transparent`]): each
+//! container's ACLs are a table of its own namespace, so the fillers there
+//! are containers of their own namespaces (at most [`TRANSPARENT_FILLERS`],
+//! the addresses of half the test LAN).
 
 use std::time::{Duration, Instant};
 
@@ -26,6 +31,9 @@ const PER_NAMESPACE: usize = 100;
 const PER_NETWORK: usize = 500;
 const SINK_PORT: u16 = 7400;
 
+/// Transparent fillers at most: the network has 126 addresses.
+pub const TRANSPARENT_FILLERS: usize = 100;
+
 pub struct AclScale {
     pub fillers: usize,
     pub change_alone: Stats,
@@ -34,6 +42,8 @@ pub struct AclScale {
     pub connect_without: Stats,
     pub gbit_with: Option<f64>,
     pub gbit_without: Option<f64>,
+    /// The change on a Transparent network: alone, and with its fillers.
+    pub transparent: Option<(usize, Stats, Stats)>,
 }
 
 /// 20 rules, one kernel rule each, different per endpoint `k` and variant `v`.
@@ -135,7 +145,61 @@ pub fn run(
     for n in 0..networks {
         c.delete(&format!("/networks/acls{n}"))?;
     }
-    Ok(AclScale { fillers, change_alone, change_at_scale, connect_with, connect_without, gbit_with, gbit_without })
+    Ok(AclScale {
+        fillers,
+        change_alone,
+        change_at_scale,
+        connect_with,
+        connect_without,
+        gbit_with,
+        gbit_without,
+        transparent: None,
+    })
+}
+
+/// One Transparent container's ACL change, alone and with `fillers`
+/// containers of 20 rules each, each in a namespace of its own, on a
+/// Transparent network of the test LAN's upper half (uplink `uplink0`).
+pub fn run_transparent(
+    c: &cnet_client::Client,
+    tag: &str,
+    fillers: usize,
+    reps: usize,
+) -> Result<(usize, Stats, Stats)> {
+    let fillers = fillers.min(TRANSPARENT_FILLERS);
+    c.post::<Value>(
+        "/networks",
+        &json!({"Name": "acls-lan", "Type": "Transparent",
+            "Policies": [{"Type": "NetAdapterName", "Settings": {"NetworkAdapterName": "uplink0"}}],
+            "Ipams": [{"Subnets": [{"IpAddressPrefix": "198.18.0.128/25"}]}]}),
+    )?;
+    let mut paths = Vec::new();
+    let mut container = |name: &str, policies: Vec<Value>| -> Result<()> {
+        let path = crate::netns_add(&format!("{tag}-{name}"))?;
+        paths.push(path.clone());
+        let ns: Value = c.post("/namespaces", &json!({"NetnsPath": path}))?;
+        c.post::<Value>(
+            "/endpoints",
+            &json!({"Name": name, "HostComputeNetwork": "acls-lan", "HostComputeNamespace": ns["ID"], "Policies": policies}),
+        )
+        .with_context(|| format!("endpoint {name}"))?;
+        Ok(())
+    };
+    container("tacl-with", rules(0, 0))?;
+    let alone = time_changes(c, "tacl-with", reps)?;
+    for k in 0..fillers {
+        container(&format!("tacl-f{k}"), rules(k + 1, 0))?;
+    }
+    let at_scale = time_changes(c, "tacl-with", reps)?;
+    let eps: Vec<Value> = c.get("/endpoints?network=acls-lan")?;
+    for e in eps {
+        c.delete(&format!("/endpoints/{}", e["ID"].as_str().unwrap_or_default()))?;
+    }
+    for p in &paths {
+        c.delete(&format!("/namespaces/{}", cnet_client::escape(p)))?;
+    }
+    c.delete("/networks/acls-lan")?;
+    Ok((fillers, alone, at_scale))
 }
 
 pub fn print(r: &AclScale, reps: usize) {
@@ -157,4 +221,15 @@ pub fn print(r: &AclScale, reps: usize) {
         "\n(change: API call replacing the endpoint's {RULES} ACL policies; {reps} reps; ratio at scale/alone {:.2})",
         r.change_at_scale.median.as_secs_f64() / r.change_alone.median.as_secs_f64()
     );
+    if let Some((fillers, alone, at_scale)) = &r.transparent {
+        println!("\n| ACLs on a Transparent network (a table in each container's namespace) | median (µs) | p99 | min | max |");
+        println!("|---|---:|---:|---:|---:|");
+        for (what, s) in [
+            ("change one container's ACLs, no other container has any".to_string(), alone),
+            (format!("change one container's ACLs, {fillers} containers have theirs"), at_scale),
+        ] {
+            println!("| {what} | {:.0} | {:.0} | {:.0} | {:.0} |", us(s.median), us(s.p99), us(s.min), us(s.max));
+        }
+        println!("\n(ratio at scale/alone {:.2})", at_scale.median.as_secs_f64() / alone.median.as_secs_f64());
+    }
 }

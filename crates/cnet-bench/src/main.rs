@@ -363,7 +363,9 @@ fn main() -> Result<()> {
                 tag: tag.clone(),
                 lan: lan.clone(),
             });
-            m.acls = Some(acls::run(&bench.client, &tag, &lan, fillers, reps.clamp(5, 100), dp.as_ref())?);
+            let mut scale = acls::run(&bench.client, &tag, &lan, fillers, reps.clamp(5, 100), dp.as_ref())?;
+            scale.transparent = Some(acls::run_transparent(&bench.client, &tag, fillers, reps.clamp(5, 100))?);
+            m.acls = Some(scale);
         }
         let through_cni = || -> Box<dyn System + Send> {
             Box::new(CnetCni {
