@@ -52,6 +52,9 @@ pub fn tune() {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
     if let Some(before) = std::env::var_os(BEFORE) {
+        // `exec /proc/self/exe` named the process "exe": give it its name
+        // back, for `ps`, `pgrep cnetd` and `top`.
+        name_process();
         // The environment is changed while the process still has one thread.
         std::env::remove_var(BEFORE);
         match before.to_str() {
@@ -72,6 +75,16 @@ pub fn tune() {
         .exec();
     // Logging is not set up yet.
     eprintln!("cnetd: could not restart itself without glibc's thread cache ({err}); going on with it");
+}
+
+/// Sets the process's name (its `comm`) to the file name of `argv[0]`.
+fn name_process() {
+    let arg0 = std::env::args_os().next().unwrap_or_default();
+    let name = std::path::Path::new(&arg0).file_name().unwrap_or(arg0.as_os_str()).as_encoded_bytes();
+    // The kernel keeps 15 bytes and a NUL.
+    let Ok(name) = std::ffi::CString::new(&name[..name.len().min(15)]) else { return };
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
 }
 
 #[cfg(test)]

@@ -173,5 +173,8 @@ fn cnetd_runs_without_glibcs_thread_cache_under_the_pid_it_was_started_with() {
     }
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
     assert!(exe.ends_with("cnetd"), "{}", exe.display());
+    // Named cnetd, not "exe" (the restart runs /proc/self/exe), for ps and pgrep.
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+    assert_eq!(comm.trim(), "cnetd");
     w.client().get::<Vec<Network>>("/networks").expect("cnetd answers");
 }
