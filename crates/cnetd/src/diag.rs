@@ -121,27 +121,15 @@ pub fn diag(svc: &Service) -> Result<DiagReport> {
         r.drift.extend(svc.driver(&net.record)?.check_endpoint(dp, &net.record, ep, ns, &links).map_err(kernel)?);
         r.drift.extend(qos_drift(dp, ep, &net.record, ns)?);
     }
-    for id in svc.guards.missing().map_err(kernel)? {
+    // Tables the kernel lacks: the guards', and Transparent containers' ACLs.
+    let guards = svc.guards.missing().map_err(kernel)?.into_iter().map(|id| (id, "its anti-spoofing guard is missing from the kernel (its nftables table was deleted?): restart cnetd, which loads every guard again"));
+    let acls = svc.policies.inside.missing().map_err(kernel)?.into_iter().map(|id| (id, "its ACL table inet cnetpol is missing from its namespace (deleted from inside the container?): restart cnetd, which loads it again"));
+    for (id, what) in guards.chain(acls) {
         let Some(ep) = o.endpoints.get(&id).filter(|s| s.intent.is_none()).map(|s| &s.record) else { continue };
         r.drift.push(Finding::new(
             Subject::new(SubjectKind::Endpoint, Some(ep.id), ep.display_name()),
             FindingKind::Missing,
-            format!(
-                "endpoint {}: its anti-spoofing guard is missing from the kernel (its nftables table was deleted?): restart cnetd, which loads every guard again",
-                ep.display_name()
-            ),
-        ));
-    }
-    for id in svc.policies.inside.missing().map_err(kernel)? {
-        let Some(ep) = o.endpoints.get(&id).filter(|s| s.intent.is_none()).map(|s| &s.record) else { continue };
-        r.drift.push(Finding::new(
-            Subject::new(SubjectKind::Endpoint, Some(ep.id), ep.display_name()),
-            FindingKind::Missing,
-            format!(
-                "endpoint {} ({}): its ACL table inet cnetpol is missing from its namespace (deleted from inside the container?): restart cnetd, which loads it again",
-                ep.display_name(),
-                ep.id
-            ),
+            format!("endpoint {} ({}): {what}", ep.display_name(), ep.id),
         ));
     }
     for name in orphans(svc, &o, &links) {
