@@ -62,6 +62,10 @@ pub fn startup(svc: &Service) -> Result<StartupReport> {
         }
     }
     svc.policies.reload().map_err(kernel("loading the nftables policy table"))?;
+    // A crash can leave a container's ACL table that no endpoint of the model has.
+    let spaces = o.namespaces.values().map(|n| n.record.netns_path.as_str()).filter(|p| !p.is_empty());
+    let swept = svc.policies.inside.sweep(spaces).map_err(kernel("removing stale ACL tables"))?;
+    report.removed_orphans.extend(swept.into_iter().map(|ns| format!("the ACL table inet cnetpol of namespace {ns}")));
     svc.guards.reload().map_err(kernel("loading the nftables anti-spoofing table"))?;
     if o.networks.is_empty() {
         let _ = svc.firewall.delete_if_unused();

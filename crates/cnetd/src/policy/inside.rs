@@ -225,6 +225,29 @@ impl Inside {
         Ok(())
     }
 
+    /// Deletes the table of each namespace of `spaces` that has one and
+    /// that the model has no endpoint in: left by a crash between the
+    /// kernel's change and the store's (an endpoint deleted, or its last
+    /// ACL removed), which no later change would touch. Start-up calls it
+    /// after [`Inside::reload`]; cnetd's own namespace is never swept (its
+    /// `inet cnetpol` is the host's table). Returns the namespaces swept.
+    pub fn sweep<'a>(&self, spaces: impl Iterator<Item = &'a str>) -> DpResult<Vec<String>> {
+        let own = std::fs::metadata("/proc/self/ns/net").map(|m| std::os::unix::fs::MetadataExt::ino(&m)).ok();
+        let ino = |p: &str| std::fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).ok();
+        let model = self.model();
+        let mut out = Vec::new();
+        for netns in spaces {
+            if model.contains_key(netns) || (own.is_some() && ino(netns) == own) || !self.dp.netns_exists(netns) {
+                continue;
+            }
+            if self.dp.acl_exists_in(netns)? {
+                self.dp.acl_apply_in(netns, &script(&BTreeMap::new()))?;
+                out.push(netns.to_string());
+            }
+        }
+        Ok(out)
+    }
+
     /// The namespace whose table has endpoint `id`'s chains, if any.
     pub fn netns_of(&self, id: Uuid) -> Option<String> {
         self.model().iter().find(|(_, m)| m.contains_key(&id)).map(|(ns, _)| ns.clone())
