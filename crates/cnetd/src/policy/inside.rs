@@ -94,6 +94,14 @@ fn entry_of(ep: &EndpointRecord, net: &NetworkRecord, sets: &NetSets) -> DpResul
     Ok(Some(Entry { program, sets }))
 }
 
+/// Whether the namespace at `path` is cnetd's own (a path to the host's
+/// namespace, or a stale `/proc/PID/ns/net` whose PID is now a host process).
+pub fn is_own(path: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let ino = |p: &str| std::fs::metadata(p).map(|m| m.ino()).ok();
+    ino(path).is_some_and(|i| Some(i) == ino("/proc/self/ns/net"))
+}
+
 /// The script that replaces a namespace's table with `entries` (deletes
 /// it when there are none).
 fn script(entries: &BTreeMap<Uuid, Entry>) -> String {
@@ -127,8 +135,15 @@ impl Inside {
 
     /// Brings namespace `netns`'s table to the model with `changes` made
     /// (each endpoint's new entry, or none); the model only when the
-    /// kernel took it.
+    /// kernel took it. A namespace that is gone took its table with it.
+    /// cnetd's own namespace is refused: its `inet cnetpol` is the host's.
     fn apply(&self, model: &mut Model, netns: &str, changes: Vec<(Uuid, Option<Entry>)>) -> DpResult<()> {
+        if is_own(netns) {
+            return Err(DataplaneError::Invalid {
+                what: format!("the namespace {netns}"),
+                reason: "it is cnetd's own: a Transparent endpoint's ACLs go in a container's namespace".into(),
+            });
+        }
         let mut next = model.get(netns).cloned().unwrap_or_default();
         for (id, e) in changes {
             match e {
@@ -137,6 +152,10 @@ impl Inside {
             };
         }
         if model.get(netns).map_or(next.is_empty(), |cur| *cur == next) {
+            return Ok(());
+        }
+        if !self.dp.netns_exists(netns) {
+            model.remove(netns);
             return Ok(());
         }
         self.dp.acl_apply_in(netns, &script(&next))?;
@@ -169,14 +188,6 @@ impl Inside {
         let mut model = self.model();
         let spaces: Vec<String> = model.iter().filter(|(_, m)| m.contains_key(&id)).map(|(ns, _)| ns.clone()).collect();
         for ns in spaces {
-            if !self.dp.netns_exists(&ns) {
-                // Its table went with it.
-                if let Some(m) = model.get_mut(&ns) {
-                    m.remove(&id);
-                }
-                model.retain(|_, m| !m.is_empty());
-                continue;
-            }
             self.apply(&mut model, &ns, vec![(id, None)])?;
         }
         Ok(())
@@ -216,11 +227,17 @@ impl Inside {
     pub fn reload(&self) -> DpResult<()> {
         let model = self.model();
         for (netns, entries) in model.iter() {
-            if !self.dp.netns_exists(netns) {
-                tracing::warn!("the namespace {netns} of a Transparent endpoint is gone: not loading its ACLs");
+            if !self.dp.netns_exists(netns) || is_own(netns) {
+                tracing::warn!(
+                    "the namespace {netns} of a Transparent endpoint is gone or cnetd's own: not loading its ACLs"
+                );
                 continue;
             }
-            self.dp.acl_apply_in(netns, &script(entries))?;
+            // One namespace that cannot take its table (gone since the
+            // check) must not keep cnetd from starting; diag finds it.
+            if let Err(e) = self.dp.acl_apply_in(netns, &script(entries)) {
+                tracing::error!("loading the ACLs of namespace {netns} failed: {e}");
+            }
         }
         Ok(())
     }
@@ -232,17 +249,22 @@ impl Inside {
     /// after [`Inside::reload`]; cnetd's own namespace is never swept (its
     /// `inet cnetpol` is the host's table). Returns the namespaces swept.
     pub fn sweep<'a>(&self, spaces: impl Iterator<Item = &'a str>) -> DpResult<Vec<String>> {
-        let own = std::fs::metadata("/proc/self/ns/net").map(|m| std::os::unix::fs::MetadataExt::ino(&m)).ok();
-        let ino = |p: &str| std::fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).ok();
         let model = self.model();
         let mut out = Vec::new();
         for netns in spaces {
-            if model.contains_key(netns) || (own.is_some() && ino(netns) == own) || !self.dp.netns_exists(netns) {
+            if model.contains_key(netns) || is_own(netns) || !self.dp.netns_exists(netns) {
                 continue;
             }
-            if self.dp.acl_exists_in(netns)? {
-                self.dp.acl_apply_in(netns, &script(&BTreeMap::new()))?;
-                out.push(netns.to_string());
+            let swept = self.dp.acl_exists_in(netns).and_then(|there| {
+                if there {
+                    self.dp.acl_apply_in(netns, &script(&BTreeMap::new()))?;
+                }
+                Ok(there)
+            });
+            match swept {
+                Ok(true) => out.push(netns.to_string()),
+                Ok(false) => {}
+                Err(e) => tracing::warn!("looking for a stale ACL table in namespace {netns} failed: {e}"),
             }
         }
         Ok(out)

@@ -168,12 +168,14 @@ impl Policies {
     /// when it has no policies left.
     pub fn set(&self, ep: &EndpointRecord, net: &NetworkRecord, netns: Option<&str>) -> DpResult<()> {
         if net.kind == NetworkType::Transparent {
-            return match netns.filter(|p| !p.is_empty() && ep.vm_device.is_none()) {
-                Some(path) => self.inside.set(ep, net, path),
-                None if has_acls(ep, net) => Err(invalid(format!("endpoint {}", ep.display_name()))(
+            let vm = ep.vm_device.is_some() || netns == Some("");
+            return match netns {
+                _ if vm && has_acls(ep, net) => Err(invalid(format!("endpoint {}", ep.display_name()))(
                     "a VM endpoint on a Transparent network takes no ACLs".into(),
                 )),
-                None => Ok(()),
+                Some(path) if !vm => self.inside.set(ep, net, path),
+                // A VM without ACLs, or no namespace known: nothing to program.
+                _ => Ok(()),
             };
         }
         let sets = sets_of(net)?;

@@ -103,7 +103,15 @@ impl Adapter {
         }
     }
 
+    /// A container's namespace that is gone: its link and ifb went with it.
+    fn gone(&self, dp: &dyn Dataplane) -> bool {
+        self.netns.as_deref().is_some_and(|p| !dp.netns_exists(p))
+    }
+
     fn status(&self, dp: &dyn Dataplane, ep: &EndpointRecord) -> DpResult<QosStatus> {
+        if self.gone(dp) {
+            return Ok(QosStatus::default());
+        }
         let s = dp.qos_status(self.netns.as_deref(), &self.link, &ifb_name(&ep.id))?;
         Ok(if self.endpoint_side { s.mirrored() } else { s })
     }
@@ -120,7 +128,8 @@ pub fn adapter(ep: &EndpointRecord, kind: NetworkType, netns: Option<&str>) -> O
         (NetworkType::Transparent, true, _) => {
             Some(Adapter { netns: None, link: crate::driver::transparent::vm_link(ep), endpoint_side: true })
         }
-        (NetworkType::Transparent, false, Some(path)) => {
+        // Never cnetd's own namespace: its links are the host's.
+        (NetworkType::Transparent, false, Some(path)) if !crate::policy::inside::is_own(path) => {
             Some(Adapter { netns: Some(path.to_string()), link: ep.interface_name.to_string(), endpoint_side: true })
         }
         _ if !ep.host_interface_name.is_empty() => {
@@ -143,8 +152,12 @@ pub fn set(dp: &dyn Dataplane, ep: &EndpointRecord, at: &Adapter) -> DpResult<()
     dp.qos_set(at.netns.as_deref(), &at.link, &ifb_name(&ep.id), &at.spec(spec))
 }
 
-/// Removes `ep`'s buckets from `at`, and its ifb.
+/// Removes `ep`'s buckets from `at`, and its ifb (nothing to do in a
+/// namespace that is gone).
 pub fn clear(dp: &dyn Dataplane, ep: &EndpointRecord, at: &Adapter) -> DpResult<()> {
+    if at.gone(dp) {
+        return Ok(());
+    }
     dp.qos_set(at.netns.as_deref(), &at.link, &ifb_name(&ep.id), &QosSpec::default())
 }
 
@@ -157,7 +170,8 @@ pub fn drops(dp: &dyn Dataplane, ep: &EndpointRecord, at: &Adapter) -> DpResult<
 
 /// Buckets `ep` should have on `at` and the kernel lacks, or has and should not.
 pub fn drift(dp: &dyn Dataplane, ep: &EndpointRecord, at: &Adapter) -> DpResult<Vec<Finding>> {
-    if !shaped(ep) {
+    // A namespace that is gone is a finding of its own.
+    if !shaped(ep) || at.gone(dp) {
         return Ok(vec![]);
     }
     let Ok(want) = spec_of(&ep.policies) else { return Ok(vec![]) };

@@ -274,6 +274,10 @@ impl Service {
         );
         let new = with_lease(ep.clone(), self.acquire(ep, net, path)?, net);
         self.configure_lease(ep, &new, net, path).map_err(|e| ServiceError::kernel("moving to the new lease", e))?;
+        // The ACLs' dispatch is keyed by the endpoint's address.
+        self.policies
+            .set(&new, net, Some(path))
+            .map_err(|e| ServiceError::kernel("moving the ACLs to the new lease", e))?;
         let due = new.lease.as_ref().map(|l| l.renew_at()).unwrap_or(now + 60);
         self.commit_lease(ep.id, lease, new)?;
         Ok(due)

@@ -623,7 +623,7 @@ impl Dataplane for FakeDataplane {
         self.step(format!("qos_set {netns:?} {dev} {ifb} {spec:?}"), |k| k.objects.qos_set(netns, dev, ifb, spec))
     }
     fn qos_status(&self, netns: Option<&str>, dev: &str, ifb: &str) -> DpResult<crate::dataplane::QosStatus> {
-        self.read(format!("qos_status {netns:?} {dev}"), |k| Ok(k.objects.qos_status(netns, dev, ifb)))
+        self.read(format!("qos_status {netns:?} {dev}"), |k| k.objects.qos_status(netns, dev, ifb))
     }
 
     fn forget_flows(&self, flows: &[FlowMatch]) -> DpResult<usize> {

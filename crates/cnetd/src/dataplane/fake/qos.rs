@@ -24,7 +24,16 @@ impl Objects {
         }
     }
 
+    /// A namespace that is gone cannot be entered, as the kernel's `setns` fails.
+    fn qos_enter(&self, netns: Option<&str>) -> DpResult<()> {
+        match netns {
+            Some(ns) if !self.namespaces.contains(ns) => Err(super::errno(format!("entering {ns}"), libc::ENOENT)),
+            _ => Ok(()),
+        }
+    }
+
     pub(super) fn qos_set(&mut self, netns: Option<&str>, dev: &str, ifb: &str, spec: &QosSpec) -> DpResult<()> {
+        self.qos_enter(netns)?;
         let key = (netns.unwrap_or_default().to_string(), dev.to_string());
         let Some(mtu) = self.qos_link_mtu(netns, dev) else {
             if spec.is_empty() {
@@ -53,10 +62,11 @@ impl Objects {
         Ok(())
     }
 
-    pub(super) fn qos_status(&self, netns: Option<&str>, dev: &str, ifb: &str) -> QosStatus {
+    pub(super) fn qos_status(&self, netns: Option<&str>, dev: &str, ifb: &str) -> DpResult<QosStatus> {
+        self.qos_enter(netns)?;
         let key = (netns.unwrap_or_default().to_string(), dev.to_string());
         let spec = self.qos.get(&key).map(|q| q.spec).unwrap_or_default();
         let redirected = spec.egress.is_some() && (netns.is_some() || self.links.contains_key(ifb));
-        QosStatus { egress: redirected.then_some(0), ingress: spec.ingress.map(|_| 0) }
+        Ok(QosStatus { egress: redirected.then_some(0), ingress: spec.ingress.map(|_| 0) })
     }
 }

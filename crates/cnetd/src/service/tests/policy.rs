@@ -272,3 +272,18 @@ fn on_a_transparent_network_a_failed_acl_change_leaves_the_old_table_and_a_crash
         assert!(m >= 1);
     });
 }
+
+#[test]
+fn on_a_transparent_network_a_network_acl_change_skips_a_namespace_that_is_gone() {
+    on("Transparent", || {
+        let b = transparent_with_acl();
+        let rec = b.svc().get_endpoint(EP).unwrap();
+        let path = b.svc().netns_path(rec.namespace).unwrap();
+        b.fake.tamper(|k| {
+            k.namespaces.remove(&path);
+        });
+        let block = net_policy(json!({"Type": "NetworkACL", "Settings": {"Id": "x", "Action": "Block",
+            "Direction": "Out", "Protocols": "6", "RemotePorts": "25"}}));
+        modify(&b, NetworkPolicyChange::Add(vec![block])).expect("the gone namespace does not hold the network back");
+    });
+}

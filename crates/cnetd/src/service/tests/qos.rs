@@ -156,3 +156,24 @@ fn a_detach_that_fails_at_the_qos_step_is_finished_by_a_retry_and_leaves_no_ifb(
         assert!(!has_ifb(b));
     });
 }
+
+#[test]
+fn a_transparent_container_whose_namespace_is_gone_detaches_and_diag_still_answers() {
+    on("Transparent", || {
+        let b = with_network(true);
+        let mut req = ep_req(Some(NS));
+        req.policies.push(qos(2_500_000));
+        b.svc().create_endpoint(req).unwrap();
+        let rec = b.svc().get_endpoint(EP).unwrap();
+        let path = b.svc().netns_path(rec.namespace).unwrap();
+        // The container exited before its runtime detached it: its namespace, link and ifb are gone.
+        b.fake.tamper(|k| {
+            k.namespaces.remove(&path);
+            k.qos.clear();
+        });
+        assert!(b.drift().iter().any(|d| d.contains("is gone")), "{:?}", b.drift());
+        b.svc().detach(NS, EP).unwrap();
+        let drift = b.drift();
+        assert!(drift.iter().all(|d| d.starts_with("namespace")), "only the namespace object is left: {drift:?}");
+    });
+}
