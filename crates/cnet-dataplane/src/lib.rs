@@ -31,6 +31,7 @@ mod nfnetlink;
 pub mod nft;
 pub mod nftobj;
 pub mod nftwatch;
+pub mod nftwrite;
 pub mod probe;
 pub mod qos;
 pub mod reaper;

@@ -19,7 +19,10 @@ pub const NLM_F_REQUEST: u16 = 0x1;
 pub const NLM_F_ACK: u16 = 0x4;
 pub const NLM_F_DUMP: u16 = 0x300;
 pub const NLA_F_NESTED: u16 = 1 << 15;
+pub const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNETLINK_V0: u8 = 0;
+const NFNL_MSG_BATCH_BEGIN: u8 = 0x10;
+const NFNL_MSG_BATCH_END: u8 = 0x11;
 
 /// Appends one attribute, padded to 4 bytes.
 pub fn put(buf: &mut Vec<u8>, kind: u16, value: &[u8]) {
@@ -52,6 +55,17 @@ pub fn message(subsys: u16, msg_type: u8, flags: u16, seq: u32, family: u8, attr
     buf.extend_from_slice(&[family, NFNETLINK_V0, 0, 0]); // res_id 0
     buf.extend_from_slice(attrs);
     buf
+}
+
+/// `body` (nf_tables messages) framed as one transaction: a batch begin
+/// with sequence number `seq`, the messages, a batch end with `end_seq`.
+pub fn nftables_batch(seq: u32, body: &[u8], end_seq: u32) -> Vec<u8> {
+    let mut begin = message(0, NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, seq, 0, &[]);
+    // The batch's subsystem, in network order, where `nfgenmsg` has its res_id.
+    begin[18..20].copy_from_slice(&NFNL_SUBSYS_NFTABLES.to_be_bytes());
+    let mut end = message(0, NFNL_MSG_BATCH_END, NLM_F_REQUEST, end_seq, 0, &[]);
+    end[18..20].copy_from_slice(&NFNL_SUBSYS_NFTABLES.to_be_bytes());
+    [&begin[..], body, &end[..]].concat()
 }
 
 /// The (kind, value) attributes in `buf`, as the kernel packs them (the kind
@@ -148,6 +162,45 @@ impl Nfnl {
     pub fn next_seq(&mut self) -> u32 {
         self.seq = self.seq.wrapping_add(1);
         self.seq
+    }
+
+    /// Sends `batch` (an [`nftables_batch`]) and returns the (sequence
+    /// number, 0 or -errno) of every acknowledgement and error it got. The
+    /// kernel handles a batch within the send, so every answer is queued
+    /// when it returns; they are read without waiting, and an answer that
+    /// is not there is never waited for.
+    pub fn send_batch(&mut self, batch: &[u8]) -> io::Result<Vec<(u32, i32)>> {
+        self.socket.send(batch, 0)?;
+        let mut out = Vec::new();
+        let mut buf = Vec::with_capacity(65536);
+        loop {
+            buf.clear();
+            match self.socket.recv(&mut buf, libc::MSG_DONTWAIT) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(out),
+                Err(e) => return Err(e),
+            }
+            let mut at = 0;
+            while at + NLMSG_HDRLEN <= buf.len() {
+                let h = &buf[at..];
+                let len = u32::from_ne_bytes(h[0..4].try_into().expect("4 bytes")) as usize;
+                let kind = u16::from_ne_bytes(h[4..6].try_into().expect("2 bytes"));
+                let seq = u32::from_ne_bytes(h[8..12].try_into().expect("4 bytes"));
+                if len < NLMSG_HDRLEN || len > h.len() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "a netlink message longer than what was received",
+                    ));
+                }
+                if kind == NLMSG_ERROR {
+                    let code = h
+                        .get(NLMSG_HDRLEN..NLMSG_HDRLEN + 4)
+                        .map_or(0, |c| i32::from_ne_bytes(c.try_into().expect("4 bytes")));
+                    out.push((seq, code));
+                }
+                at += len.next_multiple_of(4);
+            }
+        }
     }
 
     /// Sends `request` and hands the payload of every answer message of type

@@ -19,14 +19,13 @@
 use std::io;
 
 use crate::error::{DataplaneError, Result};
-use crate::nfnetlink::{attributes, message, put, Nfnl, NLA_F_NESTED, NLM_F_ACK, NLM_F_REQUEST};
+use crate::nfnetlink::{
+    attributes, message, nftables_batch, put, Nfnl, NFNL_SUBSYS_NFTABLES, NLA_F_NESTED, NLM_F_ACK, NLM_F_REQUEST,
+};
 
-const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_NEWTABLE: u8 = 0;
 const NFT_MSG_GETTABLE: u8 = 1;
 const NFT_MSG_DELTABLE: u8 = 2;
-const NFNL_MSG_BATCH_BEGIN: u8 = 0x10;
-const NFNL_MSG_BATCH_END: u8 = 0x11;
 const NFT_MSG_NEWOBJ: u8 = 18;
 const NFT_MSG_GETOBJ: u8 = 19;
 const NFTA_TABLE_NAME: u16 = 1;
@@ -47,7 +46,7 @@ pub enum Family {
 }
 
 impl Family {
-    fn proto(self) -> u8 {
+    pub(crate) fn proto(self) -> u8 {
         match self {
             Family::Inet => 1,
             Family::Netdev => 5,
@@ -70,7 +69,7 @@ pub struct Counter {
     pub bytes: u64,
 }
 
-fn cstr(s: &str) -> Vec<u8> {
+pub(crate) fn cstr(s: &str) -> Vec<u8> {
     [s.as_bytes(), &[0]].concat()
 }
 
@@ -125,14 +124,9 @@ pub fn delete_table(family: Family, name: &str) -> Result<()> {
 fn delete_table_batch(seq: u32, family: Family, name: &str) -> Vec<u8> {
     let mut attrs = Vec::new();
     put(&mut attrs, NFTA_TABLE_NAME, &cstr(name));
-    let mut begin = message(0, NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, seq, 0, &[]);
-    // The batch's subsystem, in network order, where `nfgenmsg` has its res_id.
-    begin[18..20].copy_from_slice(&NFNL_SUBSYS_NFTABLES.to_be_bytes());
     let delete =
         message(NFNL_SUBSYS_NFTABLES, NFT_MSG_DELTABLE, NLM_F_REQUEST | NLM_F_ACK, seq, family.proto(), &attrs);
-    let mut end = message(0, NFNL_MSG_BATCH_END, NLM_F_REQUEST, seq, 0, &[]);
-    end[18..20].copy_from_slice(&NFNL_SUBSYS_NFTABLES.to_be_bytes());
-    [begin, delete, end].concat()
+    nftables_batch(seq, &delete, seq)
 }
 
 /// The values of counter `name` in table `family table`; `None` when the

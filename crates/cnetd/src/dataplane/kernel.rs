@@ -280,7 +280,14 @@ impl Dataplane for Kernel {
         Ok(nft::table_json("inet", TABLE)?.map(|dump| elements_of(&dump)))
     }
     fn pol_apply(&self, script: &str) -> DpResult<()> {
-        nft::apply(script)
+        // One endpoint's change goes straight to the kernel: libnftables
+        // would first fetch every chain, set and counter of the namespace.
+        let Some(batch) = cnet_dataplane::nftwrite::parse(script) else { return nft::apply(script) };
+        let Err(e) = batch.send() else { return Ok(()) };
+        // Refused: nft says why (and if it takes what the writer could not, that is a bug of the writer).
+        nft::apply(script)?;
+        tracing::warn!("nftables took a policy change that cnet's netlink writer could not send ({e})");
+        Ok(())
     }
     fn pol_exists(&self, family: cnet_dataplane::nftobj::Family) -> DpResult<bool> {
         let table = match family {

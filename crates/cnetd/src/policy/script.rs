@@ -109,3 +109,61 @@ pub fn remove_script(old: &Program) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use cnet_model::acl::{AclPolicy, AclRule};
+    use cnet_model::tier::TierAclPolicy;
+    use uuid::Uuid;
+
+    use super::super::acl::{compile, Source};
+    use super::*;
+
+    fn rule(json: serde_json::Value) -> AclRule {
+        serde_json::from_value::<AclPolicy>(json).unwrap().rule().unwrap()
+    }
+
+    /// One endpoint's change is sent by cnet's netlink writer, not by
+    /// libnftables (whose cache fetch grows with the table): every command
+    /// the compiler emits for it is one the writer takes.
+    #[test]
+    fn every_change_of_one_endpoint_is_in_the_netlink_writers_subset() {
+        let rules = [
+            rule(serde_json::json!({"Action": "Allow", "Direction": "In", "Protocols": "6,17",
+                "LocalPorts": "80,8000-8080", "RemoteAddresses": "10.1.0.0/16,web,2001:db8::/64", "Priority": 200})),
+            rule(
+                serde_json::json!({"Action": "Block", "Direction": "In", "Protocols": "1", "RemoteAddresses": "10.1.0.9"}),
+            ),
+            rule(serde_json::json!({"Action": "Pass", "Direction": "In", "Priority": 300})),
+            rule(serde_json::json!({"Action": "Block", "Direction": "Out", "Protocols": "6", "RemotePorts": "443",
+                "RemoteAddresses": "192.0.2.0/25", "LocalAddresses": "10.0.0.2"})),
+            rule(
+                serde_json::json!({"Action": "Allow", "Direction": "Out", "Protocols": "58", "RemoteAddresses": "fd00::/8"}),
+            ),
+        ];
+        let tiers = [serde_json::from_value::<TierAclPolicy>(serde_json::json!({"Name": "t", "Direction": "In",
+            "Order": 1, "TierAclRules": [{"TierAclRuleAction": "Pass", "RemoteAddresses": "10.9.0.0/24"},
+            {"TierAclRuleAction": "Block", "Protocols": "6", "LocalPorts": "22"}]}))
+        .unwrap()
+        .tier()
+        .unwrap()];
+        let sets = BTreeMap::from([("web".to_string(), "ips_n_w".to_string())]);
+        let ips = ["10.0.0.2".parse().unwrap(), "fd00::2".parse().unwrap()];
+        let program = |rules: &[AclRule], tiers, isolated| {
+            let src = Source { rules, tiers, sets: Some(&sets) };
+            compile(Uuid::from_u128(7), "cnb0", &ips, &src, isolated).unwrap()
+        };
+        let full = program(&rules, &tiers, true);
+        let fewer = program(&rules[3..], &[], false);
+        for (what, script) in [
+            ("a new endpoint", set_script(&full, None)),
+            ("a change that drops tiers and DisableICC", set_script(&fewer, Some(&full))),
+            ("a change that adds them", set_script(&full, Some(&fewer))),
+            ("a removal", remove_script(&full)),
+        ] {
+            assert!(cnet_dataplane::nftwrite::parse(&script).is_some(), "{what}:\n{script}");
+        }
+    }
+}
