@@ -254,3 +254,88 @@ pub fn iperf_mbit(server_ns: &str, client_ns: &str, server_ip: &str, reverse: bo
     let _ = server.wait();
     None
 }
+
+/// Sends one UDP datagram from `src` to `dst` as a raw Ethernet frame
+/// from a packet socket on `ifname` in `netns` (to the broadcast MAC), as
+/// a container holding `CAP_NET_RAW` can: past every IP hook of its
+/// namespace.
+pub fn raw_udp(netns: &str, ifname: &str, src: std::net::Ipv4Addr, dst: std::net::SocketAddrV4) -> std::io::Result<()> {
+    use std::io::Error;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let ifname = std::ffi::CString::new(ifname).map_err(Error::other)?;
+    run_in(netns, move || -> std::io::Result<()> {
+        // SAFETY: socket(2) with constant arguments; the descriptor is owned below.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+        if fd < 0 {
+            return Err(Error::last_os_error());
+        }
+        // SAFETY: `fd` is a new descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: `ifname` is a NUL-terminated string.
+        let index = unsafe { libc::if_nametoindex(ifname.as_ptr()) };
+        if index == 0 {
+            return Err(Error::last_os_error());
+        }
+        // SAFETY: an all-zero ifreq is valid; the name fits (it came from a link name) and ends in NUL.
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (d, s) in req.ifr_name.iter_mut().zip(ifname.as_bytes()) {
+            *d = *s as libc::c_char;
+        }
+        // SAFETY: SIOCGIFHWADDR fills `req`, which lives across the call.
+        if unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFHWADDR, &mut req) } != 0 {
+            return Err(Error::last_os_error());
+        }
+        // SAFETY: the ioctl above filled the hardware address member of the union.
+        let mac: Vec<u8> = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data[..6].iter().map(|b| *b as u8).collect() };
+        let payload = b"raw";
+        let udp_len = 8 + payload.len() as u16;
+        let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0, 0, 64, 17, 0, 0];
+        ip[2..4].copy_from_slice(&(20 + udp_len).to_be_bytes());
+        ip.extend_from_slice(&src.octets());
+        ip.extend_from_slice(&dst.ip().octets());
+        let sum = ip.chunks(2).fold(0u32, |s, w| s + u32::from(u16::from_be_bytes([w[0], w[1]])));
+        let sum = !(((sum >> 16) + (sum & 0xffff)) as u16);
+        ip[10..12].copy_from_slice(&sum.to_be_bytes());
+        let mut frame = vec![0xff; 6];
+        frame.extend_from_slice(&mac);
+        frame.extend_from_slice(&[0x08, 0x00]);
+        frame.extend_from_slice(&ip);
+        frame.extend_from_slice(&4321u16.to_be_bytes());
+        frame.extend_from_slice(&dst.port().to_be_bytes());
+        frame.extend_from_slice(&udp_len.to_be_bytes());
+        frame.extend_from_slice(&[0, 0]); // no UDP checksum
+        frame.extend_from_slice(payload);
+        // SAFETY: an all-zero sockaddr_ll is valid; the fields set are its own.
+        let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        to.sll_family = libc::AF_PACKET as u16;
+        to.sll_protocol = (libc::ETH_P_IP as u16).to_be();
+        to.sll_ifindex = index as i32;
+        to.sll_halen = 6;
+        to.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+        // SAFETY: `frame` and `to` live across the call, with their lengths given.
+        let sent = unsafe {
+            libc::sendto(
+                fd.as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&to as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if sent < 0 {
+            return Err(Error::last_os_error());
+        }
+        Ok(())
+    })
+    .map_err(Error::other)?
+}
+
+/// A UDP socket in `netns` on `addr` that says whether a datagram arrives
+/// within a second.
+pub fn udp_sink(netns: &str, addr: &str) -> UdpSocket {
+    let addr: SocketAddr = addr.parse().expect("sink address");
+    let sock = run_in(netns, move || UdpSocket::bind(addr)).expect("enter netns").expect("bind");
+    sock.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    sock
+}

@@ -304,13 +304,15 @@ fn acl_of(ep: &Value) -> Option<u16> {
 
 /// A Transparent unit's namespace: its endpoint's guard chain in the
 /// namespace's `netdev cnetguard` table while the endpoint is there; no
-/// guard table, ACL table (`inet cnetpol`) or ifb after.
+/// guard table, ACL tables (`inet cnetpol`, `netdev cnetpol`) or ifb after.
 fn guard_agrees(w: &World, ns: &str, ep: Option<&&Value>) -> Result<(), String> {
     let path = cnet_dataplane::netns::path_of(ns);
     if ep.is_none() {
-        let acls = w.exec_in(&path, &["nft", "list", "table", "inet", "cnetpol"]);
-        if acls.status.success() {
-            return Err(format!("namespace {ns} has an ACL table with no endpoint"));
+        for family in ["inet", "netdev"] {
+            let acls = w.exec_in(&path, &["nft", "list", "table", family, "cnetpol"]);
+            if acls.status.success() {
+                return Err(format!("namespace {ns} has an ACL table ({family}) with no endpoint"));
+            }
         }
         let ifbs = w.exec_in(&path, &["ip", "-o", "link", "show", "type", "ifb"]);
         if !ifbs.stdout.is_empty() {

@@ -181,6 +181,23 @@ fn on_a_transparent_network_a_containers_acls_hold_in_its_namespace_towards_the_
     assert!(!probe::ping(&a.path(), LAN_IP), "a's ping to the LAN blocked");
     assert!(probe::ping(&a.path(), &b.ip()), "a pings b");
 
+    // A packet socket sends past a namespace's IP hooks, and so past a's Out
+    // ACLs: its frames are dropped on a's link. b has no ACLs: its frame
+    // arrives, and so do a's datagrams from an ordinary socket.
+    let to = std::net::SocketAddrV4::new(LAN_IP.parse().unwrap(), 7050);
+    let sink = probe::udp_sink(&w.lan_path(), "0.0.0.0:7050");
+    let raw = |c: &Container| {
+        let link = c.ep.interface_name();
+        let _ = probe::raw_udp(&c.path(), link.as_str(), c.ip().parse().unwrap(), to);
+        sink.recv_from(&mut [0; 64]).is_ok()
+    };
+    assert!(raw(&b), "b's raw frame reaches the LAN");
+    assert!(!raw(&a), "a's raw frame is dropped: it skipped a's Out ACLs");
+    let sent = cnet_dataplane::netns::run_in(&a.path(), move || {
+        std::net::UdpSocket::bind("0.0.0.0:0").and_then(|s| s.send_to(b"ok", to))
+    });
+    assert!(matches!(sent, Ok(Ok(_))) && sink.recv_from(&mut [0; 64]).is_ok(), "a's own UDP to the LAN passes");
+
     // The rules are in a's namespace, counted there; none on the host.
     let drops = acl_drops_in(&w, &a.path(), &a.ep);
     assert!(drops >= 4, "a's counter counts its drops: {drops}");

@@ -26,8 +26,16 @@
 //! - A container that holds `CAP_NET_ADMIN` in its namespace can delete
 //!   its table. `cnet diag` reports a missing table, and a restart of
 //!   cnetd puts it back.
+//! - A packet socket (`CAP_NET_RAW`, which Docker grants by default)
+//!   sends frames past the namespace's `inet` hooks, and so past its Out
+//!   ACLs. Every packet that passed them gets the mark bit [`PASSED`] in
+//!   postrouting; a table `netdev cnetpol` of the namespace, with an
+//!   egress chain on each link that has ACLs, drops IPv4 and IPv6 frames
+//!   without it (and clears the bit on the others, so it never leaves the
+//!   namespace).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ipnet::IpNet;
@@ -58,12 +66,27 @@ pub const SKELETON: &str = r#"table inet cnetpol {
     meta nfproto ipv4 oifname . ip saddr vmap @out4
     meta nfproto ipv6 oifname . ip6 saddr vmap @out6
   }
+  chain postrouting { type filter hook postrouting priority 300; policy accept;
+    meta mark set meta mark | 0x00100000
+  }
   chain default_in {
     meta l4proto { tcp, udp, icmp, ipv6-icmp, igmp } return
     drop
   }
 }
 "#;
+
+/// The mark bit of a packet that passed the namespace's hooks (set in the
+/// skeleton's postrouting chain).
+pub const PASSED: u32 = 0x0010_0000;
+
+/// The start of every namespace script: both tables gone (each created
+/// first, so that deleting it succeeds when it is not there).
+pub fn reset_script() -> String {
+    format!(
+        "table inet {TABLE} {{}}\ndelete table inet {TABLE}\ntable netdev {TABLE} {{}}\ndelete table netdev {TABLE}\n"
+    )
+}
 
 /// One endpoint's part of its namespace's table.
 #[derive(Clone, Debug, PartialEq)]
@@ -105,7 +128,7 @@ pub fn is_own(path: &str) -> bool {
 /// The script that replaces a namespace's table with `entries` (deletes
 /// it when there are none).
 fn script(entries: &BTreeMap<Uuid, Entry>) -> String {
-    let mut s = format!("table inet {TABLE} {{}}\ndelete table inet {TABLE}\n");
+    let mut s = reset_script();
     if entries.is_empty() {
         return s;
     }
@@ -120,6 +143,20 @@ fn script(entries: &BTreeMap<Uuid, Entry>) -> String {
     }
     for e in entries.values() {
         s += &set_script(&e.program, None);
+    }
+    // Frames from packet sockets: never marked, dropped on the links with ACLs.
+    let _ = writeln!(s, "add table netdev {TABLE}");
+    for e in entries.values() {
+        let (chain, link) = (format!("raw_{}", e.program.tag), &e.program.switch);
+        let _ = writeln!(
+            s,
+            "add chain netdev {TABLE} {chain} {{ type filter hook egress device \"{link}\" priority -310; policy accept; }}"
+        );
+        let _ = writeln!(
+            s,
+            "add rule netdev {TABLE} {chain} meta protocol {{ ip, ip6 }} meta mark & {PASSED:#010x} == 0 counter drop"
+        );
+        let _ = writeln!(s, "add rule netdev {TABLE} {chain} meta mark set meta mark & {:#010x}", !PASSED);
     }
     s
 }
@@ -306,7 +343,7 @@ mod tests {
             program(serde_json::json!([{"Action": "Block", "Direction": "In", "Protocols": "6", "LocalPorts": "22"}]));
         let entries = BTreeMap::from([(Uuid::nil(), Entry { program: p, sets: BTreeMap::new() })]);
         let s = script(&entries);
-        assert!(s.starts_with("table inet cnetpol {}\ndelete table inet cnetpol\ntable inet cnetpol {"), "{s}");
+        assert!(s.starts_with(&(reset_script() + "table inet cnetpol {")), "{s}");
         assert!(s.contains("chain input { type filter hook input priority -10;"), "{s}");
         assert!(s.contains("meta nfproto ipv4 iifname . ip daddr vmap @in4"), "{s}");
         assert!(s.contains("meta nfproto ipv4 oifname . ip saddr vmap @out4"), "{s}");
@@ -315,7 +352,19 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("meta l4proto 6 th dport 22 counter name \"acl_0000000000000000\" drop"), "{s}");
-        // No endpoint left: the table goes.
-        assert_eq!(script(&BTreeMap::new()), "table inet cnetpol {}\ndelete table inet cnetpol\n");
+        // What passed the hooks is marked; a frame on the link without the mark came from a packet socket.
+        assert!(s.contains(&format!("meta mark set meta mark | {PASSED:#010x}")), "{s}");
+        assert!(
+            s.contains("add chain netdev cnetpol raw_0000000000000000 { type filter hook egress device \"eth0\""),
+            "{s}"
+        );
+        assert!(s.contains("meta protocol { ip, ip6 } meta mark & 0x00100000 == 0 counter drop"), "{s}");
+        assert!(s.contains("meta mark set meta mark & 0xffefffff"), "{s}");
+        // No endpoint left: both tables go.
+        assert_eq!(script(&BTreeMap::new()), reset_script());
+        assert_eq!(
+            reset_script(),
+            "table inet cnetpol {}\ndelete table inet cnetpol\ntable netdev cnetpol {}\ndelete table netdev cnetpol\n"
+        );
     }
 }

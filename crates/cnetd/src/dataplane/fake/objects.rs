@@ -93,9 +93,7 @@ impl Objects {
         if !self.namespaces.contains(netns) {
             return Err(super::errno(format!("entering {netns}"), libc::ENOENT));
         }
-        let t = crate::policy::TABLE;
-        let fresh = format!("table inet {t} {{}}\ndelete table inet {t}\n");
-        match script.strip_prefix(&fresh) {
+        match script.strip_prefix(&crate::policy::inside::reset_script()) {
             Some("") => drop(self.acls_inside.remove(netns)),
             Some(_) => drop(self.acls_inside.insert(netns.to_string(), script.to_string())),
             None => {
