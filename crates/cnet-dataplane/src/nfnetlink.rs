@@ -180,25 +180,10 @@ impl Nfnl {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(out),
                 Err(e) => return Err(e),
             }
-            let mut at = 0;
-            while at + NLMSG_HDRLEN <= buf.len() {
-                let h = &buf[at..];
-                let len = u32::from_ne_bytes(h[0..4].try_into().expect("4 bytes")) as usize;
-                let kind = u16::from_ne_bytes(h[4..6].try_into().expect("2 bytes"));
-                let seq = u32::from_ne_bytes(h[8..12].try_into().expect("4 bytes"));
-                if len < NLMSG_HDRLEN || len > h.len() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "a netlink message longer than what was received",
-                    ));
-                }
+            for (kind, seq, payload) in messages(&buf)? {
                 if kind == NLMSG_ERROR {
-                    let code = h
-                        .get(NLMSG_HDRLEN..NLMSG_HDRLEN + 4)
-                        .map_or(0, |c| i32::from_ne_bytes(c.try_into().expect("4 bytes")));
-                    out.push((seq, code));
+                    out.push((seq, error_code(payload)));
                 }
-                at += len.next_multiple_of(4);
             }
         }
     }
@@ -214,27 +199,15 @@ impl Nfnl {
     ) -> io::Result<()> {
         let seq = u32::from_ne_bytes(request[8..12].try_into().expect("a netlink header"));
         self.socket.send(request, 0)?;
-        let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
         loop {
             let (data, _) = self.socket.recv_from_full()?;
-            let mut at = 0;
-            while at + NLMSG_HDRLEN <= data.len() {
-                let h = &data[at..];
-                let len = u32::from_ne_bytes(h[0..4].try_into().expect("4 bytes")) as usize;
-                let kind = u16::from_ne_bytes(h[4..6].try_into().expect("2 bytes"));
-                let reply_seq = u32::from_ne_bytes(h[8..12].try_into().expect("4 bytes"));
-                if len < NLMSG_HDRLEN || len > h.len() {
-                    return Err(invalid("a netlink message longer than what was received"));
-                }
-                let payload = &h[NLMSG_HDRLEN..len];
-                at += len.next_multiple_of(4);
+            for (kind, reply_seq, payload) in messages(&data)? {
                 if reply_seq != seq {
                     continue;
                 }
                 match kind {
                     NLMSG_ERROR | NLMSG_DONE => {
-                        // Both carry an error code first: 0 for success, else -errno.
-                        let code = payload.get(..4).map_or(0, |c| i32::from_ne_bytes(c.try_into().expect("4 bytes")));
+                        let code = error_code(payload);
                         return if code == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(-code)) };
                     }
                     k if k == answer => each(payload)?,
@@ -243,6 +216,29 @@ impl Nfnl {
             }
         }
     }
+}
+
+/// The (type, sequence number, payload) of each netlink message in `data`.
+fn messages(data: &[u8]) -> io::Result<Vec<(u16, u32, &[u8])>> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + NLMSG_HDRLEN <= data.len() {
+        let h = &data[at..];
+        let len = u32::from_ne_bytes(h[0..4].try_into().expect("4 bytes")) as usize;
+        let kind = u16::from_ne_bytes(h[4..6].try_into().expect("2 bytes"));
+        let seq = u32::from_ne_bytes(h[8..12].try_into().expect("4 bytes"));
+        if len < NLMSG_HDRLEN || len > h.len() {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "a netlink message longer than what was received"));
+        }
+        out.push((kind, seq, &h[NLMSG_HDRLEN..len]));
+        at += len.next_multiple_of(4);
+    }
+    Ok(out)
+}
+
+/// The code an error or done message starts with: 0 for success, else -errno.
+fn error_code(payload: &[u8]) -> i32 {
+    payload.get(..4).map_or(0, |c| i32::from_ne_bytes(c.try_into().expect("4 bytes")))
 }
 
 /// Fuzzing entry point: attributes parsed from `buf` and encoded again by

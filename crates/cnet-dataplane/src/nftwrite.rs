@@ -486,7 +486,13 @@ impl Batch {
             if wire.len() > MAX_BATCH {
                 return Err(io::Error::new(io::ErrorKind::InvalidInput, "a batch too large for one message"));
             }
-            let answers = nl.send_batch(&wire)?;
+            let end = seq.wrapping_add(1 + self.commands.len() as u32);
+            // Answers to this batch only (not one an earlier request left queued).
+            let answers: Vec<(u32, i32)> = nl
+                .send_batch(&wire)?
+                .into_iter()
+                .filter(|(s, _)| s.wrapping_sub(seq) <= end.wrapping_sub(seq))
+                .collect();
             if let Some(&(s, code)) = answers.iter().find(|(_, code)| *code != 0) {
                 let at = s.wrapping_sub(seq).wrapping_sub(1) as usize;
                 let line = self.lines.get(at).map_or("the batch as a whole", String::as_str);

@@ -92,7 +92,7 @@ mod nat;
 mod overlay;
 mod ports;
 mod qos;
-pub use acls::{check_acls, check_disable_icc, check_network_policies};
+pub use acls::{check_acls, check_network_policies};
 pub use nat::{check_l4proxy, check_outbound_nat};
 use overlay::check_overlay;
 pub use ports::{check_port_mappings, Publisher};
@@ -302,7 +302,6 @@ pub fn prepare_endpoint(ep: &mut Endpoint, net: &Network, usage: &Usage, sctp: b
     let given: Vec<IpAddr> = ep.ip_configurations.iter().map(|c| c.ip_address).collect();
     check_l4proxy(&ep.policies, &given, net)?;
     check_qos(&ep.policies, net)?;
-    check_disable_icc(ep.flags, net)?;
     overlay::check_remote_endpoint(ep, net)?;
     if net.is_dhcp() {
         if !ep.ip_configurations.is_empty() {

@@ -292,6 +292,73 @@ fn acls_hold_on_an_l2bridge_network() {
 }
 
 #[test]
+fn on_a_transparent_network_disable_icc_cuts_a_container_off_the_networks_other_endpoints_only() {
+    cnet_testkit::require_root!();
+    let mut w = World::new();
+    let caps: Value = w.client().get("/capabilities").unwrap();
+    if caps["Macvlan"] != json!(true) {
+        return;
+    }
+    let net = physical_network(&w, "lan", "Transparent");
+    let b = container(&w, &net, "b", json!([]));
+    let c = container(&w, &net, "c", json!([]));
+    let ns: cnet_model::Namespace = w.client().post("/namespaces", &json!({"Name": w.name("a")})).unwrap();
+    let ep: cnet_model::Endpoint = w
+        .client()
+        .post("/endpoints", &json!({"HostComputeNetwork": net.id, "HostComputeNamespace": ns.id, "Flags": 2}))
+        .unwrap();
+    let a = Container { ns, ep };
+    let _srv = probe::tcp_server(&a.path(), "0.0.0.0:80");
+    let _peer = probe::tcp_server(&b.path(), "0.0.0.0:80");
+    let cut = |w: &World, a: &Container, b: &Container| {
+        assert!(!probe::ping(&b.path(), &a.ip()), "b → a cut");
+        assert!(!probe::ping(&a.path(), &b.ip()), "a → b cut");
+        assert_eq!(probe::tcp_seen_as(&a.path(), &format!("{}:80", b.ip())), None, "a → b:80 cut");
+        assert_eq!(probe::tcp_seen_as(&b.path(), &format!("{}:80", a.ip())), None, "b → a:80 cut");
+        assert!(probe::ping(&a.path(), LAN_IP), "a → LAN works");
+        assert!(probe::tcp_seen_as(&w.lan_path(), &format!("{}:80", a.ip())).is_some(), "LAN → a works");
+        assert!(probe::ping(&w.host_path(), &a.ip()), "host → a works (the host is no endpoint)");
+    };
+    cut(&w, &a, &b);
+    assert!(probe::ping(&b.path(), &c.ip()), "b ↔ c untouched");
+    assert!(w.drift().is_empty(), "{:?}", w.drift());
+
+    // An endpoint that comes later is a peer too; one that leaves is not any more.
+    let d = container(&w, &net, "d", json!([]));
+    assert!(!probe::ping(&d.path(), &a.ip()), "d → a cut");
+    w.client().delete(&format!("/endpoints/{}", c.ep.id)).unwrap();
+    let set = w.exec_in(&a.path(), &["nft", "list", "set", "inet", "cnetpol", &format!("icc_{}_4", tag(&a.ep))]);
+    let set = String::from_utf8_lossy(&set.stdout).to_string();
+    assert!(set.contains(&b.ip()) && set.contains(&d.ip()) && !set.contains(&c.ip()), "{set}");
+
+    // Across a restart of cnetd.
+    w.kill_daemon();
+    w.start_daemon();
+    cut(&w, &a, &b);
+    assert!(probe::ping(&b.path(), &d.ip()), "b ↔ d untouched");
+    assert!(w.drift().is_empty(), "{:?}", w.drift());
+
+    // A VM's macvtap frames pass no hook: DisableICC is refused for it, nothing is made.
+    let vm: cnet_model::Namespace =
+        w.client().post("/namespaces", &json!({"Name": w.name("vm"), "Type": "Guest"})).unwrap();
+    let err = w
+        .client()
+        .post::<Value>("/endpoints", &json!({"HostComputeNetwork": net.id, "HostComputeNamespace": vm.id, "Flags": 2}))
+        .unwrap_err();
+    assert_eq!(err.code(), Some(cnet_model::ErrorCode::MappingNotSupported), "{err}");
+    assert!(err.to_string().contains("VM"), "{err}");
+
+    // Gone with the endpoint.
+    w.client().delete(&format!("/endpoints/{}", a.ep.id)).unwrap();
+    assert!(!w.exec_in(&a.path(), &["nft", "list", "table", "inet", "cnetpol"]).status.success(), "gone with it");
+}
+
+/// The 16 hex digits that name an endpoint's chains and sets.
+fn tag(ep: &cnet_model::Endpoint) -> String {
+    ep.id.simple().to_string()[..16].to_string()
+}
+
+#[test]
 fn disable_icc_cuts_an_endpoint_off_its_network_peers_only() {
     cnet_testkit::require_root!();
     let w = World::new();

@@ -8,21 +8,10 @@ use crate::acl::AclRule;
 use crate::endpoint::{acls_in, tiers_in, EndpointPolicy};
 use crate::error::{ApiError, Result};
 use crate::tier::MAX_TIERS;
-use crate::{Network, NetworkType};
+use crate::Network;
 
 /// At most this many ACL policies on one endpoint, and NetworkACLs on one network.
 pub const MAX_ACLS: usize = 1000;
-
-/// The flag DisableICC needs a network whose traffic passes the host's switch.
-pub fn check_disable_icc(flags: u32, net: &Network) -> Result<()> {
-    if flags & crate::endpoint::DISABLE_ICC != 0 && net.r#type == NetworkType::Transparent {
-        return Err(ApiError::unsupported(format!(
-            "the endpoint flag DisableInterComputeCommunication (2) is not supported on Transparent networks in this build ({} is one)",
-            net.name
-        )));
-    }
-    Ok(())
-}
 
 /// Every set `rule` names (in `what`) is one of `net`'s.
 fn check_set_refs(rule: &AclRule, what: &str, net: &Network) -> Result<()> {

@@ -26,6 +26,12 @@
 //! - A container that holds `CAP_NET_ADMIN` in its namespace can delete
 //!   its table. `cnet diag` reports a missing table, and a restart of
 //!   cnetd puts it back.
+//! - DisableICC: an isolated container's table holds the addresses of
+//!   every other attached endpoint of its network (`members`, containers
+//!   and VMs) and drops traffic to and from them on its link. Every
+//!   change of the network's members rewrites the tables of its isolated
+//!   containers whose peers changed; one that fails is logged, not
+//!   returned (another endpoint's request must not fail for it).
 //! - A packet socket (`CAP_NET_RAW`, which Docker grants by default)
 //!   sends frames past the namespace's `inet` hooks, and so past its Out
 //!   ACLs. Every packet that passed them gets the mark bit [`PASSED`] in
@@ -36,6 +42,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ipnet::IpNet;
@@ -94,6 +101,27 @@ struct Entry {
     program: Program,
     /// The leaves of each set its program names.
     sets: BTreeMap<String, Vec<IpNet>>,
+    /// Its network.
+    network: Uuid,
+    /// DisableICC: the addresses of the other endpoints of its network,
+    /// which it exchanges no traffic with (`None`: it is not isolated).
+    peers: Option<BTreeSet<IpAddr>>,
+}
+
+/// The addresses of every attached endpoint of each Transparent network
+/// (containers and VMs), by network and endpoint: the peers of its
+/// isolated endpoints.
+type Members = BTreeMap<Uuid, BTreeMap<Uuid, Vec<IpAddr>>>;
+
+/// The addresses of network `net`'s endpoints other than `id`.
+fn peers_of(members: &Members, net: Uuid, id: Uuid) -> BTreeSet<IpAddr> {
+    members
+        .get(&net)
+        .into_iter()
+        .flatten()
+        .filter(|(e, _)| **e != id)
+        .flat_map(|(_, ips)| ips.iter().copied())
+        .collect()
 }
 
 /// Each namespace's endpoints with ACLs, by namespace path.
@@ -102,19 +130,19 @@ type Model = BTreeMap<String, BTreeMap<Uuid, Entry>>;
 pub struct Inside {
     dp: Arc<dyn Dataplane>,
     model: Mutex<Model>,
+    /// Locked after `model`, when both are.
+    members: Mutex<Members>,
 }
 
 /// `ep`'s entry: its program on its own link, and the sets it names.
-fn entry_of(ep: &EndpointRecord, net: &NetworkRecord, sets: &NetSets) -> DpResult<Option<Entry>> {
-    let Some(program) = super::program_on(ep, net, sets, ep.interface_name.as_str())? else { return Ok(None) };
-    if program.isolated {
-        return Err(DataplaneError::Invalid {
-            what: format!("endpoint {}", ep.display_name()),
-            reason: "DisableInterComputeCommunication is not supported on Transparent networks".into(),
-        });
-    }
+/// `ep`'s entry: its program on its own link, the sets it names, and
+/// (DisableICC) its peers among `members`.
+fn entry_of(ep: &EndpointRecord, net: &NetworkRecord, sets: &NetSets, members: &Members) -> DpResult<Option<Entry>> {
+    let Some(mut program) = super::program_on(ep, net, sets, ep.interface_name.as_str())? else { return Ok(None) };
+    // Isolation is the peers' set here, not the host's `noicc` sets.
+    let peers = std::mem::take(&mut program.isolated).then(|| peers_of(members, net.id, ep.id));
     let sets = program.sets.iter().map(|n| (n.clone(), sets.contents.get(n).cloned().unwrap_or_default())).collect();
-    Ok(Some(Entry { program, sets }))
+    Ok(Some(Entry { program, sets, network: net.id, peers }))
 }
 
 /// Whether the namespace at `path` is cnetd's own (a path to the host's
@@ -144,6 +172,21 @@ fn script(entries: &BTreeMap<Uuid, Entry>) -> String {
     for e in entries.values() {
         s += &set_script(&e.program, None);
     }
+    // DisableICC: after the ACLs' dispatch, nothing to or from a peer.
+    for e in entries.values() {
+        let Some(peers) = &e.peers else { continue };
+        let link = &e.program.switch;
+        for (v4, family, kind) in [(true, "ip", "ipv4_addr"), (false, "ip6", "ipv6_addr")] {
+            let set = format!("icc_{}_{}", e.program.tag, if v4 { 4 } else { 6 });
+            let _ = writeln!(s, "add set inet {TABLE} {set} {{ type {kind}; }}");
+            let mine: Vec<String> = peers.iter().filter(|a| a.is_ipv4() == v4).map(|a| a.to_string()).collect();
+            if !mine.is_empty() {
+                let _ = writeln!(s, "add element inet {TABLE} {set} {{ {} }}", mine.join(", "));
+            }
+            let _ = writeln!(s, "add rule inet {TABLE} input iifname \"{link}\" {family} saddr @{set} counter drop");
+            let _ = writeln!(s, "add rule inet {TABLE} output oifname \"{link}\" {family} daddr @{set} counter drop");
+        }
+    }
     // Frames from packet sockets: never marked, dropped on the links with ACLs.
     let _ = writeln!(s, "add table netdev {TABLE}");
     for e in entries.values() {
@@ -163,11 +206,61 @@ fn script(entries: &BTreeMap<Uuid, Entry>) -> String {
 
 impl Inside {
     pub fn new(dp: Arc<dyn Dataplane>) -> Self {
-        Inside { dp, model: Mutex::new(Model::new()) }
+        Inside { dp, model: Mutex::new(Model::new()), members: Mutex::new(Members::new()) }
     }
 
     fn model(&self) -> MutexGuard<'_, Model> {
         self.model.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn members(&self) -> MutexGuard<'_, Members> {
+        self.members.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Notes that `ep` (attached, on Transparent network `net`) has its
+    /// addresses now; `None` when it left.
+    fn note(&self, net: Uuid, id: Uuid, ips: Option<Vec<IpAddr>>) -> bool {
+        let mut members = self.members();
+        let now = members.entry(net).or_default();
+        let changed = match ips {
+            Some(ips) => now.insert(id, ips.clone()).as_ref() != Some(&ips),
+            None => now.remove(&id).is_some(),
+        };
+        members.retain(|_, m| !m.is_empty());
+        changed
+    }
+
+    /// Gives every isolated endpoint of network `net` but `except` its
+    /// peers as they are now. A namespace that cannot take its table is
+    /// logged (its isolation then lags), not returned: another endpoint's
+    /// attachment must not fail for it.
+    fn refresh_peers(&self, model: &mut Model, net: Uuid, except: Uuid) {
+        let members = self.members().clone();
+        let mut changes: BTreeMap<String, Vec<(Uuid, Option<Entry>)>> = BTreeMap::new();
+        for (netns, entries) in model.iter() {
+            for (id, e) in entries {
+                if *id == except || e.network != net || e.peers.is_none() {
+                    continue;
+                }
+                let peers = Some(peers_of(&members, net, *id));
+                if e.peers != peers {
+                    changes.entry(netns.clone()).or_default().push((*id, Some(Entry { peers, ..e.clone() })));
+                }
+            }
+        }
+        for (netns, changes) in changes {
+            if let Err(e) = self.apply(model, &netns, changes) {
+                tracing::error!("giving the isolated endpoints in namespace {netns} their new peers failed: {e}");
+            }
+        }
+    }
+
+    /// Notes the addresses of `ep`, a VM on Transparent network `net` (it
+    /// has no table, but it is a peer of the network's isolated endpoints).
+    pub fn member(&self, ep: &EndpointRecord, net: &NetworkRecord) {
+        if self.note(net.id, ep.id, Some(ep.ips().collect())) {
+            self.refresh_peers(&mut self.model(), net.id, ep.id);
+        }
     }
 
     /// Brings namespace `netns`'s table to the model with `changes` made
@@ -209,8 +302,12 @@ impl Inside {
     /// no ACLs left.
     pub fn set(&self, ep: &EndpointRecord, net: &NetworkRecord, netns: &str) -> DpResult<()> {
         let sets = super::sets_of(net)?;
-        let entry = entry_of(ep, net, &sets)?;
         let mut model = self.model();
+        let moved = self.note(net.id, ep.id, Some(ep.ips().collect()));
+        let entry = entry_of(ep, net, &sets, &self.members())?;
+        if moved {
+            self.refresh_peers(&mut model, net.id, ep.id);
+        }
         // An endpoint moved to another namespace leaves the old one first.
         let elsewhere: Vec<String> =
             model.iter().filter(|(ns, m)| *ns != netns && m.contains_key(&ep.id)).map(|(ns, _)| ns.clone()).collect();
@@ -227,6 +324,11 @@ impl Inside {
         for ns in spaces {
             self.apply(&mut model, &ns, vec![(id, None)])?;
         }
+        let nets: Vec<Uuid> = self.members().iter().filter(|(_, m)| m.contains_key(&id)).map(|(n, _)| *n).collect();
+        for net in nets {
+            self.note(net, id, None);
+            self.refresh_peers(&mut model, net, id);
+        }
         Ok(())
     }
 
@@ -235,11 +337,11 @@ impl Inside {
     /// Every namespace is tried; the first error is returned.
     pub fn network_changed(&self, net: &NetworkRecord, eps: &[(EndpointRecord, String)]) -> DpResult<()> {
         let sets = super::sets_of(net)?;
+        let mut model = self.model();
         let mut by_space: BTreeMap<&str, Vec<(Uuid, Option<Entry>)>> = BTreeMap::new();
         for (ep, netns) in eps {
-            by_space.entry(netns.as_str()).or_default().push((ep.id, entry_of(ep, net, &sets)?));
+            by_space.entry(netns.as_str()).or_default().push((ep.id, entry_of(ep, net, &sets, &self.members())?));
         }
-        let mut model = self.model();
         let mut first = None;
         for (netns, changes) in by_space {
             if let Err(e) = self.apply(&mut model, netns, changes) {
@@ -251,10 +353,26 @@ impl Inside {
 
     /// Fills the model without touching the kernel (start-up, before [`Inside::reload`]).
     pub fn preload(&self, ep: &EndpointRecord, net: &NetworkRecord, netns: &str) {
-        match super::sets_of(net).and_then(|sets| entry_of(ep, net, &sets)) {
+        self.preload_member(ep, net);
+        let members = self.members().clone();
+        match super::sets_of(net).and_then(|sets| entry_of(ep, net, &sets, &members)) {
             Ok(Some(e)) => drop(self.model().entry(netns.to_string()).or_default().insert(ep.id, e)),
             Ok(None) => {}
             Err(e) => tracing::error!("{e}: its ACLs are not enforced"),
+        }
+    }
+
+    /// Notes `ep`'s addresses on Transparent network `net` without touching
+    /// the kernel (start-up): the isolated endpoints preloaded before it
+    /// have it as a peer.
+    pub fn preload_member(&self, ep: &EndpointRecord, net: &NetworkRecord) {
+        self.note(net.id, ep.id, Some(ep.ips().collect()));
+        let members = self.members().clone();
+        let mut model = self.model();
+        for (id, e) in model.values_mut().flat_map(|m| m.iter_mut()) {
+            if let Some(p) = e.peers.as_mut().filter(|_| e.network == net.id) {
+                *p = peers_of(&members, net.id, *id);
+            }
         }
     }
 
@@ -341,7 +459,10 @@ mod tests {
     fn a_namespaces_table_is_replaced_whole_and_dispatches_on_the_containers_own_link() {
         let p =
             program(serde_json::json!([{"Action": "Block", "Direction": "In", "Protocols": "6", "LocalPorts": "22"}]));
-        let entries = BTreeMap::from([(Uuid::nil(), Entry { program: p, sets: BTreeMap::new() })]);
+        let entries = BTreeMap::from([(
+            Uuid::nil(),
+            Entry { program: p, sets: BTreeMap::new(), network: Uuid::nil(), peers: None },
+        )]);
         let s = script(&entries);
         assert!(s.starts_with(&(reset_script() + "table inet cnetpol {")), "{s}");
         assert!(s.contains("chain input { type filter hook input priority -10;"), "{s}");
@@ -360,6 +481,27 @@ mod tests {
         );
         assert!(s.contains("meta protocol { ip, ip6 } meta mark & 0x00100000 == 0 counter drop"), "{s}");
         assert!(s.contains("meta mark set meta mark & 0xffefffff"), "{s}");
+        // DisableICC: the peers' addresses in sets of its own, dropped both ways on its link.
+        let peers: BTreeSet<IpAddr> = ["198.18.0.8".parse().unwrap(), "2001:db8::8".parse().unwrap()].into();
+        let lone = Entry {
+            program: program(serde_json::json!([])),
+            sets: BTreeMap::new(),
+            network: Uuid::nil(),
+            peers: Some(peers),
+        };
+        let s = script(&BTreeMap::from([(Uuid::nil(), lone)]));
+        assert!(s.contains("add set inet cnetpol icc_0000000000000000_4 { type ipv4_addr; }"), "{s}");
+        assert!(s.contains("add element inet cnetpol icc_0000000000000000_4 { 198.18.0.8 }"), "{s}");
+        assert!(s.contains("add element inet cnetpol icc_0000000000000000_6 { 2001:db8::8 }"), "{s}");
+        assert!(
+            s.contains("add rule inet cnetpol input iifname \"eth0\" ip saddr @icc_0000000000000000_4 counter drop"),
+            "{s}"
+        );
+        assert!(
+            s.contains("add rule inet cnetpol output oifname \"eth0\" ip6 daddr @icc_0000000000000000_6 counter drop"),
+            "{s}"
+        );
+        assert!(!s.contains("noicc"), "not the host's sets: {s}");
         // No endpoint left: both tables go.
         assert_eq!(script(&BTreeMap::new()), reset_script());
         assert_eq!(

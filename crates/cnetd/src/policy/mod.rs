@@ -32,7 +32,7 @@
 //! - A Transparent container's traffic never passes the host: its ACLs are
 //!   in a table of its own namespace ([`inside`]). A Transparent VM's
 //!   frames pass no hook with connection tracking: it has no ACLs (the
-//!   service refuses them before any change).
+//!   service refuses them, and DisableICC, before any change).
 
 pub mod acl;
 pub mod inside;
@@ -134,13 +134,18 @@ pub fn has_acls(ep: &EndpointRecord, net: &NetworkRecord) -> bool {
     acls_in(&ep.policies).next().is_some() || !net.acls.is_empty() || tiers_in(&ep.policies).next().is_some()
 }
 
+/// Whether `ep` has the flag DisableICC.
+pub fn isolated(ep: &EndpointRecord) -> bool {
+    ep.flags & cnet_model::endpoint::DISABLE_ICC != 0
+}
+
 /// As [`program_of`], with its traffic seen on link `switch`.
 fn program_on(ep: &EndpointRecord, net: &NetworkRecord, sets: &NetSets, switch: &str) -> DpResult<Option<Program>> {
     let invalid = invalid(format!("endpoint {}", ep.display_name()));
     let rules =
         acls_in(&ep.policies).chain(&net.acls).map(|a| a.rule()).collect::<Result<Vec<_>, _>>().map_err(&invalid)?;
     let tiers = tiers_in(&ep.policies).map(|t| t.tier()).collect::<Result<Vec<_>, _>>().map_err(&invalid)?;
-    let isolated = ep.flags & cnet_model::endpoint::DISABLE_ICC != 0;
+    let isolated = isolated(ep);
     if rules.is_empty() && tiers.is_empty() && !isolated {
         return Ok(None);
     }
@@ -170,11 +175,18 @@ impl Policies {
         if net.kind == NetworkType::Transparent {
             let vm = ep.vm_device.is_some() || netns == Some("");
             return match netns {
-                _ if vm && has_acls(ep, net) => Err(invalid(format!("endpoint {}", ep.display_name()))(
-                    "a VM endpoint on a Transparent network takes no ACLs".into(),
-                )),
+                _ if vm && (has_acls(ep, net) || isolated(ep)) => {
+                    Err(invalid(format!("endpoint {}", ep.display_name()))(
+                        "a VM endpoint on a Transparent network takes no ACLs and no DisableICC".into(),
+                    ))
+                }
                 Some(path) if !vm => self.inside.set(ep, net, path),
-                // A VM without ACLs, or no namespace known: nothing to program.
+                // A VM: no table, but a peer of the network's isolated endpoints.
+                _ if vm => {
+                    self.inside.member(ep, net);
+                    Ok(())
+                }
+                // No namespace known: nothing to program.
                 _ => Ok(()),
             };
         }
@@ -306,8 +318,9 @@ impl Policies {
     /// [`Policies::reload`]); `netns` as for [`Policies::set`].
     pub fn preload(&self, ep: &EndpointRecord, net: &NetworkRecord, netns: Option<&str>) {
         if net.kind == NetworkType::Transparent {
-            if let Some(path) = netns.filter(|p| !p.is_empty() && ep.vm_device.is_none()) {
-                self.inside.preload(ep, net, path);
+            match netns.filter(|p| !p.is_empty() && ep.vm_device.is_none()) {
+                Some(path) => self.inside.preload(ep, net, path),
+                None => self.inside.preload_member(ep, net),
             }
             return;
         }

@@ -435,6 +435,12 @@ pub(crate) fn refuse_vm_acls(ep: &EndpointRecord, net: &NetworkRecord) -> Result
             ep.display_name()
         )));
     }
+    if net.kind == NetworkType::Transparent && crate::policy::isolated(ep) {
+        return Err(ServiceError::unsupported(format!(
+            "endpoint {}: a VM endpoint on a Transparent network cannot have the flag DisableInterComputeCommunication (its macvtap's frames pass no hook of the host's): attach the VM to an L2Bridge or NAT network",
+            ep.display_name()
+        )));
+    }
     Ok(())
 }
 
