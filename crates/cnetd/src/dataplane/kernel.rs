@@ -280,14 +280,7 @@ impl Dataplane for Kernel {
         Ok(nft::table_json("inet", TABLE)?.map(|dump| elements_of(&dump)))
     }
     fn pol_apply(&self, script: &str) -> DpResult<()> {
-        // One endpoint's change goes straight to the kernel: libnftables
-        // would first fetch every chain, set and counter of the namespace.
-        let Some(batch) = cnet_dataplane::nftwrite::parse(script) else { return nft::apply(script) };
-        let Err(e) = batch.send() else { return Ok(()) };
-        // Refused: nft says why (and if it takes what the writer could not, that is a bug of the writer).
-        nft::apply(script)?;
-        tracing::warn!("nftables took a policy change that cnet's netlink writer could not send ({e})");
-        Ok(())
+        policy_script(script)
     }
     fn pol_exists(&self, family: cnet_dataplane::nftobj::Family) -> DpResult<bool> {
         let table = match family {
@@ -311,7 +304,7 @@ impl Dataplane for Kernel {
     }
     fn acl_apply_in(&self, netns: &str, script: &str) -> DpResult<()> {
         let script = script.to_string();
-        in_space(Some(netns), move || nft::apply(&script))
+        in_space(Some(netns), move || policy_script(&script))
     }
     fn acl_exists_in(&self, netns: &str) -> DpResult<bool> {
         in_space(Some(netns), || {
@@ -403,6 +396,20 @@ fn in_space<T: Send + 'static>(netns: Option<&str>, f: impl FnOnce() -> DpResult
         None => f(),
         Some(path) => cnet_dataplane::netns::run_in(path, f)?,
     }
+}
+
+/// Runs a policy script in the calling thread's namespace. One endpoint's
+/// change goes straight to the kernel as one netlink batch: libnftables
+/// would first fetch every chain, set and counter of the namespace (and,
+/// in a container's namespace, its freed context would wait out an RCU
+/// grace period). Anything else goes through libnftables.
+fn policy_script(script: &str) -> DpResult<()> {
+    let Some(batch) = cnet_dataplane::nftwrite::parse(script) else { return nft::apply(script) };
+    let Err(e) = batch.send() else { return Ok(()) };
+    // Refused: nft says why (and if it takes what the writer could not, that is a bug of the writer).
+    nft::apply(script)?;
+    tracing::warn!("nftables took a policy change that cnet's netlink writer could not send ({e})");
+    Ok(())
 }
 
 #[cfg(test)]

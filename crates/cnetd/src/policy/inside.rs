@@ -12,9 +12,12 @@
 //!
 //! Invariants:
 //! - A namespace's table holds the programs of exactly the Transparent
-//!   endpoints of that namespace that have ACLs, and the sets they name;
-//!   every change replaces the whole table in one transaction (a table of
-//!   one namespace is small), so a failed change leaves the old one.
+//!   endpoints of that namespace that have ACLs, and the sets they name.
+//!   A change of some endpoints' rules only rewrites their chains, as on
+//!   the host (one netlink batch); any other change, and one whose batch
+//!   fails (the table deleted under us), replaces the whole table in one
+//!   transaction (a table of one namespace is small). A failed change
+//!   leaves the old table.
 //! - Established and related flows are accepted first: a change never cuts
 //!   a connection that was open.
 //! - A namespace without such endpoints has no table (the last one's
@@ -143,6 +146,26 @@ fn entry_of(ep: &EndpointRecord, net: &NetworkRecord, sets: &NetSets, members: &
     let peers = std::mem::take(&mut program.isolated).then(|| peers_of(members, net.id, ep.id));
     let sets = program.sets.iter().map(|n| (n.clone(), sets.contents.get(n).cloned().unwrap_or_default())).collect();
     Ok(Some(Entry { program, sets, network: net.id, peers }))
+}
+
+/// The script that takes a namespace's table from `cur` to `next` when
+/// only endpoints' rules differ (the same endpoints, sets and peers): each
+/// changed program's chains rewritten. `None` when more changed.
+fn rules_change(cur: &BTreeMap<Uuid, Entry>, next: &BTreeMap<Uuid, Entry>) -> Option<String> {
+    if !cur.keys().eq(next.keys()) {
+        return None;
+    }
+    let mut s = String::new();
+    for (id, new) in next {
+        let old = &cur[id];
+        if old.sets != new.sets || old.peers != new.peers || old.program.switch != new.program.switch {
+            return None;
+        }
+        if old.program != new.program {
+            s += &set_script(&new.program, Some(&old.program));
+        }
+    }
+    Some(s).filter(|s| !s.is_empty())
 }
 
 /// Whether the namespace at `path` is cnetd's own (a path to the host's
@@ -288,7 +311,13 @@ impl Inside {
             model.remove(netns);
             return Ok(());
         }
-        self.dp.acl_apply_in(netns, &script(&next))?;
+        // Only rules changed: those endpoints' chains, as on the host (one
+        // batch, no libnftables); else, or when that fails (the table was
+        // deleted under us), the whole table.
+        let rules_only = model.get(netns).and_then(|cur| rules_change(cur, &next));
+        if rules_only.is_none_or(|s| self.dp.acl_apply_in(netns, &s).is_err()) {
+            self.dp.acl_apply_in(netns, &script(&next))?;
+        }
         if next.is_empty() {
             model.remove(netns);
         } else {
@@ -502,6 +531,29 @@ mod tests {
             "{s}"
         );
         assert!(!s.contains("noicc"), "not the host's sets: {s}");
+        // A change of rules only rewrites that endpoint's chains; anything more is a whole table.
+        let p2 =
+            program(serde_json::json!([{"Action": "Block", "Direction": "In", "Protocols": "6", "LocalPorts": "23"}]));
+        let one = |program: Program| {
+            BTreeMap::from([(Uuid::nil(), Entry { program, sets: BTreeMap::new(), network: Uuid::nil(), peers: None })])
+        };
+        let (before, after) = (
+            one(program(
+                serde_json::json!([{"Action": "Block", "Direction": "In", "Protocols": "6", "LocalPorts": "22"}]),
+            )),
+            one(p2),
+        );
+        let change = rules_change(&before, &after).expect("rules only");
+        assert!(
+            change.contains("flush chain inet cnetpol ep_0000000000000000_in") && change.contains("th dport 23"),
+            "{change}"
+        );
+        assert!(cnet_dataplane::nftwrite::parse(&change).is_some(), "sent by the netlink writer: {change}");
+        assert_eq!(rules_change(&before, &before), None, "nothing to do");
+        assert_eq!(rules_change(&before, &BTreeMap::new()), None, "an endpoint gone: the whole table");
+        let mut isolated = after.clone();
+        isolated.get_mut(&Uuid::nil()).unwrap().peers = Some(BTreeSet::new());
+        assert_eq!(rules_change(&after, &isolated), None, "peers changed: the whole table");
         // No endpoint left: both tables go.
         assert_eq!(script(&BTreeMap::new()), reset_script());
         assert_eq!(

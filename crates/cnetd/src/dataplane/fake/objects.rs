@@ -87,8 +87,9 @@ pub struct Objects {
 }
 
 impl Objects {
-    /// A script of a namespace's ACL table: each replaces the table whole
-    /// (`policy::inside`); one that only deletes it leaves none.
+    /// A script of a namespace's ACL table (`policy::inside`): one that
+    /// replaces the table whole, one that only deletes it (none left), or
+    /// a change of rules in the table there (kept with it).
     pub fn acl_apply_in(&mut self, netns: &str, script: &str) -> crate::dataplane::DpResult<()> {
         if !self.namespaces.contains(netns) {
             return Err(super::errno(format!("entering {netns}"), libc::ENOENT));
@@ -96,12 +97,11 @@ impl Objects {
         match script.strip_prefix(&crate::policy::inside::reset_script()) {
             Some("") => drop(self.acls_inside.remove(netns)),
             Some(_) => drop(self.acls_inside.insert(netns.to_string(), script.to_string())),
-            None => {
-                return Err(super::errno(
-                    format!("an ACL script that does not replace the table: {script}"),
-                    libc::EINVAL,
-                ))
-            }
+            // A change of some endpoints' rules: the table must be there, as in the kernel.
+            None => match self.acls_inside.get_mut(netns) {
+                Some(table) => table.push_str(script),
+                None => return Err(super::errno(format!("changing the ACL table of {netns}"), libc::ENOENT)),
+            },
         }
         Ok(())
     }

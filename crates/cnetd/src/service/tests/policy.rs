@@ -261,13 +261,30 @@ fn on_a_transparent_network_a_failed_acl_change_leaves_the_old_table_and_a_crash
     on("Transparent", || {
         let n = steps_of(transparent_with_acl, block_out);
         assert!(n >= 1, "the change is a step");
-        for step in 0..n {
+        let done = transparent_with_acl();
+        block_out(done.svc()).unwrap();
+        let tables = |b: &Bed| -> Vec<String> { b.fake.objects().acls_inside.values().cloned().collect() };
+        let after = done.snapshot();
+        // A rules-only change whose batch fails is made again as a whole table.
+        for step in 0..=n {
             let b = transparent_with_acl();
-            let before = (b.snapshot(), b.fake.objects().acls_inside.clone());
             b.fake.fail_step(step);
-            assert!(block_out(b.svc()).is_err(), "step {step} failed");
-            assert_eq!((b.snapshot(), b.fake.objects().acls_inside.clone()), before, "step {step}");
+            block_out(b.svc()).unwrap_or_else(|e| panic!("step {step}: {e}"));
+            assert_eq!(b.snapshot().0, after.0, "step {step}: the same change");
+            assert!(tables(&b).concat().contains("th dport 53"), "step {step}: {:?}", tables(&b));
         }
+        // The table deleted from inside: the rules-only change fails, the whole table restores it.
+        let b = transparent_with_acl();
+        b.fake.tamper(|k| k.acls_inside.clear());
+        block_out(b.svc()).unwrap();
+        assert!(tables(&b).concat().contains("th dport 53"), "{:?}", tables(&b));
+        // And when the whole table fails too, nothing changed.
+        let b = transparent_with_acl();
+        b.fake.tamper(|k| k.acls_inside.clear());
+        let before = (b.snapshot(), tables(&b));
+        b.fake.fail_step(1);
+        assert!(block_out(b.svc()).is_err(), "both ways failed");
+        assert_eq!((b.snapshot(), tables(&b)), before);
         let m = crashing_at_each_step_then_restarting_resolves_the_intent(transparent_with_acl, block_out);
         assert!(m >= 1);
     });
