@@ -129,7 +129,7 @@ fn an_acl_change_at_run_time_keeps_open_connections_and_bad_policies_change_noth
 /// Packets endpoint `ep`'s ACLs dropped, from its counter in the table of
 /// the namespace at `netns` (the host's, or a Transparent container's).
 fn acl_drops_in(w: &World, netns: &str, ep: &cnet_model::Endpoint) -> u64 {
-    let counter = format!("acl_{}", &ep.id.simple().to_string()[..16]);
+    let counter = format!("acl_{}", tag(ep));
     let out = w.exec_in(netns, &["nft", "list", "counter", "inet", "cnetpol", &counter]);
     let text = String::from_utf8_lossy(&out.stdout);
     text.split_whitespace().skip_while(|t| *t != "packets").nth(1).and_then(|n| n.parse().ok()).unwrap_or(0)
@@ -139,11 +139,7 @@ fn acl_drops_in(w: &World, netns: &str, ep: &cnet_model::Endpoint) -> u64 {
 fn on_a_transparent_network_a_containers_acls_hold_in_its_namespace_towards_the_lan_and_other_macvlans() {
     cnet_testkit::require_root!();
     let mut w = World::new();
-    let caps: Value = w.client().get("/capabilities").unwrap();
-    if caps["Macvlan"] != json!(true) {
-        return;
-    }
-    let net = physical_network(&w, "lan", "Transparent");
+    let Some(net) = transparent_lan(&w) else { return };
     // b is another macvlan of the same uplink: frames between a and b never pass the host.
     let b = container(&w, &net, "b", json!([]));
     let a = container(
@@ -295,11 +291,7 @@ fn acls_hold_on_an_l2bridge_network() {
 fn on_a_transparent_network_disable_icc_cuts_a_container_off_the_networks_other_endpoints_only() {
     cnet_testkit::require_root!();
     let mut w = World::new();
-    let caps: Value = w.client().get("/capabilities").unwrap();
-    if caps["Macvlan"] != json!(true) {
-        return;
-    }
-    let net = physical_network(&w, "lan", "Transparent");
+    let Some(net) = transparent_lan(&w) else { return };
     let b = container(&w, &net, "b", json!([]));
     let c = container(&w, &net, "c", json!([]));
     let ns: cnet_model::Namespace = w.client().post("/namespaces", &json!({"Name": w.name("a")})).unwrap();
@@ -351,6 +343,12 @@ fn on_a_transparent_network_disable_icc_cuts_a_container_off_the_networks_other_
     // Gone with the endpoint.
     w.client().delete(&format!("/endpoints/{}", a.ep.id)).unwrap();
     assert!(!w.exec_in(&a.path(), &["nft", "list", "table", "inet", "cnetpol"]).status.success(), "gone with it");
+}
+
+/// A Transparent network on the test LAN, or `None` where the kernel has no macvlan.
+fn transparent_lan(w: &World) -> Option<cnet_model::Network> {
+    let caps: Value = w.client().get("/capabilities").unwrap();
+    (caps["Macvlan"] == json!(true)).then(|| physical_network(w, "lan", "Transparent"))
 }
 
 /// The 16 hex digits that name an endpoint's chains and sets.
